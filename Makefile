@@ -1,0 +1,115 @@
+# glq - build, test, bench, demo, install.  `make` builds the CPU library, the Lua C module and
+# the `glq` executable; the CUDA backend is added when nvcc is found (force CPU with CUDA=0).
+VERSION   := 0.1.0
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+LUADIR    ?= $(PREFIX)/share/lua/5.1
+LIBDIR    ?= $(PREFIX)/lib/lua/5.1
+SHAREDIR  ?= $(PREFIX)/share/glq
+
+CC        ?= gcc
+LUAJIT_INC ?= $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
+LUAJIT_LIB ?= $(shell pkg-config --libs luajit 2>/dev/null || echo -lluajit-5.1)
+WERROR    ?= -Werror
+OPT       ?= -O2
+CFLAGS_BASE = -std=c11 $(OPT) -g -march=x86-64-v2 -Wall -Wextra $(WERROR) -D_GNU_SOURCE -fPIC \
+              -DGLQ_VERSION=\"$(VERSION)\" -Isrc $(LUAJIT_INC)
+LIBS      = -lopenblas -llapacke -lpcre2-8 -lm -lpthread -ldl
+
+# NVCC: the CUDA backend is built when nvcc exists (CUDA=0 disables it)
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=compute_90
+CU_SRCS   := $(if $(filter 1,$(CUDA)),$(wildcard cuda/*.cu),)
+
+BUILD     ?= build
+SRCS      := $(filter-out $(EXCLUDE),$(wildcard src/core/*.c src/io/*.c src/linalg/*.c src/quant/*.c src/model/*.c))
+LUA_SRCS  := $(filter-out $(EXCLUDE),$(wildcard src/lua/*.c))
+OBJS      := $(SRCS:%.c=$(BUILD)/obj/%.o)
+LUA_OBJS  := $(LUA_SRCS:%.c=$(BUILD)/obj/%.o)
+CU_OBJS   := $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
+ifneq ($(CU_OBJS),)
+CFLAGS_BASE += -DGLQ_HAVE_CUDA=1
+LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+endif
+CFLAGS    = $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+LDFLAGS  += $(EXTRA_LDFLAGS)
+
+LIB       := $(BUILD)/libglq.a
+MODULE    := $(BUILD)/glq/core.so
+EXE       := $(BUILD)/glq
+
+.PHONY: all test test-asan test-gpu fuzz bench demo deps model install uninstall clean check-clean-clone
+all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC -Isrc -c $< -o $@
+
+$(LIB): $(OBJS) $(CU_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(MODULE): $(LUA_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(LUA_OBJS) $(LIB) $(LDFLAGS) $(LIBS)
+
+$(EXE): src/main.c $(LUA_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ src/main.c $(LUA_OBJS) $(LIB) -Wl,-E $(LDFLAGS) $(LUAJIT_LIB) -lreadline $(LIBS)
+
+-include $(OBJS:.o=.d) $(LUA_OBJS:.o=.d)
+
+# ---- tests ----
+BUSTED    ?= luajit /usr/bin/busted
+SPEC      ?= spec
+BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/?.so' -o spec/support/output.lua
+test: all
+	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) $(SPEC)
+
+# AddressSanitizer + UBSan: the specs run against an instrumented module (luajit itself is not)
+ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)
+test-asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 CUDA=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all
+	LD_PRELOAD=$(ASAN_RT) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  GLQ_BUILD=build-asan GLQ_ASAN=1 $(BUSTED) --lpath='lua/?.lua;lua/?/init.lua' --cpath='build-asan/?.so' -o spec/support/output.lua $(SPEC)
+
+# ---- fuzzing (clang libFuzzer), bounded runs ----
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(filter-out src/core/ops.c,$(SRCS))
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# ---- benchmarks, demo, model, deps ----
+bench: all
+	@bash scripts/bench.sh
+
+demo: deps all model
+	$(EXE) demo
+
+model:
+	@bash scripts/fetch-model.sh
+
+deps:
+	@bash scripts/install-deps.sh
+
+# ---- install (also used by the luarocks rockspec) ----
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/glq $(DESTDIR)$(LIBDIR)/glq $(DESTDIR)$(SHAREDIR)/recipes
+	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/glq
+	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/glq/core.so
+	install -m 644 lua/glq/*.lua $(DESTDIR)$(LUADIR)/glq/
+	install -m 644 recipes/*.lua $(DESTDIR)$(SHAREDIR)/recipes/
+
+uninstall:
+	rm -rf $(DESTDIR)$(BINDIR)/glq $(DESTDIR)$(LUADIR)/glq $(DESTDIR)$(LIBDIR)/glq $(DESTDIR)$(SHAREDIR)
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,17 @@
+-- busted output handler: the plain terminal report, then one totals line
+-- "N passed, M failed, K skipped" (errors count as failures) that CI reads.
+return function(options)
+  local busted = require 'busted'
+  local handler = require 'busted.outputHandlers.plainTerminal'(options)
+  local stock_end = handler.suiteEnd
+  handler.suiteEnd = function(...)
+    stock_end(...)
+    local failed = handler.failuresCount + handler.errorsCount
+    io.write(string.format('\n%d passed, %d failed, %d skipped\n',
+      handler.successesCount, failed, handler.pendingsCount))
+    io.flush()
+    return nil, true
+  end
+  busted.subscribe({ 'suite', 'end' }, handler.suiteEnd)
+  return handler
+end

@@ -1,0 +1,140 @@
+/* pool.c - fixed worker threads; glq_parallel_for hands each worker one contiguous range.
+ * The split of [0, n) depends only on n, min_chunk and the pool size, and each index is
+ * processed by exactly one call, so independent iterations give identical bytes for any size. */
+#include "pool.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define MAX_THREADS 256
+
+typedef struct {
+  glq_range_fn fn;
+  void *ctx;
+  int64_t n, chunk;
+  int nparts;
+} job_t;
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  pthread_t th[MAX_THREADS];
+  int nthreads;          /* total workers including the caller */
+  int started;
+  unsigned long gen;     /* job generation */
+  int pending;           /* workers still running the current job */
+  int quit;
+  job_t job;
+} P = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER; /* one parallel loop at a time */
+static _Thread_local int in_parallel;
+
+static void run_part(const job_t *j, int part) {
+  int64_t b = (int64_t)part * j->chunk, e = b + j->chunk;
+  if (e > j->n) e = j->n;
+  if (b < e) j->fn(j->ctx, b, e);
+}
+
+static void *worker(void *arg) {
+  int id = (int)(intptr_t)arg;
+  unsigned long seen = 0;
+  in_parallel = 1;
+  pthread_mutex_lock(&P.mu);
+  for (;;) {
+    while (!P.quit && P.gen == seen) pthread_cond_wait(&P.go, &P.mu);
+    if (P.quit) break;
+    seen = P.gen;
+    job_t j = P.job;
+    pthread_mutex_unlock(&P.mu);
+    if (id < j.nparts) run_part(&j, id);
+    pthread_mutex_lock(&P.mu);
+    if (--P.pending == 0) pthread_cond_signal(&P.done);
+  }
+  pthread_mutex_unlock(&P.mu);
+  return NULL;
+}
+
+static int default_threads(void) {
+  const char *s = getenv("GLQ_THREADS");
+  if (s && *s) {
+    int n = atoi(s);
+    if (n > 0) return n > MAX_THREADS ? MAX_THREADS : n;
+  }
+  long c = sysconf(_SC_NPROCESSORS_ONLN);
+  return c < 1 ? 1 : (c > MAX_THREADS ? MAX_THREADS : (int)c);
+}
+
+static void stop_workers(void) {
+  pthread_mutex_lock(&P.mu);
+  P.quit = 1;
+  pthread_cond_broadcast(&P.go);
+  pthread_mutex_unlock(&P.mu);
+  for (int i = 1; i < P.nthreads; i++) pthread_join(P.th[i], NULL);
+  P.quit = 0;
+  P.started = 0;
+}
+
+static void start_workers(int n) {
+  P.nthreads = 1;
+  for (int i = 1; i < n; i++) {
+    if (pthread_create(&P.th[i], NULL, worker, (void *)(intptr_t)i) != 0) break;
+    P.nthreads = i + 1;
+  }
+  P.started = 1;
+}
+
+static void ensure_started(void) {
+  if (!P.started) start_workers(default_threads());
+}
+
+int glq_num_threads(void) {
+  pthread_mutex_lock(&run_mu);
+  ensure_started();
+  int n = P.nthreads;
+  pthread_mutex_unlock(&run_mu);
+  return n;
+}
+
+void glq_set_num_threads(int n) {
+  pthread_mutex_lock(&run_mu);
+  if (n <= 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c < 1 ? 1 : (int)c;
+  }
+  if (n > MAX_THREADS) n = MAX_THREADS;
+  if (P.started) stop_workers();
+  start_workers(n);
+  pthread_mutex_unlock(&run_mu);
+}
+
+void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx) {
+  if (n <= 0) return;
+  if (min_chunk < 1) min_chunk = 1;
+  if (in_parallel || n <= min_chunk) { fn(ctx, 0, n); return; }
+  pthread_mutex_lock(&run_mu);
+  ensure_started();
+  int parts = P.nthreads;
+  int64_t chunk = (n + parts - 1) / parts;
+  if (chunk < min_chunk) chunk = min_chunk;
+  parts = (int)((n + chunk - 1) / chunk);
+  if (parts <= 1) {
+    pthread_mutex_unlock(&run_mu);
+    fn(ctx, 0, n);
+    return;
+  }
+  job_t j = {fn, ctx, n, chunk, parts};
+  pthread_mutex_lock(&P.mu);
+  P.job = j;
+  P.pending = P.nthreads - 1;
+  P.gen++;
+  pthread_cond_broadcast(&P.go);
+  pthread_mutex_unlock(&P.mu);
+  in_parallel = 1;
+  run_part(&j, 0);
+  in_parallel = 0;
+  pthread_mutex_lock(&P.mu);
+  while (P.pending > 0) pthread_cond_wait(&P.done, &P.mu);
+  pthread_mutex_unlock(&P.mu);
+  pthread_mutex_unlock(&run_mu);
+}

@@ -1,0 +1,101 @@
+/* l_core.c - luaopen_glq_core and the helpers of lglq.h shared by every binding. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "lglq.h"
+
+int lglq_error(lua_State *L, const char *fmt, ...) {
+  char ctx[512] = "";
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+  }
+  if (ctx[0]) lua_pushfstring(L, "%s: %s", ctx, glq_errmsg());
+  else lua_pushstring(L, glq_errmsg());
+  return lua_error(L);
+}
+
+int lglq_check(lua_State *L, int rc, const char *fmt, ...) {
+  if (rc == GLQ_OK) return 0;
+  char ctx[512] = "";
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+  }
+  return lglq_error(L, ctx[0] ? "%s" : NULL, ctx);
+}
+
+static int opt_field(lua_State *L, int idx, const char *name, int type, const char *tname) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, name);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+  if (lua_type(L, -1) != type && !(type == LUA_TNUMBER && lua_isnumber(L, -1)))
+    return luaL_error(L, "option '%s' must be a %s, got %s", name, tname, luaL_typename(L, -1));
+  return 1;
+}
+
+lua_Number lglq_optnumber(lua_State *L, int idx, const char *name, lua_Number def) {
+  if (!opt_field(L, idx, name, LUA_TNUMBER, "number")) return def;
+  lua_Number v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+lua_Integer lglq_optinteger(lua_State *L, int idx, const char *name, lua_Integer def) {
+  if (!opt_field(L, idx, name, LUA_TNUMBER, "number")) return def;
+  lua_Number v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (v != (lua_Number)(lua_Integer)v) return luaL_error(L, "option '%s' must be an integer, got %f", name, v);
+  return (lua_Integer)v;
+}
+
+int lglq_optboolean(lua_State *L, int idx, const char *name, int def) {
+  if (!opt_field(L, idx, name, LUA_TBOOLEAN, "boolean")) return def;
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+const char *lglq_optstring(lua_State *L, int idx, const char *name, const char *def) {
+  if (!opt_field(L, idx, name, LUA_TSTRING, "string")) return def;
+  const char *v = lua_tostring(L, -1); /* stays valid: the table holds the string */
+  lua_pop(L, 1);
+  return v;
+}
+
+void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns) {
+  if (sub) {
+    lua_getfield(L, -1, sub);
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, sub);
+    }
+  }
+  for (; fns->name; fns++) {
+    lua_pushcfunction(L, fns->func);
+    lua_setfield(L, -2, fns->name);
+  }
+  if (sub) lua_pop(L, 1);
+}
+
+int luaopen_glq_core(lua_State *L) {
+  lua_newtable(L);
+  lglq_open_tensor(L);
+  lglq_open_linear(L);
+  lglq_open_io(L);
+  lglq_open_gguf(L);
+  lglq_open_tokenizer(L);
+  lglq_open_e8(L);
+  lglq_open_quant(L);
+  lglq_open_hif4(L);
+  lglq_open_model(L);
+  lglq_open_cuda(L);
+  return 1;
+}

@@ -1,0 +1,58 @@
+/* lglq.h - helpers shared by the Lua bindings (the only headers that include lua.h).
+ * Tensors are full userdata of metatable "glq.tensor" holding a glq_tensor; linear layers are
+ * userdata of metatable "glq.linear" holding a glq_linear* (src/model/linear.h). */
+#ifndef LGLQ_H
+#define LGLQ_H
+#include <lauxlib.h>
+#include <lua.h>
+#include "../core/tensor.h"
+#include "../model/linear.h"
+
+#define LGLQ_TENSOR "glq.tensor"
+#define LGLQ_LINEAR "glq.linear"
+
+/* tensors */
+glq_tensor *lglq_checktensor(lua_State *L, int idx);         /* raises "bad argument #idx (tensor expected, got X)" */
+glq_tensor *lglq_totensor(lua_State *L, int idx);            /* NULL if not a tensor */
+void lglq_pushtensor(lua_State *L, glq_tensor *t);           /* moves t's reference into a new userdata; clears *t */
+/* a contiguous tensor of dtype dt from argument idx (converting/copying if needed); release it after use */
+void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out);
+int lglq_checkshape(lua_State *L, int idx, int64_t *shape);  /* Lua table of sizes -> ndim */
+void lglq_pushshape(lua_State *L, const glq_tensor *t);      /* push {d1, d2, ...} */
+glq_dtype lglq_checkdtype(lua_State *L, int idx);            /* dtype name string */
+glq_dtype lglq_optdtype(lua_State *L, int idx, glq_dtype def);
+
+/* errors: raise "<context>: <glq_errmsg()>" (context printf-style; NULL for none). Never returns. */
+int lglq_error(lua_State *L, const char *fmt, ...);
+/* if rc != GLQ_OK raise like lglq_error; otherwise return 0 */
+int lglq_check(lua_State *L, int rc, const char *fmt, ...);
+
+/* option tables: read field `name` of the table at idx (absent/nil -> default; wrong type -> error naming it) */
+lua_Number lglq_optnumber(lua_State *L, int idx, const char *name, lua_Number def);
+lua_Integer lglq_optinteger(lua_State *L, int idx, const char *name, lua_Integer def);
+int lglq_optboolean(lua_State *L, int idx, const char *name, int def);
+const char *lglq_optstring(lua_State *L, int idx, const char *name, const char *def);
+
+/* linear layers: push takes ownership of l; if anchor != 0 the value at that index is kept alive
+ * as long as the layer (for layers that borrow tensor memory). */
+void lglq_pushlinear(lua_State *L, glq_linear *l, int anchor);
+glq_linear *lglq_checklinear(lua_State *L, int idx);
+
+/* registration: set fns into the table on top of the stack, or into its subtable `sub` (created if absent) */
+void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns);
+
+/* module openers, each called by luaopen_glq_core with the core table on top of the stack */
+void lglq_open_tensor(lua_State *L);
+void lglq_open_linear(lua_State *L);
+void lglq_open_io(lua_State *L);
+void lglq_open_gguf(lua_State *L);
+void lglq_open_tokenizer(lua_State *L);
+void lglq_open_e8(lua_State *L);
+void lglq_open_quant(lua_State *L);
+void lglq_open_hif4(lua_State *L);
+void lglq_open_model(lua_State *L);
+void lglq_open_cuda(lua_State *L);
+
+int luaopen_glq_core(lua_State *L);
+
+#endif

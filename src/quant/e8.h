@@ -1,0 +1,25 @@
+/* e8.h - glq's E8 shell codebook (65536 x 8, and its 256-row prefix) and exact nearest-neighbour coding.
+ * Table order is identical, index for index, to glq 0.2.7's bundled table (docs/glq-spec §1). */
+#ifndef GLQ_E8_H
+#define GLQ_E8_H
+#include <stdint.h>
+
+typedef struct glq_e8_codebook {
+  int size;              /* 65536 or 256 */
+  const float *table;    /* size x 8, row-major */
+  const float *norms;    /* size: squared norms */
+  const void *priv;      /* search acceleration structures (owned by the module) */
+} glq_e8_codebook;
+
+/* The cached codebook of the given size (65536 or 256); built on first use, thread-safe.
+ * Returns NULL and sets the error message for another size. */
+const glq_e8_codebook *glq_e8_codebook_get(int size);
+
+/* idx[i] = argmin_j ||x_i - C_j||^2 over the codebook (ties: lowest index), for n vectors of 8 floats.
+ * Exact: equal to brute force for every finite input. Multithreaded; deterministic. */
+int glq_e8_encode(const glq_e8_codebook *cb, const float *x, int64_t n, int32_t *idx);
+
+/* out[i] = C[idx[i] & 0xFFFF] (indices masked as glq stores them, int16 bit patterns accepted). */
+void glq_e8_decode(const glq_e8_codebook *cb, const int32_t *idx, int64_t n, float *out);
+
+#endif

@@ -1,0 +1,26 @@
+/* hadamard.h - orthonormal Hadamard-type transforms along the last dimension, without storage padding.
+ * Powers of two use the Sylvester FWHT (symmetric, involutive). Other multiples of 8 use a
+ * Kronecker product with a small Hadamard matrix (or a block-diagonal fallback); see the .c file
+ * and docs/hadamard.md for which sizes get which construction. Sizes that are neither a power of
+ * two nor a multiple of 8 are rejected: the caller pads to a multiple of 8. */
+#ifndef GLQ_HADAMARD_H
+#define GLQ_HADAMARD_H
+#include <stdint.h>
+
+typedef struct glq_hadamard glq_hadamard; /* immutable plan for one dimension; cached, thread-safe */
+
+/* The plan for dimension n (n >= 1). Fails with a message for unsupported n. */
+int glq_hadamard_plan(int64_t n, const glq_hadamard **out);
+int64_t glq_hadamard_dim(const glq_hadamard *h);
+int glq_hadamard_is_symmetric(const glq_hadamard *h);
+/* x (rows × n, row-major) in place: each row x_i <- H x_i, or Hᵀ x_i when transpose != 0. Orthonormal.
+ * Parallel over rows; the result does not depend on the thread count or the SIMD path. */
+void glq_hadamard_apply(const glq_hadamard *h, float *x, int64_t rows, int transpose);
+/* Short human description, e.g. "FWHT 4096" or "H12 (Paley I) (x) FWHT 512". */
+const char *glq_hadamard_describe(const glq_hadamard *h);
+/* max |H_ij| * sqrt(n): 1 for a true Hadamard matrix, sqrt(n / smallest block) for block-diagonal plans. */
+double glq_hadamard_coherence(const glq_hadamard *h);
+/* Convenience: plan for n, then apply (error message names n). */
+int glq_hadamard_transform(float *x, int64_t rows, int64_t n, int transpose);
+
+#endif
