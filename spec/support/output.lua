@@ -3,15 +3,12 @@
 return function(options)
   local busted = require 'busted'
   local handler = require 'busted.outputHandlers.plainTerminal'(options)
-  local stock_end = handler.suiteEnd
-  handler.suiteEnd = function(...)
-    stock_end(...)
+  busted.subscribe({ 'suite', 'end' }, function()
     local failed = handler.failuresCount + handler.errorsCount
     io.write(string.format('\n%d passed, %d failed, %d skipped\n',
       handler.successesCount, failed, handler.pendingsCount))
     io.flush()
     return nil, true
-  end
-  busted.subscribe({ 'suite', 'end' }, handler.suiteEnd)
+  end)
   return handler
 end

@@ -17,6 +17,18 @@ int lglq_error(lua_State *L, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int lglq_raisef(lua_State *L, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  luaL_where(L, 1);
+  lua_pushstring(L, msg);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 int lglq_check(lua_State *L, int rc, const char *fmt, ...) {
   if (rc == GLQ_OK) return 0;
   char ctx[512] = "";

@@ -38,7 +38,7 @@ static int m_forward(lua_State *L) {
   int64_t B = vec ? 1 : x.shape[0];
   if ((x.ndim != 1 && x.ndim != 2) || x.shape[x.ndim - 1] != l->in) {
     glq_tensor_release(&x);
-    return luaL_error(L, "linear:forward: input must be (%lld) or (B, %lld), got a %d-d tensor with last size %lld",
+    return lglq_raisef(L, "linear:forward: input must be (%lld) or (B, %lld), got a %d-d tensor with last size %lld",
                       (long long)l->in, (long long)l->in, x.ndim, (long long)(x.ndim ? x.shape[x.ndim - 1] : 0));
   }
   int64_t shape[2] = {B, l->out};

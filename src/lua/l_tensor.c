@@ -81,7 +81,7 @@ static int l_tensor(lua_State *L) {
   if (glq_tensor_numel(&t) != n) {
     long long want = (long long)glq_tensor_numel(&t);
     glq_tensor_release(&t);
-    return luaL_error(L, "glq.tensor: %d values given for a shape of %lld elements", n, want);
+    return lglq_raisef(L, "glq.tensor: %d values given for a shape of %lld elements", n, want);
   }
   double *p = glq_tensor_data(&t);
   for (int i = 0; i < n; i++) {
@@ -217,7 +217,7 @@ static int m_totable(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), c;
   lglq_check(L, glq_tensor_to(t, GLQ_F64, &c), "tensor:totable");
   int64_t n = glq_tensor_numel(&c);
-  if (n > 100000000) { glq_tensor_release(&c); return luaL_error(L, "tensor:totable: %lld elements is too many for a Lua table", (long long)n); }
+  if (n > 100000000) { glq_tensor_release(&c); return lglq_raisef(L, "tensor:totable: %lld elements is too many for a Lua table", (long long)n); }
   const double *p = glq_tensor_data(&c);
   lua_createtable(L, (int)n, 0);
   for (int64_t i = 0; i < n; i++) {
@@ -284,7 +284,7 @@ static int read_index(lua_State *L, glq_tensor *t, int first, int64_t *idx) {
   }
   for (int i = 0; i < t->ndim; i++)
     if (idx[i] < 0 || idx[i] >= t->shape[i])
-      return luaL_error(L, "index %lld out of range for dimension %d of size %lld", (long long)idx[i] + 1, i + 1, (long long)t->shape[i]);
+      return lglq_raisef(L, "index %lld out of range for dimension %d of size %lld", (long long)idx[i] + 1, i + 1, (long long)t->shape[i]);
   return 0;
 }
 

@@ -24,6 +24,12 @@ glq_dtype lglq_optdtype(lua_State *L, int idx, glq_dtype def);
 
 /* errors: raise "<context>: <glq_errmsg()>" (context printf-style; NULL for none). Never returns. */
 int lglq_error(lua_State *L, const char *fmt, ...);
+/* raise a message formatted with C printf rules (%lld, %zu, %g work, unlike lua_pushfstring). Never returns. */
+int lglq_raisef(lua_State *L, const char *fmt, ...)
+#if defined(__GNUC__)
+  __attribute__((format(printf, 2, 3)))
+#endif
+  ;
 /* if rc != GLQ_OK raise like lglq_error; otherwise return 0 */
 int lglq_check(lua_State *L, int rc, const char *fmt, ...);
 
