@@ -1,4 +1,5 @@
 /* l_core.c - luaopen_glq_core and the helpers of lglq.h shared by every binding. */
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,7 +98,15 @@ void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns) {
   if (sub) lua_pop(L, 1);
 }
 
+/* Keep this shared object mapped until exit: the thread pool's workers run its code, so the
+ * dlclose() that lua_close() performs must not unmap it under them. */
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)luaopen_glq_core, &info) && info.dli_fname) dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
 int luaopen_glq_core(lua_State *L) {
+  pin_module();
   lua_newtable(L);
   lglq_open_tensor(L);
   lglq_open_linear(L);
