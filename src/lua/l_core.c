@@ -118,5 +118,6 @@ int luaopen_glq_core(lua_State *L) {
   lglq_open_hif4(L);
   lglq_open_model(L);
   lglq_open_cuda(L);
+  lglq_open_eval(L);
   return 1;
 }
