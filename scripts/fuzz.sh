@@ -28,7 +28,9 @@ for h in fuzz/fuzz_*.c; do
   seed="fuzz/corpus/${name#fuzz_}"
   [ -d "$seed" ] && cp -r "$seed"/. "$corpus"/
   log="$out/$name.log"
-  if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$corpus" >"$log" 2>&1; then
+  dict=()
+  [ -f "fuzz/${name#fuzz_}.dict" ] && dict=(-dict="fuzz/${name#fuzz_}.dict")
+  if "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "$corpus" >"$log" 2>&1; then
     execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
     echo "ok   $name: ${execs:-?} executions in ${secs}s, no crash"
     pass=$((pass + 1))
