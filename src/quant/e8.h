@@ -22,4 +22,17 @@ int glq_e8_encode(const glq_e8_codebook *cb, const float *x, int64_t n, int32_t 
 /* out[i] = C[idx[i] & 0xFFFF] (indices masked as glq stores them, int16 bit patterns accepted). */
 void glq_e8_decode(const glq_e8_codebook *cb, const int32_t *idx, int64_t n, float *out);
 
+/* Two-stage (RVQ) decode: out[i] = C[idx[i] & 0xFFFF] + inv_rs * C2[idx2[i] & 0xFFFF], in f32.
+ * The 256 table is the prefix of the 65536 one, so an index >= 256 with the 256 book reads the full table. */
+void glq_e8_decode2(const glq_e8_codebook *cb, const glq_e8_codebook *cb2, const int32_t *idx, const int32_t *idx2,
+                    float inv_rs, int64_t n, float *out);
+
+/* The table as int8 coordinates times two (65536 x 8, values in [-6, 6]); the 256 book is its prefix. */
+const int8_t *glq_e8_table_i8(const glq_e8_codebook *cb);
+
+/* Test reference: plain exhaustive argmin of ||C_j||^2 - <2C_j, x> evaluated in double (strict <, so
+ * ties keep the lowest index). Equals the exact definition whenever those double sums are exact, e.g. when
+ * the nonzero |x_i| span at most 2^23 (any N(0, s^2) sample without near-zero coordinates). */
+int glq_e8_encode_bruteforce(const glq_e8_codebook *cb, const float *x, int64_t n, int32_t *idx);
+
 #endif

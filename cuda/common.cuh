@@ -1,0 +1,97 @@
+/* common.cuh - helpers shared by glq's CUDA sources (internal; not part of the C interface). */
+#ifndef GLQ_CUDA_COMMON_CUH
+#define GLQ_CUDA_COMMON_CUH
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <stdint.h>
+#include "glq_cuda.h"
+extern "C" {
+#include "../src/core/error.h"
+}
+
+/* Device failures are reported as GLQ_EIO (the device did not do what was asked). */
+#define GLQ_CUDA_TRY(expr)                                                               \
+  do {                                                                                   \
+    cudaError_t e_ = (expr);                                                             \
+    if (e_ != cudaSuccess)                                                               \
+      return glq_error(e_ == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO,           \
+                       "%s:%d: %s: %s", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+  } while (0)
+
+#define GLQ_CUBLAS_TRY(expr)                                                             \
+  do {                                                                                   \
+    cublasStatus_t s_ = (expr);                                                          \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+      return glq_error(GLQ_EIO, "%s:%d: %s: cuBLAS status %d", __FILE__, __LINE__, #expr, (int)s_); \
+  } while (0)
+
+/* After a launch: report configuration errors at once (execution errors surface at the next sync). */
+#define GLQ_CUDA_LAUNCHED() GLQ_CUDA_TRY(cudaGetLastError())
+
+struct glq_cuda_ctx {
+  cublasHandle_t blas;
+  int sms;
+  int64_t max_fused_batch;
+  int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
+  int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
+  uint16_t *scratch;        /* bf16 weights for GLQ_CUDA_DEQUANT */
+  size_t scratch_elems;
+  void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */
+  size_t blas_ws_bytes;
+};
+
+/* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */
+enum { GLQ_ROWS_PAD = 32, GLQ_STEP_K = 256 };
+
+static inline int64_t glq_round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+/* y (B x out, f32 or bf16) = alpha * x (B x in, bf16) . W^T with W (out x in, bf16) in ctx->scratch. */
+int glq_cuda_gemm_scratch(glq_cuda_ctx *ctx, int64_t out, int64_t in, const uint16_t *x, int64_t B,
+                          void *y, int y_bf16, float alpha, cudaStream_t st);
+
+int glq_cuda_pick_path(glq_cuda_ctx *ctx, int64_t out, int64_t in, int64_t B, glq_cuda_path path,
+                       glq_cuda_path *picked);
+
+/* ---- device helpers ---- */
+__device__ __forceinline__ uint4 ldg_stream16(const void *p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint2 ldg_stream8(const void *p) {
+  uint2 r;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ uint32_t ldg_stream4(const void *p) {
+  uint32_t r;
+  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+  return r;
+}
+/* d = a * b + c on bf16 pairs, rounded to nearest (exact for every use in this code). */
+__device__ __forceinline__ uint32_t bf16x2_fma(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+/* acc (16x8 f32) += A (16x16 bf16, row) . B (16x8 bf16, col); fragment layouts as in the PTX ISA. */
+__device__ __forceinline__ void mma_bf16_16816(float acc[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float bf16lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf16hi(uint32_t v) { return __uint_as_float(v & 0xFFFF0000u); }
+/* Round two floats to a bf16 pair (lo in bits 0..15), nearest-even. */
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  uint32_t d;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+  return d;
+}
+
+#endif

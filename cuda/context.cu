@@ -1,0 +1,83 @@
+/* context.cu - per-device state of the CUDA backend and the dequantize-then-cuBLAS GEMM. */
+#include <stdlib.h>
+#include "common.cuh"
+
+extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
+  *out = NULL;
+  glq_cuda_ctx *c = (glq_cuda_ctx *)calloc(1, sizeof *c);
+  if (!c) return glq_error(GLQ_ENOMEM, "glq_cuda_ctx_create: out of host memory");
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
+  if (e != cudaSuccess) {
+    free(c);
+    return glq_error(GLQ_EIO, "glq_cuda_ctx_create: %s", cudaGetErrorString(e));
+  }
+  c->max_fused_batch = 32;
+  c->e8_smem_entries = -1;
+  c->fused_cfg = -1;
+  c->blas_ws_bytes = (size_t)32 << 20;
+  if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
+    free(c);
+    return glq_error(GLQ_EIO, "glq_cuda_ctx_create: cublasCreate failed");
+  }
+  e = cudaMalloc(&c->blas_ws, c->blas_ws_bytes);
+  if (e != cudaSuccess) {
+    cublasDestroy(c->blas);
+    free(c);
+    return glq_error(GLQ_ENOMEM, "glq_cuda_ctx_create: cuBLAS workspace: %s", cudaGetErrorString(e));
+  }
+  *out = c;
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_ctx_reserve(glq_cuda_ctx *c, int64_t out, int64_t in) {
+  const size_t need = (size_t)out * (size_t)in;
+  if (need <= c->scratch_elems) return GLQ_OK;
+  GLQ_CUDA_TRY(cudaFree(c->scratch));
+  c->scratch = NULL;
+  c->scratch_elems = 0;
+  GLQ_CUDA_TRY(cudaMalloc(&c->scratch, need * sizeof(uint16_t)));
+  c->scratch_elems = need;
+  return GLQ_OK;
+}
+
+extern "C" void glq_cuda_ctx_set_threshold(glq_cuda_ctx *c, int64_t max_fused_batch) {
+  c->max_fused_batch = max_fused_batch;
+}
+
+extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_smem_entries = entries; }
+
+extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 1 ? 1 : cfg; }
+
+extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
+  if (!c) return;
+  cudaFree(c->scratch);
+  cudaFree(c->blas_ws);
+  cublasDestroy(c->blas);
+  free(c);
+}
+
+int glq_cuda_gemm_scratch(glq_cuda_ctx *c, int64_t out, int64_t in, const uint16_t *x, int64_t B,
+                          void *y, int y_bf16, float alpha, cudaStream_t st) {
+  const float beta = 0.f;
+  GLQ_CUBLAS_TRY(cublasSetStream(c->blas, st)); /* this resets the workspace: set ours after it */
+  GLQ_CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes));
+  /* column-major view: y^T (out x B) = W (row-major out x in, i.e. op T) . x^T (in x B) */
+  GLQ_CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)B, (int)in, &alpha,
+                              c->scratch, CUDA_R_16BF, (int)in, x, CUDA_R_16BF, (int)in, &beta, y,
+                              y_bf16 ? CUDA_R_16BF : CUDA_R_32F, (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return GLQ_OK;
+}
+
+/* Validate the common matmul arguments and pick the path. */
+int glq_cuda_pick_path(glq_cuda_ctx *c, int64_t out, int64_t in, int64_t B, glq_cuda_path path,
+                       glq_cuda_path *picked) {
+  if (B < 1 || B > (1 << 24)) return glq_error(GLQ_EINVAL, "matmul: batch %lld out of range", (long long)B);
+  if (path == GLQ_CUDA_AUTO) path = B <= c->max_fused_batch ? GLQ_CUDA_FUSED : GLQ_CUDA_DEQUANT;
+  if (path == GLQ_CUDA_DEQUANT && (size_t)out * (size_t)in > c->scratch_elems)
+    return glq_error(GLQ_EINVAL, "matmul: scratch holds %zu weights, %lld x %lld needed (glq_cuda_ctx_reserve)",
+                     c->scratch_elems, (long long)out, (long long)in);
+  *picked = path;
+  return GLQ_OK;
+}

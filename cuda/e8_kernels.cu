@@ -1,0 +1,281 @@
+/* e8_kernels.cu - glq E8 layers on the GPU: codebook upload, weight upload, fused matmul,
+ * dequantization to bf16 (for the cuBLAS path). Format: docs/glq-spec.md §1, §6.2. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fused_mma.cuh"
+
+/* Device codebook word of one entry: 8 nibbles c = 2v + 6 in [0, 12]. Coordinate 2q sits in bits
+ * 4q..4q+3 and coordinate 2q+1 in bits 16+4q..16+4q+3, so one shift and one mask put the pair
+ * (2q, 2q+1) into the two halves of a bf16 pair (see e8_pairs). */
+enum { E8_ENTRIES = 65536, E8_SMEM_MAX = 55296 /* 216 KB: plus 8 KB of reduction space <= 227 KB */ };
+
+struct glq_cuda_codebook {
+  uint32_t *words; /* 65536, device */
+};
+
+struct glq_cuda_e8 {
+  const glq_cuda_codebook *cb;
+  int bits;
+  int64_t out, in, rows_pad, groups_pad; /* groups_pad: in/8 rounded up to 32 (one K step) */
+  uint8_t *q1, *q2;                      /* u16 (rows_pad x groups_pad); u8 (3 bits) or u16 (4 bits) */
+  int64_t pitch1, pitch2;                /* bytes per row */
+  float wscale, inv_rs;
+};
+
+/* bf16 pairs of the 8 coordinates: pair q = (v_2q, v_2q+1) with v = c/2 - 3, exact.
+ * (c << 3) | 0x4100 is the bf16 of 8 + c/2; one fma subtracts 11. */
+__device__ __forceinline__ void e8_pairs(uint32_t w, uint32_t e[4]) {
+  const uint32_t mask = 0x00780078u, magic = 0x41004100u, one = 0x3F803F80u, m11 = 0xC130C130u;
+  e[0] = bf16x2_fma(((w << 3) & mask) | magic, one, m11);
+  e[1] = bf16x2_fma(((w >> 1) & mask) | magic, one, m11);
+  e[2] = bf16x2_fma(((w >> 5) & mask) | magic, one, m11);
+  e[3] = bf16x2_fma(((w >> 9) & mask) | magic, one, m11);
+}
+
+__device__ __forceinline__ uint32_t e8_word(const uint32_t *stab, const uint32_t *table, int n_smem, uint32_t idx) {
+  return idx < (uint32_t)n_smem ? stab[idx] : __ldg(table + idx);
+}
+
+template <int S2> struct E8Raw;
+template <> struct E8Raw<0> { uint4 q1[2]; };
+template <> struct E8Raw<1> { uint4 q1[2]; uint2 q2[2]; };
+template <> struct E8Raw<2> { uint4 q1[2]; uint4 q2[2]; };
+
+/* S2: 0 = 2 bits (one stage), 1 = 3 bits (stage-2 index u8), 2 = 4 bits (stage-2 index u16). */
+template <int S2> struct E8Fmt {
+  static constexpr int kStages = S2 ? 2 : 1;
+  static constexpr bool kTable = true;
+  static constexpr int kPrefetch = S2 == 2 ? 1 : 2;
+  typedef E8Raw<S2> Raw;
+  static __device__ __forceinline__ void load(const FusedParams &p, int row0, int s, int g, int t, Raw &r) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = row0 + 8 * h + g, grp = (int64_t)s * 32 + 8 * t;
+      r.q1[h] = ldg_stream16(p.w1 + row * p.pitch1 + grp * 2);
+      if constexpr (S2 == 1) r.q2[h] = ldg_stream8(p.w2 + row * p.pitch2 + grp);
+      if constexpr (S2 == 2) r.q2[h] = ldg_stream16(p.w2 + row * p.pitch2 + grp * 2);
+    }
+  }
+  static __device__ __forceinline__ void decode(const FusedParams &p, const Raw &r, int i, int h,
+                                                const uint32_t *stab, uint32_t (&e)[kStages][4]) {
+    const uint32_t i1 = (u4get(r.q1[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu;
+    e8_pairs(e8_word(stab, p.table, p.n_smem, i1), e[0]);
+    if constexpr (S2 == 1) {
+      const uint32_t i2 = (((i < 4) ? r.q2[h].x : r.q2[h].y) >> (8 * (i & 3))) & 0xFFu;
+      e8_pairs(e8_word(stab, p.table, p.n_smem, i2), e[kStages - 1]);
+    }
+    if constexpr (S2 == 2) {
+      const uint32_t i2 = (u4get(r.q2[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu;
+      e8_pairs(e8_word(stab, p.table, p.n_smem, i2), e[kStages - 1]);
+    }
+  }
+};
+
+/* w[r, 8j:8j+8] = bf16(C[q1] + inv_rs * C[q2]) for every group. Persistent grid, codebook head in
+ * shared memory; a warp converts 8 runs of 32 consecutive groups per iteration, all 8 index loads
+ * issued before the first gather (the loop is latency-bound otherwise). */
+template <int S2>
+__global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
+                                                          int64_t pitch1, int64_t pitch2, const uint32_t *__restrict__ table,
+                                                          int n_smem, int out, int in, float inv_rs, uint16_t *__restrict__ w) {
+  extern __shared__ __align__(16) uint32_t stab[];
+  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stab);
+  for (int c = threadIdx.x; c < n_smem / 4; c += blockDim.x)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sbase + 16u * c), "l"(table + 4 * c));
+  asm volatile("cp.async.commit_group;\ncp.async.wait_all;");
+  __syncthreads();
+  const int groups = in / 8, spr = (int)(pitch1 / 64), nseg = out * spr;
+  const int lane = threadIdx.x & 31;
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, nwarps = (gridDim.x * blockDim.x) >> 5;
+  for (int base = warp * 8; base < nseg; base += nwarps * 8) {
+    uint32_t i1[8], i2[8];
+    int r[8], j[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int seg = base + k;
+      r[k] = seg / spr;
+      j[k] = 32 * (seg - r[k] * spr) + lane;
+      const bool ok = seg < nseg && j[k] < groups;
+      if (!ok) j[k] = -1;
+      i1[k] = ok ? __ldg(reinterpret_cast<const uint16_t *>(q1 + r[k] * pitch1) + j[k]) : 0u;
+      if (S2 == 1) i2[k] = ok ? __ldg(q2 + r[k] * pitch2 + j[k]) : 0u;
+      if (S2 == 2) i2[k] = ok ? __ldg(reinterpret_cast<const uint16_t *>(q2 + r[k] * pitch2) + j[k]) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if (j[k] < 0) continue;
+      uint32_t e[4];
+      e8_pairs(e8_word(stab, table, n_smem, i1[k]), e);
+      if (S2) {
+        uint32_t f[4];
+        e8_pairs(e8_word(stab, table, n_smem, i2[k]), f);
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          e[q] = pack_bf16x2(fmaf(inv_rs, bf16lo(f[q]), bf16lo(e[q])), fmaf(inv_rs, bf16hi(f[q]), bf16hi(e[q])));
+      }
+      *reinterpret_cast<uint4 *>(w + (int64_t)r[k] * in + 8 * j[k]) = make_uint4(e[0], e[1], e[2], e[3]);
+    }
+  }
+}
+
+extern "C" int glq_cuda_codebook_create(const float *table, glq_cuda_codebook **out) {
+  *out = NULL;
+  uint32_t *words = (uint32_t *)malloc(sizeof(uint32_t) * E8_ENTRIES);
+  if (!words) return glq_error(GLQ_ENOMEM, "glq_cuda_codebook_create: out of host memory");
+  for (int e = 0; e < E8_ENTRIES; ++e) {
+    uint32_t wd = 0;
+    for (int k = 0; k < 8; ++k) {
+      const float v = table[8 * e + k], c = 2.f * v + 6.f;
+      if (!(c >= 0.f && c <= 12.f) || c != floorf(c)) {
+        free(words);
+        return glq_error(GLQ_EINVAL, "glq_cuda_codebook_create: entry %d coordinate %d = %g is not a multiple of 0.5 in [-3, 3]", e, k, (double)v);
+      }
+      wd |= (uint32_t)c << ((k & 1) * 16 + (k >> 1) * 4);
+    }
+    words[e] = wd;
+  }
+  glq_cuda_codebook *cb = (glq_cuda_codebook *)calloc(1, sizeof *cb);
+  cudaError_t err = cb ? cudaMalloc(&cb->words, sizeof(uint32_t) * E8_ENTRIES) : cudaErrorMemoryAllocation;
+  if (err == cudaSuccess) err = cudaMemcpy(cb->words, words, sizeof(uint32_t) * E8_ENTRIES, cudaMemcpyHostToDevice);
+  free(words);
+  if (err != cudaSuccess) {
+    if (cb) cudaFree(cb->words);
+    free(cb);
+    return glq_error(GLQ_ENOMEM, "glq_cuda_codebook_create: %s", cudaGetErrorString(err));
+  }
+  *out = cb;
+  return GLQ_OK;
+}
+
+extern "C" void glq_cuda_codebook_free(glq_cuda_codebook *cb) {
+  if (!cb) return;
+  cudaFree(cb->words);
+  free(cb);
+}
+
+extern "C" void glq_cuda_e8_free(glq_cuda_e8 *l) {
+  if (!l) return;
+  cudaFree(l->q1);
+  cudaFree(l->q2);
+  free(l);
+}
+
+/* Copy an (out x in/8) index plane into a zero-padded (rows_pad x groups_pad) plane of esize-byte values. */
+static int e8_upload_plane(const int16_t *src, int64_t out, int64_t groups, int64_t rows_pad, int64_t groups_pad,
+                           int esize, uint8_t **dst) {
+  const size_t bytes = (size_t)rows_pad * groups_pad * esize;
+  uint8_t *h = (uint8_t *)calloc(bytes, 1);
+  if (!h) return glq_error(GLQ_ENOMEM, "glq_cuda_e8_create: out of host memory");
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t j = 0; j < groups; ++j) {
+      const uint16_t v = (uint16_t)src[r * groups + j];
+      if (esize == 1) {
+        if (v > 255) {
+          free(h);
+          return glq_error(GLQ_EINVAL, "glq_cuda_e8_create: 3-bit stage-2 index %u at (%lld, %lld) is not < 256",
+                           v, (long long)r, (long long)j);
+        }
+        h[r * groups_pad + j] = (uint8_t)v;
+      } else {
+        memcpy(h + 2 * (r * groups_pad + j), &v, 2);
+      }
+    }
+  cudaError_t e = cudaMalloc(dst, bytes);
+  if (e == cudaSuccess) e = cudaMemcpy(*dst, h, bytes, cudaMemcpyHostToDevice);
+  free(h);
+  if (e != cudaSuccess) return glq_error(GLQ_ENOMEM, "glq_cuda_e8_create: %s", cudaGetErrorString(e));
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_e8_create(const glq_cuda_codebook *cb, int bits, int64_t out, int64_t in,
+                                  const int16_t *q1, const int16_t *q2, float wscale, float inv_rs,
+                                  glq_cuda_e8 **layer) {
+  *layer = NULL;
+  if (bits < 2 || bits > 4) return glq_error(GLQ_EINVAL, "glq_cuda_e8_create: bits %d not in {2, 3, 4}", bits);
+  if (out < 1 || in < 8 || in % 8 || out > (1 << 20) || in > (1 << 20) || out * in > ((int64_t)1 << 31))
+    return glq_error(GLQ_EINVAL, "glq_cuda_e8_create: shape %lld x %lld (in must be a multiple of 8)", (long long)out, (long long)in);
+  if ((bits > 2) != (q2 != NULL)) return glq_error(GLQ_EINVAL, "glq_cuda_e8_create: stage-2 indices needed iff bits > 2");
+  glq_cuda_e8 *l = (glq_cuda_e8 *)calloc(1, sizeof *l);
+  if (!l) return glq_error(GLQ_ENOMEM, "glq_cuda_e8_create: out of host memory");
+  l->cb = cb;
+  l->bits = bits;
+  l->out = out;
+  l->in = in;
+  l->rows_pad = glq_round_up(out, GLQ_ROWS_PAD);
+  l->groups_pad = glq_round_up(in / 8, GLQ_STEP_K / 8);
+  l->pitch1 = 2 * l->groups_pad;
+  l->pitch2 = bits == 3 ? l->groups_pad : bits == 4 ? 2 * l->groups_pad : 0;
+  l->wscale = wscale;
+  l->inv_rs = bits > 2 ? inv_rs : 0.f;
+  int rc = e8_upload_plane(q1, out, in / 8, l->rows_pad, l->groups_pad, 2, &l->q1);
+  if (!rc && bits > 2) rc = e8_upload_plane(q2, out, in / 8, l->rows_pad, l->groups_pad, bits == 3 ? 1 : 2, &l->q2);
+  if (rc) {
+    glq_cuda_e8_free(l);
+    return rc;
+  }
+  *layer = l;
+  return GLQ_OK;
+}
+
+extern "C" size_t glq_cuda_e8_bytes(const glq_cuda_e8 *l) {
+  return (size_t)(l->pitch1 + l->pitch2) * (size_t)l->rows_pad;
+}
+
+/* Codebook words to keep in shared memory: all that fit when the layer gathers enough to repay
+ * copying 216 KB into every multiprocessor, else none (gathers then go through L1/L2). */
+static int e8_smem_entries(const glq_cuda_ctx *ctx, const glq_cuda_e8 *l) {
+  int n = ctx->e8_smem_entries;
+  if (n < 0) n = (l->out * (l->in / 8) * (l->bits == 4 ? 2 : 1) >= ((int64_t)1 << 20)) ? E8_SMEM_MAX : 0;
+  if (n > E8_SMEM_MAX) n = E8_SMEM_MAX;
+  return n & ~3;
+}
+
+extern "C" int glq_cuda_e8_dequant(glq_cuda_ctx *ctx, const glq_cuda_e8 *l, uint16_t *w, void *stream) {
+  cudaStream_t st = (cudaStream_t)stream;
+  const int n_smem = e8_smem_entries(ctx, l);
+  const size_t smem = sizeof(uint32_t) * n_smem;
+  void (*kern)(const uint8_t *, const uint8_t *, int64_t, int64_t, const uint32_t *, int, int, int, float, uint16_t *) =
+      l->bits == 2 ? e8_dequant_kernel<0> : l->bits == 3 ? e8_dequant_kernel<1> : e8_dequant_kernel<2>;
+  GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  int occ = 0;
+  GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, 1024, smem));
+  if (occ < 1) return glq_error(GLQ_EUNSUPPORTED, "glq_cuda_e8_dequant: kernel does not fit");
+  const int64_t need = (l->out * (l->pitch1 / 64) + 255) / 256; /* 8 runs of 32 groups per warp */
+  const int grid = (int)(need < (int64_t)ctx->sms * occ ? need : (int64_t)ctx->sms * occ);
+  kern<<<grid, 1024, smem, st>>>(l->q1, l->q2, l->pitch1, l->pitch2, l->cb->words, n_smem, (int)l->out,
+                                (int)l->in, l->inv_rs, w);
+  GLQ_CUDA_LAUNCHED();
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *l, const uint16_t *x, int64_t B,
+                                  void *y, int y_bf16, glq_cuda_path path, void *stream) {
+  cudaStream_t st = (cudaStream_t)stream;
+  int rc = glq_cuda_pick_path(ctx, l->out, l->in, B, path, &path);
+  if (rc) return rc;
+  if (path == GLQ_CUDA_DEQUANT) {
+    rc = glq_cuda_e8_dequant(ctx, l, ctx->scratch, stream);
+    return rc ? rc : glq_cuda_gemm_scratch(ctx, l->out, l->in, x, B, y, y_bf16, l->wscale, st);
+  }
+  FusedParams p;
+  memset(&p, 0, sizeof p);
+  p.x = x;
+  p.y = y;
+  p.y_bf16 = y_bf16;
+  p.B = (int)B;
+  p.out = (int)l->out;
+  p.in = (int)l->in;
+  p.steps = (int)(l->groups_pad / 32);
+  p.w1 = l->q1;
+  p.w2 = l->q2;
+  p.pitch1 = l->pitch1;
+  p.pitch2 = l->pitch2;
+  p.table = l->cb->words;
+  p.n_smem = e8_smem_entries(ctx, l);
+  p.scale = l->wscale;
+  p.scale2 = l->inv_rs;
+  return l->bits == 2 ? fused_launch<E8Fmt<0>>(ctx, p, st)
+       : l->bits == 3 ? fused_launch<E8Fmt<1>>(ctx, p, st)
+                      : fused_launch<E8Fmt<2>>(ctx, p, st);
+}

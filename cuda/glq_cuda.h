@@ -1,0 +1,83 @@
+/* glq_cuda.h - the C interface of glq's CUDA kernels (E8 and HiF4 matmuls, batched FWHT).
+ * Plain C; no CUDA headers needed: streams are passed as void * (a cudaStream_t, NULL = default).
+ * Every function returns a glq_status (0 = ok) and sets the message of src/core/error.h on failure.
+ * Numerics: x is bf16, y is f32 or bf16, all products accumulate in f32; see docs/cuda-notes.md. */
+#ifndef GLQ_CUDA_H
+#define GLQ_CUDA_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Which algorithm a matmul uses. AUTO picks by batch size (see glq_cuda_ctx_set_threshold). */
+typedef enum {
+  GLQ_CUDA_AUTO = 0,
+  GLQ_CUDA_FUSED,      /* weights decoded in registers, tensor-core mma; best for small batch */
+  GLQ_CUDA_DEQUANT     /* weights decoded once to a bf16 scratch, then cublasGemmEx */
+} glq_cuda_path;
+
+/* Per-device state: cuBLAS handle, multiprocessor count, bf16 scratch for GLQ_CUDA_DEQUANT.
+ * One context per thread/stream that runs matmuls (the scratch is not shared safely). */
+typedef struct glq_cuda_ctx glq_cuda_ctx;
+int glq_cuda_ctx_create(glq_cuda_ctx **ctx);
+/* Make the scratch hold at least out*in bf16 values (call before graph capture; no allocation later). */
+int glq_cuda_ctx_reserve(glq_cuda_ctx *ctx, int64_t out, int64_t in);
+/* AUTO uses FUSED for B <= max_fused_batch, else DEQUANT (default 32). */
+void glq_cuda_ctx_set_threshold(glq_cuda_ctx *ctx, int64_t max_fused_batch);
+/* E8 fused kernel: codebook words held in shared memory (0..55296; the rest is read through L1/L2);
+ * -1 (default) chooses by layer size. For tuning and benchmarks. */
+void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
+/* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, -1 (default) by batch. */
+void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *ctx, int cfg);
+void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
+
+/* ---- E8 (glq layout, docs/glq-spec.md §1, §6.2) ---- */
+/* The 65536 x 8 codebook on the device; every coordinate must be a multiple of 0.5 in [-3, 3]. */
+typedef struct glq_cuda_codebook glq_cuda_codebook;
+int glq_cuda_codebook_create(const float *table_65536x8, glq_cuda_codebook **cb);
+void glq_cuda_codebook_free(glq_cuda_codebook *cb);
+
+typedef struct glq_cuda_e8 glq_cuda_e8;
+/* Upload one layer: W[i, 8j:8j+8] = wscale*(C[q1[i,j]] + inv_rs*C[q2[i,j]]), indices masked & 0xFFFF.
+ * bits: 2 (q2 = NULL), 3 (q2 values < 256; stored on the device as u8), 4. in % 8 == 0.
+ * q1, q2 are host arrays (out x in/8, row-major int16 bit patterns). The codebook must outlive the layer. */
+int glq_cuda_e8_create(const glq_cuda_codebook *cb, int bits, int64_t out, int64_t in,
+                       const int16_t *q1, const int16_t *q2, float wscale, float inv_rs,
+                       glq_cuda_e8 **layer);
+void glq_cuda_e8_free(glq_cuda_e8 *layer);
+size_t glq_cuda_e8_bytes(const glq_cuda_e8 *layer);  /* device bytes of the weights as streamed */
+/* y (B x out, row-major, ldy = out; f32, or bf16 bits when y_bf16) = x (B x in, bf16 bits,
+ * row-major, ldx = in) . W^T. Device pointers; x 16-byte aligned. */
+int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, const uint16_t *x_bf16,
+                       int64_t B, void *y, int y_bf16, glq_cuda_path path, void *stream);
+/* w (out x in bf16 bits, device) = round_bf16(W / wscale): the exact E8 sum for 2 bits. */
+int glq_cuda_e8_dequant(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, uint16_t *w_bf16, void *stream);
+
+/* ---- HiF4 (docs/hif4-notes.md; packed layout of the reference) ---- */
+typedef struct glq_cuda_hif4 glq_cuda_hif4;
+/* Upload one layer of out rows and in columns (n_blocks = ceil(in/64) units per row) from the
+ * reference's packed host arrays: e6m2 (out x nb), e1_8 (out x nb), e1_16 (out x nb x 2),
+ * s1p2 (out x nb x 32). Columns >= in must decode to zero or are ignored (x is taken as 0 there). */
+int glq_cuda_hif4_create(int64_t out, int64_t in, const uint8_t *e6m2, const uint8_t *e1_8,
+                         const uint8_t *e1_16, const uint8_t *s1p2, glq_cuda_hif4 **layer);
+void glq_cuda_hif4_free(glq_cuda_hif4 *layer);
+size_t glq_cuda_hif4_bytes(const glq_cuda_hif4 *layer);
+int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, const uint16_t *x_bf16,
+                         int64_t B, void *y, int y_bf16, glq_cuda_path path, void *stream);
+/* w (out x in bf16 bits, device) = the exact decoded weight. */
+int glq_cuda_hif4_dequant(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, uint16_t *w_bf16, void *stream);
+
+/* ---- Fast Walsh-Hadamard transform along the last dimension ---- */
+/* For each of rows rows of n (power of two, 32..32768) f32 values, contiguous:
+ * out_row = post .* (scale * H_n (pre .* in_row)), H_n the unnormalised Sylvester matrix.
+ * pre/post: device f32 vectors of length n or NULL (= ones). out may equal in.
+ * out_bf16 != 0 writes bf16 bits (uint16) instead of f32 (e.g. the input of a matmul). */
+int glq_cuda_fwht(const float *in, void *out, int out_bf16, int64_t rows, int64_t n,
+                  const float *pre, const float *post, float scale, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

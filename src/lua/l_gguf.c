@@ -1,0 +1,157 @@
+/* l_gguf.c - Lua binding of the GGUF reader.
+ *   glq.gguf.open(path) -> g            (errors name the file)
+ *   g:metadata() -> {key = value}       arrays become Lua lists (1-based); u64/i64 as numbers
+ *   g:get(key) -> value or nil
+ *   g:tensors() -> list of {name, type ("q4_1", "f32", ...), shape (row-major), nbytes}
+ *   g:tensor(name) -> tensor: zero-copy mapped view for f32/f16/bf16/f64/i8..i64, else dequantized f32
+ *   g:version(), g:path(), g:close()
+ * Shapes are row-major: GGUF's ne = [in, out] is reported as {out, in}. */
+#include <string.h>
+#include "lglq.h"
+#include "../io/ggml_quants.h"
+#include "../io/gguf.h"
+
+#define LGLQ_GGUF "glq.gguf" /* also checked by l_tokenizer.c */
+
+static glq_gguf *check_gguf(lua_State *L, int idx) {
+  glq_gguf **p = luaL_checkudata(L, idx, LGLQ_GGUF);
+  if (!*p) luaL_error(L, "gguf file is closed");
+  return *p;
+}
+
+static void push_value(lua_State *L, const glq_gguf_value *v);
+
+static void push_element(lua_State *L, const glq_gguf_value *v, uint64_t i) {
+  glq_gguf_type t = v->type == GLQ_GGUF_ARRAY ? v->elem_type : v->type;
+  if (v->type == GLQ_GGUF_ARRAY && v->items) {
+    push_value(L, &v->items[i]);
+  } else if (t == GLQ_GGUF_STRING) {
+    lua_pushlstring(L, (const char *)v->data, (size_t)v->len);
+  } else if (t == GLQ_GGUF_BOOL) {
+    int64_t b = 0;
+    glq_gguf_value_int(v, i, &b);
+    lua_pushboolean(L, b != 0);
+  } else {
+    double d = 0;
+    glq_gguf_value_num(v, i, &d);
+    lua_pushnumber(L, d);
+  }
+}
+
+static void push_value(lua_State *L, const glq_gguf_value *v) {
+  if (v->type != GLQ_GGUF_ARRAY) {
+    push_element(L, v, 0);
+    return;
+  }
+  lua_createtable(L, v->len > 0x7fffffff ? 0 : (int)v->len, 0);
+  for (uint64_t i = 0; i < v->len; i++) {
+    push_element(L, v, i);
+    lua_rawseti(L, -2, (int)(i + 1));
+  }
+}
+
+static int l_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  glq_gguf **p = lua_newuserdata(L, sizeof *p);
+  *p = NULL;
+  luaL_getmetatable(L, LGLQ_GGUF);
+  lua_setmetatable(L, -2);
+  lglq_check(L, glq_gguf_open(path, p), "glq.gguf.open");
+  return 1;
+}
+
+static int m_close(lua_State *L) {
+  glq_gguf **p = luaL_checkudata(L, 1, LGLQ_GGUF);
+  glq_gguf_close(*p);
+  *p = NULL;
+  return 0;
+}
+
+static int m_metadata(lua_State *L) {
+  glq_gguf *g = check_gguf(L, 1);
+  lua_createtable(L, 0, (int)g->n_kv);
+  for (uint64_t i = 0; i < g->n_kv; i++) {
+    push_value(L, &g->kv[i].value);
+    lua_setfield(L, -2, g->kv[i].key);
+  }
+  return 1;
+}
+
+static int m_get(lua_State *L) {
+  const glq_gguf_value *v = glq_gguf_get(check_gguf(L, 1), luaL_checkstring(L, 2));
+  if (v) push_value(L, v);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int m_tensors(lua_State *L) {
+  glq_gguf *g = check_gguf(L, 1);
+  lua_createtable(L, (int)g->n_tensors, 0);
+  for (uint64_t i = 0; i < g->n_tensors; i++) {
+    const glq_gguf_tensor_info *ti = &g->tensors[i];
+    int64_t shape[4];
+    int nd = glq_gguf_tensor_shape(ti, shape);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, ti->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, glq_ggml_type_name(ti->type));
+    lua_setfield(L, -2, "type");
+    lua_createtable(L, nd, 0);
+    for (int d = 0; d < nd; d++) {
+      lua_pushnumber(L, (lua_Number)shape[d]);
+      lua_rawseti(L, -2, d + 1);
+    }
+    lua_setfield(L, -2, "shape");
+    lua_pushnumber(L, (lua_Number)ti->nbytes);
+    lua_setfield(L, -2, "nbytes");
+    lua_rawseti(L, -2, (int)(i + 1));
+  }
+  return 1;
+}
+
+static int m_tensor(lua_State *L) {
+  glq_gguf *g = check_gguf(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  const glq_gguf_tensor_info *ti = glq_gguf_find_tensor(g, name);
+  if (!ti) return luaL_error(L, "gguf '%s': no tensor named '%s'", g->path, name);
+  glq_tensor t;
+  lglq_check(L, glq_gguf_tensor(g, ti, &t), NULL);
+  lglq_pushtensor(L, &t);
+  return 1;
+}
+
+static int m_version(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_gguf(L, 1)->version);
+  return 1;
+}
+
+static int m_path(lua_State *L) {
+  lua_pushstring(L, check_gguf(L, 1)->path);
+  return 1;
+}
+
+static int m_tostring(lua_State *L) {
+  glq_gguf **p = luaL_checkudata(L, 1, LGLQ_GGUF);
+  if (*p) lua_pushfstring(L, "gguf '%s' (v%d, %d tensors)", (*p)->path, (int)(*p)->version, (int)(*p)->n_tensors);
+  else lua_pushstring(L, "gguf (closed)");
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+  {"metadata", m_metadata}, {"get", m_get}, {"tensors", m_tensors}, {"tensor", m_tensor},
+  {"version", m_version}, {"path", m_path}, {"close", m_close}, {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
+
+void lglq_open_gguf(lua_State *L) {
+  luaL_newmetatable(L, LGLQ_GGUF);
+  lua_pushcfunction(L, m_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, m_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  lglq_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lglq_register(L, "gguf", funcs);
+}

@@ -1,0 +1,486 @@
+/* l_model.c - Lua binding of the Llama forward (glq.llama), its KV cache, the sampler
+ * (glq.sampler) and the dense linear constructor (glq.linear.dense).
+ * A model userdata keeps every tensor and linear it was given alive through its environment
+ * table; the C model borrows them (created without owns_linears). Layer indices are 0-based,
+ * as in the checkpoints' tensor names; token ids are the model's own 0-based ids. */
+#include <stdlib.h>
+#include <string.h>
+#include "lglq.h"
+#include "../model/dense_linear.h"
+#include "../model/llama.h"
+#include "../model/sampler.h"
+
+#define LLAMA_MT "glq.llama"
+#define KVCACHE_MT "glq.kvcache"
+#define SAMPLER_MT "glq.sampler"
+
+typedef struct { glq_llama *m; } llama_ud;
+typedef struct { glq_kvcache *c; } kvcache_ud;
+typedef struct { glq_sampler *s; } sampler_ud;
+
+static const char *cap_names[GLQ_CAP_N] = {"qkv", "o", "gate_up", "down"};
+
+/* ---- glq.linear.dense ---- */
+
+/* glq.linear.dense(weight (out × in) [, bias (out)]) -> linear; f32/bf16 weights are borrowed */
+static int l_dense(lua_State *L) {
+  glq_tensor *w = lglq_checktensor(L, 1);
+  glq_tensor *b = lua_isnoneornil(L, 2) ? NULL : lglq_checktensor(L, 2);
+  glq_linear *lin;
+  lglq_check(L, glq_dense_linear_new(w, b, &lin), "glq.linear.dense");
+  lglq_pushlinear(L, lin, 0);
+  return 1;
+}
+
+/* ---- helpers ---- */
+
+static glq_llama *checkllama(lua_State *L, int idx) {
+  llama_ud *u = luaL_checkudata(L, idx, LLAMA_MT);
+  return u->m;
+}
+
+static glq_kvcache *optcache(lua_State *L, int opts) {
+  if (lua_isnoneornil(L, opts)) return NULL;
+  luaL_checktype(L, opts, LUA_TTABLE);
+  lua_getfield(L, opts, "cache");
+  glq_kvcache *c = NULL;
+  if (!lua_isnil(L, -1)) c = ((kvcache_ud *)luaL_checkudata(L, -1, KVCACHE_MT))->c;
+  lua_pop(L, 1);
+  return c;
+}
+
+/* Tokens from a tensor (n) / (B, T) of any numeric dtype, a flat table (one sequence) or a table
+ * of equal-length tables; pushes an i32 (B × T) tensor that owns the ids and returns its data. */
+static const int32_t *checktokens(lua_State *L, int idx, int *B, int *T) {
+  glq_tensor t;
+  if (lua_istable(L, idx)) {
+    int nb = (int)lua_objlen(L, idx), nested;
+    lua_rawgeti(L, idx, 1);
+    nested = lua_istable(L, -1);
+    int nt = nested ? (int)lua_objlen(L, -1) : nb;
+    lua_pop(L, 1);
+    if (!nested) nb = 1;
+    if (nb < 1 || nt < 1) luaL_argerror(L, idx, "token list is empty");
+    int64_t shape[2] = {nb, nt};
+    lglq_check(L, glq_tensor_new(GLQ_I32, 2, shape, &t), "tokens");
+    lglq_pushtensor(L, &t);
+    int32_t *p = glq_tensor_data(lglq_checktensor(L, -1));
+    for (int b = 0; b < nb; b++) {
+      if (nested) {
+        lua_rawgeti(L, idx, b + 1);
+        if (!lua_istable(L, -1) || (int)lua_objlen(L, -1) != nt)
+          luaL_argerror(L, idx, "token rows must be tables of equal length");
+      }
+      int row = nested ? lua_gettop(L) : idx;
+      for (int i = 0; i < nt; i++) {
+        lua_rawgeti(L, row, i + 1);
+        if (!lua_isnumber(L, -1)) luaL_argerror(L, idx, "tokens must be integers");
+        p[(size_t)b * nt + i] = (int32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+      }
+      if (nested) lua_pop(L, 1);
+    }
+    *B = nb;
+    *T = nt;
+    return p;
+  }
+  glq_tensor *src = lglq_checktensor(L, idx);
+  if (src->ndim != 1 && src->ndim != 2) luaL_argerror(L, idx, "tokens must be a 1-D (T) or 2-D (B, T) tensor");
+  *B = src->ndim == 2 ? (int)src->shape[0] : 1;
+  *T = (int)src->shape[src->ndim - 1];
+  if (*B < 1 || *T < 1) luaL_argerror(L, idx, "token tensor is empty");
+  lglq_checktensor_as(L, idx, GLQ_I32, "tokens", &t);
+  lglq_pushtensor(L, &t);
+  return glq_tensor_data(lglq_checktensor(L, -1));
+}
+
+/* Remember value at idx under key in the model's environment (keeps it alive). */
+static void anchor(lua_State *L, int model, const char *key, int idx) {
+  lua_getfenv(L, model);
+  lua_pushvalue(L, idx);
+  lua_setfield(L, -2, key);
+  lua_pop(L, 1);
+}
+
+static int cfg_int(lua_State *L, int idx, const char *name, int def, int required) {
+  lua_getfield(L, idx, name);
+  int present = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!present && required) return luaL_error(L, "glq.llama.new: config field '%s' is required", name);
+  return (int)lglq_optinteger(L, idx, name, def);
+}
+
+/* ---- model ---- */
+
+/* glq.llama.new(cfg) with cfg = {dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab,
+ * max_seq, norm_eps, rope_theta, rope_layout = "interleaved" | "half", rope_scaling = nil |
+ * {type = "llama3", factor, low_freq_factor, high_freq_factor, original_max_position_embeddings},
+ * qk_norm, tied} */
+static int l_llama_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  glq_llama_config c = {0};
+  c.dim = cfg_int(L, 1, "dim", 0, 1);
+  c.n_layers = cfg_int(L, 1, "n_layers", 0, 1);
+  c.n_heads = cfg_int(L, 1, "n_heads", 0, 1);
+  c.n_kv_heads = cfg_int(L, 1, "n_kv_heads", c.n_heads, 0);
+  c.head_dim = cfg_int(L, 1, "head_dim", c.n_heads > 0 ? c.dim / c.n_heads : 0, 0);
+  c.ffn_dim = cfg_int(L, 1, "ffn_dim", 0, 1);
+  c.vocab = cfg_int(L, 1, "vocab", 0, 1);
+  c.max_seq = cfg_int(L, 1, "max_seq", 0, 1);
+  c.norm_eps = (float)lglq_optnumber(L, 1, "norm_eps", 1e-5);
+  c.rope_theta = (float)lglq_optnumber(L, 1, "rope_theta", 10000.0);
+  c.qk_norm = lglq_optboolean(L, 1, "qk_norm", 0);
+  c.tied = lglq_optboolean(L, 1, "tied", 0);
+  const char *layout = lglq_optstring(L, 1, "rope_layout", NULL);
+  if (!layout) return luaL_error(L, "glq.llama.new: config field 'rope_layout' (\"interleaved\" for GGUF/Meta, \"half\" for HF) is required");
+  if (!strcmp(layout, "interleaved")) c.rope_layout = GLQ_ROPE_INTERLEAVED;
+  else if (!strcmp(layout, "half")) c.rope_layout = GLQ_ROPE_HALF;
+  else return luaL_error(L, "glq.llama.new: rope_layout must be \"interleaved\" or \"half\", got \"%s\"", layout);
+  lua_getfield(L, 1, "rope_scaling");
+  if (lua_istable(L, -1)) {
+    int rs = lua_gettop(L);
+    const char *type = lglq_optstring(L, rs, "type", "llama3");
+    if (strcmp(type, "llama3")) return luaL_error(L, "glq.llama.new: unsupported rope_scaling type \"%s\"", type);
+    c.rope_scaling = GLQ_ROPE_SCALE_LLAMA3;
+    c.rope_factor = (float)lglq_optnumber(L, rs, "factor", 0);
+    c.rope_low_freq_factor = (float)lglq_optnumber(L, rs, "low_freq_factor", 0);
+    c.rope_high_freq_factor = (float)lglq_optnumber(L, rs, "high_freq_factor", 0);
+    c.rope_original_max_pos = (int)lglq_optinteger(L, rs, "original_max_position_embeddings", 0);
+  } else if (!lua_isnil(L, -1)) {
+    return luaL_error(L, "glq.llama.new: rope_scaling must be a table or nil");
+  }
+  lua_pop(L, 1);
+  llama_ud *u = lua_newuserdata(L, sizeof *u);
+  u->m = NULL;
+  luaL_getmetatable(L, LLAMA_MT);
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_setfenv(L, -2);
+  lglq_check(L, glq_llama_new(&c, 0, &u->m), "glq.llama.new");
+  return 1;
+}
+
+static int m_llama_gc(lua_State *L) {
+  llama_ud *u = luaL_checkudata(L, 1, LLAMA_MT);
+  glq_llama_free(u->m);
+  u->m = NULL;
+  return 0;
+}
+
+/* m:config() -> table of the model's configuration */
+static int m_config(lua_State *L) {
+  const glq_llama_config *c = glq_llama_config_of(checkllama(L, 1));
+  lua_newtable(L);
+  struct { const char *k; int v; } ints[] = {{"dim", c->dim}, {"n_layers", c->n_layers}, {"n_heads", c->n_heads},
+    {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim}, {"ffn_dim", c->ffn_dim}, {"vocab", c->vocab},
+    {"max_seq", c->max_seq}};
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) { lua_pushinteger(L, ints[i].v); lua_setfield(L, -2, ints[i].k); }
+  lua_pushnumber(L, c->norm_eps); lua_setfield(L, -2, "norm_eps");
+  lua_pushnumber(L, c->rope_theta); lua_setfield(L, -2, "rope_theta");
+  lua_pushstring(L, c->rope_layout == GLQ_ROPE_HALF ? "half" : "interleaved"); lua_setfield(L, -2, "rope_layout");
+  lua_pushboolean(L, c->qk_norm); lua_setfield(L, -2, "qk_norm");
+  lua_pushboolean(L, c->tied); lua_setfield(L, -2, "tied");
+  return 1;
+}
+
+static int m_set_embedding(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  lglq_check(L, glq_llama_set_embedding(m, lglq_checktensor(L, 2)), "llama:set_embedding");
+  anchor(L, 1, "embedding", 2);
+  return 0;
+}
+
+static int m_set_final_norm(lua_State *L) {
+  lglq_check(L, glq_llama_set_final_norm(checkllama(L, 1), lglq_checktensor(L, 2)), "llama:set_final_norm");
+  return 0;
+}
+
+/* m:set_head(linear | nil): nil returns a tied model to its embedding-backed head */
+static int m_set_head(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  glq_linear *h = lua_isnoneornil(L, 2) ? NULL : lglq_checklinear(L, 2);
+  lglq_check(L, glq_llama_set_head(m, h), "llama:set_head");
+  anchor(L, 1, "head", 2);
+  return 0;
+}
+
+/* m:set_layer(l, {attn_norm, ffn_norm, [q_norm, k_norm], q, k, v, o, gate, up, down}) */
+static int m_set_layer(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  int l = (int)luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  static const char *lin_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+  static const char *norm_names[4] = {"attn_norm", "ffn_norm", "q_norm", "k_norm"};
+  glq_linear *lin[7];
+  const glq_tensor *norm[4];
+  for (int i = 0; i < 7; i++) {
+    lua_getfield(L, 3, lin_names[i]);
+    if (lua_isnil(L, -1)) return luaL_error(L, "llama:set_layer(%d): field '%s' (a linear) is missing", l, lin_names[i]);
+    lin[i] = lglq_checklinear(L, -1);
+    lua_pop(L, 1);
+  }
+  for (int i = 0; i < 4; i++) {
+    lua_getfield(L, 3, norm_names[i]);
+    norm[i] = lua_isnil(L, -1) ? NULL : lglq_checktensor(L, -1);
+    lua_pop(L, 1); /* the table keeps the tensor alive during the call; norms are copied */
+  }
+  glq_llama_layer_weights w = {norm[0], norm[1], norm[2], norm[3], lin[0], lin[1], lin[2], lin[3], lin[4], lin[5], lin[6]};
+  lglq_check(L, glq_llama_set_layer(m, l, &w), "llama:set_layer");
+  lua_createtable(L, 0, 7);
+  for (int i = 0; i < 7; i++) { lua_getfield(L, 3, lin_names[i]); lua_setfield(L, -2, lin_names[i]); }
+  char key[32];
+  snprintf(key, sizeof key, "layer%d", l);
+  anchor(L, 1, key, lua_gettop(L));
+  return 0;
+}
+
+/* m:layer_linears(l) -> {q=, k=, ..., down=} as set (nil if the layer is not set) */
+static int m_layer_linears(lua_State *L) {
+  checkllama(L, 1);
+  char key[32];
+  snprintf(key, sizeof key, "layer%d", (int)luaL_checkinteger(L, 2));
+  lua_getfenv(L, 1);
+  lua_getfield(L, -1, key);
+  return 1;
+}
+
+/* m:embed(tokens) -> hidden (B, T, dim) f32 */
+static int m_embed(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  int B, T;
+  const int32_t *tok = checktokens(L, 2, &B, &T);
+  glq_tensor h;
+  int64_t shape[3] = {B, T, glq_llama_config_of(m)->dim};
+  lglq_check(L, glq_tensor_new(GLQ_F32, 3, shape, &h), "llama:embed");
+  lglq_pushtensor(L, &h);
+  lglq_check(L, glq_llama_embed(m, tok, (int64_t)B * T, glq_tensor_data(lglq_checktensor(L, -1))), "llama:embed");
+  return 1;
+}
+
+/* The capture table at idx: existing f64 d×d tensors are accumulated into, missing ones created. */
+static void prepare_capture(lua_State *L, glq_llama *m, int idx, glq_llama_capture *cap) {
+  memset(cap, 0, sizeof *cap);
+  lua_getfield(L, idx, "rows");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, idx, "rows");
+  }
+  int rows = lua_gettop(L);
+  for (int i = 0; i < GLQ_CAP_N; i++) {
+    int64_t d = glq_llama_capture_dim(m, i);
+    lua_getfield(L, idx, cap_names[i]);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      glq_tensor H;
+      int64_t shape[2] = {d, d};
+      lglq_check(L, glq_tensor_new(GLQ_F64, 2, shape, &H), "llama:layer capture");
+      lglq_pushtensor(L, &H);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, idx, cap_names[i]);
+    }
+    glq_tensor *H = lglq_checktensor(L, -1);
+    if (H->dtype != GLQ_F64 || H->ndim != 2 || H->shape[0] != d || H->shape[1] != d || !glq_tensor_is_contiguous(H) ||
+        H->st->readonly)
+      luaL_error(L, "llama:layer: capture.%s must be a writable contiguous f64 tensor of %d x %d", cap_names[i], (int)d, (int)d);
+    cap->H[i] = glq_tensor_data(H);
+    lua_pop(L, 1);
+    lua_getfield(L, rows, cap_names[i]);
+    cap->rows[i] = (int64_t)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* m:layer(l, hidden (B, T, dim) or (T, dim), {pos0 = 0, cache = c, capture = true | table})
+ * updates hidden in place (it must be a contiguous f32 tensor) and returns it, plus the capture
+ * table {qkv = H, o = H, gate_up = H, down = H, rows = {qkv = n, ...}} (f64 H += xᵀx). With a
+ * cache, the position is the cache's length; call cache:advance(T) after the last layer. */
+static int m_layer(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  int l = (int)luaL_checkinteger(L, 2);
+  glq_tensor *h = lglq_checktensor(L, 3);
+  int dim = glq_llama_config_of(m)->dim;
+  if (h->dtype != GLQ_F32 || !glq_tensor_is_contiguous(h) || h->st->readonly || (h->ndim != 2 && h->ndim != 3) ||
+      h->shape[h->ndim - 1] != dim)
+    return lglq_raisef(L, "llama:layer(%d): hidden must be a writable contiguous f32 (B, T, %d) or (T, %d) tensor", l, dim, dim);
+  int B = h->ndim == 3 ? (int)h->shape[0] : 1, T = (int)h->shape[h->ndim - 2];
+  glq_kvcache *cache = optcache(L, 4);
+  int pos0 = cache ? glq_kvcache_len(cache) : (int)lglq_optinteger(L, 4, "pos0", 0);
+  glq_llama_capture cap, *capp = NULL;
+  int capidx = 0;
+  if (!lua_isnoneornil(L, 4)) {
+    lua_getfield(L, 4, "capture");
+    if (lua_toboolean(L, -1)) {
+      if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+      }
+      capidx = lua_gettop(L);
+      prepare_capture(L, m, capidx, &cap);
+      capp = &cap;
+    }
+  }
+  lglq_check(L, glq_llama_layer(m, l, glq_tensor_data(h), B, T, pos0, cache, capp), "llama:layer(%d)", l);
+  lua_pushvalue(L, 3);
+  if (!capp) return 1;
+  lua_getfield(L, capidx, "rows");
+  for (int i = 0; i < GLQ_CAP_N; i++) {
+    lua_pushnumber(L, (lua_Number)cap.rows[i]);
+    lua_setfield(L, -2, cap_names[i]);
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, capidx);
+  return 2;
+}
+
+/* m:head(hidden (..., dim)) -> logits (..., vocab) */
+static int m_head(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  const glq_llama_config *c = glq_llama_config_of(m);
+  glq_tensor *in = lglq_checktensor(L, 2);
+  if (in->ndim < 1 || in->shape[in->ndim - 1] != c->dim)
+    return lglq_raisef(L, "llama:head: hidden must end in a dimension of %d", c->dim);
+  glq_tensor x, y;
+  lglq_checktensor_as(L, 2, GLQ_F32, "llama:head", &x);
+  lglq_pushtensor(L, &x);
+  glq_tensor *xp = lglq_checktensor(L, -1);
+  int64_t shape[GLQ_MAX_DIMS];
+  memcpy(shape, xp->shape, sizeof shape);
+  shape[xp->ndim - 1] = c->vocab;
+  lglq_check(L, glq_tensor_new(GLQ_F32, xp->ndim, shape, &y), "llama:head");
+  lglq_pushtensor(L, &y);
+  lglq_check(L, glq_llama_head(m, glq_tensor_data(xp), glq_tensor_numel(xp) / c->dim, glq_tensor_data(lglq_checktensor(L, -1))),
+             "llama:head");
+  return 1;
+}
+
+/* m:forward(tokens, {cache = c, all_logits = false}) -> logits (B, vocab) or (B, T, vocab) */
+static int m_forward(lua_State *L) {
+  glq_llama *m = checkllama(L, 1);
+  glq_kvcache *cache = optcache(L, 3);
+  int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
+  int B, T;
+  const int32_t *tok = checktokens(L, 2, &B, &T);
+  glq_tensor y;
+  int64_t shape[3] = {B, all ? T : glq_llama_config_of(m)->vocab, glq_llama_config_of(m)->vocab};
+  lglq_check(L, glq_tensor_new(GLQ_F32, all ? 3 : 2, shape, &y), "llama:forward");
+  lglq_pushtensor(L, &y);
+  lglq_check(L, glq_llama_forward(m, cache, tok, B, T, glq_tensor_data(lglq_checktensor(L, -1)), all), "llama:forward");
+  return 1;
+}
+
+/* ---- KV cache ---- */
+
+/* glq.llama.kvcache(m, {dtype = "f32" | "f16" | "int8", batch = 1, max_seq = cfg.max_seq,
+ * residual_length = 128, group = 32}) */
+static int l_kvcache(lua_State *L) {
+  const glq_llama_config *mc = glq_llama_config_of(checkllama(L, 1));
+  glq_kvcache_config c = {mc->n_layers, 1, mc->n_kv_heads, mc->head_dim, mc->max_seq, GLQ_KV_F32, 128, 32};
+  const char *dt = lglq_optstring(L, 2, "dtype", "f32");
+  if (!strcmp(dt, "f16")) c.dtype = GLQ_KV_F16;
+  else if (!strcmp(dt, "int8")) c.dtype = GLQ_KV_INT8;
+  else if (strcmp(dt, "f32")) return luaL_error(L, "glq.llama.kvcache: dtype must be \"f32\", \"f16\" or \"int8\", got \"%s\"", dt);
+  c.batch = (int)lglq_optinteger(L, 2, "batch", 1);
+  c.max_seq = (int)lglq_optinteger(L, 2, "max_seq", mc->max_seq);
+  c.residual = (int)lglq_optinteger(L, 2, "residual_length", 128);
+  c.group = (int)lglq_optinteger(L, 2, "group", 32);
+  if (c.residual < 0 || c.group < 1) return luaL_error(L, "glq.llama.kvcache: residual_length must be >= 0 and group >= 1");
+  kvcache_ud *u = lua_newuserdata(L, sizeof *u);
+  u->c = NULL;
+  luaL_getmetatable(L, KVCACHE_MT);
+  lua_setmetatable(L, -2);
+  lglq_check(L, glq_kvcache_new(&c, &u->c), "glq.llama.kvcache");
+  return 1;
+}
+
+static glq_kvcache *checkcache(lua_State *L, int idx) { return ((kvcache_ud *)luaL_checkudata(L, idx, KVCACHE_MT))->c; }
+
+static int m_cache_gc(lua_State *L) {
+  kvcache_ud *u = luaL_checkudata(L, 1, KVCACHE_MT);
+  glq_kvcache_free(u->c);
+  u->c = NULL;
+  return 0;
+}
+static int m_cache_len(lua_State *L) { lua_pushinteger(L, glq_kvcache_len(checkcache(L, 1))); return 1; }
+static int m_cache_bytes(lua_State *L) { lua_pushnumber(L, (lua_Number)glq_kvcache_bytes(checkcache(L, 1))); return 1; }
+static int m_cache_reset(lua_State *L) { glq_kvcache_reset(checkcache(L, 1)); return 0; }
+static int m_cache_advance(lua_State *L) {
+  lglq_check(L, glq_kvcache_advance(checkcache(L, 1), (int)luaL_checkinteger(L, 2)), "kvcache:advance");
+  return 0;
+}
+
+/* ---- sampler ---- */
+
+/* glq.sampler.new({temperature = 0, top_k = 0, top_p = 1, seed = 0}) */
+static int l_sampler_new(lua_State *L) {
+  glq_sampler_config c;
+  c.temperature = (float)lglq_optnumber(L, 1, "temperature", 0);
+  c.top_k = (int)lglq_optinteger(L, 1, "top_k", 0);
+  c.top_p = (float)lglq_optnumber(L, 1, "top_p", 1);
+  c.seed = (uint64_t)lglq_optnumber(L, 1, "seed", 0);
+  sampler_ud *u = lua_newuserdata(L, sizeof *u);
+  u->s = NULL;
+  luaL_getmetatable(L, SAMPLER_MT);
+  lua_setmetatable(L, -2);
+  lglq_check(L, glq_sampler_new(&c, &u->s), "glq.sampler.new");
+  return 1;
+}
+
+static int m_sampler_gc(lua_State *L) {
+  sampler_ud *u = luaL_checkudata(L, 1, SAMPLER_MT);
+  glq_sampler_free(u->s);
+  u->s = NULL;
+  return 0;
+}
+
+/* s:sample(logits (V) or (B, V)) -> token id, or a table of B ids */
+static int m_sample(lua_State *L) {
+  glq_sampler *s = ((sampler_ud *)luaL_checkudata(L, 1, SAMPLER_MT))->s;
+  glq_tensor *in = lglq_checktensor(L, 2);
+  if (in->ndim != 1 && in->ndim != 2) return lglq_raisef(L, "sampler:sample: logits must be (V) or (B, V)");
+  glq_tensor x;
+  lglq_checktensor_as(L, 2, GLQ_F32, "sampler:sample", &x);
+  lglq_pushtensor(L, &x);
+  glq_tensor *xp = lglq_checktensor(L, -1);
+  int rows = xp->ndim == 2 ? (int)xp->shape[0] : 1, V = (int)xp->shape[xp->ndim - 1];
+  const float *p = glq_tensor_data(xp);
+  if (xp->ndim == 2) lua_createtable(L, rows, 0);
+  for (int r = 0; r < rows; r++) {
+    int32_t tok;
+    lglq_check(L, glq_sampler_sample(s, p + (size_t)r * V, V, &tok), "sampler:sample");
+    lua_pushinteger(L, tok);
+    if (xp->ndim == 2) lua_rawseti(L, -2, r + 1);
+  }
+  return 1;
+}
+
+static void new_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_newtable(L);
+  lglq_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+void lglq_open_model(lua_State *L) {
+  static const luaL_Reg llama_methods[] = {
+    {"config", m_config}, {"set_embedding", m_set_embedding}, {"set_final_norm", m_set_final_norm},
+    {"set_head", m_set_head}, {"set_layer", m_set_layer}, {"layer_linears", m_layer_linears},
+    {"embed", m_embed}, {"layer", m_layer}, {"head", m_head}, {"forward", m_forward}, {NULL, NULL}};
+  static const luaL_Reg cache_methods[] = {
+    {"len", m_cache_len}, {"bytes", m_cache_bytes}, {"reset", m_cache_reset}, {"advance", m_cache_advance}, {NULL, NULL}};
+  static const luaL_Reg sampler_methods[] = {{"sample", m_sample}, {NULL, NULL}};
+  static const luaL_Reg llama_funcs[] = {{"new", l_llama_new}, {"kvcache", l_kvcache}, {NULL, NULL}};
+  static const luaL_Reg sampler_funcs[] = {{"new", l_sampler_new}, {NULL, NULL}};
+  static const luaL_Reg linear_funcs[] = {{"dense", l_dense}, {NULL, NULL}};
+  new_class(L, LLAMA_MT, m_llama_gc, llama_methods);
+  new_class(L, KVCACHE_MT, m_cache_gc, cache_methods);
+  new_class(L, SAMPLER_MT, m_sampler_gc, sampler_methods);
+  lglq_register(L, "llama", llama_funcs);
+  lglq_register(L, "sampler", sampler_funcs);
+  lglq_register(L, "linear", linear_funcs);
+}

@@ -1,0 +1,308 @@
+/* l_quant.c - Lua binding of Hadamard/RHT, Hessian linear algebra and E8 layer quantization:
+ * glq.hadamard, glq.hadamard_info, glq.hessian_accumulate, glq.cholesky, glq.block_ldl,
+ * glq.quantize_linear, glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
+#include <string.h>
+#include "lglq.h"
+#include "../linalg/linalg.h"
+#include "../quant/hadamard.h"
+#include "../quant/ldlq.h"
+#include "../quant/rht.h"
+
+/* a 2-D tensor's shape, or a raised error naming the argument */
+static void check2d(lua_State *L, const glq_tensor *t, const char *fn, const char *what, int64_t rows, int64_t cols) {
+  if (t->ndim != 2 || (rows >= 0 && t->shape[0] != rows) || (cols >= 0 && t->shape[1] != cols))
+    lglq_raisef(L, "%s: %s must be a %lld x %lld matrix", fn, what, (long long)rows, (long long)cols);
+}
+
+static int new_f32(lua_State *L, int ndim, const int64_t *shape, glq_tensor *out, const char *fn) {
+  return lglq_check(L, glq_tensor_new(GLQ_F32, ndim, shape, out), "%s", fn);
+}
+
+/* glq.hadamard(x [, {transpose=bool}]) -> new f32 tensor, transform along the last dimension */
+static int l_hadamard(lua_State *L) {
+  glq_tensor *x = lglq_checktensor(L, 1), y;
+  int tr = lglq_optboolean(L, 2, "transpose", 0);
+  if (x->ndim < 1) return lglq_raisef(L, "glq.hadamard: x must have at least one dimension");
+  lglq_check(L, glq_tensor_to(x, GLQ_F32, &y), "glq.hadamard");
+  int64_t n = y.shape[y.ndim - 1], rows = n ? glq_tensor_numel(&y) / n : 0;
+  int rc = glq_hadamard_transform(glq_tensor_data(&y), rows, n, tr);
+  if (rc) glq_tensor_release(&y);
+  lglq_check(L, rc, "glq.hadamard");
+  lglq_pushtensor(L, &y);
+  return 1;
+}
+
+/* glq.hadamard_info(n) -> {description=, symmetric=, coherence=} */
+static int l_hadamard_info(lua_State *L) {
+  const glq_hadamard *h;
+  lglq_check(L, glq_hadamard_plan((int64_t)luaL_checknumber(L, 1), &h), "glq.hadamard_info");
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, glq_hadamard_describe(h));
+  lua_setfield(L, -2, "description");
+  lua_pushboolean(L, glq_hadamard_is_symmetric(h));
+  lua_setfield(L, -2, "symmetric");
+  lua_pushnumber(L, glq_hadamard_coherence(h));
+  lua_setfield(L, -2, "coherence");
+  return 1;
+}
+
+/* glq.hessian_accumulate(H, X): H (n x n contiguous f64) += Xᵀ·X, X (..., n) any float dtype; returns H */
+static int l_hessian_accumulate(lua_State *L) {
+  glq_tensor *h = lglq_checktensor(L, 1), *x = lglq_checktensor(L, 2), xf;
+  if (h->dtype != GLQ_F64 || h->ndim != 2 || h->shape[0] != h->shape[1] || !glq_tensor_is_contiguous(h))
+    return lglq_raisef(L, "glq.hessian_accumulate: H must be a contiguous square f64 matrix");
+  int64_t n = h->shape[0];
+  if (x->ndim < 1 || x->shape[x->ndim - 1] != n)
+    return lglq_raisef(L, "glq.hessian_accumulate: X's last dimension must be %lld", (long long)n);
+  lglq_checktensor_as(L, 2, GLQ_F32, "glq.hessian_accumulate X", &xf);
+  int rc = glq_hessian_accumulate(glq_tensor_data(h), n, glq_tensor_data(&xf), glq_tensor_numel(&xf) / n);
+  glq_tensor_release(&xf);
+  lglq_check(L, rc, "glq.hessian_accumulate");
+  lua_pushvalue(L, 1);
+  return 1;
+}
+
+/* a square matrix argument as a new f64 copy */
+static int64_t square_f64(lua_State *L, int idx, const char *fn, glq_tensor *out) {
+  glq_tensor *a = lglq_checktensor(L, idx);
+  check2d(L, a, fn, "A", a->ndim == 2 ? a->shape[0] : -1, a->ndim == 2 ? a->shape[0] : -1);
+  lglq_check(L, glq_tensor_to(a, GLQ_F64, out), "%s", fn);
+  return a->shape[0];
+}
+
+/* glq.cholesky(A) -> lower factor C (f64) with A = C·Cᵀ; error if A is not positive definite */
+static int l_cholesky(lua_State *L) {
+  glq_tensor c;
+  int64_t n = square_f64(L, 1, "glq.cholesky", &c);
+  int rc = glq_cholesky(glq_tensor_data(&c), n);
+  if (rc) glq_tensor_release(&c);
+  lglq_check(L, rc, "glq.cholesky");
+  lglq_pushtensor(L, &c);
+  return 1;
+}
+
+/* glq.block_ldl(A [, b=8]) -> L (f32 n x n), D (f32 n/b x b x b) with A = L·blkdiag(D)·Lᵀ */
+static int l_block_ldl(lua_State *L) {
+  glq_tensor c, l, d;
+  int b = (int)luaL_optinteger(L, 2, 8);
+  int64_t n = square_f64(L, 1, "glq.block_ldl", &c);
+  int64_t ls[2] = {n, n}, ds[3] = {b > 0 ? n / b : 0, b, b};
+  int rc = (b < 1 || b > 64 || n % b) ? glq_error(GLQ_EINVAL, "size %lld is not a multiple of the block size %d (1..64)", (long long)n, b)
+                                      : glq_cholesky(glq_tensor_data(&c), n);
+  if (!rc && !(rc = glq_tensor_new(GLQ_F32, 2, ls, &l)) && (rc = glq_tensor_new(GLQ_F32, 3, ds, &d))) glq_tensor_release(&l);
+  if (!rc && (rc = glq_block_ldl(glq_tensor_data(&c), n, b, glq_tensor_data(&l), glq_tensor_data(&d))))
+    glq_tensor_release(&l), glq_tensor_release(&d);
+  glq_tensor_release(&c);
+  lglq_check(L, rc, "glq.block_ldl");
+  lglq_pushtensor(L, &l);
+  lglq_pushtensor(L, &d);
+  return 2;
+}
+
+/* ---- layer quantization ---- */
+
+static void push_field(lua_State *L, const char *name, glq_tensor *t) {
+  if (!t->st) return;
+  lglq_pushtensor(L, t);
+  lua_setfield(L, -2, name);
+}
+
+static void set_number(lua_State *L, const char *name, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, name);
+}
+
+/* glq.quantize_linear(W, H|nil, opts) -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits,
+ * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds, damp_used,
+ * fallback, wscale_rel, resid_scale}} */
+static int l_quantize_linear(lua_State *L) {
+  const char *fn = "glq.quantize_linear";
+  glq_tensor *w0 = lglq_checktensor(L, 1);
+  check2d(L, w0, fn, "W", w0->ndim == 2 ? w0->shape[0] : -1, w0->ndim == 2 ? w0->shape[1] : -1);
+  const int64_t m = w0->shape[0], n = w0->shape[1];
+  if (!lua_isnoneornil(L, 2)) check2d(L, lglq_checktensor(L, 2), fn, "H", n, n);
+  glq_quant_opts o;
+  glq_quant_opts_default(&o);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  o.bits = (int)lglq_optinteger(L, 3, "bpw", lglq_optinteger(L, 3, "bits", 2));
+  o.tune_iters = (int)lglq_optinteger(L, 3, "tune_iters", 0);
+  o.seed = (uint64_t)lglq_optinteger(L, 3, "seed", 42);
+  o.damp = lglq_optnumber(L, 3, "damp", 0.01);
+  o.name = lglq_optstring(L, 3, "name", "");
+  o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
+  o.feedback = lglq_optboolean(L, 3, "feedback", 1);
+  o.resid_scale = lglq_optnumber(L, 3, "resid_scale", 0);
+  glq_tensor w, h = {0};
+  lglq_checktensor_as(L, 1, GLQ_F32, "glq.quantize_linear W", &w);
+  if (!lua_isnoneornil(L, 2)) {
+    glq_tensor *hh = lglq_checktensor(L, 2);
+    int rc = hh->dtype == GLQ_F64 ? glq_tensor_contiguous(hh, &h) : glq_tensor_to(hh, GLQ_F64, &h);
+    if (rc) glq_tensor_release(&w);
+    lglq_check(L, rc, "%s H", fn);
+  }
+  glq_quant_artifacts a;
+  glq_quant_stats st;
+  int rc = glq_quantize_linear(glq_tensor_data(&w), m, n, h.st ? glq_tensor_data(&h) : NULL, &o, &a, &st);
+  glq_tensor_release(&w);
+  if (h.st) glq_tensor_release(&h);
+  lglq_check(L, rc, "%s", fn);
+  lua_createtable(L, 0, 10);
+  push_field(L, "Qidxs", &a.qidxs);
+  push_field(L, "Qidxs2", &a.qidxs2);
+  push_field(L, "SU", &a.su);
+  push_field(L, "SV", &a.sv);
+  push_field(L, "Wscale", &a.wscale);
+  push_field(L, "inv_resid_scale", &a.inv_resid_scale);
+  set_number(L, "bits", o.bits);
+  set_number(L, "out_features", (double)m);
+  set_number(L, "in_features", (double)n);
+  lua_createtable(L, 0, 9);
+  set_number(L, "sqnr_db", st.sqnr_db);
+  set_number(L, "proxy_loss", st.proxy_loss);
+  set_number(L, "proxy_loss_orig", st.proxy_loss_orig);
+  set_number(L, "bpw", st.bpw);
+  set_number(L, "seconds", st.seconds);
+  set_number(L, "damp_used", st.damp_used);
+  set_number(L, "fallback", st.fallback);
+  set_number(L, "wscale_rel", st.wscale_rel);
+  set_number(L, "resid_scale", st.resid_scale);
+  lua_setfield(L, -2, "stats");
+  return 1;
+}
+
+/* the tensor in field `name` of the table at idx (borrowed; NULL if absent and optional) */
+static const glq_tensor *art_field(lua_State *L, int idx, const char *name, int required) {
+  lua_getfield(L, idx, name);
+  glq_tensor *t = lglq_totensor(L, -1);
+  int bad = !t && (required || !lua_isnil(L, -1));
+  lua_pop(L, 1); /* the table keeps it alive */
+  if (bad) lglq_raisef(L, "glq.dequantize_linear: artifacts.%s must be a tensor", name);
+  return t;
+}
+
+/* glq.dequantize_linear(artifacts) -> W (out_features x in_features f32) */
+static int l_dequantize_linear(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  glq_quant_artifacts a;
+  memset(&a, 0, sizeof a);
+  const glq_tensor *q2 = art_field(L, 1, "Qidxs2", 0), *irs = art_field(L, 1, "inv_resid_scale", 0);
+  a.qidxs = *art_field(L, 1, "Qidxs", 1);
+  a.su = *art_field(L, 1, "SU", 1);
+  a.sv = *art_field(L, 1, "SV", 1);
+  a.wscale = *art_field(L, 1, "Wscale", 1);
+  if (q2) a.qidxs2 = *q2;
+  if (irs) a.inv_resid_scale = *irs;
+  a.bits = q2 ? 4 : 2;
+  a.m = (int64_t)lglq_optnumber(L, 1, "out_features", (lua_Number)glq_tensor_numel(&a.su));
+  a.n = (int64_t)lglq_optnumber(L, 1, "in_features", (lua_Number)glq_tensor_numel(&a.sv));
+  glq_tensor out;
+  int64_t shape[2] = {a.m, a.n};
+  new_f32(L, 2, shape, &out, "glq.dequantize_linear");
+  int rc = glq_dequantize_linear(&a, glq_tensor_data(&out));
+  if (rc) glq_tensor_release(&out);
+  lglq_check(L, rc, "glq.dequantize_linear");
+  lglq_pushtensor(L, &out);
+  return 1;
+}
+
+/* ---- glq.rht: the transforms themselves (tests, analysis, other modules' Lua code) ---- */
+
+/* glq.rht.signs(seed, name, tag, len) -> f32 +-1 tensor */
+static int l_rht_signs(lua_State *L) {
+  uint64_t seed = (uint64_t)luaL_checkinteger(L, 1);
+  const char *name = luaL_checkstring(L, 2), *tag = luaL_checkstring(L, 3);
+  int64_t len = (int64_t)luaL_checkinteger(L, 4);
+  if (len < 0) return lglq_raisef(L, "glq.rht.signs: negative length");
+  glq_tensor t;
+  new_f32(L, 1, &len, &t, "glq.rht.signs");
+  glq_rht_signs(seed, name, tag, len, glq_tensor_data(&t));
+  lglq_pushtensor(L, &t);
+  return 1;
+}
+
+/* a 1-D sign tensor argument of length len as f32 (release after use) */
+static void signs_arg(lua_State *L, int idx, int64_t len, const char *fn, const char *what, glq_tensor *out) {
+  glq_tensor *t = lglq_checktensor(L, idx);
+  if (t->ndim != 1 || t->shape[0] != len) lglq_raisef(L, "%s: %s must have length %lld", fn, what, (long long)len);
+  lglq_checktensor_as(L, idx, GLQ_F32, fn, out);
+}
+
+/* glq.rht.weight(W, SU, SV) -> W̃ (m_pad x n_pad f32) */
+static int l_rht_weight(lua_State *L) {
+  const char *fn = "glq.rht.weight";
+  glq_tensor *w0 = lglq_checktensor(L, 1), w, su, sv, out;
+  check2d(L, w0, fn, "W", w0->ndim == 2 ? w0->shape[0] : -1, w0->ndim == 2 ? w0->shape[1] : -1);
+  int64_t m = w0->shape[0], n = w0->shape[1], shape[2] = {glq_rht_pad(m), glq_rht_pad(n)};
+  signs_arg(L, 2, shape[0], fn, "SU", &su);
+  signs_arg(L, 3, shape[1], fn, "SV", &sv);
+  lglq_checktensor_as(L, 1, GLQ_F32, fn, &w);
+  int rc = glq_tensor_new(GLQ_F32, 2, shape, &out);
+  if (!rc && (rc = glq_rht_weight(glq_tensor_data(&w), m, n, glq_tensor_data(&su), glq_tensor_data(&sv), glq_tensor_data(&out))))
+    glq_tensor_release(&out);
+  glq_tensor_release(&w), glq_tensor_release(&su), glq_tensor_release(&sv);
+  lglq_check(L, rc, "%s", fn);
+  lglq_pushtensor(L, &out);
+  return 1;
+}
+
+/* glq.rht.weight_inverse(W̃, SU, SV, m, n) -> W (m x n f32) */
+static int l_rht_weight_inverse(lua_State *L) {
+  const char *fn = "glq.rht.weight_inverse";
+  int64_t m = (int64_t)luaL_checkinteger(L, 4), n = (int64_t)luaL_checkinteger(L, 5), shape[2] = {m, n};
+  if (m < 1 || n < 1) return lglq_raisef(L, "%s: m and n must be positive", fn);
+  check2d(L, lglq_checktensor(L, 1), fn, "W̃", glq_rht_pad(m), glq_rht_pad(n));
+  glq_tensor wt, su, sv, out;
+  signs_arg(L, 2, glq_rht_pad(m), fn, "SU", &su);
+  signs_arg(L, 3, glq_rht_pad(n), fn, "SV", &sv);
+  lglq_checktensor_as(L, 1, GLQ_F32, fn, &wt);
+  int rc = glq_tensor_new(GLQ_F32, 2, shape, &out);
+  if (!rc && (rc = glq_rht_weight_inverse(glq_tensor_data(&wt), m, n, glq_tensor_data(&su), glq_tensor_data(&sv),
+                                          glq_tensor_data(&out))))
+    glq_tensor_release(&out);
+  glq_tensor_release(&wt), glq_tensor_release(&su), glq_tensor_release(&sv);
+  lglq_check(L, rc, "%s", fn);
+  lglq_pushtensor(L, &out);
+  return 1;
+}
+
+/* glq.rht.hessian(H|nil, SV [, n]) -> H̃ (n_pad x n_pad f32); n is needed when H is nil */
+static int l_rht_hessian(lua_State *L) {
+  const char *fn = "glq.rht.hessian";
+  glq_tensor h = {0}, sv, out;
+  int64_t n = lua_isnoneornil(L, 1) ? (int64_t)luaL_checkinteger(L, 3) : -1;
+  if (n < 0) {
+    glq_tensor *h0 = lglq_checktensor(L, 1);
+    check2d(L, h0, fn, "H", h0->ndim == 2 ? h0->shape[0] : -1, h0->ndim == 2 ? h0->shape[0] : -1);
+    n = h0->shape[0];
+  }
+  if (n < 1) return lglq_raisef(L, "%s: n must be positive", fn);
+  int64_t np = glq_rht_pad(n), shape[2] = {np, np};
+  signs_arg(L, 2, np, fn, "SV", &sv);
+  int rc = lua_isnoneornil(L, 1) ? 0 : glq_tensor_to(lglq_checktensor(L, 1), GLQ_F64, &h);
+  if (!rc && !(rc = glq_tensor_new(GLQ_F32, 2, shape, &out)) &&
+      (rc = glq_rht_hessian(h.st ? glq_tensor_data(&h) : NULL, n, 0.0, glq_tensor_data(&sv), glq_tensor_data(&out))))
+    glq_tensor_release(&out);
+  if (h.st) glq_tensor_release(&h);
+  glq_tensor_release(&sv);
+  lglq_check(L, rc, "%s", fn);
+  lglq_pushtensor(L, &out);
+  return 1;
+}
+
+void lglq_open_quant(lua_State *L) {
+  static const luaL_Reg fns[] = {{"hadamard", l_hadamard},
+                                 {"hadamard_info", l_hadamard_info},
+                                 {"hessian_accumulate", l_hessian_accumulate},
+                                 {"cholesky", l_cholesky},
+                                 {"block_ldl", l_block_ldl},
+                                 {"quantize_linear", l_quantize_linear},
+                                 {"dequantize_linear", l_dequantize_linear},
+                                 {NULL, NULL}};
+  static const luaL_Reg rht[] = {{"signs", l_rht_signs},
+                                 {"weight", l_rht_weight},
+                                 {"weight_inverse", l_rht_weight_inverse},
+                                 {"hessian", l_rht_hessian},
+                                 {NULL, NULL}};
+  lglq_register(L, NULL, fns);
+  lglq_register(L, "rht", rht);
+}

@@ -1,0 +1,20 @@
+/* dense_linear.h - glq_linear over a plain f32 or bf16 weight (out × in), and the x·Wᵀ kernel
+ * behind it. Every output element is one fixed-order dot product (8-lane FMA chains, a fixed
+ * horizontal sum, then the tail), so results are identical for any batch size, tile position
+ * or thread count. */
+#ifndef GLQ_DENSE_LINEAR_H
+#define GLQ_DENSE_LINEAR_H
+#include "linear.h"
+#include "../core/tensor.h"
+
+/* New dense layer over w (2-D out×in). A contiguous f32/bf16 w is borrowed: the layer holds a
+ * reference to its storage (an mmap'd file stays mapped). Other float dtypes or strided views
+ * are converted to an owned f32 copy. bias: NULL or a float tensor of `out` elements (copied). */
+int glq_dense_linear_new(const glq_tensor *w, const glq_tensor *bias, glq_linear **out);
+
+/* Single-threaded y[i*ldy + j] = x[i*ldx + :]·w[j*ldw + :] (+ bias[j]) for i < B, j < out,
+ * dot length n; w is f32 or bf16 (wdt). The building block of dense forward and attention. */
+void glq_gemm_nt(const float *x, int64_t ldx, int64_t B, const void *w, glq_dtype wdt,
+                 int64_t ldw, int64_t out, int64_t n, const float *bias, float *y, int64_t ldy);
+
+#endif

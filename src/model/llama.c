@@ -1,0 +1,475 @@
+/* llama.c - Llama-family decoder forward: RMSNorm, RoPE (two layouts, llama3 scaling), GQA
+ * causal attention over an optional KV cache, SwiGLU MLP; f32 activations. */
+#include "llama.h"
+#include "dense_linear.h"
+#include "../core/pool.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QBLOCK 16       /* queries per attention score block */
+#define CAP_CHUNK 256   /* rows converted to f64 per DSYRK call */
+
+typedef struct {
+  float *attn_norm, *ffn_norm, *q_norm, *k_norm;
+  glq_linear *q, *k, *v, *o, *gate, *up, *down;
+} layer_t;
+
+struct glq_llama {
+  glq_llama_config cfg;
+  int owns;
+  layer_t *layers;
+  glq_tensor emb;              /* one reference, f32 or bf16; st == NULL until set */
+  float *final_norm;
+  glq_linear *head;            /* set by the caller (owned iff owns) */
+  glq_linear *tied_head;       /* dense over emb, always owned */
+  float *rope_cos, *rope_sin;  /* max_seq × head_dim/2 */
+  void *ws, *hid, *capbuf;     /* scratch: layer activations, forward hidden, f64 rows */
+  size_t ws_n, hid_n, capbuf_n;
+};
+
+static int grow(void **p, size_t *cap, size_t bytes) {
+  if (bytes <= *cap) return GLQ_OK;
+  void *q = realloc(*p, bytes);
+  if (!q) return glq_error(GLQ_ENOMEM, "llama: cannot allocate %zu bytes of scratch", bytes);
+  *p = q;
+  *cap = bytes;
+  return GLQ_OK;
+}
+
+/* RoPE angles pos·inv_freq[j] for j < head_dim/2, in double; llama3 rescales low frequencies. */
+static void rope_tables(glq_llama *m) {
+  const glq_llama_config *c = &m->cfg;
+  int half = c->head_dim / 2;
+  for (int j = 0; j < half; j++) {
+    double inv = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+    if (c->rope_scaling == GLQ_ROPE_SCALE_LLAMA3) {
+      double wavelen = 2.0 * M_PI / inv, old = c->rope_original_max_pos;
+      double lo_wl = old / c->rope_low_freq_factor, hi_wl = old / c->rope_high_freq_factor;
+      if (wavelen > lo_wl) inv /= c->rope_factor;
+      else if (wavelen >= hi_wl) {
+        double s = (old / wavelen - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+        inv = (1.0 - s) * inv / c->rope_factor + s * inv;
+      }
+    }
+    for (int p = 0; p < c->max_seq; p++) {
+      m->rope_cos[(size_t)p * half + j] = (float)cos(p * inv);
+      m->rope_sin[(size_t)p * half + j] = (float)sin(p * inv);
+    }
+  }
+}
+
+int glq_llama_new(const glq_llama_config *cfg, int owns_linears, glq_llama **out) {
+  *out = NULL;
+  const glq_llama_config *c = cfg;
+  if (c->dim < 1 || c->n_layers < 1 || c->n_heads < 1 || c->n_kv_heads < 1 || c->head_dim < 2 ||
+      c->ffn_dim < 1 || c->vocab < 1 || c->max_seq < 1)
+    return glq_error(GLQ_EINVAL, "llama config: dim %d, layers %d, heads %d, kv heads %d, head_dim %d, ffn %d, vocab %d, max_seq %d must be positive",
+                     c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab, c->max_seq);
+  if (c->n_heads % c->n_kv_heads || c->head_dim % 2)
+    return glq_error(GLQ_EINVAL, "llama config: n_heads %d must be a multiple of n_kv_heads %d and head_dim %d even",
+                     c->n_heads, c->n_kv_heads, c->head_dim);
+  if (!(c->norm_eps >= 0.0f) || !(c->rope_theta > 0.0f))
+    return glq_error(GLQ_EINVAL, "llama config: norm_eps %g must be >= 0 and rope_theta %g > 0", c->norm_eps, c->rope_theta);
+  if (c->rope_layout != GLQ_ROPE_INTERLEAVED && c->rope_layout != GLQ_ROPE_HALF)
+    return glq_error(GLQ_EINVAL, "llama config: unknown rope layout %d", (int)c->rope_layout);
+  if (c->rope_scaling == GLQ_ROPE_SCALE_LLAMA3 &&
+      !(c->rope_factor > 0.0f && c->rope_low_freq_factor > 0.0f && c->rope_high_freq_factor > c->rope_low_freq_factor &&
+        c->rope_original_max_pos > 0))
+    return glq_error(GLQ_EINVAL, "llama config: llama3 rope scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0");
+  if (c->rope_scaling != GLQ_ROPE_SCALE_NONE && c->rope_scaling != GLQ_ROPE_SCALE_LLAMA3)
+    return glq_error(GLQ_EINVAL, "llama config: unknown rope scaling %d", (int)c->rope_scaling);
+  glq_llama *m = calloc(1, sizeof *m);
+  if (!m) return glq_error(GLQ_ENOMEM, "llama: out of memory");
+  m->cfg = *c;
+  m->owns = owns_linears;
+  size_t nrope = (size_t)c->max_seq * (size_t)(c->head_dim / 2);
+  m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+  m->rope_cos = malloc(nrope * sizeof(float));
+  m->rope_sin = malloc(nrope * sizeof(float));
+  if (!m->layers || !m->rope_cos || !m->rope_sin) {
+    glq_llama_free(m);
+    return glq_error(GLQ_ENOMEM, "llama: out of memory");
+  }
+  rope_tables(m);
+  *out = m;
+  return GLQ_OK;
+}
+
+static void drop_linear(glq_llama *m, glq_linear *old, glq_linear *repl) {
+  if (m->owns && old && old != repl) glq_linear_free(old);
+}
+
+static void free_layer(glq_llama *m, layer_t *L) {
+  free(L->attn_norm); free(L->ffn_norm); free(L->q_norm); free(L->k_norm);
+  glq_linear *lin[7] = {L->q, L->k, L->v, L->o, L->gate, L->up, L->down};
+  for (int i = 0; i < 7; i++) drop_linear(m, lin[i], NULL);
+}
+
+void glq_llama_free(glq_llama *m) {
+  if (!m) return;
+  if (m->layers)
+    for (int l = 0; l < m->cfg.n_layers; l++) free_layer(m, &m->layers[l]);
+  free(m->layers);
+  if (m->emb.st) glq_tensor_release(&m->emb);
+  free(m->final_norm);
+  drop_linear(m, m->head, NULL);
+  glq_linear_free(m->tied_head);
+  free(m->rope_cos); free(m->rope_sin);
+  free(m->ws); free(m->hid); free(m->capbuf);
+  free(m);
+}
+
+const glq_llama_config *glq_llama_config_of(const glq_llama *m) { return &m->cfg; }
+
+glq_linear *glq_llama_head_linear(const glq_llama *m) { return m->head ? m->head : m->tied_head; }
+
+/* Owned f32 copy of a float vector of n elements. */
+static int copy_vec(const glq_tensor *t, int64_t n, const char *what, float **out) {
+  *out = NULL;
+  if (!t || !t->st || !glq_dtype_is_float(t->dtype) || glq_tensor_numel(t) != n)
+    return glq_error(GLQ_EINVAL, "%s: expected a float tensor of %lld elements", what, (long long)n);
+  glq_tensor f;
+  int rc = glq_tensor_to(t, GLQ_F32, &f);
+  if (rc) return rc;
+  *out = malloc((size_t)n * sizeof(float));
+  if (*out) memcpy(*out, glq_tensor_data(&f), (size_t)n * sizeof(float));
+  glq_tensor_release(&f);
+  return *out ? GLQ_OK : glq_error(GLQ_ENOMEM, "%s: out of memory", what);
+}
+
+int glq_llama_set_embedding(glq_llama *m, const glq_tensor *emb) {
+  const glq_llama_config *c = &m->cfg;
+  if (!emb || !emb->st || emb->ndim != 2 || emb->shape[0] != c->vocab || emb->shape[1] != c->dim ||
+      !glq_dtype_is_float(emb->dtype))
+    return glq_error(GLQ_EINVAL, "token embedding: expected a float tensor of %d x %d", c->vocab, c->dim);
+  glq_tensor e;
+  int rc;
+  if ((emb->dtype == GLQ_F32 || emb->dtype == GLQ_BF16) && glq_tensor_is_contiguous(emb)) {
+    e = *emb;
+    glq_tensor_retain(&e);
+  } else if ((rc = glq_tensor_to(emb, GLQ_F32, &e))) {
+    return rc;
+  }
+  glq_linear *tied = NULL;
+  if (c->tied && (rc = glq_dense_linear_new(&e, NULL, &tied))) {
+    glq_tensor_release(&e);
+    return rc;
+  }
+  if (m->emb.st) glq_tensor_release(&m->emb);
+  glq_linear_free(m->tied_head);
+  m->emb = e;
+  m->tied_head = tied;
+  return GLQ_OK;
+}
+
+int glq_llama_set_final_norm(glq_llama *m, const glq_tensor *w) {
+  float *f;
+  int rc = copy_vec(w, m->cfg.dim, "final norm", &f);
+  if (rc) return rc;
+  free(m->final_norm);
+  m->final_norm = f;
+  return GLQ_OK;
+}
+
+static int check_linear(const glq_linear *l, int64_t in, int64_t out, const char *what, int layer) {
+  if (!l) return glq_error(GLQ_EINVAL, "layer %d %s: linear missing", layer, what);
+  if (l->in != in || l->out != out)
+    return glq_error(GLQ_EINVAL, "layer %d %s: linear is %lld -> %lld, expected %lld -> %lld", layer, what,
+                     (long long)l->in, (long long)l->out, (long long)in, (long long)out);
+  return GLQ_OK;
+}
+
+int glq_llama_set_head(glq_llama *m, glq_linear *head) {
+  if (head && (head->in != m->cfg.dim || head->out != m->cfg.vocab))
+    return glq_error(GLQ_EINVAL, "output head: linear is %lld -> %lld, expected %d -> %d", (long long)head->in,
+                     (long long)head->out, m->cfg.dim, m->cfg.vocab);
+  drop_linear(m, m->head, head);
+  m->head = head;
+  return GLQ_OK;
+}
+
+int glq_llama_set_layer(glq_llama *m, int l, const glq_llama_layer_weights *w) {
+  const glq_llama_config *c = &m->cfg;
+  if (l < 0 || l >= c->n_layers) return glq_error(GLQ_EINVAL, "layer %d out of range [0, %d)", l, c->n_layers);
+  int64_t qd = (int64_t)c->n_heads * c->head_dim, kd = (int64_t)c->n_kv_heads * c->head_dim;
+  int rc;
+  if ((rc = check_linear(w->q, c->dim, qd, "q", l)) || (rc = check_linear(w->k, c->dim, kd, "k", l)) ||
+      (rc = check_linear(w->v, c->dim, kd, "v", l)) || (rc = check_linear(w->o, qd, c->dim, "o", l)) ||
+      (rc = check_linear(w->gate, c->dim, c->ffn_dim, "gate", l)) ||
+      (rc = check_linear(w->up, c->dim, c->ffn_dim, "up", l)) ||
+      (rc = check_linear(w->down, c->ffn_dim, c->dim, "down", l)))
+    return rc;
+  layer_t n = {0};
+  char what[64];
+  snprintf(what, sizeof what, "layer %d attn_norm", l);
+  if ((rc = copy_vec(w->attn_norm, c->dim, what, &n.attn_norm))) goto fail;
+  snprintf(what, sizeof what, "layer %d ffn_norm", l);
+  if ((rc = copy_vec(w->ffn_norm, c->dim, what, &n.ffn_norm))) goto fail;
+  if (c->qk_norm) {
+    snprintf(what, sizeof what, "layer %d q_norm", l);
+    if ((rc = copy_vec(w->q_norm, c->head_dim, what, &n.q_norm))) goto fail;
+    snprintf(what, sizeof what, "layer %d k_norm", l);
+    if ((rc = copy_vec(w->k_norm, c->head_dim, what, &n.k_norm))) goto fail;
+  }
+  layer_t *L = &m->layers[l];
+  free(L->attn_norm); free(L->ffn_norm); free(L->q_norm); free(L->k_norm);
+  drop_linear(m, L->q, w->q); drop_linear(m, L->k, w->k); drop_linear(m, L->v, w->v);
+  drop_linear(m, L->o, w->o); drop_linear(m, L->gate, w->gate); drop_linear(m, L->up, w->up);
+  drop_linear(m, L->down, w->down);
+  n.q = w->q; n.k = w->k; n.v = w->v; n.o = w->o; n.gate = w->gate; n.up = w->up; n.down = w->down;
+  *L = n;
+  return GLQ_OK;
+fail:
+  free(n.attn_norm); free(n.ffn_norm); free(n.q_norm); free(n.k_norm);
+  return rc;
+}
+
+int64_t glq_llama_capture_dim(const glq_llama *m, int which) {
+  switch (which) {
+  case GLQ_CAP_QKV: case GLQ_CAP_GATE_UP: return m->cfg.dim;
+  case GLQ_CAP_O: return (int64_t)m->cfg.n_heads * m->cfg.head_dim;
+  case GLQ_CAP_DOWN: return m->cfg.ffn_dim;
+  default: return -1;
+  }
+}
+
+/* ---- row-parallel elementwise pieces ---- */
+
+typedef struct {
+  float *out;
+  const float *in, *w;
+  int64_t d;
+  float eps;
+} rms_ctx;
+
+static void rms_range(void *ctx, int64_t r0, int64_t r1) {
+  const rms_ctx *c = ctx;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *x = c->in + r * c->d;
+    float *y = c->out + r * c->d;
+    double ss = 0.0;
+    for (int64_t i = 0; i < c->d; i++) ss += (double)x[i] * x[i];
+    float s = (float)(1.0 / sqrt(ss / (double)c->d + c->eps));
+    for (int64_t i = 0; i < c->d; i++) y[i] = x[i] * s * c->w[i];
+  }
+}
+
+/* out = RMSNorm(in) ⊙ w over rows of length d (in place allowed). */
+static void rmsnorm(float *out, const float *in, const float *w, int64_t rows, int64_t d, float eps) {
+  rms_ctx c = {out, in, w, d, eps};
+  glq_parallel_for(rows, 1 + 16384 / d, rms_range, &c);
+}
+
+typedef struct {
+  float *g;
+  const float *u;
+} swiglu_ctx;
+
+static void swiglu_range(void *ctx, int64_t i0, int64_t i1) {
+  const swiglu_ctx *c = ctx;
+  for (int64_t i = i0; i < i1; i++) c->g[i] = c->g[i] / (1.0f + expf(-c->g[i])) * c->u[i];
+}
+
+/* Rotate each head of rows (n × heads × head_dim); row r sits at position pos0 + r % T. */
+static void rope(const glq_llama *m, float *x, int64_t n, int heads, int T, int pos0) {
+  int hd = m->cfg.head_dim, half = hd / 2;
+  int il = m->cfg.rope_layout == GLQ_ROPE_INTERLEAVED;
+  for (int64_t r = 0; r < n; r++) {
+    int p = pos0 + (int)(r % T);
+    const float *cs = m->rope_cos + (size_t)p * half, *sn = m->rope_sin + (size_t)p * half;
+    for (int h = 0; h < heads; h++) {
+      float *v = x + (r * heads + h) * hd;
+      for (int j = 0; j < half; j++) {
+        float *a = il ? v + 2 * j : v + j, *b = il ? v + 2 * j + 1 : v + j + half;
+        float a0 = *a, b0 = *b;
+        *a = a0 * cs[j] - b0 * sn[j];
+        *b = a0 * sn[j] + b0 * cs[j];
+      }
+    }
+  }
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+  const glq_llama *m;
+  const glq_kvcache *cache;
+  int l, B, T, pos0;
+  const float *q, *k, *v;
+  float *att;
+  int failed;
+} attn_ctx;
+
+/* Scale, causally mask (keys >= valid get weight 0) and softmax one score row of length n. */
+static void softmax_row(float *s, int valid, int n, float scale) {
+  float mx = -INFINITY;
+  for (int j = 0; j < valid; j++) {
+    s[j] *= scale;
+    mx = s[j] > mx ? s[j] : mx;
+  }
+  double sum = 0.0;
+  for (int j = 0; j < valid; j++) {
+    s[j] = expf(s[j] - mx);
+    sum += s[j];
+  }
+  float inv = (float)(1.0 / sum);
+  for (int j = 0; j < valid; j++) s[j] *= inv;
+  for (int j = valid; j < n; j++) s[j] = 0.0f;
+}
+
+/* Work items are (sequence, kv head): keys/values are gathered once for the heads sharing them. */
+static void attn_range(void *vctx, int64_t i0, int64_t i1) {
+  attn_ctx *c = vctx;
+  const glq_llama_config *f = &c->m->cfg;
+  int hd = f->head_dim, nh = f->n_heads, nkv = f->n_kv_heads, rep = nh / nkv;
+  int T = c->T, pos0 = c->pos0, L = pos0 + T;
+  float *buf = malloc(((size_t)3 * L * hd + (size_t)QBLOCK * L) * sizeof(float));
+  if (!buf) { c->failed = 1; return; }
+  float *K = buf, *V = K + (size_t)L * hd, *Vt = V + (size_t)L * hd, *S = Vt + (size_t)L * hd;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int64_t it = i0; it < i1; it++) {
+    int b = (int)(it / nkv), kvh = (int)(it % nkv);
+    if (c->cache && pos0 > 0) glq_kvcache_read(c->cache, c->l, b, kvh, pos0, K, V);
+    for (int t = 0; t < T; t++) {
+      size_t src = (((size_t)b * T + t) * nkv + kvh) * hd;
+      memcpy(K + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
+      memcpy(V + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
+    }
+    for (int j = 0; j < L; j++)
+      for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
+    for (int r = 0; r < rep; r++) {
+      int h = kvh * rep + r;
+      for (int t0 = 0; t0 < T; t0 += QBLOCK) {
+        int nb = T - t0 < QBLOCK ? T - t0 : QBLOCK, Lt = pos0 + t0 + nb;
+        size_t row0 = (((size_t)b * T + t0) * nh + h) * hd;
+        glq_gemm_nt(c->q + row0, (int64_t)nh * hd, nb, K, GLQ_F32, hd, Lt, hd, NULL, S, Lt);
+        for (int i = 0; i < nb; i++) softmax_row(S + (size_t)i * Lt, pos0 + t0 + i + 1, Lt, scale);
+        glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
+      }
+    }
+  }
+  free(buf);
+}
+
+/* ---- Hessian capture ---- */
+
+static int capture(glq_llama *m, glq_llama_capture *cap, int which, const float *x, int64_t n) {
+  if (!cap || !cap->H[which]) return GLQ_OK;
+  int64_t d = glq_llama_capture_dim(m, which);
+  int rc = grow(&m->capbuf, &m->capbuf_n, (size_t)CAP_CHUNK * (size_t)d * sizeof(double));
+  if (rc) return rc;
+  double *buf = m->capbuf, *H = cap->H[which];
+  for (int64_t r0 = 0; r0 < n; r0 += CAP_CHUNK) {
+    int64_t nr = n - r0 < CAP_CHUNK ? n - r0 : CAP_CHUNK;
+    glq_convert(x + r0 * d, GLQ_F32, buf, GLQ_F64, nr * d);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nr, 1.0, buf, (int)d, 1.0, H, (int)d);
+  }
+  for (int64_t i = 1; i < d; i++)
+    for (int64_t j = 0; j < i; j++) H[i * d + j] = H[j * d + i];
+  cap->rows[which] += n;
+  return GLQ_OK;
+}
+
+/* ---- the pieces ---- */
+
+int glq_llama_embed(glq_llama *m, const int32_t *tokens, int64_t n, float *hidden) {
+  if (!m->emb.st) return glq_error(GLQ_EINVAL, "llama embed: no token embedding set");
+  int64_t d = m->cfg.dim;
+  size_t es = glq_dtype_size(m->emb.dtype);
+  const char *e = glq_tensor_data(&m->emb);
+  for (int64_t i = 0; i < n; i++) {
+    if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab)
+      return glq_error(GLQ_EINVAL, "llama embed: token %d at index %lld outside [0, %d)", (int)tokens[i],
+                       (long long)i, m->cfg.vocab);
+    glq_convert(e + (size_t)tokens[i] * d * es, m->emb.dtype, hidden + i * d, GLQ_F32, d);
+  }
+  return GLQ_OK;
+}
+
+static int run_linear(glq_linear *lin, const float *x, int64_t n, float *y, int l, const char *what) {
+  int rc = glq_linear_forward(lin, x, n, y);
+  if (rc) glq_error_prefix("layer %d %s", l, what);
+  return rc;
+}
+
+int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, glq_kvcache *cache,
+                    glq_llama_capture *cap) {
+  const glq_llama_config *f = &m->cfg;
+  if (l < 0 || l >= f->n_layers) return glq_error(GLQ_EINVAL, "llama layer: index %d out of range [0, %d)", l, f->n_layers);
+  layer_t *L = &m->layers[l];
+  if (!L->q) return glq_error(GLQ_EINVAL, "llama layer %d: weights not set", l);
+  if (B < 1 || T < 1 || pos0 < 0 || T > f->max_seq - pos0)
+    return glq_error(GLQ_EINVAL, "llama layer %d: B=%d, T=%d at position %d does not fit max_seq %d", l, B, T, pos0, f->max_seq);
+  if (cache) {
+    const glq_kvcache_config *kc = glq_kvcache_config_of(cache);
+    if (kc->n_layers != f->n_layers || kc->n_kv_heads != f->n_kv_heads || kc->head_dim != f->head_dim || kc->batch != B)
+      return glq_error(GLQ_EINVAL, "llama layer %d: cache (layers %d, kv heads %d, head_dim %d, batch %d) does not match the model/batch %d",
+                       l, kc->n_layers, kc->n_kv_heads, kc->head_dim, kc->batch, B);
+    if (pos0 != glq_kvcache_len(cache))
+      return glq_error(GLQ_EINVAL, "llama layer %d: position %d but the cache holds %d", l, pos0, glq_kvcache_len(cache));
+  }
+  int64_t N = (int64_t)B * T, dim = f->dim, ffn = f->ffn_dim;
+  int64_t qd = (int64_t)f->n_heads * f->head_dim, kd = (int64_t)f->n_kv_heads * f->head_dim;
+  int rc = grow(&m->ws, &m->ws_n, (size_t)N * (size_t)(2 * dim + 2 * qd + 2 * kd + 2 * ffn) * sizeof(float));
+  if (rc) return rc;
+  float *xn = m->ws, *q = xn + N * dim, *k = q + N * qd, *v = k + N * kd, *att = v + N * kd;
+  float *g = att + N * qd, *u = g + N * ffn, *tmp = u + N * ffn;
+
+  rmsnorm(xn, hidden, L->attn_norm, N, dim, f->norm_eps);
+  if ((rc = capture(m, cap, GLQ_CAP_QKV, xn, N))) return rc;
+  if ((rc = run_linear(L->q, xn, N, q, l, "q")) || (rc = run_linear(L->k, xn, N, k, l, "k")) ||
+      (rc = run_linear(L->v, xn, N, v, l, "v")))
+    return rc;
+  if (f->qk_norm) {
+    rmsnorm(q, q, L->q_norm, N * f->n_heads, f->head_dim, f->norm_eps);
+    rmsnorm(k, k, L->k_norm, N * f->n_kv_heads, f->head_dim, f->norm_eps);
+  }
+  rope(m, q, N, f->n_heads, T, pos0);
+  rope(m, k, N, f->n_kv_heads, T, pos0);
+  attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, 0};
+  glq_parallel_for((int64_t)B * f->n_kv_heads, 1, attn_range, &ac);
+  if (ac.failed) return glq_error(GLQ_ENOMEM, "llama layer %d: cannot allocate attention scratch", l);
+  if (cache && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
+  if ((rc = capture(m, cap, GLQ_CAP_O, att, N))) return rc;
+  if ((rc = run_linear(L->o, att, N, tmp, l, "o"))) return rc;
+  for (int64_t i = 0; i < N * dim; i++) hidden[i] += tmp[i];
+
+  rmsnorm(xn, hidden, L->ffn_norm, N, dim, f->norm_eps);
+  if ((rc = capture(m, cap, GLQ_CAP_GATE_UP, xn, N))) return rc;
+  if ((rc = run_linear(L->gate, xn, N, g, l, "gate")) || (rc = run_linear(L->up, xn, N, u, l, "up"))) return rc;
+  swiglu_ctx sc = {g, u};
+  glq_parallel_for(N * ffn, 16384, swiglu_range, &sc);
+  if ((rc = capture(m, cap, GLQ_CAP_DOWN, g, N))) return rc;
+  if ((rc = run_linear(L->down, g, N, tmp, l, "down"))) return rc;
+  for (int64_t i = 0; i < N * dim; i++) hidden[i] += tmp[i];
+  return GLQ_OK;
+}
+
+int glq_llama_head(glq_llama *m, const float *hidden, int64_t n, float *logits) {
+  glq_linear *head = glq_llama_head_linear(m);
+  if (!head || !m->final_norm) return glq_error(GLQ_EINVAL, "llama head: final norm or output head not set");
+  int rc = grow(&m->ws, &m->ws_n, (size_t)n * (size_t)m->cfg.dim * sizeof(float));
+  if (rc) return rc;
+  rmsnorm(m->ws, hidden, m->final_norm, n, m->cfg.dim, m->cfg.norm_eps);
+  if ((rc = glq_linear_forward(head, m->ws, n, logits))) glq_error_prefix("output head");
+  return rc;
+}
+
+int glq_llama_forward(glq_llama *m, glq_kvcache *cache, const int32_t *tokens, int B, int T,
+                      float *logits, int all_logits) {
+  if (B < 1 || T < 1) return glq_error(GLQ_EINVAL, "llama forward: B=%d and T=%d must be >= 1", B, T);
+  int64_t N = (int64_t)B * T, dim = m->cfg.dim;
+  int pos0 = cache ? glq_kvcache_len(cache) : 0;
+  int rc = grow(&m->hid, &m->hid_n, (size_t)(N + B) * (size_t)dim * sizeof(float));
+  if (rc) return rc;
+  float *h = m->hid, *last = h + N * dim;
+  if ((rc = glq_llama_embed(m, tokens, N, h))) return rc;
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    if ((rc = glq_llama_layer(m, l, h, B, T, pos0, cache, NULL))) return rc;
+  if (cache && (rc = glq_kvcache_advance(cache, T))) return rc;
+  if (all_logits) return glq_llama_head(m, h, N, logits);
+  for (int b = 0; b < B; b++) memcpy(last + (size_t)b * dim, h + ((int64_t)b * T + T - 1) * dim, (size_t)dim * sizeof(float));
+  return glq_llama_head(m, last, B, logits);
+}

@@ -1,0 +1,26 @@
+/* sampler.h - next-token choice from a logit row: greedy (temperature 0: argmax, lowest index on
+ * ties) or softmax(logits / temperature) restricted to the top_k most likely tokens and then to
+ * the smallest prefix whose probability reaches top_p. Random numbers come from a SplitMix64
+ * stream started at `seed` (one draw per sample; uniform = top 24 bits / 2^24), so a seed
+ * replays the same tokens on any machine. */
+#ifndef GLQ_SAMPLER_H
+#define GLQ_SAMPLER_H
+#include <stdint.h>
+
+typedef struct glq_sampler_config {
+  float temperature;  /* <= 0: greedy */
+  int top_k;          /* <= 0: no limit */
+  float top_p;        /* >= 1 or <= 0: no limit */
+  uint64_t seed;
+} glq_sampler_config;
+
+typedef struct glq_sampler glq_sampler;
+
+/* New sampler (validates the config). */
+int glq_sampler_new(const glq_sampler_config *cfg, glq_sampler **out);
+/* Free it (NULL is fine). */
+void glq_sampler_free(glq_sampler *s);
+/* Choose a token from logits[0..n); fails on NaN logits. */
+int glq_sampler_sample(glq_sampler *s, const float *logits, int n, int32_t *token);
+
+#endif

@@ -1,0 +1,340 @@
+/* e8_linear.c - E8-RHT linear layer: input RHT, codebook-gather matmul, output RHT.
+ *
+ * B <= 8 rows: W̃ is never materialised. Each output row walks its index row once, decodes an 8-block
+ * from the int8 table (2c, 512 KB, stays in L2), adds the stage-2 block, and does B dot products.
+ * B > 8: tiles of TILE rows of W̃ are decoded to f32 and multiplied with sgemm.
+ * Every output element is a fixed-order sum, so results do not depend on the thread count. The AVX2
+ * and portable kernels round differently (FMA and lane order), both within f32 dot-product error of
+ * x·dequantize()ᵀ; GLQ_NO_AVX2=1 selects the portable one. */
+#include "e8_linear.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../core/error.h"
+#include "../core/pool.h"
+#include "e8.h"
+#include "hadamard.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define E8L_X86 1
+#endif
+
+#define TILE 128
+#define SMALL_B 8
+
+typedef struct {
+  glq_linear base;
+  int64_t mp, np, nb;
+  int bits, avx2;
+  uint16_t *q, *q2;
+  float inv_rs, wscale;
+  float *su, *sv, *bias;
+  const glq_hadamard *hm, *hn;
+  const glq_e8_codebook *cb;
+  const int8_t *t8;
+  float *xt, *yt, *tile; /* scratch: rows x np, rows x mp, TILE x np */
+  int64_t rows_cap;
+} e8lin;
+
+/* ---------- decoding rows of W̃ ---------- */
+
+/* dst[0..np) = row i of W̃ */
+static void decode_row(const e8lin *l, int64_t i, float *dst) {
+  int32_t a[256], b[256];
+  const uint16_t *q = l->q + i * l->nb, *q2 = l->q2 ? l->q2 + i * l->nb : NULL;
+  for (int64_t j0 = 0; j0 < l->nb; j0 += 256) {
+    int64_t n = l->nb - j0 < 256 ? l->nb - j0 : 256;
+    for (int64_t j = 0; j < n; j++) { a[j] = q[j0 + j]; b[j] = q2 ? q2[j0 + j] : 0; }
+    if (q2) glq_e8_decode2(l->cb, l->cb, a, b, l->inv_rs, n, dst + 8 * j0);
+    else glq_e8_decode(l->cb, a, n, dst + 8 * j0);
+  }
+  for (int64_t k = 0; k < l->np; k++) dst[k] *= l->wscale;
+}
+
+typedef struct {
+  const e8lin *l;
+  int64_t row0;
+  float *dst;
+} dec_job;
+
+static void decode_range(void *ctx, int64_t lo, int64_t hi) {
+  const dec_job *j = ctx;
+  for (int64_t r = lo; r < hi; r++) decode_row(j->l, j->row0 + r, j->dst + r * j->l->np);
+}
+
+/* ---------- fused decode + dot for B <= 8 ---------- */
+
+typedef struct {
+  const e8lin *l;
+  const float *xt;
+  int B;
+  float *yt;
+} dot_job;
+
+/* 8 lanes summed in a fixed tree, the same in both kernels */
+static float hsum8(const float *v) { return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7])); }
+
+static void dot_range_portable(const dot_job *j, int64_t lo, int64_t hi) {
+  const e8lin *l = j->l;
+  const int8_t *t8 = l->t8;
+  for (int64_t i = lo; i < hi; i++) {
+    const uint16_t *q = l->q + i * l->nb, *q2 = l->q2 ? l->q2 + i * l->nb : NULL;
+    float acc[SMALL_B][8] = {{0}};
+    for (int64_t jb = 0; jb < l->nb; jb++) {
+      float w[8];
+      const int8_t *c = t8 + 8 * (size_t)q[jb];
+      for (int k = 0; k < 8; k++) w[k] = c[k];
+      if (q2) {
+        const int8_t *c2 = t8 + 8 * (size_t)q2[jb];
+        for (int k = 0; k < 8; k++) w[k] += l->inv_rs * c2[k];
+      }
+      for (int b = 0; b < j->B; b++) {
+        const float *x = j->xt + b * l->np + 8 * jb;
+        for (int k = 0; k < 8; k++) acc[b][k] += w[k] * x[k];
+      }
+    }
+    for (int b = 0; b < j->B; b++) j->yt[b * l->mp + i] = 0.5f * l->wscale * hsum8(acc[b]);
+  }
+}
+
+#ifdef E8L_X86
+#define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+
+/* block jb of a row: 2c1 + inv_rs * 2c2 (stage2 is a constant after inlining) */
+AVX2_INLINE __m256 block_avx2(const int8_t *t8, const uint16_t *q, const uint16_t *q2, __m256 irs, int64_t jb,
+                              const int stage2) {
+  __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(t8 + 8 * (size_t)q[jb]))));
+  if (stage2) {
+    __m256 w2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(t8 + 8 * (size_t)q2[jb]))));
+    w = _mm256_fmadd_ps(w2, irs, w);
+  }
+  return w;
+}
+
+/* one output row against B input rows; lane sums in out[b][0..8) */
+AVX2_INLINE void row_avx2(const e8lin *l, const dot_job *j, int64_t i, float out[SMALL_B][8], const int stage2) {
+  const __m256 irs = _mm256_set1_ps(l->inv_rs);
+  const int64_t nb = l->nb, np = l->np;
+  const uint16_t *q = l->q + i * nb, *q2 = stage2 ? l->q2 + i * nb : NULL;
+  const int8_t *t8 = l->t8;
+  const float *x = j->xt;
+  if (j->B == 1) { /* four chains hide the FMA latency */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t jb = 0;
+    for (; jb + 4 <= nb; jb += 4) {
+      a0 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
+      a1 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb + 1, stage2), _mm256_loadu_ps(x + 8 * jb + 8), a1);
+      a2 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb + 2, stage2), _mm256_loadu_ps(x + 8 * jb + 16), a2);
+      a3 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb + 3, stage2), _mm256_loadu_ps(x + 8 * jb + 24), a3);
+    }
+    for (; jb < nb; jb++) a0 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
+    _mm256_storeu_ps(out[0], _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    return;
+  }
+  __m256 acc[SMALL_B];
+  for (int b = 0; b < SMALL_B; b++) acc[b] = _mm256_setzero_ps();
+  for (int64_t jb = 0; jb < nb; jb++) {
+    __m256 w = block_avx2(t8, q, q2, irs, jb, stage2);
+    for (int b = 0; b < j->B; b++) acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + b * np + 8 * jb), acc[b]);
+  }
+  for (int b = 0; b < j->B; b++) _mm256_storeu_ps(out[b], acc[b]);
+}
+
+__attribute__((target("avx2,fma"))) static void dot_range_avx2(const dot_job *j, int64_t lo, int64_t hi) {
+  const e8lin *l = j->l;
+  for (int64_t i = lo; i < hi; i++) {
+    float out[SMALL_B][8];
+    if (l->q2) row_avx2(l, j, i, out, 1);
+    else row_avx2(l, j, i, out, 0);
+    for (int b = 0; b < j->B; b++) j->yt[b * l->mp + i] = 0.5f * l->wscale * hsum8(out[b]);
+  }
+}
+#endif
+
+static void dot_range(void *ctx, int64_t lo, int64_t hi) {
+  const dot_job *j = ctx;
+#ifdef E8L_X86
+  if (j->l->avx2) { dot_range_avx2(j, lo, hi); return; }
+#endif
+  dot_range_portable(j, lo, hi);
+}
+
+/* ---------- glq_linear methods ---------- */
+
+static int ensure_rows(e8lin *l, int64_t rows) {
+  if (rows <= l->rows_cap) return GLQ_OK;
+  float *xt = realloc(l->xt, (size_t)(rows * l->np) * sizeof(float));
+  if (xt) l->xt = xt;
+  float *yt = xt ? realloc(l->yt, (size_t)(rows * l->mp) * sizeof(float)) : NULL;
+  if (yt) l->yt = yt;
+  if (!xt || !yt) return glq_error(GLQ_ENOMEM, "e8 linear: no memory for %lld input rows", (long long)rows);
+  l->rows_cap = rows;
+  return GLQ_OK;
+}
+
+static int e8_forward(glq_linear *base, const float *x, int64_t B, float *y) {
+  e8lin *l = (e8lin *)base;
+  const int64_t m = base->out, n = base->in;
+  if (B < 0) return glq_error(GLQ_EINVAL, "e8 linear forward: batch %lld is negative", (long long)B);
+  if (B == 0) return GLQ_OK;
+  int rc = ensure_rows(l, B);
+  if (rc) return rc;
+  for (int64_t b = 0; b < B; b++) {
+    float *xt = l->xt + b * l->np;
+    for (int64_t k = 0; k < n; k++) xt[k] = x[b * n + k] * l->sv[k];
+    for (int64_t k = n; k < l->np; k++) xt[k] = 0;
+  }
+  glq_hadamard_apply(l->hn, l->xt, B, 0);
+  if (B <= SMALL_B) {
+    dot_job j = {l, l->xt, (int)B, l->yt};
+    glq_parallel_for(l->mp, 16, dot_range, &j);
+  } else {
+    if (!l->tile && !(l->tile = malloc((size_t)(TILE * l->np) * sizeof(float))))
+      return glq_error(GLQ_ENOMEM, "e8 linear: no memory for a %d x %lld tile", TILE, (long long)l->np);
+    for (int64_t i0 = 0; i0 < l->mp; i0 += TILE) {
+      int64_t t = l->mp - i0 < TILE ? l->mp - i0 : TILE;
+      dec_job j = {l, i0, l->tile};
+      glq_parallel_for(t, 8, decode_range, &j);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)t, (int)l->np, 1.0f, l->xt, (int)l->np,
+                  l->tile, (int)l->np, 0.0f, l->yt + i0, (int)l->mp);
+    }
+  }
+  glq_hadamard_apply(l->hm, l->yt, B, 1);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t i = 0; i < m; i++) y[b * m + i] = l->su[i] * l->yt[b * l->mp + i] + (l->bias ? l->bias[i] : 0.0f);
+  return GLQ_OK;
+}
+
+static int e8_dequantize(const glq_linear *base, float *w) {
+  const e8lin *l = (const e8lin *)base;
+  const int64_t m = base->out, n = base->in, mp = l->mp, np = l->np;
+  float *a = malloc((size_t)(mp * np) * sizeof *a), *t = malloc((size_t)(mp * np) * sizeof *t);
+  if (!a || !t) {
+    free(a);
+    free(t);
+    return glq_error(GLQ_ENOMEM, "e8 linear dequantize: no memory for %lld x %lld", (long long)mp, (long long)np);
+  }
+  dec_job j = {l, 0, a};
+  glq_parallel_for(mp, 8, decode_range, &j);
+  glq_hadamard_apply(l->hn, a, mp, 1); /* rows of W̃·Hn are Hnᵀ·w̃_i */
+  for (int64_t i = 0; i < mp; i++)
+    for (int64_t k = 0; k < np; k++) t[k * mp + i] = a[i * np + k] * l->sv[k];
+  glq_hadamard_apply(l->hm, t, np, 1); /* columns c <- Hmᵀ c */
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t k = 0; k < n; k++) w[i * n + k] = l->su[i] * t[k * mp + i];
+  free(a);
+  free(t);
+  return GLQ_OK;
+}
+
+static size_t e8_stored_bytes(const glq_linear *base) {
+  const e8lin *l = (const e8lin *)base;
+  size_t idx = (size_t)(l->mp * l->nb) * 2 * (l->q2 ? 2 : 1);
+  return idx + (size_t)(l->mp + l->np) * 2 + 4 + (l->q2 ? 4 : 0) + (l->bias ? (size_t)base->out * 2 : 0);
+}
+
+static void e8_destroy(glq_linear *base) {
+  e8lin *l = (e8lin *)base;
+  if (!l) return;
+  free(l->q);
+  free(l->q2);
+  free(l->su);
+  free(l->sv);
+  free(l->bias);
+  free(l->xt);
+  free(l->yt);
+  free(l->tile);
+  free(l);
+}
+
+static const glq_linear_vt e8_vt = {"e8", e8_forward, e8_dequantize, e8_stored_bytes, e8_destroy};
+
+/* ---------- construction ---------- */
+
+static float *copy_floats(const float *src, int64_t n, const char *what, int *rc) {
+  float *d = malloc((size_t)n * sizeof *d);
+  if (!d) { *rc = glq_error(GLQ_ENOMEM, "e8 linear: no memory for %s", what); return NULL; }
+  for (int64_t i = 0; i < n; i++) {
+    if (!isfinite(src[i])) {
+      *rc = glq_error(GLQ_EINVAL, "e8 linear: %s[%lld] is not finite", what, (long long)i);
+      free(d);
+      return NULL;
+    }
+    d[i] = src[i];
+  }
+  return d;
+}
+
+static int check_desc(const glq_e8_linear_desc *d) {
+  if (d->out < 1 || d->in < 1)
+    return glq_error(GLQ_EINVAL, "e8 linear: shape %lld x %lld must be positive", (long long)d->out, (long long)d->in);
+  if (d->out_pad < d->out || d->in_pad < d->in)
+    return glq_error(GLQ_EINVAL, "e8 linear: padded shape %lld x %lld is smaller than %lld x %lld",
+                     (long long)d->out_pad, (long long)d->in_pad, (long long)d->out, (long long)d->in);
+  if (d->in_pad % 8)
+    return glq_error(GLQ_EINVAL, "e8 linear: padded input size %lld is not a multiple of 8", (long long)d->in_pad);
+  if (d->bits < 2 || d->bits > 4) return glq_error(GLQ_EINVAL, "e8 linear: bits must be 2, 3 or 4, got %d", d->bits);
+  if (!d->qidxs) return glq_error(GLQ_EINVAL, "e8 linear: Qidxs is missing");
+  if ((d->bits == 2) != (d->qidxs2 == NULL))
+    return glq_error(GLQ_EINVAL, "e8 linear: %d bits %s Qidxs2", d->bits, d->bits == 2 ? "takes no" : "needs");
+  if (!d->su || !d->sv) return glq_error(GLQ_EINVAL, "e8 linear: %s is missing", d->su ? "SV" : "SU");
+  if (!isfinite(d->wscale)) return glq_error(GLQ_EINVAL, "e8 linear: Wscale is not finite");
+  if (d->qidxs2 && !isfinite(d->inv_rs)) return glq_error(GLQ_EINVAL, "e8 linear: inv_resid_scale is not finite");
+  return GLQ_OK;
+}
+
+int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
+  *out = NULL;
+  int rc = check_desc(d);
+  if (rc) return rc;
+  const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
+  if (!cb) {
+    glq_error_prefix("e8 linear");
+    return GLQ_ENOMEM;
+  }
+  e8lin *l = calloc(1, sizeof *l);
+  if (!l) return glq_error(GLQ_ENOMEM, "e8 linear: out of memory");
+  l->base.vt = &e8_vt;
+  l->base.in = d->in;
+  l->base.out = d->out;
+  l->mp = d->out_pad;
+  l->np = d->in_pad;
+  l->nb = d->in_pad / 8;
+  l->bits = d->bits;
+  l->inv_rs = d->qidxs2 ? d->inv_rs : 0;
+  l->wscale = d->wscale;
+  l->cb = cb;
+  l->t8 = glq_e8_table_i8(cb);
+#ifdef E8L_X86
+  const char *no = getenv("GLQ_NO_AVX2");
+  l->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(no && *no && *no != '0');
+#endif
+  size_t nq = (size_t)(l->mp * l->nb);
+  if ((rc = glq_hadamard_plan(l->mp, &l->hm)) || (rc = glq_hadamard_plan(l->np, &l->hn))) {
+    glq_error_prefix("e8 linear");
+    goto fail;
+  }
+  l->q = malloc(nq * sizeof *l->q);
+  l->q2 = d->qidxs2 ? malloc(nq * sizeof *l->q2) : NULL;
+  if (!l->q || (d->qidxs2 && !l->q2)) { rc = glq_error(GLQ_ENOMEM, "e8 linear: no memory for indices"); goto fail; }
+  for (size_t i = 0; i < nq; i++) {
+    l->q[i] = (uint16_t)d->qidxs[i];
+    if (!l->q2) continue;
+    l->q2[i] = (uint16_t)d->qidxs2[i];
+    if (d->bits == 3 && l->q2[i] >= 256) {
+      rc = glq_error(GLQ_EINVAL, "e8 linear: 3-bit Qidxs2[%lld][%lld] = %u is not below 256", (long long)(i / l->nb),
+                     (long long)(i % l->nb), (unsigned)l->q2[i]);
+      goto fail;
+    }
+  }
+  if (!(l->su = copy_floats(d->su, l->mp, "SU", &rc)) || !(l->sv = copy_floats(d->sv, l->np, "SV", &rc))) goto fail;
+  if (d->bias && !(l->bias = copy_floats(d->bias, d->out, "bias", &rc))) goto fail;
+  l->base.bias = l->bias;
+  *out = &l->base;
+  return GLQ_OK;
+fail:
+  e8_destroy(&l->base);
+  return rc;
+}

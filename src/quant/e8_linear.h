@@ -1,0 +1,28 @@
+/* e8_linear.h - glq's E8-RHT quantized linear layer (glq-spec §6.2, §7.1) behind the glq_linear interface.
+ * In the convention of rht.h, with W̃ (mp x np) stored as 8-column blocks:
+ *   W̃[i, 8j:8j+8] = Wscale * (C[Qidxs[i,j]] + inv_rs * C2[Qidxs2[i,j]])   (indices masked with 0xFFFF)
+ *   W = crop_{m x n}( diag(SU) · Hmᵀ · W̃ · Hn · diag(SV) ),   y = x·Wᵀ + b
+ * C is the 65536 table; C2 is C for 4 bits and its first 256 rows for 3 bits (a prefix of C).
+ * mp >= m and np >= n are the stored (padded) sizes: multiples of 8 here and in glq >= 0.2.9,
+ * powers of two in glq 0.2.7 checkpoints; both work. */
+#ifndef GLQ_E8_LINEAR_H
+#define GLQ_E8_LINEAR_H
+#include <stdint.h>
+#include "../model/linear.h"
+
+typedef struct {
+  int64_t out, in;          /* m, n: the layer's shape */
+  int64_t out_pad, in_pad;  /* mp, np: Qidxs is (mp, np/8), SU (mp), SV (np) */
+  int bits;                 /* 2: no stage 2; 3: Qidxs2 in [0, 256); 4: Qidxs2 in [0, 65536) */
+  const int16_t *qidxs;     /* mp x np/8 */
+  const int16_t *qidxs2;    /* mp x np/8, or NULL for 2 bits */
+  float inv_rs;             /* 1/resid_scale (stage 2 only) */
+  float wscale;
+  const float *su, *sv;     /* mp and np entries */
+  const float *bias;        /* m entries or NULL */
+} glq_e8_linear_desc;
+
+/* New layer holding copies of the descriptor's arrays; errors name the bad field. */
+int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out);
+
+#endif

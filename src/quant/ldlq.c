@@ -1,0 +1,597 @@
+/* ldlq.c - one linear layer: RHT, damped block LDL, LDLQ sweep with BLAS-3 lazy updates,
+ * scale search, refinement passes, artifacts and statistics. Conventions in ldlq.h and rht.h.
+ *
+ * Units: the sweep works on Wr = W̃ / Wscale (codebook units). R = Wr - Q is the running error.
+ * With H_reg = L·blkdiag(D)·Lᵀ, the target of block k is T_k = Wr_k + R_{>k}·L_{>k,k}; then
+ * F_k = T_k - Q_k equals (R·L)_k, so tr(R·H_reg·Rᵀ) = sum_k F_k·D_k·F_kᵀ comes for free during the
+ * sweep; the scale search uses it (minus the extra damping) instead of a separate n² product. */
+#include "ldlq.h"
+#include "e8.h"
+#include "rht.h"
+#include "../core/error.h"
+#include "../core/pool.h"
+#include "../linalg/linalg.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GROUP 128        /* columns per lazy-update group (multiple of 8) */
+#define SAMPLE_ROWS 256  /* rows used to evaluate scale candidates */
+
+/* Default Wscale / rms(W̃) and residual scale per rate, measured with LDLQ on correlated Hessians
+ * (bench/quant_bench.c data; the error feedback widens the targets, so the best Wscale is above rms).
+ * The search tries the default and a step either side: first Wscale, then the residual scale. */
+static const double wscale_default[5] = {0, 0, 1.05, 1.05, 1.10};
+static const double rs_default[5] = {0, 0, 1.0, 2.0, 3.75};
+static const double search_steps[3] = {1.0, 0.95, 1.05};
+
+void glq_quant_opts_default(glq_quant_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->bits = 2;
+  o->seed = 42;
+  o->damp = 0.01;
+  o->scale_search = 1;
+  o->feedback = 1;
+}
+
+/* ---- coding one block column ---- */
+
+typedef struct {
+  const glq_e8_codebook *cb1, *cb2; /* cb2 NULL for 2 bits */
+  float rs, inv_rs;
+} coder;
+
+/* q (rows x 8) = the codeword (sum) nearest to t; i1/i2 its indices; res is scratch (rows x 8) */
+static int code_block(const coder *c, int64_t rows, const float *t, float *q, int32_t *i1, int32_t *i2, float *res) {
+  int rc = glq_e8_encode(c->cb1, t, rows, i1);
+  if (rc) return rc;
+  glq_e8_decode(c->cb1, i1, rows, q);
+  if (!c->cb2) return 0;
+  for (int64_t i = 0; i < rows * 8; i++) res[i] = (t[i] - q[i]) * c->rs;
+  rc = glq_e8_encode(c->cb2, res, rows, i2);
+  if (rc) return rc;
+  glq_e8_decode(c->cb2, i2, rows, res);
+  for (int64_t i = 0; i < rows * 8; i++) q[i] = q[i] + c->inv_rs * res[i];
+  return 0;
+}
+
+/* f·M·fᵀ for an 8-vector f and an 8x8 matrix M, summed in f64 */
+static double quad8(const float *f, const float *m) {
+  double s = 0;
+  for (int a = 0; a < 8; a++) {
+    double u = 0;
+    for (int b = 0; b < 8; b++) u += (double)m[a * 8 + b] * f[b];
+    s += f[a] * u;
+  }
+  return s;
+}
+
+/* ---- the reverse sweep and the refinement pass share this per-row bookkeeping ---- */
+
+typedef struct {
+  int64_t n;
+  const float *wr, *t, *q; /* t, q: rows x 8 */
+  const float *m;          /* 8x8 metric of the block (D_k, or H_kk for refinement) */
+  float *r, *delta;        /* delta (refinement): q_new - q_old for accepted rows, else 0 */
+  int32_t *idx1, *idx2;
+  const int32_t *i1, *i2;
+  double *rowloss;         /* sweep: accumulates F·D·Fᵀ */
+  int64_t c;
+} post_ctx;
+
+static void post_range(void *vc, int64_t r0, int64_t r1) {
+  post_ctx *p = vc;
+  const int64_t n = p->n, nb = n / 8, k = p->c / 8;
+  for (int64_t i = r0; i < r1; i++) {
+    float *ri = p->r + i * n + p->c;
+    const float *wi = p->wr + i * n + p->c, *qi = p->q + i * 8, *ti = p->t + i * 8;
+    float fn[8], fo[8];
+    for (int j = 0; j < 8; j++) fn[j] = ti[j] - qi[j];
+    if (p->delta) { /* accept only if the block's exact loss term decreases */
+      for (int j = 0; j < 8; j++) fo[j] = ti[j] - (wi[j] - ri[j]);
+      int accept = quad8(fn, p->m) < quad8(fo, p->m);
+      for (int j = 0; j < 8; j++) p->delta[i * 8 + j] = accept ? qi[j] - (wi[j] - ri[j]) : 0.0f;
+      if (!accept) continue;
+    } else {
+      p->rowloss[i] += quad8(fn, p->m);
+    }
+    for (int j = 0; j < 8; j++) ri[j] = wi[j] - qi[j];
+    if (p->idx1) p->idx1[i * nb + k] = p->i1[i];
+    if (p->idx2) p->idx2[i * nb + k] = p->i2[i];
+  }
+}
+
+typedef struct {
+  int64_t rows, n;
+  const float *l, *d; /* block LDL of H_reg */
+  const coder *cd;
+  int feedback;
+} sweep_in;
+
+typedef struct {
+  float *t, *q, *res, *delta;
+  int32_t *i1, *i2;
+} block_buf;
+
+static int buf_alloc(block_buf *b, int64_t rows) {
+  b->t = malloc((size_t)rows * 8 * sizeof(float));
+  b->q = malloc((size_t)rows * 8 * sizeof(float));
+  b->res = malloc((size_t)rows * 8 * sizeof(float));
+  b->delta = malloc((size_t)rows * 8 * sizeof(float));
+  b->i1 = calloc((size_t)rows, sizeof(int32_t));
+  b->i2 = calloc((size_t)rows, sizeof(int32_t));
+  if (b->t && b->q && b->res && b->delta && b->i1 && b->i2) return 0;
+  return glq_error(GLQ_ENOMEM, "ldlq: out of memory for block buffers (%lld rows)", (long long)rows);
+}
+
+static void buf_free(block_buf *b) {
+  free(b->t), free(b->q), free(b->res), free(b->delta), free(b->i1), free(b->i2);
+}
+
+/* wr (rows x n) -> r = wr - Q; idx1/idx2 (rows x n/8, may be NULL); *loss = sum_k F_k D_k F_kᵀ */
+static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, int32_t *idx2, double *loss) {
+  const int64_t rows = s->rows, n = s->n;
+  block_buf b;
+  float *tm = s->feedback ? malloc((size_t)(rows * n) * sizeof *tm) : NULL;
+  double *rowloss = calloc((size_t)rows, sizeof *rowloss);
+  int rc = buf_alloc(&b, rows);
+  if (!rc && (!rowloss || (s->feedback && !tm)))
+    rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for the sweep (%lld x %lld)", (long long)rows, (long long)n);
+  if (!rc && tm) memcpy(tm, wr, (size_t)(rows * n) * sizeof *tm);
+  const float *src = tm ? tm : wr;
+  for (int64_t g1 = n, g0; g1 > 0 && !rc; g1 = g0) {
+    g0 = g1 > GROUP ? g1 - GROUP : 0;
+    for (int64_t c = g1 - 8; c >= g0 && !rc; c -= 8) {
+      for (int64_t i = 0; i < rows; i++) memcpy(b.t + i * 8, src + i * n + c, 8 * sizeof(float));
+      if (s->feedback && c + 8 < g1) /* pending feedback from the blocks of this group */
+        glq_sgemm(0, 0, rows, 8, g1 - c - 8, 1.0f, r + c + 8, n, s->l + (c + 8) * n + c, n, 1.0f, b.t, 8);
+      rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
+      if (rc) break;
+      post_ctx p = {n, wr, b.t, b.q, s->d + (c / 8) * 64, r, NULL, idx1, idx2, b.i1, b.i2, rowloss, c};
+      glq_parallel_for(rows, 64, post_range, &p);
+    }
+    if (!rc && s->feedback && g0 > 0) /* the finished group feeds every column to its left */
+      glq_sgemm(0, 0, rows, g0, g1 - g0, 1.0f, r + g0, n, s->l + g0 * n, n, 1.0f, tm, n);
+  }
+  double sum = 0;
+  for (int64_t i = 0; !rc && i < rows; i++) sum += rowloss[i];
+  *loss = sum;
+  buf_free(&b);
+  free(tm);
+  free(rowloss);
+  return rc;
+}
+
+/* One block-coordinate pass (reverse order): target_k = Q_k + (R·H)_k·H_kk⁻¹, kept per row only
+ * where it lowers the loss. (R·H) for a group is one GEMM, then corrected per accepted change. */
+static int refine(const sweep_in *s, const float *h, const float *hinv, const float *wr, float *r, int32_t *idx1,
+                  int32_t *idx2) {
+  const int64_t rows = s->rows, n = s->n;
+  block_buf b;
+  float *pm = malloc((size_t)(rows * GROUP) * sizeof *pm);
+  int rc = buf_alloc(&b, rows);
+  if (!rc && !pm) rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for refinement (%lld rows)", (long long)rows);
+  for (int64_t g1 = n, g0; g1 > 0 && !rc; g1 = g0) {
+    g0 = g1 > GROUP ? g1 - GROUP : 0;
+    const int64_t gw = g1 - g0;
+    glq_sgemm(0, 0, rows, gw, n, 1.0f, r, n, h + g0, n, 0.0f, pm, gw);
+    for (int64_t c = g1 - 8; c >= g0 && !rc; c -= 8) {
+      float hkk[64];
+      const float *hi = hinv + (c / 8) * 64;
+      for (int a = 0; a < 8; a++)
+        for (int e = 0; e < 8; e++) hkk[a * 8 + e] = h[(c + a) * n + c + e];
+      for (int64_t i = 0; i < rows; i++)
+        for (int j = 0; j < 8; j++) {
+          float acc = wr[i * n + c + j] - r[i * n + c + j];
+          for (int e = 0; e < 8; e++) acc += pm[i * gw + c - g0 + e] * hi[e * 8 + j];
+          b.t[i * 8 + j] = acc;
+        }
+      rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
+      if (rc) break;
+      post_ctx p = {n, wr, b.t, b.q, hkk, r, b.delta, idx1, idx2, b.i1, b.i2, NULL, c};
+      glq_parallel_for(rows, 64, post_range, &p);
+      glq_sgemm(0, 0, rows, gw, 8, -1.0f, b.delta, 8, h + c * n + g0, n, 1.0f, pm, gw);
+    }
+  }
+  buf_free(&b);
+  free(pm);
+  return rc;
+}
+
+/* inverse of an SPD 8x8 block (Gauss-Jordan in f64); 0 if singular */
+static int inv8(const float *a, float *out) {
+  double m[8][16];
+  for (int i = 0; i < 8; i++)
+    for (int j = 0; j < 16; j++) m[i][j] = j < 8 ? a[i * 8 + j] : (double)(j - 8 == i);
+  for (int c = 0; c < 8; c++) {
+    int p = c;
+    for (int i = c + 1; i < 8; i++)
+      if (fabs(m[i][c]) > fabs(m[p][c])) p = i;
+    if (!(fabs(m[p][c]) > 0)) return 0;
+    for (int j = 0; j < 16; j++) {
+      double t = m[c][j];
+      m[c][j] = m[p][j], m[p][j] = t;
+    }
+    double iv = 1.0 / m[c][c];
+    for (int j = 0; j < 16; j++) m[c][j] *= iv;
+    for (int i = 0; i < 8; i++)
+      if (i != c) {
+        double f = m[i][c];
+        for (int j = 0; j < 16; j++) m[i][j] -= f * m[c][j];
+      }
+  }
+  for (int i = 0; i < 8; i++)
+    for (int j = 0; j < 8; j++) out[i * 8 + j] = (float)m[i][j + 8];
+  return 1;
+}
+
+/* ---- Hessian: damping ladder and factorisation ---- */
+
+typedef struct {
+  float *l, *d;      /* block LDL of H_reg */
+  double extra;      /* H_reg = H̃₁ + extra·I (levels 0-2) */
+  int identity;      /* level 3: H_reg = I */
+  int level;
+  double rel;        /* relative damping used */
+} factor;
+
+static int factorize(const float *ht1, int64_t n, double damp, factor *f) {
+  double mu = 0;
+  for (int64_t i = 0; i < n; i++) mu += ht1[i * n + i];
+  mu /= (double)n;
+  double *a = malloc((size_t)(n * n) * sizeof *a);
+  f->l = malloc((size_t)(n * n) * sizeof *f->l);
+  f->d = malloc((size_t)(n / 8 * 64) * sizeof *f->d);
+  if (!a || !f->l || !f->d) {
+    free(a);
+    return glq_error(GLQ_ENOMEM, "ldlq: out of memory factorising the %lld x %lld Hessian", (long long)n, (long long)n);
+  }
+  int rc = 1;
+  for (f->level = 0; f->level < 3 && rc; f->level++) {
+    f->rel = f->level == 0 ? damp : f->level == 1 ? fmax(10 * damp, 0.1) : fmax(100 * damp, 1.0);
+    f->extra = f->rel * mu;
+    if (!(mu > 0) || !isfinite(mu)) continue;
+    for (int64_t i = 0; i < n * n; i++) a[i] = ht1[i];
+    for (int64_t i = 0; i < n; i++) a[i * n + i] += f->extra;
+    rc = glq_cholesky(a, n);
+    if (!rc) rc = glq_block_ldl(a, n, 8, f->l, f->d);
+  }
+  if (rc) { /* identity: L = I, D = I */
+    f->level = 3, f->identity = 1, f->rel = 0, f->extra = 0;
+    memset(f->l, 0, (size_t)(n * n) * sizeof *f->l);
+    for (int64_t i = 0; i < n; i++) f->l[i * n + i] = 1;
+    for (int64_t k = 0; k < n / 8; k++)
+      for (int i = 0; i < 64; i++) f->d[k * 64 + i] = (float)(i % 9 == 0);
+  } else {
+    f->level--;
+  }
+  free(a);
+  return 0;
+}
+
+/* ---- proxy loss: tr(dw·H·dwᵀ) = <dwᵀ·dw, H> (one SYRK, half the work of dw·H) ---- */
+
+static int proxy_sum(const float *dw, int64_t rows, int64_t n, const float *h, double *out) {
+  float *g = calloc((size_t)(n * n), sizeof *g);
+  if (!g) return glq_error(GLQ_ENOMEM, "ldlq: out of memory for the proxy loss (%lld x %lld)", (long long)n, (long long)n);
+  glq_ssyrk_tn(n, rows, dw, g);
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double r = 0;
+    for (int64_t j = i + 1; j < n; j++) r += (double)g[i * n + j] * h[i * n + j];
+    s += 2 * r + (double)g[i * n + i] * h[i * n + i];
+  }
+  free(g);
+  *out = s;
+  return 0;
+}
+
+/* ---- scale search on a row sample ---- */
+
+typedef struct {
+  const float *ws; /* sample of W̃, rows x n */
+  sweep_in s;
+  const factor *f;
+} search_ctx;
+
+/* proxy loss per row of the sample at Wscale sc and coder cd */
+static int evaluate(search_ctx *x, double sc, const coder *cd, double *out) {
+  const int64_t rows = x->s.rows, n = x->s.n;
+  float *wr = malloc((size_t)(rows * n) * sizeof *wr), *r = malloc((size_t)(rows * n) * sizeof *r);
+  int rc = (wr && r) ? 0 : glq_error(GLQ_ENOMEM, "ldlq: out of memory for the scale search");
+  double loss = 0, e2 = 0;
+  if (!rc) {
+    for (int64_t i = 0; i < rows * n; i++) wr[i] = x->ws[i] / (float)sc;
+    sweep_in s = x->s;
+    s.cd = cd;
+    rc = sweep(&s, wr, r, NULL, NULL, &loss);
+  }
+  for (int64_t i = 0; !rc && i < rows * n; i++) e2 += (double)r[i] * r[i];
+  *out = sc * sc * (loss - x->f->extra * e2) / (double)rows;
+  free(wr);
+  free(r);
+  return rc;
+}
+
+static int make_coder(int bits, double rs, coder *c) {
+  c->cb1 = glq_e8_codebook_get(65536);
+  c->cb2 = bits == 2 ? NULL : glq_e8_codebook_get(bits == 3 ? 256 : 65536);
+  if (!c->cb1 || (bits > 2 && !c->cb2)) return GLQ_EINVAL;
+  c->rs = (float)rs;
+  c->inv_rs = (float)(1.0 / rs);
+  return 0;
+}
+
+/* ---- artifacts ---- */
+
+static int new_tensor(glq_tensor *t, glq_dtype dt, int ndim, int64_t d0, int64_t d1) {
+  int64_t shape[2] = {d0, d1};
+  return glq_tensor_new(dt, ndim, shape, t);
+}
+
+void glq_quant_artifacts_free(glq_quant_artifacts *a) {
+  glq_tensor *ts[] = {&a->qidxs, &a->qidxs2, &a->su, &a->sv, &a->wscale, &a->inv_resid_scale};
+  for (int i = 0; i < 6; i++)
+    if (ts[i]->st) glq_tensor_release(ts[i]);
+}
+
+static int make_artifacts(int bits, int64_t m, int64_t n, const int32_t *idx1, const int32_t *idx2, const float *su,
+                          const float *sv, float wscale, float inv_rs, glq_quant_artifacts *a) {
+  const int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n), nb = np / 8;
+  memset(a, 0, sizeof *a);
+  a->bits = bits, a->m = m, a->n = n;
+  int rc = new_tensor(&a->qidxs, GLQ_I16, 2, mp, nb);
+  if (!rc && bits > 2) rc = new_tensor(&a->qidxs2, GLQ_I16, 2, mp, nb);
+  if (!rc) rc = new_tensor(&a->su, GLQ_F16, 1, mp, 0);
+  if (!rc) rc = new_tensor(&a->sv, GLQ_F16, 1, np, 0);
+  if (!rc) rc = new_tensor(&a->wscale, GLQ_F32, 0, 0, 0);
+  if (!rc && bits > 2) rc = new_tensor(&a->inv_resid_scale, GLQ_F32, 0, 0, 0);
+  if (rc) {
+    glq_quant_artifacts_free(a);
+    return rc;
+  }
+  int16_t *q1 = glq_tensor_data(&a->qidxs), *q2 = bits > 2 ? glq_tensor_data(&a->qidxs2) : NULL;
+  for (int64_t i = 0; i < mp * nb; i++) {
+    q1[i] = (int16_t)(uint16_t)idx1[i];
+    if (q2) q2[i] = (int16_t)(uint16_t)idx2[i];
+  }
+  uint16_t *s = glq_tensor_data(&a->su);
+  for (int64_t i = 0; i < mp; i++) s[i] = glq_f32_to_f16(su[i]);
+  s = glq_tensor_data(&a->sv);
+  for (int64_t i = 0; i < np; i++) s[i] = glq_f32_to_f16(sv[i]);
+  *(float *)glq_tensor_data(&a->wscale) = wscale;
+  if (bits > 2) *(float *)glq_tensor_data(&a->inv_resid_scale) = inv_rs;
+  return 0;
+}
+
+static int check_artifacts(const glq_quant_artifacts *a) {
+  const int64_t mp = glq_rht_pad(a->m), np = glq_rht_pad(a->n);
+  if (a->m < 1 || a->n < 1) return glq_error(GLQ_EINVAL, "artifacts: bad shape %lld x %lld", (long long)a->m, (long long)a->n);
+  const glq_tensor *q[2] = {&a->qidxs, &a->qidxs2};
+  for (int i = 0; i < (a->qidxs2.st ? 2 : 1); i++)
+    if (!q[i]->st || q[i]->dtype != GLQ_I16 || q[i]->ndim != 2 || q[i]->shape[0] != mp || q[i]->shape[1] != np / 8 ||
+        !glq_tensor_is_contiguous(q[i]))
+      return glq_error(GLQ_EINVAL, "artifacts: %s must be contiguous i16 (%lld, %lld)", i ? "Qidxs2" : "Qidxs",
+                       (long long)mp, (long long)(np / 8));
+  if (!a->su.st || a->su.dtype != GLQ_F16 || glq_tensor_numel(&a->su) != mp || !glq_tensor_is_contiguous(&a->su))
+    return glq_error(GLQ_EINVAL, "artifacts: SU must be contiguous f16 (%lld)", (long long)mp);
+  if (!a->sv.st || a->sv.dtype != GLQ_F16 || glq_tensor_numel(&a->sv) != np || !glq_tensor_is_contiguous(&a->sv))
+    return glq_error(GLQ_EINVAL, "artifacts: SV must be contiguous f16 (%lld)", (long long)np);
+  if (!a->wscale.st || a->wscale.dtype != GLQ_F32 || glq_tensor_numel(&a->wscale) != 1)
+    return glq_error(GLQ_EINVAL, "artifacts: Wscale must be an f32 scalar");
+  if (a->qidxs2.st && (!a->inv_resid_scale.st || a->inv_resid_scale.dtype != GLQ_F32 ||
+                       glq_tensor_numel(&a->inv_resid_scale) != 1))
+    return glq_error(GLQ_EINVAL, "artifacts: inv_resid_scale must be an f32 scalar when Qidxs2 is present");
+  return 0;
+}
+
+int glq_quant_decode_rotated(const glq_quant_artifacts *a, float *wt) {
+  int rc = check_artifacts(a);
+  if (rc) return rc;
+  const int64_t nv = glq_tensor_numel(&a->qidxs);
+  const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
+  int32_t *idx = malloc((size_t)nv * sizeof *idx);
+  float *t2 = a->qidxs2.st ? malloc((size_t)nv * 8 * sizeof *t2) : NULL;
+  if (!cb || !idx || (a->qidxs2.st && !t2)) {
+    free(idx), free(t2);
+    return cb ? glq_error(GLQ_ENOMEM, "artifacts: out of memory decoding") : GLQ_EINVAL;
+  }
+  const int16_t *q = glq_tensor_data(&a->qidxs);
+  for (int64_t i = 0; i < nv; i++) idx[i] = (uint16_t)q[i];
+  glq_e8_decode(cb, idx, nv, wt);
+  const float ws = *(const float *)glq_tensor_data(&a->wscale);
+  if (t2) { /* the 256-entry codebook is a prefix of the full one, so one table decodes both rates */
+    const float irs = *(const float *)glq_tensor_data(&a->inv_resid_scale);
+    q = glq_tensor_data(&a->qidxs2);
+    for (int64_t i = 0; i < nv; i++) idx[i] = (uint16_t)q[i];
+    glq_e8_decode(cb, idx, nv, t2);
+    for (int64_t i = 0; i < nv * 8; i++) wt[i] = ws * (wt[i] + irs * t2[i]);
+  } else {
+    for (int64_t i = 0; i < nv * 8; i++) wt[i] = ws * wt[i];
+  }
+  free(idx);
+  free(t2);
+  return 0;
+}
+
+static void signs_f32(const glq_tensor *t, float *out) {
+  const uint16_t *s = glq_tensor_data(t);
+  for (int64_t i = 0; i < glq_tensor_numel(t); i++) out[i] = glq_f16_to_f32(s[i]);
+}
+
+int glq_dequantize_linear(const glq_quant_artifacts *a, float *w) {
+  int rc = check_artifacts(a);
+  if (rc) return rc;
+  const int64_t mp = glq_rht_pad(a->m), np = glq_rht_pad(a->n);
+  float *wt = malloc((size_t)(mp * np) * sizeof *wt), *su = malloc((size_t)mp * sizeof *su),
+        *sv = malloc((size_t)np * sizeof *sv);
+  rc = (wt && su && sv) ? 0 : glq_error(GLQ_ENOMEM, "dequantize: out of memory (%lld x %lld)", (long long)mp, (long long)np);
+  if (!rc) rc = glq_quant_decode_rotated(a, wt);
+  if (!rc) {
+    signs_f32(&a->su, su);
+    signs_f32(&a->sv, sv);
+    rc = glq_rht_weight_inverse(wt, a->m, a->n, su, sv, w);
+  }
+  free(wt), free(su), free(sv);
+  return rc;
+}
+
+/* ---- the layer ---- */
+
+typedef struct { /* every buffer of one call, freed together */
+  float *su, *sv, *wt, *ht1, *wr, *r, *hreg, *hinv, *ws, *dw, *what, *h1;
+  int32_t *idx1, *idx2;
+  factor f;
+} work;
+
+static void work_free(work *w) {
+  free(w->su), free(w->sv), free(w->wt), free(w->ht1), free(w->wr), free(w->r), free(w->hreg), free(w->hinv);
+  free(w->ws), free(w->dw), free(w->what), free(w->h1), free(w->idx1), free(w->idx2), free(w->f.l), free(w->f.d);
+}
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int check_inputs(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o) {
+  if (m < 1 || n < 1) return glq_error(GLQ_EINVAL, "weight shape %lld x %lld is empty", (long long)m, (long long)n);
+  if (o->bits < 2 || o->bits > 4) return glq_error(GLQ_EINVAL, "bits must be 2, 3 or 4, got %d", o->bits);
+  if (!(o->damp >= 0) || !isfinite(o->damp)) return glq_error(GLQ_EINVAL, "damp must be finite and >= 0, got %g", o->damp);
+  if (o->tune_iters < 0) return glq_error(GLQ_EINVAL, "tune_iters must be >= 0, got %d", o->tune_iters);
+  if (o->resid_scale < 0 || !isfinite(o->resid_scale))
+    return glq_error(GLQ_EINVAL, "resid_scale must be > 0 (or 0 for the default), got %g", o->resid_scale);
+  for (int64_t i = 0; i < m * n; i++)
+    if (!isfinite(w[i])) return glq_error(GLQ_EINVAL, "weight has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
+  for (int64_t i = 0; h && i < n * n; i++)
+    if (!isfinite(h[i])) return glq_error(GLQ_EINVAL, "Hessian has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
+  return 0;
+}
+
+#define ALLOC(p, count) ((p) = malloc((size_t)(count) * sizeof *(p))) == NULL
+
+static int quantize(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o, work *x,
+                    glq_quant_artifacts *out, glq_quant_stats *st) {
+  const double t0 = now();
+  const int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n), nb = np / 8;
+  int rc = check_inputs(w, m, n, h, o);
+  if (rc) return rc;
+  if (ALLOC(x->su, mp) || ALLOC(x->sv, np) || ALLOC(x->wt, mp * np) || ALLOC(x->ht1, np * np) ||
+      ALLOC(x->wr, mp * np) || ALLOC(x->r, mp * np) || ALLOC(x->idx1, mp * nb) ||
+      (o->bits > 2 && ALLOC(x->idx2, mp * nb)))
+    return glq_error(GLQ_ENOMEM, "out of memory for a %lld x %lld layer", (long long)m, (long long)n);
+  glq_rht_signs(o->seed, o->name, "SU", mp, x->su);
+  glq_rht_signs(o->seed, o->name, "SV", np, x->sv);
+  double mu = 1; /* damp #1 in the original domain (glq §3.1) */
+  if (h) {
+    mu = 0;
+    for (int64_t i = 0; i < n; i++) mu += h[i * n + i];
+    mu /= (double)n;
+  }
+  const double damp1 = o->damp * mu;
+  if ((rc = glq_rht_weight(w, m, n, x->su, x->sv, x->wt)) || (rc = glq_rht_hessian(h, n, damp1, x->sv, x->ht1)) ||
+      (rc = factorize(x->ht1, np, o->damp, &x->f)))
+    return rc;
+
+  double ss = 0;
+  for (int64_t i = 0; i < mp * np; i++) ss += (double)x->wt[i] * x->wt[i];
+  const double rms = sqrt(ss / (double)(mp * np));
+  double fbest = o->feedback ? wscale_default[o->bits] : 1.0;
+  double rsbest = o->resid_scale > 0 ? o->resid_scale : rs_default[o->bits];
+  coder cd;
+  if (make_coder(o->bits, rsbest, &cd)) return GLQ_EINVAL;
+  sweep_in s = {mp, np, x->f.l, x->f.d, &cd, o->feedback};
+
+  if (o->scale_search && o->feedback && rms > 1e-10) {
+    const int64_t sr = mp < SAMPLE_ROWS ? mp : SAMPLE_ROWS;
+    if (ALLOC(x->ws, sr * np)) return glq_error(GLQ_ENOMEM, "out of memory for the scale search");
+    for (int64_t i = 0; i < sr; i++) memcpy(x->ws + i * np, x->wt + (i * mp / sr) * np, (size_t)np * sizeof(float));
+    search_ctx sc = {x->ws, s, &x->f};
+    sc.s.rows = sr;
+    const double f0 = fbest, rs0 = rsbest;
+    double best = INFINITY;
+    for (int g = 0; g < 3 && !rc; g++) { /* Wscale at the default residual scale */
+      double v;
+      rc = evaluate(&sc, rms * f0 * search_steps[g], &cd, &v);
+      if (!rc && v < best) best = v, fbest = f0 * search_steps[g];
+    }
+    for (int g = 1; g < 3 && !rc && o->bits > 2 && o->resid_scale == 0; g++) { /* then the residual scale */
+      coder c2;
+      double v;
+      make_coder(o->bits, rs0 * search_steps[g], &c2);
+      rc = evaluate(&sc, rms * fbest, &c2, &v);
+      if (!rc && v < best) best = v, rsbest = rs0 * search_steps[g];
+    }
+    if (rc) return rc;
+    make_coder(o->bits, rsbest, &cd);
+  }
+  const float wscale = rms > 1e-10 ? (float)(rms * fbest) : 1.0f;
+  for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
+  double loss;
+  if ((rc = sweep(&s, x->wr, x->r, x->idx1, x->idx2, &loss))) return rc;
+
+  if (o->tune_iters > 0) {
+    if (ALLOC(x->hreg, np * np) || ALLOC(x->hinv, nb * 64)) return glq_error(GLQ_ENOMEM, "out of memory for tune_iters");
+    for (int64_t i = 0; i < np * np; i++) x->hreg[i] = x->f.identity ? (float)(i % (np + 1) == 0) : x->ht1[i];
+    for (int64_t i = 0; i < np && !x->f.identity; i++) x->hreg[i * np + i] += (float)x->f.extra;
+    for (int64_t k = 0; k < nb; k++) {
+      float blk[64];
+      for (int a = 0; a < 8; a++)
+        for (int b = 0; b < 8; b++) blk[a * 8 + b] = x->hreg[(8 * k + a) * np + 8 * k + b];
+      if (!inv8(blk, x->hinv + k * 64)) return glq_error(GLQ_ENUMERIC, "tune_iters: singular diagonal block %lld", (long long)k);
+    }
+    for (int it = 0; it < o->tune_iters && !rc; it++) rc = refine(&s, x->hreg, x->hinv, x->wr, x->r, x->idx1, x->idx2);
+    if (rc) return rc;
+  }
+
+  if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, out))) return rc;
+  if (!st) return 0;
+
+  /* statistics from the artifacts themselves, so they describe exactly what dequantize returns */
+  memset(st, 0, sizeof *st);
+  if (ALLOC(x->dw, mp * np) || ALLOC(x->what, m * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
+  if ((rc = glq_quant_decode_rotated(out, x->dw)) || (rc = glq_rht_weight_inverse(x->dw, m, n, x->su, x->sv, x->what)))
+    return rc;
+  for (int64_t i = 0; i < mp * np; i++) x->dw[i] = x->wt[i] - x->dw[i];
+  double px, e2 = 0, w2 = 0;
+  if ((rc = proxy_sum(x->dw, mp, np, x->ht1, &px))) return rc;
+  st->proxy_loss = px / (double)mp;
+  for (int64_t i = 0; i < m * n; i++) {
+    double d = (double)w[i] - x->what[i];
+    e2 += d * d, w2 += (double)w[i] * w[i];
+    x->what[i] = (float)d;
+  }
+  st->sqnr_db = e2 > 0 ? 10 * log10(w2 / e2) : INFINITY;
+  if (m == mp && n == np) {
+    st->proxy_loss_orig = st->proxy_loss; /* identical by the trace identity (rht.h) */
+  } else {
+    if (ALLOC(x->h1, n * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
+    for (int64_t i = 0; i < n * n; i++) x->h1[i] = (float)((h ? h[i] : (double)(i % (n + 1) == 0)) + (i % (n + 1) == 0 ? damp1 : 0));
+    if ((rc = proxy_sum(x->what, m, n, x->h1, &px))) return rc;
+    st->proxy_loss_orig = px / (double)m;
+  }
+  st->bpw = ((16.0 + (o->bits == 2 ? 0 : o->bits == 3 ? 8 : 16)) * (double)(mp * nb) + 32.0 * (o->bits > 2 ? 2 : 1)) /
+            (double)(m * n);
+  st->damp_used = x->f.rel;
+  st->fallback = x->f.level;
+  st->wscale_rel = fbest;
+  st->resid_scale = o->bits > 2 ? cd.rs : 0;
+  st->seconds = now() - t0;
+  return 0;
+}
+
+int glq_quantize_linear(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o,
+                        glq_quant_artifacts *out, glq_quant_stats *stats) {
+  work x;
+  memset(&x, 0, sizeof x);
+  memset(out, 0, sizeof *out);
+  int rc = quantize(w, m, n, h, o, &x, out, stats);
+  work_free(&x);
+  if (rc) {
+    glq_quant_artifacts_free(out);
+    glq_error_prefix("quantize_linear %s", o->name && *o->name ? o->name : "(unnamed)");
+  }
+  return rc;
+}

@@ -1,0 +1,57 @@
+/* ldlq.h - E8 + RHT quantization of one linear layer with LDLQ error feedback (docs/glq-spec §3).
+ *
+ * Pipeline: damp #1 on H (original domain) -> RHT of W and H (rht.h, pads to multiples of 8) ->
+ * damp #2 with a fallback ladder -> block LDL (b = 8) -> optional search of Wscale and the residual
+ * scale on a row sample -> reverse LDLQ sweep (BLAS-3 lazy updates in groups of 128 columns) ->
+ * optional block-coordinate refinement passes -> artifacts named and typed as glq's.
+ * Output bytes depend only on the inputs and options, not on the thread count. */
+#ifndef GLQ_LDLQ_H
+#define GLQ_LDLQ_H
+#include <stdint.h>
+#include "../core/tensor.h"
+
+typedef struct {
+  int bits;            /* 2 (65536), 3 (65536 + 256) or 4 (65536 + 65536) */
+  int tune_iters;      /* block-coordinate refinement passes after the sweep (0) */
+  uint64_t seed;       /* RHT sign seed (42) */
+  double damp;         /* relative damping, times mean diag H (0.01) */
+  const char *name;    /* layer name: part of the sign seed and of error messages (NULL = "") */
+  int scale_search;    /* search Wscale and the residual scale on the proxy loss (1) */
+  int feedback;        /* 1: LDLQ; 0: nearest rounding of the rotated weights (a baseline; no search) */
+  double resid_scale;  /* 0: fitted default for the codebook pair (3 bits 2.0, 4 bits 3.5) */
+} glq_quant_opts;
+
+typedef struct {
+  double sqnr_db;         /* 10 log10(|W|² / |W - Ŵ|²), original domain */
+  double proxy_loss;      /* mean over the m_pad rows of diag(ΔW̃ H̃₁ ΔW̃ᵀ), H̃₁ with damp #1 only */
+  double proxy_loss_orig; /* mean over the m rows of diag(ΔW H₁ ΔWᵀ) in the original domain */
+  double bpw;             /* stored index + scale bits per real weight (padding counted) */
+  double seconds;
+  double damp_used;       /* relative damping of the factorised Hessian (0 with the identity fallback) */
+  int fallback;           /* 0 = first try; 1, 2 = more damping (x10, x100); 3 = identity Hessian */
+  double wscale_rel;      /* chosen Wscale / rms(W̃) */
+  double resid_scale;     /* chosen residual scale (0 for 2 bits) */
+} glq_quant_stats;
+
+typedef struct {
+  int bits;
+  int64_t m, n;                      /* original (unpadded) shape */
+  glq_tensor qidxs, qidxs2;          /* i16 (m_pad, n_pad/8), uint16 bit patterns; qidxs2 only for 3/4 bits */
+  glq_tensor su, sv;                 /* f16 +-1, (m_pad) and (n_pad) */
+  glq_tensor wscale, inv_resid_scale; /* f32 0-dim; inv_resid_scale only for 3/4 bits */
+} glq_quant_artifacts;
+
+/* Defaults listed above (bits 2). */
+void glq_quant_opts_default(glq_quant_opts *o);
+/* Quantize w (m x n f32) with Hessian h (n x n f64, NULL = identity) into out (owned by the caller:
+ * free with glq_quant_artifacts_free); stats may be NULL. h is not modified. */
+int glq_quantize_linear(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o,
+                        glq_quant_artifacts *out, glq_quant_stats *stats);
+/* w (a->m x a->n f32) = the weight the artifacts encode; validates shapes and dtypes. */
+int glq_dequantize_linear(const glq_quant_artifacts *a, float *w);
+/* wt (m_pad x n_pad f32) = Wscale·(C[Qidxs] + inv_resid_scale·C₂[Qidxs2]), the rotated weight. */
+int glq_quant_decode_rotated(const glq_quant_artifacts *a, float *wt);
+/* Release the tensors (safe on a zeroed or partially filled struct). */
+void glq_quant_artifacts_free(glq_quant_artifacts *a);
+
+#endif
