@@ -37,7 +37,7 @@ CFLAGS    = $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDFLAGS  += $(EXTRA_LDFLAGS)
 
 LIB       := $(BUILD)/libglq.a
-MODULE    := $(BUILD)/glq/core.so
+MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
 .PHONY: all test test-asan test-gpu fuzz bench demo deps model install uninstall clean check-clean-clone
@@ -69,7 +69,7 @@ $(EXE): src/main.c $(LUA_OBJS) $(LIB)
 # ---- tests ----
 BUSTED    ?= luajit /usr/bin/busted
 SPEC      ?= spec
-BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/?.so' -o spec/support/output.lua
+BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/lib/?.so' -o spec/support/output.lua
 test: all
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) $(SPEC)
 
@@ -79,7 +79,7 @@ test-asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 CUDA=0 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all
 	LD_PRELOAD=$(ASAN_RT) ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  GLQ_BUILD=build-asan GLQ_ASAN=1 $(BUSTED) --lpath='lua/?.lua;lua/?/init.lua' --cpath='build-asan/?.so' -o spec/support/output.lua $(SPEC)
+	  GLQ_BUILD=build-asan GLQ_ASAN=1 $(BUSTED) --lpath='lua/?.lua;lua/?/init.lua' --cpath='build-asan/lib/?.so' -o spec/support/output.lua $(SPEC)
 
 # ---- fuzzing (clang libFuzzer), bounded runs ----
 FUZZ_SECONDS ?= 60

@@ -160,7 +160,7 @@ local function layer_tensors(name, e, expect)
         where, rows, cols, wr, wc, m, n, tr)
     end
     for _, f in ipairs(E8_FIELDS) do out[f] = a[f] end
-    rec.bits, rec.transform, rec.label = bits, tr, bits
+    rec.bits, rec.transform, rec.label, rec.m_pad, rec.n_pad = bits, tr, bits, rows, cols
   elseif fmt == "hif4" then
     local p = e.pack
     if type(p) ~= "table" then fail("%s: format hif4 needs a pack table", where) end

@@ -35,7 +35,11 @@ local function num(x)
   if x ~= x then error("cannot encode NaN as JSON") end
   if x == math.huge or x == -math.huge then error("cannot encode infinity as JSON") end
   if x % 1 == 0 and math.abs(x) < 2 ^ 53 then return string.format("%d", x) end
-  return string.format("%.17g", x):gsub("(%..-)0+e", "%1e")
+  -- the shortest of 15..17 significant digits that reads back as the same double
+  for digits = 15, 17 do
+    local s = string.format("%." .. digits .. "g", x)
+    if tonumber(s) == x then return s end
+  end
 end
 
 local escapes = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }

@@ -18,8 +18,8 @@ function M.compile(src, chunkname)
   local err
   fn, err = loadstring(src, chunkname)
   if fn then return fn end
-  local eof = "'<eof>'"
-  local incomplete = (err:sub(-#eof) == eof or experr:sub(-#eof) == eof)
+  local function at_eof(msg) return msg:find("<eof>'?$") ~= nil end  -- 5.1 quotes it, 5.2+ not
+  local incomplete = (at_eof(err) or at_eof(experr))
     and not err:find("unfinished string", 1, true)  -- LuaJIT says <eof>, but a newline cannot fix it
   return nil, err, incomplete
 end

@@ -1,0 +1,91 @@
+-- glq.generate: autoregressive generation with a KV cache and a sampler, streaming text.
+local glq = require "glq"
+local core = glq.core
+local model = require "glq.model"
+
+local M = {}
+
+-- ChatML wrapping as SmolLM2/Qwen templates specify (a general Jinja engine is not needed here)
+function M.chat_prompt(style, user)
+  if style == "chatml" then
+    return "<|im_start|>user\n" .. user .. "<|im_end|>\n<|im_start|>assistant\n"
+  end
+  error("this model's chat template is not supported (only ChatML <|im_start|> templates are)", 0)
+end
+
+-- length of the longest prefix of s that ends on a UTF-8 character boundary
+local function complete_utf8(s)
+  local n = #s
+  local i = n
+  while i > 0 and i > n - 4 do
+    local b = s:byte(i)
+    if b < 0x80 then return n end
+    if b >= 0xC0 then
+      local need = b >= 0xF0 and 4 or b >= 0xE0 and 3 or 2
+      return (n - i + 1 >= need) and n or i - 1
+    end
+    i = i - 1
+  end
+  return n
+end
+
+-- m: loaded model; prompt_ids: list; opts: max_new_tokens, temperature, top_k, top_p, seed,
+-- kv_cache ("f32"|"f16"|"int8"), residual_length, on_text(str) streaming callback, stop_at_eos (default true)
+-- returns generated ids (list), text, stats {prompt_tokens, new_tokens, prefill_s, decode_s, cache_bytes}
+function M.run(m, prompt_ids, opts)
+  opts = opts or {}
+  local maxn = opts.max_new_tokens or 128
+  local ctx = m.max_seq
+  if #prompt_ids >= ctx then
+    error(string.format("the prompt has %d tokens; the context holds %d", #prompt_ids, ctx), 0)
+  end
+  if #prompt_ids == 0 then error("empty prompt (no tokens)", 0) end
+  maxn = math.min(maxn, ctx - #prompt_ids)
+  local cache = core.llama.kvcache(m.c, { dtype = opts.kv_cache or "f32", batch = 1, max_seq = ctx,
+    residual_length = opts.residual_length })
+  local sampler = core.sampler.new { temperature = opts.temperature or 0, top_k = opts.top_k or 0,
+    top_p = opts.top_p or 1, seed = opts.seed or 0 }
+  local now = require("glq.progress").now
+  local t0 = now()
+  local logits = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache })
+  local t1 = now()
+  local eos = m:tokenizer():eos()
+  local out, text_done = {}, 0
+  local tok = m:tokenizer()
+  -- text of the new tokens = decode(prompt + new) minus decode(prompt): decoding the new ids
+  -- alone would drop the leading space SentencePiece decoders strip from a first token
+  local all = {}
+  for i, v in ipairs(prompt_ids) do all[i] = v end
+  local prefix = tok:decode(all, { skip_special = true })
+  local function new_text()
+    local full = tok:decode(all, { skip_special = true })
+    if full:sub(1, #prefix) == prefix then return full:sub(#prefix + 1) end
+    return tok:decode(out, { skip_special = true })
+  end
+  local text = ""
+  for _ = 1, maxn do
+    local id = sampler:sample(logits:reshape({ m.cfg.vocab }))
+    if opts.stop_at_eos ~= false and id == eos then break end
+    out[#out + 1] = id
+    all[#all + 1] = id
+    if opts.on_text then
+      text = new_text()
+      local upto = complete_utf8(text)
+      if upto > text_done then
+        opts.on_text(text:sub(text_done + 1, upto))
+        text_done = upto
+      end
+    end
+    if #out == maxn then break end
+    local one = glq.zeros("i32", { 1, 1 })
+    one:ptr()[0] = id
+    logits = m.c:forward(one, { cache = cache })
+  end
+  local t2 = now()
+  text = new_text()
+  if opts.on_text and #text > text_done then opts.on_text(text:sub(text_done + 1)) end
+  return out, text, { prompt_tokens = #prompt_ids, new_tokens = #out, prefill_s = t1 - t0, decode_s = t2 - t1,
+    cache_bytes = cache:bytes() }
+end
+
+return M

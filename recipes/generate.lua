@@ -1,0 +1,41 @@
+-- glq generate: stream a continuation of a prompt. Only the generated text goes to stdout;
+-- progress and statistics go to stderr.
+local cli = require "glq.cli"
+
+local opts = cli.parse({
+  prog = "glq generate",
+  description = "Generate text from a prompt (greedy by default).",
+  options = {
+    { "model", required = true, metavar = "PATH", help = "GGUF file, HF directory or glq checkpoint" },
+    { "prompt", default = "", help = "prompt text" },
+    { "max-new-tokens", type = "int", default = 128, help = "stop after this many new tokens" },
+    { "temperature", type = "number", default = 0, help = "0 = greedy" },
+    { "top-k", type = "int", default = 0, help = "sample among the k most likely (0 = all)" },
+    { "top-p", type = "number", default = 1, help = "nucleus sampling mass" },
+    { "seed", type = "int", default = 0, help = "sampler seed" },
+    { "kv-cache", type = "choice", choices = { "f32", "f16", "int8" }, default = "f32", help = "KV cache storage" },
+    { "residual-length", type = "int", default = 128, help = "int8 cache: recent tokens kept in full precision" },
+    { "chat", type = "bool", help = "wrap the prompt in the model's chat template (ChatML)" },
+    { "max-seq", type = "int", default = 2048, help = "context length to allocate" },
+    { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
+  },
+}, arg)
+if not opts then return end
+if opts.threads then glq.num_threads(opts.threads) end
+if opts.temperature < 0 then error("--temperature must be >= 0", 0) end
+if opts.top_p <= 0 or opts.top_p > 1 then error("--top-p must be in (0, 1]", 0) end
+
+local model, gen = require "glq.model", require "glq.generate"
+local m = model.load(opts.model, { max_seq = opts.max_seq })
+local text = opts.prompt
+if opts.chat then text = gen.chat_prompt(m.src:chat_style(), text) end
+local ids = m:encode(text)
+local _, _, st = gen.run(m, ids, {
+  max_new_tokens = opts.max_new_tokens, temperature = opts.temperature, top_k = opts.top_k, top_p = opts.top_p,
+  seed = opts.seed, kv_cache = opts.kv_cache, residual_length = opts.residual_length,
+  on_text = function(s) io.stdout:write(s); io.stdout:flush() end,
+})
+io.stdout:write("\n")
+io.stderr:write(string.format("[generate] prompt %d tokens, %d new; prefill %.1f tok/s, decode %.1f tok/s; KV cache %.1f KiB (%s)\n",
+  st.prompt_tokens, st.new_tokens, st.prompt_tokens / math.max(st.prefill_s, 1e-9),
+  st.new_tokens / math.max(st.decode_s, 1e-9), st.cache_bytes / 1024, opts.kv_cache))
