@@ -22,6 +22,7 @@ static struct {
   int nthreads;          /* total workers including the caller */
   int started;
   unsigned long gen;     /* job generation */
+  unsigned long base_gen; /* generation when the current workers were started */
   int pending;           /* workers still running the current job */
   int quit;
   job_t job;
@@ -38,9 +39,9 @@ static void run_part(const job_t *j, int part) {
 
 static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
-  unsigned long seen = 0;
   in_parallel = 1;
   pthread_mutex_lock(&P.mu);
+  unsigned long seen = P.base_gen; /* never run a job posted before this worker existed */
   for (;;) {
     while (!P.quit && P.gen == seen) pthread_cond_wait(&P.go, &P.mu);
     if (P.quit) break;
@@ -76,6 +77,7 @@ static void stop_workers(void) {
 }
 
 static void start_workers(int n) {
+  P.base_gen = P.gen;
   P.nthreads = 1;
   for (int i = 1; i < n; i++) {
     if (pthread_create(&P.th[i], NULL, worker, (void *)(intptr_t)i) != 0) break;
