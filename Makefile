@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-asan test-gpu fuzz bench demo deps model install uninstall clean check-clean-clone
+.PHONY: all test test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean check-clean-clone
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 $(BUILD)/obj/%.o: %.c
@@ -72,6 +72,10 @@ SPEC      ?= spec
 BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/lib/?.so' -o spec/support/output.lua
 test: all
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) $(SPEC)
+
+# the REPL driven in a terminal (tmux)
+test-repl: $(EXE)
+	sh tests/repl_tmux.sh $(EXE)
 
 # AddressSanitizer + UBSan: the specs run against an instrumented module (luajit itself is not)
 ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)

@@ -12,6 +12,7 @@ local opts = cli.parse({
     { "seqlen", type = "int", default = 2048, help = "window length in tokens" },
     { "base", metavar = "PATH", help = "base model for KL divergence and top-1 agreement" },
     { "max-windows", type = "int", help = "evaluate only the first N windows" },
+    { "tokenizer", metavar = "FILE", help = "tokenizer (.gguf, tokenizer.json or llama2.c .bin) when the model has none" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
     { "json", type = "bool", help = "print one JSON object instead of lines" },
   },
@@ -21,7 +22,7 @@ if opts.seqlen < 2 then error("--seqlen must be at least 2", 0) end
 if opts.threads then glq.num_threads(opts.threads) end
 
 local model, eval = require "glq.model", require "glq.eval"
-local m = model.load(opts.model, { max_seq = opts.seqlen })
+local m = model.load(opts.model, { max_seq = opts.seqlen, tokenizer = opts.tokenizer })
 local base = opts.base and model.load(opts.base, { max_seq = opts.seqlen })
 if base and base.cfg.vocab ~= m.cfg.vocab then
   error(string.format("--base has a vocabulary of %d tokens, the model %d", base.cfg.vocab, m.cfg.vocab), 0)

@@ -17,6 +17,7 @@ local opts = cli.parse({
     { "residual-length", type = "int", default = 128, help = "int8 cache: recent tokens kept in full precision" },
     { "chat", type = "bool", help = "wrap the prompt in the model's chat template (ChatML)" },
     { "max-seq", type = "int", default = 2048, help = "context length to allocate" },
+    { "tokenizer", metavar = "FILE", help = "tokenizer (.gguf, tokenizer.json or llama2.c .bin) when the model has none" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
   },
 }, arg)
@@ -26,7 +27,7 @@ if opts.temperature < 0 then error("--temperature must be >= 0", 0) end
 if opts.top_p <= 0 or opts.top_p > 1 then error("--top-p must be in (0, 1]", 0) end
 
 local model, gen = require "glq.model", require "glq.generate"
-local m = model.load(opts.model, { max_seq = opts.max_seq })
+local m = model.load(opts.model, { max_seq = opts.max_seq, tokenizer = opts.tokenizer })
 local text = opts.prompt
 if opts.chat then text = gen.chat_prompt(m.src:chat_style(), text) end
 local ids = m:encode(text)

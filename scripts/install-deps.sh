@@ -2,7 +2,7 @@
 # Install the Debian/Ubuntu packages glq needs, only those missing. Safe to run repeatedly.
 set -euo pipefail
 pkgs=(gcc make pkg-config luajit libluajit-5.1-dev libopenblas-dev liblapacke-dev lua-cjson lua-busted
-      luarocks libreadline-dev libpcre2-dev clang unzip python3-pip)
+      luarocks libreadline-dev libpcre2-dev clang unzip python3-pip tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -367,6 +367,7 @@ describe("checkpoint resumable runs", function()
     check_layer(lname(0, "k"), k, r:load_layer(lname(0, "k")))
     check_layer(lname(0, "gate"), g, r:load_layer(lname(0, "gate")))
     assert.are.same({ sqnr_db = 13, proxy_loss = 0.1 }, r:load_layer(lname(0, "k")).stats)
+    assert.are.same({ 32, 64, 32, 64 }, (function(e) return { e.shape[1], e.shape[2], e.m_pad, e.n_pad } end)(r:load_layer(lname(0, "k"))))
     assert.are.equal(5, r:load_layer(lname(0, "gate")).rht_seed)
     assert.are.same({ [lname(0, "k")] = 3 }, r:get("allocation"))
 

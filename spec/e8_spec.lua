@@ -154,7 +154,7 @@ describe("e8 encode", function()
   end)
 
   it("equals brute force on Gaussian vectors at 0.1x to 10x the table radius (256)", function()
-    local n = FULL and 170000 or 170000
+    local n = 170000
     for i, s in ipairs(scales) do expect_same_as_bruteforce(gauss(n, s, 200 + i), 256, "scale " .. s) end
   end)
 

@@ -131,6 +131,14 @@ describe("gguf reader", function()
     assert.matches("no tensor named 'missing'", err, 1, true)
   end)
 
+  it("reads files with an alignment below the element size (copying when misaligned)", function()
+    for off = 0, 3 do
+      local bytes = header(3, 1, 1) .. kv("general.alignment", T_U32, u32(1)) .. tinfo("w", { 2 }, 0, off)
+      bytes = bytes .. string.rep("\0", off) .. f32(1.5) .. f32(-2)
+      assert.same({ 1.5, -2 }, glq.gguf.open(tmpfile(bytes)):tensor("w"):totable())
+    end
+  end)
+
   it("dequantizes q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k bit-exactly (gguf-py reference)", function()
     local g = glq.gguf.open(FIX .. "/quants.gguf")
     local expected = cjson.decode(slurp(FIX .. "/quants.json"))

@@ -2,9 +2,21 @@
 -- (glq.repl) driven by a fake terminal. The terminal itself is covered by tests/repl_tmux.sh.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 
-local BIN = os.getenv("GLQ_BIN") or (os.getenv("GLQ_BUILD") or "build") .. "/glq"
-
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function is_file(path)
+  local p = io.popen("test -f " .. q(path) .. " && test -x " .. q(path) .. " && echo yes")
+  local r = p:read("*a")
+  p:close()
+  return r == "yes\n"
+end
+
+-- GLQ_BIN, else BUILD/glq or BUILD/bin/glq (BUILD = GLQ_BUILD or build)
+local BIN = os.getenv("GLQ_BIN")
+if not BIN then
+  local build = os.getenv("GLQ_BUILD") or "build"
+  BIN = is_file(build .. "/bin/glq") and build .. "/bin/glq" or build .. "/glq"
+end
 
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
@@ -39,13 +51,6 @@ local function tmpdir()
   os.remove(d)
   assert(os.execute("mkdir -p " .. q(d)))
   return d
-end
-
-local function is_file(path)
-  local p = io.popen("test -f " .. q(path) .. " && test -x " .. q(path) .. " && echo yes")
-  local r = p:read("*a")
-  p:close()
-  return r == "yes\n"
 end
 
 describe("glq executable", function()

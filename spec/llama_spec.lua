@@ -255,7 +255,100 @@ describe("llama forward on stories260K", function()
     local c = glq.llama.kvcache(m, { batch = 2, max_seq = 8 })
     ok, err = pcall(function() m:forward({ 1 }, { cache = c }) end)
     assert.truthy(tostring(err):find("batch"))
+    local short = glq.llama.kvcache(m, { max_seq = 4 })
+    ok, err = pcall(function() m:forward({ 1, 2, 3, 4, 5 }, { cache = short }) end)
+    assert.truthy(tostring(err):find("max_seq"))
+    assert.equal(0, short:len())
+    assert.has_error(function() glq.sampler.new({ seed = -1 }) end)
+    assert.has_error(function() glq.llama.kvcache(m, { dtype = "q4" }) end)
     assert.has_error(function() glq.llama.new({ dim = 8, n_layers = 1, n_heads = 2, ffn_dim = 8, vocab = 4, max_seq = 4 }) end)
+  end)
+end)
+
+describe("llama forward on a random model", function()
+  -- dim 128, 2 q heads / 1 kv head of 64, qk_norm, llama3 rope scaling
+  local base = { dim = 128, n_layers = 2, n_heads = 2, n_kv_heads = 1, head_dim = 64, ffn_dim = 96, vocab = 50,
+    max_seq = 64, rope_theta = 500000, qk_norm = true, tied = true,
+    rope_scaling = { type = "llama3", factor = 8, low_freq_factor = 1, high_freq_factor = 4,
+      original_max_position_embeddings = 16 } }
+  local seed = 100
+  local function rnd(...) seed = seed + 1; return glq.randn({ ... }, seed):mul(0.1) end
+  local W = { emb = rnd(50, 128), fin = rnd(128):add(glq.full("f32", { 128 }, 1)), layers = {} }
+  for l = 1, 2 do
+    W.layers[l] = { attn_norm = rnd(128):add(glq.full("f32", { 128 }, 1)), ffn_norm = rnd(128):add(glq.full("f32", { 128 }, 1)),
+      q_norm = rnd(64):add(glq.full("f32", { 64 }, 1)), k_norm = rnd(64):add(glq.full("f32", { 64 }, 1)),
+      q = rnd(128, 128), k = rnd(64, 128), v = rnd(64, 128), o = rnd(128, 128), gate = rnd(96, 128), up = rnd(96, 128),
+      down = rnd(128, 96) }
+  end
+  -- HF's rotate-half layout is the interleaved one with each head's rows (and q/k norms) reordered:
+  -- new position i < d/2 takes old row 2i, new position d/2 + i takes old row 2i + 1
+  local function to_half(t, hd)
+    local shape, v = t:shape(), t:totable()
+    local cols = shape[2] or 1
+    local out = {}
+    for r = 0, shape[1] - 1 do
+      local h, i = math.floor(r / hd), r % hd
+      local src = h * hd + (i < hd / 2 and 2 * i or 2 * (i - hd / 2) + 1)
+      for c = 1, cols do out[r * cols + c] = v[src * cols + c] end
+    end
+    return glq.tensor(out, shape)
+  end
+  local function build(layout)
+    local cfg = {}
+    for k, v in pairs(base) do cfg[k] = v end
+    cfg.rope_layout = layout
+    local m = glq.llama.new(cfg)
+    m:set_embedding(W.emb)
+    m:set_final_norm(W.fin)
+    for l = 0, 1 do
+      local w, D = W.layers[l + 1], glq.linear.dense
+      local perm = layout == "half" and function(t) return to_half(t, 64) end or function(t) return t end
+      m:set_layer(l, { attn_norm = w.attn_norm, ffn_norm = w.ffn_norm, q_norm = perm(w.q_norm), k_norm = perm(w.k_norm),
+        q = D(perm(w.q)), k = D(perm(w.k)), v = D(w.v), o = D(w.o), gate = D(w.gate), up = D(w.up), down = D(w.down) })
+    end
+    return m
+  end
+  local toks = { { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4 }, { 2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5, 9, 0, 4, 5, 2, 3, 5, 3 } }
+
+  it("gives the same logits for the interleaved and the rotate-half RoPE layouts", function()
+    local a = build("interleaved"):forward(toks, { all_logits = true })
+    local b = build("half"):forward(toks, { all_logits = true })
+    assert.is_true(a:max_abs_diff(b) < 1e-4 * a:absmax(), ("%g of %g"):format(a:max_abs_diff(b), a:absmax()))
+  end)
+
+  it("prefill equals decode through f32 and windowed INT8 caches, across thread counts", function()
+    local m = build("half")
+    local full = m:forward(toks, { all_logits = true })
+    for _, opts in ipairs({ { dtype = "f32" }, { dtype = "int8", residual_length = 64 } }) do
+      opts.batch = 2
+      local c = glq.llama.kvcache(m, opts)
+      m:forward({ { 3, 1, 4, 1, 5, 9, 2, 6 }, { 2, 7, 1, 8, 2, 8, 1, 8 } }, { cache = c }) -- prefill 8
+      for t = 9, 20 do
+        local step = m:forward({ { toks[1][t] }, { toks[2][t] } }, { cache = c })
+        local want = full:narrow(2, t, 1):contiguous():reshape(2, 50)
+        assert.is_true(step:max_abs_diff(want) <= 1e-5 * want:absmax())
+      end
+      assert.equal(20, c:len())
+    end
+    local n0 = glq.num_threads()
+    glq.num_threads(1)
+    local one = m:forward(toks, { all_logits = true })
+    glq.num_threads(n0)
+    assert.equal(0, one:max_abs_diff(full))
+  end)
+
+  it("quantizes INT8 keys once they leave the f32 window, with a bounded error", function()
+    local m = build("half")
+    local full = m:forward(toks, { all_logits = true })
+    local c = glq.llama.kvcache(m, { dtype = "int8", batch = 2, residual_length = 4, group = 4 })
+    local out = m:forward(toks, { cache = c, all_logits = true }) -- the prefill itself attends in f32
+    assert.is_true(out:max_abs_diff(full) <= 1e-5 * full:absmax())
+    local step = m:forward({ { 1 }, { 2 } }, { cache = c }) -- now 16 of 20 cached positions are INT8
+    local c32 = glq.llama.kvcache(m, { batch = 2 })
+    m:forward(toks, { cache = c32 })
+    local ref = m:forward({ { 1 }, { 2 } }, { cache = c32 })
+    local d = step:max_abs_diff(ref)
+    assert.is_true(d > 0 and d < 0.02 * ref:absmax(), ("int8 error %g of %g"):format(d, ref:absmax()))
   end)
 end)
 

@@ -37,6 +37,16 @@ wait_for() {
   return 1
 }
 send() { tm send-keys -t t "$@"; }
+# wait_last PATTERN: until the last non-empty screen line matches (e.g. a fresh prompt)
+wait_last() {
+  i=0
+  while [ $i -lt 100 ]; do
+    screen | grep -v '^$' | tail -1 | grep -q -E -- "$1" && return 0
+    sleep 0.1
+    i=$((i + 1))
+  done
+  return 1
+}
 
 tm new-session -d -s t -x 100 -y 50 \
   "env GLQ_HISTORY='$tmp/history' HOME='$tmp' '$bin'; echo \"glq-exit=\$?\"; sleep 30" || fail "cannot start tmux"
@@ -65,7 +75,12 @@ wait_for 'oops' || fail "error message not shown"
 send -l '"still", "alive"'; send Enter
 wait_for '^still[[:space:]]+alive$' || fail "REPL did not continue after an error (or multiple values not printed)"
 
-send -l 'this is half typed'; send C-c
+# typed at human speed: Ctrl-C once the text is on the line, the next line once the prompt is back
+wait_last '^glq>$' || fail "no prompt after the error"
+send -l 'this is half typed'
+wait_last '^glq> this is half typed$' || fail "typed text not echoed"
+send C-c
+wait_last '^glq>$' || fail "Ctrl-C at the prompt did not give a fresh prompt"
 send -l '6*7'; send Enter
 wait_for '^42$' || fail "Ctrl-C at the prompt did not give a fresh line"
 

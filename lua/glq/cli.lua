@@ -12,11 +12,14 @@
 --     },
 --   }
 --   local opts = p:parse(arg)   -- nil after printing --help; raises a one-line error otherwise
+--   (or in one step: local opts = cli.parse(spec, arg); if not opts then return end)
 --
 -- Options are `--name value`, `--name=value`, `-s value` (short alias), flags `--name` / `--no-name`;
--- `--` ends options. Types: string (default), number, int, bool, choice. Result keys use '_' for '-'.
--- A positional with `many = true` (last only) collects the rest into a list; `optional = true`
+-- `--` ends options. Types: string (default), number, int, bool, choice; numbers take `min`/`max`;
+-- `metavar` names the value in --help, `epilog` adds a closing paragraph. Result keys use '_' for
+-- '-'. A positional with `many = true` (last only) collects the rest into a list; `optional = true`
 -- makes one optional. Errors are raised with level 0 so the host prints "glq: <message>".
+-- parse's optional second argument replaces io.write for the --help text.
 local M = {}
 
 local Parser = {}

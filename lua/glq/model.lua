@@ -192,7 +192,7 @@ M.layer_shapes = layer_shapes
 local function f32(t) return (t:dtype() == "f32") and t or t:to("f32") end
 
 -- load a model for inference/calibration. opts.max_seq caps the context (memory of the KV cache);
--- opts.dense_only ignores quantized layers of a checkpoint (never needed by users).
+-- opts.tokenizer: a tokenizer (or a .gguf/.json/llama2.c .bin path) for directories without tokenizer.json.
 function M.load(path, opts)
   opts = opts or {}
   local src = type(path) == "table" and path or M.open(path)
@@ -211,6 +211,9 @@ function M.load(path, opts)
     local hw = src:need("lm_head.weight")
     check_shape(hw, { c.vocab, c.dim }, "lm_head.weight", src.path)
     cm:set_head(glq.linear.dense(hw:dtype() == "f16" and hw:to("f32") or hw))
+  end
+  if opts.tokenizer then
+    src.tok = type(opts.tokenizer) == "string" and require("glq.tokenizer").load(opts.tokenizer) or opts.tokenizer
   end
   local self = setmetatable({ src = src, cfg = c, c = cm, max_seq = max_seq, layers = {} }, Model)
   local shapes = layer_shapes(c)

@@ -140,6 +140,14 @@ end
 -- write(s) prints (defaults to io.stdout).
 function M.run(host)
   local write = host.write or function(s) io.stdout:write(s); io.stdout:flush() end
+  local function show(ok, ...)
+    if not ok then
+      local msg = tostring((...))
+      write((msg == "interrupted" and "\n" or "") .. msg .. "\n")  -- past the echoed ^C
+    elseif select("#", ...) > 0 then
+      write(M.format_results(select("#", ...), ...) .. "\n")
+    end
+  end
   write(("glq %s (%s) - Lua with `glq` loaded; Ctrl-D to leave\n"):format(
     host.version or "?", host.luajit or _VERSION))
   local buffer
@@ -159,14 +167,7 @@ function M.run(host)
         if not fn then
           write(err .. "\n")
         elseif src:match("%S") then
-          local function report(ok, ...)
-            if not ok then
-              write(tostring((...)) .. "\n")
-            elseif select("#", ...) > 0 then
-              write(M.format_results(select("#", ...), ...) .. "\n")
-            end
-          end
-          report(host.call(fn))
+          show(host.call(fn))
         end
       end
     end

@@ -2,7 +2,8 @@
  *   glq.e8.codebook([size]) -> codebook with :size() and :table() (size x 8 f32)
  *   glq.e8.encode(x [, size]) -> i32 (N) for x (N, 8);  glq.e8.decode(idx [, size]) -> f32 (N, 8)
  *   glq.e8.decode2(idx, idx2, inv_rs [, size2]) -> C[idx] + inv_rs * C2[idx2]
- *   glq.e8.linear{Qidxs=, SU=, SV=, Wscale= [, Qidxs2=, inv_resid_scale=, bits=, bias=, in_features=, out_features=]}
+ *   glq.e8.linear(artifacts [, {bias=, bits=, transform=, name=}]) with artifacts {Qidxs=, SU=, SV=, Wscale=
+ *     [, Qidxs2=, inv_resid_scale=, bits=, bias=, in_features=, out_features=]} (lua/glq/checkpoint.lua)
  *   glq.e8._encode_bruteforce(x [, size]): the exhaustive test reference */
 #include <string.h>
 #include "lglq.h"
@@ -136,10 +137,10 @@ static int l_decode2(lua_State *L) {
 enum { F_Q, F_Q2, F_SU, F_SV, F_BIAS, NF };
 static const char *const field_names[NF] = {"Qidxs", "Qidxs2", "SU", "SV", "bias"};
 
-/* field `name` of the table at 1 as a contiguous tensor of dtype dt; 0 if absent (out cleared) */
-static int get_field_tensor(lua_State *L, const char *name, glq_dtype dt, glq_tensor *out, int *rc) {
+/* field `name` of the table at tidx as a contiguous tensor of dtype dt; 0 if absent (out cleared) */
+static int get_field_tensor(lua_State *L, int tidx, const char *name, glq_dtype dt, glq_tensor *out, int *rc) {
   memset(out, 0, sizeof *out);
-  lua_getfield(L, 1, name);
+  lua_getfield(L, tidx, name);
   glq_tensor *t = lglq_totensor(L, -1);
   int present = !lua_isnil(L, -1);
   if (present && !t) *rc = glq_error(GLQ_EINVAL, "field '%s' must be a tensor, got %s", name, luaL_typename(L, -1));
@@ -150,10 +151,10 @@ static int get_field_tensor(lua_State *L, const char *name, glq_dtype dt, glq_te
   return present;
 }
 
-/* a number or a one-element tensor in field `name` of the table at 1 */
-static double get_field_number(lua_State *L, const char *name, double def, int *rc) {
+/* a number or a one-element tensor in field `name` of the table at tidx */
+static double get_field_number(lua_State *L, int tidx, const char *name, double def, int *rc) {
   double v = def;
-  lua_getfield(L, 1, name);
+  lua_getfield(L, tidx, name);
   glq_tensor *t = lglq_totensor(L, -1);
   if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
   else if (t && glq_tensor_numel(t) == 1) {
@@ -164,14 +165,25 @@ static double get_field_number(lua_State *L, const char *name, double def, int *
   return v;
 }
 
+static int is_pow2(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+
+/* artifacts table at 1, options table at 2 (or none): bias, bits, transform override the artifacts */
 static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   int rc = 0;
   static const glq_dtype dts[NF] = {GLQ_I16, GLQ_I16, GLQ_F32, GLQ_F32, GLQ_F32};
   int present[NF];
-  for (int i = 0; i < NF && !rc; i++) present[i] = get_field_tensor(L, field_names[i], dts[i], &f[i], &rc);
+  for (int i = 0; i < NF && !rc; i++) present[i] = get_field_tensor(L, 1, field_names[i], dts[i], &f[i], &rc);
+  if (!rc && lua_istable(L, 2)) {
+    glq_tensor b;
+    if (get_field_tensor(L, 2, "bias", GLQ_F32, &b, &rc)) {
+      glq_tensor_release(&f[F_BIAS]);
+      f[F_BIAS] = b;
+      present[F_BIAS] = 1;
+    }
+  }
   glq_e8_linear_desc d = {0};
-  d.wscale = (float)get_field_number(L, "Wscale", 0, &rc);
-  d.inv_rs = (float)get_field_number(L, "inv_resid_scale", 0, &rc);
+  d.wscale = (float)get_field_number(L, 1, "Wscale", 0, &rc);
+  d.inv_rs = (float)get_field_number(L, 1, "inv_resid_scale", 0, &rc);
   if (rc) return rc;
   if (!present[F_Q] || f[F_Q].ndim != 2) return glq_error(GLQ_EINVAL, "field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)");
   lua_getfield(L, 1, "Wscale");
@@ -180,10 +192,18 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   if (!has_scale) return glq_error(GLQ_EINVAL, "field 'Wscale' is missing");
   d.out_pad = f[F_Q].shape[0];
   d.in_pad = 8 * f[F_Q].shape[1];
-  d.out = (int64_t)get_field_number(L, "out_features", (double)d.out_pad, &rc);
-  d.in = (int64_t)get_field_number(L, "in_features", (double)d.in_pad, &rc);
-  d.bits = (int)get_field_number(L, "bits", present[F_Q2] ? 4 : 2, &rc);
+  d.out = (int64_t)get_field_number(L, 1, "out_features", (double)d.out_pad, &rc);
+  d.in = (int64_t)get_field_number(L, 1, "in_features", (double)d.in_pad, &rc);
+  d.bits = (int)get_field_number(L, 1, "bits", present[F_Q2] ? 4 : 2, &rc);
+  if (lua_istable(L, 2)) d.bits = (int)get_field_number(L, 2, "bits", d.bits, &rc);
+  const char *tr = lua_istable(L, 2) ? lglq_optstring(L, 2, "transform", "glq-hadamard-v1") : "glq-hadamard-v1";
   if (rc) return rc;
+  /* our plans are the FWHT for powers of two, which is what pow2-padded and block-diagonal use there */
+  if (strcmp(tr, "glq-hadamard-v1") && strcmp(tr, "pow2-padded") && strcmp(tr, "block-diagonal"))
+    return glq_error(GLQ_EINVAL, "unknown transform '%s'", tr);
+  if (strcmp(tr, "glq-hadamard-v1") && !(is_pow2(d.out_pad) && is_pow2(d.in_pad)))
+    return glq_error(GLQ_EUNSUPPORTED, "transform '%s' with stored size %lld x %lld: only powers of two are supported",
+                     tr, (long long)d.out_pad, (long long)d.in_pad);
   if (present[F_Q2] && (f[F_Q2].ndim != 2 || f[F_Q2].shape[0] != d.out_pad || f[F_Q2].shape[1] != d.in_pad / 8))
     return glq_error(GLQ_EINVAL, "field 'Qidxs2' must have the shape of Qidxs (%lld, %lld)", (long long)d.out_pad,
                      (long long)(d.in_pad / 8));
@@ -200,13 +220,17 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   return glq_e8_linear_new(&d, out);
 }
 
+/* glq.e8.linear(artifacts [, {bias=, bits=, transform=, name=}]) */
 static int l_linear(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  const char *name = lglq_optstring(L, 2, "name", NULL);
   glq_tensor f[NF];
   memset(f, 0, sizeof f);
   glq_linear *l = NULL;
   int rc = build_linear(L, f, &l);
   for (int i = 0; i < NF; i++) glq_tensor_release(&f[i]);
+  if (name) lglq_check(L, rc, "e8.linear (%s)", name);
   lglq_check(L, rc, "e8.linear");
   lglq_pushlinear(L, l, 0);
   return 1;

@@ -11,7 +11,6 @@
 #include "../io/ggml_quants.h"
 #include "../io/gguf.h"
 
-#define LGLQ_GGUF "glq.gguf" /* also checked by l_tokenizer.c */
 
 static glq_gguf *check_gguf(lua_State *L, int idx) {
   glq_gguf **p = luaL_checkudata(L, idx, LGLQ_GGUF);

@@ -419,7 +419,9 @@ static int l_sampler_new(lua_State *L) {
   c.temperature = (float)lglq_optnumber(L, 1, "temperature", 0);
   c.top_k = (int)lglq_optinteger(L, 1, "top_k", 0);
   c.top_p = (float)lglq_optnumber(L, 1, "top_p", 1);
-  c.seed = (uint64_t)lglq_optnumber(L, 1, "seed", 0);
+  lua_Number seed = lglq_optnumber(L, 1, "seed", 0);
+  if (!(seed >= 0 && seed < 18446744073709551616.0)) return luaL_error(L, "glq.sampler.new: seed must be in [0, 2^64)");
+  c.seed = (uint64_t)seed;
   sampler_ud *u = lua_newuserdata(L, sizeof *u);
   u->s = NULL;
   luaL_getmetatable(L, SAMPLER_MT);

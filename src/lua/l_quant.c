@@ -10,7 +10,8 @@
 
 /* a 2-D tensor's shape, or a raised error naming the argument */
 static void check2d(lua_State *L, const glq_tensor *t, const char *fn, const char *what, int64_t rows, int64_t cols) {
-  if (t->ndim != 2 || (rows >= 0 && t->shape[0] != rows) || (cols >= 0 && t->shape[1] != cols))
+  if (t->ndim != 2) lglq_raisef(L, "%s: %s must be a 2-D matrix, got %d dimensions", fn, what, t->ndim);
+  if ((rows >= 0 && t->shape[0] != rows) || (cols >= 0 && t->shape[1] != cols))
     lglq_raisef(L, "%s: %s must be a %lld x %lld matrix", fn, what, (long long)rows, (long long)cols);
 }
 
@@ -65,7 +66,8 @@ static int l_hessian_accumulate(lua_State *L) {
 /* a square matrix argument as a new f64 copy */
 static int64_t square_f64(lua_State *L, int idx, const char *fn, glq_tensor *out) {
   glq_tensor *a = lglq_checktensor(L, idx);
-  check2d(L, a, fn, "A", a->ndim == 2 ? a->shape[0] : -1, a->ndim == 2 ? a->shape[0] : -1);
+  check2d(L, a, fn, "A", -1, -1);
+  check2d(L, a, fn, "A", a->shape[0], a->shape[0]);
   lglq_check(L, glq_tensor_to(a, GLQ_F64, out), "%s", fn);
   return a->shape[0];
 }
@@ -112,13 +114,15 @@ static void set_number(lua_State *L, const char *name, double v) {
   lua_setfield(L, -2, name);
 }
 
-/* glq.quantize_linear(W, H|nil, opts) -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits,
+/* glq.quantize_linear(W, H|nil, opts) with opts {bpw (or bits) = 2|3|4, tune_iters = 0, seed = 42,
+ * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default)}
+ * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits,
  * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds, damp_used,
  * fallback, wscale_rel, resid_scale}} */
 static int l_quantize_linear(lua_State *L) {
   const char *fn = "glq.quantize_linear";
   glq_tensor *w0 = lglq_checktensor(L, 1);
-  check2d(L, w0, fn, "W", w0->ndim == 2 ? w0->shape[0] : -1, w0->ndim == 2 ? w0->shape[1] : -1);
+  check2d(L, w0, fn, "W", -1, -1);
   const int64_t m = w0->shape[0], n = w0->shape[1];
   if (!lua_isnoneornil(L, 2)) check2d(L, lglq_checktensor(L, 2), fn, "H", n, n);
   glq_quant_opts o;
@@ -129,6 +133,7 @@ static int l_quantize_linear(lua_State *L) {
   o.seed = (uint64_t)lglq_optinteger(L, 3, "seed", 42);
   o.damp = lglq_optnumber(L, 3, "damp", 0.01);
   o.name = lglq_optstring(L, 3, "name", "");
+  o.input_name = lglq_optstring(L, 3, "input_name", NULL);
   o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
   o.feedback = lglq_optboolean(L, 3, "feedback", 1);
   o.resid_scale = lglq_optnumber(L, 3, "resid_scale", 0);
@@ -231,7 +236,7 @@ static void signs_arg(lua_State *L, int idx, int64_t len, const char *fn, const 
 static int l_rht_weight(lua_State *L) {
   const char *fn = "glq.rht.weight";
   glq_tensor *w0 = lglq_checktensor(L, 1), w, su, sv, out;
-  check2d(L, w0, fn, "W", w0->ndim == 2 ? w0->shape[0] : -1, w0->ndim == 2 ? w0->shape[1] : -1);
+  check2d(L, w0, fn, "W", -1, -1);
   int64_t m = w0->shape[0], n = w0->shape[1], shape[2] = {glq_rht_pad(m), glq_rht_pad(n)};
   signs_arg(L, 2, shape[0], fn, "SU", &su);
   signs_arg(L, 3, shape[1], fn, "SV", &sv);
@@ -272,7 +277,8 @@ static int l_rht_hessian(lua_State *L) {
   int64_t n = lua_isnoneornil(L, 1) ? (int64_t)luaL_checkinteger(L, 3) : -1;
   if (n < 0) {
     glq_tensor *h0 = lglq_checktensor(L, 1);
-    check2d(L, h0, fn, "H", h0->ndim == 2 ? h0->shape[0] : -1, h0->ndim == 2 ? h0->shape[0] : -1);
+    check2d(L, h0, fn, "H", -1, -1);
+    check2d(L, h0, fn, "H", h0->shape[0], h0->shape[0]);
     n = h0->shape[0];
   }
   if (n < 1) return lglq_raisef(L, "%s: n must be positive", fn);

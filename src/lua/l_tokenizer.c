@@ -15,7 +15,6 @@
 #include "../model/tokenizer.h"
 
 #define LGLQ_TOKENIZER "glq.tokenizer"
-#define LGLQ_GGUF "glq.gguf" /* the metatable of l_gguf.c, holding a glq_gguf* */
 
 static glq_tokenizer *check_tok(lua_State *L, int idx) {
   return *(glq_tokenizer **)luaL_checkudata(L, idx, LGLQ_TOKENIZER);

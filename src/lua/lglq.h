@@ -10,6 +10,7 @@
 
 #define LGLQ_TENSOR "glq.tensor"
 #define LGLQ_LINEAR "glq.linear"
+#define LGLQ_GGUF "glq.gguf"     /* holds a glq_gguf* (l_gguf.c); the tokenizer binding reads it too */
 
 /* tensors */
 glq_tensor *lglq_checktensor(lua_State *L, int idx);         /* raises "bad argument #idx (tensor expected, got X)" */
