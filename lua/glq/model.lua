@@ -157,16 +157,28 @@ local function check_shape(t, want, name, path)
   end
 end
 
+-- a linear layer from a checkpoint layer entry (see glq.checkpoint) of true shape (out, in)
+function M.quantized_linear(e, out, inn, name)
+  if e.format == "e8" then
+    local a = {}
+    for k, v in pairs(e.artifacts) do a[k] = v end
+    a.out_features, a.in_features = out, inn
+    return glq.e8.linear(a, { bias = e.bias, transform = e.transform, bits = e.bits, name = name })
+  end
+  local pack = e.pack
+  if e.sv then
+    pack = {}
+    for k, v in pairs(e.pack) do pack[k] = v end
+    pack.signs = e.sv:to("i8")
+  end
+  return glq.hif4.linear(pack, e.bias)
+end
+
 -- the linear for module `name` of shape (out, in): dense from the source, or the checkpoint's quantized layer
 local function build_linear(src, name, out, inn)
   if src.ckpt and src.ckpt.layers[name] then
     local e = src.ckpt.layers[name]
-    local lin
-    if e.format == "e8" then
-      lin = glq.e8.linear(e.artifacts, { bias = e.bias, transform = e.transform, bits = e.bits, name = name })
-    else
-      lin = glq.hif4.linear(e.pack, e.bias, { sv = e.sv, name = name })
-    end
+    local lin = M.quantized_linear(e, out, inn, name)
     local s = lin:shape()
     if s[1] ~= out or s[2] ~= inn then
       error(string.format("%s: quantized layer %s is %dx%d, config needs %dx%d", src.path, name, s[1], s[2], out, inn), 0)
@@ -192,6 +204,7 @@ M.layer_shapes = layer_shapes
 local function f32(t) return (t:dtype() == "f32") and t or t:to("f32") end
 
 -- load a model for inference/calibration. opts.max_seq caps the context (memory of the KV cache);
+-- opts.lazy: build no decoder layer yet (load_layer(l) builds one; quantization streams this way).
 -- opts.tokenizer: a tokenizer (or a .gguf/.json/llama2.c .bin path) for directories without tokenizer.json.
 function M.load(path, opts)
   opts = opts or {}
@@ -216,25 +229,32 @@ function M.load(path, opts)
     src.tok = type(opts.tokenizer) == "string" and require("glq.tokenizer").load(opts.tokenizer) or opts.tokenizer
   end
   local self = setmetatable({ src = src, cfg = c, c = cm, max_seq = max_seq, layers = {} }, Model)
-  local shapes = layer_shapes(c)
-  for l = 0, c.n_layers - 1 do
-    local p = string.format("model.layers.%d.", l)
-    local w = {
-      attn_norm = f32(src:need(p .. "input_layernorm.weight")),
-      ffn_norm = f32(src:need(p .. "post_attention_layernorm.weight")),
-    }
-    if c.qk_norm then
-      w.q_norm = f32(src:need(p .. "self_attn.q_norm.weight"))
-      w.k_norm = f32(src:need(p .. "self_attn.k_norm.weight"))
-    end
-    for _, r in ipairs(modelcfg.roles) do
-      local s = shapes[r.role]
-      w[r.role] = build_linear(src, p .. r.hf, s[1], s[2])
-    end
-    cm:set_layer(l, w)
-    self.layers[l] = w
+  if not opts.lazy then
+    for l = 0, c.n_layers - 1 do self:load_layer(l) end
   end
   return self
+end
+
+-- build layer l's norms and linears from the source (dense, or the checkpoint's quantized layers)
+function Model:load_layer(l)
+  local src, c = self.src, self.cfg
+  local shapes = layer_shapes(c)
+  local p = string.format("model.layers.%d.", l)
+  local w = {
+    attn_norm = f32(src:need(p .. "input_layernorm.weight")),
+    ffn_norm = f32(src:need(p .. "post_attention_layernorm.weight")),
+  }
+  if c.qk_norm then
+    w.q_norm = f32(src:need(p .. "self_attn.q_norm.weight"))
+    w.k_norm = f32(src:need(p .. "self_attn.k_norm.weight"))
+  end
+  for _, r in ipairs(modelcfg.roles) do
+    local s = shapes[r.role]
+    w[r.role] = build_linear(src, p .. r.hf, s[1], s[2])
+  end
+  self.c:set_layer(l, w)
+  self.layers[l] = w
+  return w
 end
 
 function Model:tokenizer() return self.src:tokenizer() end

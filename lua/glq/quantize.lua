@@ -1,0 +1,393 @@
+-- glq.quantize: the model-level pipeline behind `glq quantize` and `glq hif4`.
+--   calibration tokens -> embeddings -> for each decoder layer: capture the Hessians of its four
+--   distinct linear inputs (q/k/v share one, gate/up share one), ask the policy for a decision per
+--   projection, quantize, swap the quantized linear in, and run the layer again so the next layer
+--   sees the quantized outputs (GPTQ-style propagation) -> checkpoint, report.
+-- Layers are built one at a time from the source (streaming: memory stays at about one decoder
+-- layer plus the calibration activations). Every finished layer is saved in the output's
+-- .glq-partial/ directory so an interrupted run can resume and give byte-identical results.
+local glq = require "glq"
+local model = require "glq.model"
+local modelcfg = require "glq.modelcfg"
+local policy = require "glq.policy"
+local checkpoint = require "glq.checkpoint"
+local progress = require "glq.progress"
+local json = require "glq.json"
+local fs = require "glq.fs"
+
+local M = {}
+
+local CAPTURE_OF = { q = "qkv", k = "qkv", v = "qkv", o = "o", gate = "gate_up", up = "gate_up", down = "down" }
+M.CAPTURE_OF = CAPTURE_OF
+
+local function log(fmt, ...) if not M.quiet then progress.log(fmt, ...) end end
+
+-- ---------------------------------------------------------------- calibration data
+
+-- (nsamples, seqlen) i32 tokens: the first nsamples*seqlen tokens of the text (BOS once at the
+-- start), cut into contiguous windows as glq and GPTQ do.
+function M.calib_from_text(m, path, nsamples, seqlen)
+  local f, err = io.open(path, "rb")
+  if not f then error("--calib: " .. tostring(err), 0) end
+  local text = f:read("*a")
+  f:close()
+  local ids = m:encode(text)
+  local need = nsamples * seqlen
+  if #ids < need then
+    error(string.format("--calib %s has %d tokens; --nsamples %d x --seqlen %d needs %d (lower --nsamples or --seqlen, or give a longer file)",
+      path, #ids, nsamples, seqlen, need), 0)
+  end
+  local t = glq.zeros("i32", { nsamples, seqlen })
+  local p = t:ptr()
+  for i = 0, need - 1 do p[i] = ids[i + 1] end
+  return t, { source = path, tokens_available = #ids }
+end
+
+-- data-free calibration: nsamples sequences sampled from the model itself (temperature 1,
+-- seeded), each starting at BOS, generated in batches with a KV cache.
+function M.calib_self(m, nsamples, seqlen, seed, quiet)
+  local core = glq.core
+  local t = glq.zeros("i32", { nsamples, seqlen })
+  local p = t:ptr()
+  local bos = m:tokenizer():bos() or 0
+  local batch = math.min(nsamples, 16)
+  local bar = progress.new("calib", nsamples * seqlen, { quiet = quiet })
+  local done = 0
+  for s0 = 0, nsamples - 1, batch do
+    local B = math.min(batch, nsamples - s0)
+    local cache = core.llama.kvcache(m.c, { dtype = "f32", batch = B, max_seq = seqlen })
+    local sampler = core.sampler.new { temperature = 1.0, top_k = 0, top_p = 1.0, seed = seed + s0 }
+    local cur = glq.zeros("i32", { B, 1 })
+    local cp = cur:ptr()
+    for b = 0, B - 1 do cp[b] = bos; p[(s0 + b) * seqlen] = bos end
+    for pos = 1, seqlen - 1 do
+      local logits = m.c:forward(cur, { cache = cache })
+      local ids = sampler:sample(logits)
+      if type(ids) ~= "table" then ids = { ids } end
+      for b = 0, B - 1 do
+        cp[b] = ids[b + 1]
+        p[(s0 + b) * seqlen + pos] = ids[b + 1]
+      end
+      done = done + B
+      bar:update(done + s0 * 0, string.format("samples %d-%d", s0 + 1, s0 + B))
+    end
+    done = (s0 + B) * seqlen
+  end
+  bar:finish(string.format("%d self-generated sequences of %d tokens", nsamples, seqlen))
+  return t, { source = "self", seed = seed }
+end
+
+-- ---------------------------------------------------------------- per-layer quantization
+
+local function sqnr_db(W, What)
+  local d = W:sub(What):norm()
+  local n = W:norm()
+  if d == 0 then return math.huge end
+  return 20 * math.log10(n / d)
+end
+
+-- total proxy loss tr(ΔW H ΔWᵀ) (H the mean input Hessian; identity when nil)
+local function proxy_loss(W, What, H)
+  if H then return glq.hif4.proxy_loss(W, What, H) end
+  local d = W:sub(What):norm()
+  return d * d
+end
+M.proxy_loss = proxy_loss
+
+local function f16_signs(signs) return signs:to("f16") end
+
+-- quantize one linear W (out x in, f32) with Hessian H (f64 or nil) per decision d.
+-- returns entry (checkpoint layer entry or nil for dense), the built linear, stats
+function M.quantize_linear(name, W, bias, H, d, opts)
+  local m, n = W:size(1), W:size(2)
+  local t0 = progress.now()
+  local entry, lin
+  if d.format == "e8" then
+    local a = glq.quantize_linear(W, H, { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42,
+      damp = opts.damp or 0.01, name = name })
+    entry = { format = "e8", bits = d.bpw, transform = checkpoint.TRANSFORM, shape = { m, n }, bias = bias,
+      artifacts = { Qidxs = a.Qidxs, Qidxs2 = a.Qidxs2, SU = a.SU, SV = a.SV, Wscale = a.Wscale,
+        inv_resid_scale = a.inv_resid_scale } }
+  elseif d.format == "hif4" then
+    local pack
+    if d.ldlq then
+      if not H then error("layer " .. name .. ": HiF4 with LDLQ needs calibration Hessians", 0) end
+      pack = glq.hif4.quantize_ldlq(W, H, { rht = d.rht or false, seed = opts.seed or 0, damp = opts.damp or 0.01 })
+    elseif d.rht then
+      pack = glq.hif4.quantize_rht(W, { seed = opts.seed or 0 })
+    else
+      pack = glq.hif4.quantize(W, { name = name })
+    end
+    local fields = { e6m2 = pack.e6m2, e1_8_packed = pack.e1_8_packed, e1_16_packed = pack.e1_16_packed,
+      s1p2_packed = pack.s1p2_packed, shape = { m, n } }
+    entry = { format = "hif4", pack = fields, shape = { m, n }, bias = bias,
+      sv = pack.signs and f16_signs(pack.signs) or nil, rht_seed = pack.signs and pack.seed or nil,
+      label = d.rht and (d.ldlq and "hif4+rht+ldlq" or "hif4+rht") or (d.ldlq and "hif4+ldlq" or "hif4") }
+  else
+    return nil, nil, { format = "dense", bits = 16, seconds = 0 }
+  end
+  lin = model.quantized_linear(entry, m, n, name)
+  local What = lin:dequantize()
+  local bits = checkpoint.stored_bpw(name, entry)
+  local st = { format = d.format, label = entry.label or ("e8-" .. d.bpw), bits = bits, sqnr_db = sqnr_db(W, What),
+    proxy_loss = proxy_loss(W, What, H), seconds = progress.now() - t0 }
+  return entry, lin, st
+end
+
+-- ---------------------------------------------------------------- the pipeline
+
+local function hessian_summary(H)
+  if not H then return nil end
+  local n = H:size(1)
+  local tr = 0
+  for i = 1, n do tr = tr + H:get(i, i) end
+  return { trace = tr, mean_diag = tr / n, n = n }
+end
+
+-- run layer l over every calibration sample of `hidden` (nsamples, T, dim), in place unless
+-- capture is requested on a copy; returns the capture table (Hessians normalised to means)
+local function run_layer(m, l, hidden, capture)
+  local ns = hidden:size(1)
+  local cap = capture and {} or nil
+  for s = 1, ns do
+    local h = hidden:narrow(1, s, 1)
+    if capture then
+      h = h:clone()
+      local _, c = m.c:layer(l, h, { capture = cap })
+      cap = c
+    else
+      m.c:layer(l, h)
+    end
+  end
+  if cap then
+    for k, rows in pairs(cap.rows or {}) do
+      if rows > 0 and cap[k] then cap[k] = cap[k]:mul(1 / rows):to("f64") end
+    end
+  end
+  return cap
+end
+
+-- non-finite numbers do not survive JSON: keep them as strings
+local function json_safe_stats(st)
+  local t = {}
+  for k, v in pairs(st) do
+    if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+      t[k] = v ~= v and "nan" or (v > 0 and "inf" or "-inf")
+    else
+      t[k] = v
+    end
+  end
+  return t
+end
+
+-- describe layer (l, role) for policies
+local function describe(cfg, l, role, H)
+  local shapes = model.layer_shapes(cfg)
+  return { name = modelcfg.linear_name(l, role), role = role, shape = { shapes[role][1], shapes[role][2] },
+    index = l, n_layers = cfg.n_layers, hessian = hessian_summary(H) }
+end
+
+-- options (see recipes/quantize.lua): model, output, decide(layer)->decision or a profile/allocation
+-- spec, calib, nsamples, seqlen, seed, tune_iters, damp, resume, overwrite, report, fingerprint, quiet
+function M.run(o)
+  M.quiet = o.quiet
+  local t_start = progress.now()
+  local src = model.open(o.model)
+  local cfg = src.cfg
+  local run = checkpoint.partial(o.output, o.fingerprint, { resume = o.resume, overwrite = o.overwrite })
+  if o.needs_calibration == nil then o.needs_calibration = true end
+
+  local m = model.load(src, { lazy = not (o.needs_calibration and o.calib == "self"), max_seq = math.max(o.seqlen, 8) })
+
+  -- calibration tokens (saved with the run so a resumed run uses the very same ones)
+  local calib_tokens, calib_info
+  if o.needs_calibration then
+    local saved = run:get("calibration")
+    local tok_path = fs.join(fs.join(o.output, checkpoint.PARTIAL), "calib_tokens.i32")
+    if saved and fs.exists(tok_path) then
+      calib_tokens = glq.fromfile(tok_path, "i32", { o.nsamples, o.seqlen })
+      calib_info = saved
+      log("[calib] reusing the run's %d x %d calibration tokens", o.nsamples, o.seqlen)
+    else
+      if o.calib == "self" then
+        calib_tokens, calib_info = M.calib_self(m, o.nsamples, o.seqlen, o.seed, o.quiet)
+      else
+        calib_tokens, calib_info = M.calib_from_text(m, o.calib, o.nsamples, o.seqlen)
+      end
+      calib_tokens:tofile(tok_path)
+      run:put("calibration", calib_info)
+    end
+    if o.calib == "self" then m = model.load(src, { lazy = true, max_seq = math.max(o.seqlen, 8) }) end
+  end
+
+  -- mixed precision: profile every candidate on real Hessians, then allocate
+  local decide = o.decide
+  if o.allocate then
+    local map = run:get("allocation")
+    if not map then
+      map = M.profile_and_allocate(m, src, cfg, calib_tokens, o)
+      run:put("allocation", map)
+    else
+      log("[alloc] reusing the run's allocation")
+    end
+    if o.allocation_path then fs.write_atomic(o.allocation_path, json.encode(map, { indent = 2 }) .. "\n") end
+    if o.profile_only then
+      log("[alloc] wrote %s (profile only: no model written)", o.allocation_path or "(nowhere)")
+      return { allocation = map }
+    end
+    decide = policy.from_allocation(map)
+    m = model.load(src, { lazy = true, max_seq = math.max(o.seqlen, 8) })
+  end
+
+  local report = require("glq.report").new()
+  local hidden = calib_tokens and m.c:embed(calib_tokens)
+  local total = cfg.n_layers * #modelcfg.roles
+  local bar = progress.new("quantize", total, { quiet = o.quiet })
+  local done = 0
+  local layers = {}
+  for l = 0, cfg.n_layers - 1 do
+    m:load_layer(l)
+    local all_saved = true
+    for _, r in ipairs(modelcfg.roles) do
+      if not run:has(modelcfg.linear_name(l, r.role)) then all_saved = false end
+    end
+    local cap = (hidden and not all_saved) and run_layer(m, l, hidden, true) or nil
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role)
+      local H = cap and cap[CAPTURE_OF[r.role]] or nil
+      local entry, lin, st
+      if run:has(name) then
+        entry = run:load_layer(name)
+        local stats = run:get("stats:" .. name) or {}
+        if entry then
+          lin = model.quantized_linear(entry, entry.shape[1], entry.shape[2], name)
+        end
+        st = stats
+      else
+        local d = policy.decide(decide, describe(cfg, l, r.role, H))
+        local W = src:need(name .. ".weight"):to("f32")
+        local bias = src:tensor(name .. ".bias")
+        entry, lin, st = M.quantize_linear(name, W, bias and bias:to("f32") or nil, H, d, o)
+        if entry then
+          entry.stats = json_safe_stats(st)
+          run:save_layer(name, entry)
+        end
+        run:put("stats:" .. name, json_safe_stats(st))
+      end
+      if lin then m:set_linear(name, lin); layers[name] = entry end
+      local shapes = model.layer_shapes(cfg)[r.role]
+      report:add { name = name, shape = { shapes[1], shapes[2] }, format = st.label or st.format, bits = st.bits,
+        sqnr_db = st.sqnr_db, proxy_loss = st.proxy_loss, seconds = st.seconds }
+      done = done + 1
+      bar:update(done, st.sqnr_db and string.format("%s %s %.2f dB", name, st.label or st.format, st.sqnr_db) or name)
+    end
+    if hidden then run_layer(m, l, hidden, false) end
+  end
+  bar:finish(string.format("%d linears", total))
+
+  -- checkpoint
+  local dense = {}
+  local function keep(name)
+    local t = src:tensor(name)
+    if t then dense[name] = t end
+  end
+  keep("model.embed_tokens.weight")
+  keep("model.norm.weight")
+  if not cfg.tied then keep("lm_head.weight") end
+  for l = 0, cfg.n_layers - 1 do
+    local p = string.format("model.layers.%d.", l)
+    keep(p .. "input_layernorm.weight")
+    keep(p .. "post_attention_layernorm.weight")
+    if cfg.qk_norm then keep(p .. "self_attn.q_norm.weight"); keep(p .. "self_attn.k_norm.weight") end
+    for _, r in ipairs(modelcfg.roles) do
+      local name = p .. r.hf
+      if not layers[name] then keep(name .. ".weight"); keep(name .. ".bias") end
+    end
+  end
+  local hf_config = src.hf_config
+  local tok_files = M.tokenizer_files(src)
+  local qc = o.quantize_config or {}
+  qc.total_time_s = math.floor((progress.now() - t_start) * 10 + 0.5) / 10
+  run:finish {
+    config = hf_config, layers = layers, dense = dense, quantize_config = qc,
+    tokenizer_files = tok_files, hif4_skip_keywords = o.hif4_skip_keywords,
+  }
+  log("[quantize] wrote %s", o.output)
+  local rpath = o.report or fs.join(o.output, "report.json")
+  report:write_json(rpath)
+  if not o.quiet then io.stderr:write(report:table(), "\n") end
+  if o.plot ~= false then
+    local ok, perr = pcall(function()
+      require("glq.plot").write(o.plot_path or fs.join(o.output, "report.svg"), report:data())
+    end)
+    if not ok then log("[quantize] plot skipped: %s", tostring(perr)) end
+  end
+  return { report = report, output = o.output }
+end
+
+-- tokenizer files for the checkpoint: copied from an HF directory, or a tokenizer.json written
+-- from the GGUF vocabulary (so eval/generate work on the checkpoint alone)
+function M.tokenizer_files(src)
+  local files = {}
+  if src.kind == "gguf" then
+    local tokmod = require "glq.tokenizer"
+    if tokmod.gguf_to_json then
+      files["tokenizer.json"] = tokmod.gguf_to_json(src.g)
+    end
+    local tmpl = src.meta["tokenizer.chat_template"]
+    local tc = { bos_token = nil, eos_token = nil, chat_template = tmpl }
+    files["tokenizer_config.json"] = json.encode(tc, { indent = 2 }) .. "\n"
+  else
+    for _, f in ipairs { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+      "tokenizer.model", "vocab.json", "merges.txt" } do
+      local p = fs.join(src.path, f)
+      if fs.exists(p) then files[f] = fs.read(p) end
+    end
+  end
+  return files
+end
+
+-- ---------------------------------------------------------------- mixed precision
+
+-- candidates per layer: E8 at each allowed bit width (and HiF4 when enabled)
+local function candidates(o)
+  local c = {}
+  for b = o.min_bpw or 2, o.max_bpw or 4 do c[#c + 1] = { format = "e8", bpw = b } end
+  if o.hif4_candidate then c[#c + 1] = { format = "hif4", rht = o.hif4_rht, ldlq = o.hif4_ldlq } end
+  return c
+end
+
+-- the profiling pass: every layer's proxy loss at every candidate, measured on its real Hessian
+-- (inputs propagate through the dense model), then the exact knapsack allocation
+function M.profile_and_allocate(m, src, cfg, calib_tokens, o)
+  local alloc = require "glq.alloc"
+  local cands = candidates(o)
+  local hidden = calib_tokens and m.c:embed(calib_tokens)
+  local total = cfg.n_layers * #modelcfg.roles
+  local bar = progress.new("profile", total, { quiet = o.quiet })
+  local layers, done = {}, 0
+  for l = 0, cfg.n_layers - 1 do
+    m:load_layer(l)
+    local cap = hidden and run_layer(m, l, hidden, true) or nil
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role)
+      local H = cap and cap[CAPTURE_OF[r.role]] or nil
+      local W = src:need(name .. ".weight"):to("f32")
+      local opts = {}
+      for _, d in ipairs(cands) do
+        local entry, _, st = M.quantize_linear(name, W, nil, H, d, o)
+        opts[#opts + 1] = { bits = st.bits, loss = st.proxy_loss, key = d.format == "e8" and d.bpw or (entry.label or "hif4") }
+      end
+      layers[#layers + 1] = { name = name, numel = W:numel(), options = opts }
+      done = done + 1
+      bar:update(done, name)
+    end
+    if hidden then run_layer(m, l, hidden, false) end
+  end
+  bar:finish("profiled " .. #layers .. " linears")
+  local choice, summary = alloc.allocate(layers, o.target_bpw)
+  log("[alloc] target %.3f bits/weight: allocated %.3f, total proxy loss %.4g", o.target_bpw, summary.bits, summary.loss)
+  return alloc.to_map(choice)
+end
+
+return M

@@ -1,0 +1,110 @@
+-- glq quantize: quantize a model's decoder projections to E8 (2/3/4 bits), HiF4 or a measured
+-- mixed-precision allocation, and write a checkpoint that `glq eval` / `glq generate` load.
+local cli = require "glq.cli"
+local json = require "glq.json"
+local fs = require "glq.fs"
+
+local opts = cli.parse({
+  prog = "glq quantize",
+  description = "Quantize a Llama-family model (GGUF file or HF directory) to E8 lattice codes or HiF4. "
+    .. "A fractional --bpw (or --min-bpw/--max-bpw) profiles every layer at every candidate on its "
+    .. "calibration Hessian and allocates bits to minimise the total proxy loss.",
+  options = {
+    { "model", required = true, metavar = "PATH", help = "input model: GGUF file or Hugging Face directory" },
+    { "output", required = true, metavar = "DIR", help = "output checkpoint directory" },
+    { "bpw", type = "number", default = 2, help = "bits per weight: 2, 3, 4, or a fraction for mixed precision (e.g. 2.5)" },
+    { "min-bpw", type = "int", help = "smallest E8 width for mixed precision (2..4; default 2)" },
+    { "max-bpw", type = "int", help = "largest E8 width for mixed precision (2..4; default 4)" },
+    { "bpw-map", metavar = "FILE", help = "bpw_allocation.json from a profiling run: quantize with it" },
+    { "profile-only", type = "bool", help = "with a fractional --bpw: write bpw_allocation.json and stop" },
+    { "tune-iters", type = "int", default = 0, help = "extra LDLQ refinement passes" },
+    { "nsamples", type = "int", default = 128, help = "calibration sequences" },
+    { "seqlen", type = "int", default = 2048, help = "calibration sequence length in tokens" },
+    { "calib", default = "self", metavar = "FILE|self", help = "calibration text file, or 'self': sequences sampled from the model (data-free, seeded)" },
+    { "policy", metavar = "FILE.lua", help = "per-layer policy: returns function(layer, default) -> decision" },
+    { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
+    { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
+    { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
+    { "seed", type = "int", default = 42, help = "seed for signs and self-calibration" },
+    { "damp", type = "number", default = 0.01, help = "Hessian damping relative to its mean diagonal" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "where to run" },
+    { "streaming", type = "bool", help = "accepted for glq-quantize compatibility: layers are always streamed" },
+    { "resume", type = "bool", help = "continue an interrupted run in --output" },
+    { "overwrite", type = "bool", help = "replace an existing checkpoint or unfinished run in --output" },
+    { "report", metavar = "FILE", help = "per-layer report JSON (default OUTPUT/report.json)" },
+    { "glq-compat", type = "bool", help = "write only what glq's Python loader reads (power-of-two dims)" },
+    { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
+    { "quiet", type = "bool", help = "no progress output" },
+  },
+}, arg)
+if not opts then return end
+
+local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
+if opts.threads then glq.num_threads(opts.threads) end
+if opts.device == "cuda" then
+  local cuda = glq.core.cuda
+  if not (cuda and cuda.available and cuda.available()) then
+    io.stderr:write("glq: no CUDA device available; running on the CPU\n")
+  end
+end
+if opts.nsamples < 1 then fail("--nsamples must be at least 1") end
+if opts.seqlen < 2 then fail("--seqlen must be at least 2") end
+if opts.bpw < 2 or opts.bpw > 4.5 then fail("--bpw %g is out of range (2 to 4, or up to 4.5 with --format auto)", opts.bpw) end
+for _, k in ipairs { "min_bpw", "max_bpw" } do
+  if opts[k] and (opts[k] < 2 or opts[k] > 4) then fail("--%s must be 2, 3 or 4", k:gsub("_", "-")) end
+end
+if opts.min_bpw and opts.max_bpw and opts.min_bpw > opts.max_bpw then fail("--min-bpw is above --max-bpw") end
+if opts.calib ~= "self" and not fs.exists(opts.calib) then fail("--calib %s: no such file", opts.calib) end
+if opts.glq_compat then
+  fail("--glq-compat: not available in this build (our padding-free transform is written; see docs/format.md)")
+end
+
+local policy = require "glq.policy"
+local q = require "glq.quantize"
+
+local integer_bpw = opts.bpw == math.floor(opts.bpw)
+local mixed = not opts.bpw_map and (not integer_bpw or opts.min_bpw ~= nil or opts.max_bpw ~= nil or opts.format == "auto")
+if opts.format == "hif4" and mixed then fail("--format hif4 quantizes every projection to HiF4; drop the fractional --bpw or use --format auto") end
+if not mixed and opts.format == "e8" and not opts.bpw_map and (opts.bpw < 2 or opts.bpw > 4) then fail("--bpw must be 2, 3 or 4") end
+
+-- the decision rule
+local base
+if opts.bpw_map then
+  local map, err = json.read_file(opts.bpw_map)
+  if not map then fail("--bpw-map: %s", err) end
+  base = policy.from_allocation(map)
+elseif opts.format == "hif4" then
+  base = policy.uniform({ format = "hif4", rht = opts.hif4_rht, ldlq = opts.hif4_ldlq })
+else
+  base = policy.uniform({ format = "e8", bpw = math.floor(opts.bpw) })
+end
+local decide = opts.policy and policy.load(opts.policy, base) or base
+
+local needs_calib = true
+if opts.format == "hif4" and not opts.hif4_ldlq and not mixed and not opts.policy then needs_calib = false end
+
+local fingerprint = {
+  tool = "glq " .. glq.version, model = opts.model, bpw = opts.bpw, min_bpw = opts.min_bpw, max_bpw = opts.max_bpw,
+  bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
+  tune_iters = opts.tune_iters, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
+  format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
+  seed = opts.seed, damp = opts.damp,
+}
+
+local r = q.run {
+  model = opts.model, output = opts.output, decide = decide, calib = opts.calib, nsamples = opts.nsamples,
+  seqlen = opts.seqlen, seed = opts.seed, tune_iters = opts.tune_iters, damp = opts.damp, resume = opts.resume,
+  overwrite = opts.overwrite, report = opts.report, fingerprint = fingerprint, quiet = opts.quiet,
+  needs_calibration = needs_calib,
+  allocate = mixed, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
+  hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
+  profile_only = opts.profile_only,
+  allocation_path = mixed and (opts.profile_only and "bpw_allocation.json" or fs.join(opts.output, "bpw_allocation.json")) or nil,
+  quantize_config = {
+    quant_method = "glq", codebook = "e8_shell", codesz = 8, tool_version = glq.version, source_model = opts.model,
+    options = fingerprint, nsamples = opts.nsamples, seqlen = opts.seqlen, calibration = opts.calib,
+  },
+}
+if r.allocation and opts.profile_only then
+  print("bpw_allocation.json")
+end
