@@ -410,5 +410,21 @@ describe("e8 linear", function()
     bad({bias = glq.zeros("f32", {3})}, "field 'bias' has 3 values, expected 64")
     bad({Qidxs = indices(64, 7, 1, 65536), Qidxs2 = indices(64, 7, 1, 256), SV = signs(56, 1)},
       "e8 linear: padded shape 64 x 56 is smaller than 64 x 64")
+    assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end, "e8.linear: unknown transform 'rotated'")
+    assert.has_error(function() glq.e8.linear(artifacts(96, 200, 96, 200, 2), {transform = "block-diagonal"}) end,
+      "e8.linear: transform 'block-diagonal' with stored size 96 x 200: only powers of two are supported")
+    assert.has_error(function() glq.e8.linear({}, {name = "layers.0.q"}) end,
+      "e8.linear (layers.0.q): field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)")
+  end)
+
+  it("takes bias, bits and the transform from an options table (lua/glq/model.lua)", function()
+    local a = artifacts(48, 40, 64, 64, 3, false)
+    local bias = glq.randn({48}, 8)
+    local lin = glq.e8.linear(a, {bias = bias, bits = 4, transform = "pow2-padded", name = "x"})
+    a.bias = bias
+    local ref = glq.e8.linear(a)
+    local x = glq.randn({2, 40}, 4)
+    assert.equal(0, lin:forward(x):max_abs_diff(ref:forward(x)))
+    assert.equal(lin:stored_bytes(), ref:stored_bytes())
   end)
 end)

@@ -194,10 +194,14 @@ function M.run(o)
   local t_start = progress.now()
   local src = model.open(o.model)
   local cfg = src.cfg
-  local run = checkpoint.partial(o.output, o.fingerprint, { resume = o.resume, overwrite = o.overwrite })
   if o.needs_calibration == nil then o.needs_calibration = true end
-
   local m = model.load(src, { lazy = not (o.needs_calibration and o.calib == "self"), max_seq = math.max(o.seqlen, 8) })
+  -- a calibration file is checked before the output directory is touched
+  local text_tokens, text_info
+  if o.needs_calibration and o.calib ~= "self" then
+    text_tokens, text_info = M.calib_from_text(m, o.calib, o.nsamples, o.seqlen)
+  end
+  local run = checkpoint.partial(o.output, o.fingerprint, { resume = o.resume, overwrite = o.overwrite })
 
   -- calibration tokens (saved with the run so a resumed run uses the very same ones)
   local calib_tokens, calib_info
@@ -212,7 +216,7 @@ function M.run(o)
       if o.calib == "self" then
         calib_tokens, calib_info = M.calib_self(m, o.nsamples, o.seqlen, o.seed, o.quiet)
       else
-        calib_tokens, calib_info = M.calib_from_text(m, o.calib, o.nsamples, o.seqlen)
+        calib_tokens, calib_info = text_tokens, text_info
       end
       calib_tokens:tofile(tok_path)
       run:put("calibration", calib_info)
@@ -245,6 +249,7 @@ function M.run(o)
   local bar = progress.new("quantize", total, { quiet = o.quiet })
   local done = 0
   local layers = {}
+  local stop_after = tonumber(os.getenv("GLQ_TEST_STOP_AFTER") or "")
   for l = 0, cfg.n_layers - 1 do
     m:load_layer(l)
     local all_saved = true
@@ -279,6 +284,8 @@ function M.run(o)
       report:add { name = name, shape = { shapes[1], shapes[2] }, format = st.label or st.format, bits = st.bits,
         sqnr_db = st.sqnr_db, proxy_loss = st.proxy_loss, seconds = st.seconds }
       done = done + 1
+      -- testing hook: simulate an interruption after N linears (GLQ_TEST_STOP_AFTER=N)
+      if stop_after and done >= stop_after then error(string.format("interrupted after %d linears (GLQ_TEST_STOP_AFTER)", done), 0) end
       bar:update(done, st.sqnr_db and string.format("%s %s %.2f dB", name, st.label or st.format, st.sqnr_db) or name)
     end
     if hidden then run_layer(m, l, hidden, false) end
