@@ -1,12 +1,22 @@
 /* pool.c - fixed worker threads; glq_parallel_for hands each worker one contiguous range.
  * The split of [0, n) depends only on n, min_chunk and the pool size, and each index is
- * processed by exactly one call, so independent iterations give identical bytes for any size. */
+ * processed by exactly one call, so independent iterations give identical bytes for any size.
+ * Workers and the caller spin briefly before sleeping: a decode step dispatches hundreds of
+ * small loops, and a condition-variable round trip costs tens of microseconds each time. */
 #include "pool.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 #define MAX_THREADS 256
+#define SPIN 4000 /* pause iterations (~tens of microseconds) before blocking */
 
 typedef struct {
   glq_range_fn fn;
@@ -19,12 +29,12 @@ static struct {
   pthread_mutex_t mu;
   pthread_cond_t go, done;
   pthread_t th[MAX_THREADS];
-  int nthreads;          /* total workers including the caller */
+  int nthreads;            /* total workers including the caller */
   int started;
-  unsigned long gen;     /* job generation */
-  unsigned long base_gen; /* generation when the current workers were started */
-  int pending;           /* workers still running the current job */
-  int quit;
+  _Atomic unsigned long gen; /* job generation; bumped after the job is written */
+  unsigned long base_gen;  /* generation when the current workers were started */
+  _Atomic int pending;     /* workers still running the current job */
+  _Atomic int quit;
   job_t job;
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
@@ -40,19 +50,24 @@ static void run_part(const job_t *j, int part) {
 static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
   in_parallel = 1;
-  pthread_mutex_lock(&P.mu);
   unsigned long seen = P.base_gen; /* never run a job posted before this worker existed */
   for (;;) {
-    while (!P.quit && P.gen == seen) pthread_cond_wait(&P.go, &P.mu);
-    if (P.quit) break;
-    seen = P.gen;
+    for (int i = 0; i < SPIN && atomic_load(&P.gen) == seen && !atomic_load(&P.quit); i++) cpu_relax();
+    if (atomic_load(&P.gen) == seen && !atomic_load(&P.quit)) {
+      pthread_mutex_lock(&P.mu);
+      while (!atomic_load(&P.quit) && atomic_load(&P.gen) == seen) pthread_cond_wait(&P.go, &P.mu);
+      pthread_mutex_unlock(&P.mu);
+    }
+    if (atomic_load(&P.quit)) break;
+    seen = atomic_load(&P.gen);
     job_t j = P.job;
-    pthread_mutex_unlock(&P.mu);
     if (id < j.nparts) run_part(&j, id);
-    pthread_mutex_lock(&P.mu);
-    if (--P.pending == 0) pthread_cond_signal(&P.done);
+    if (atomic_fetch_sub(&P.pending, 1) == 1) {
+      pthread_mutex_lock(&P.mu);
+      pthread_cond_signal(&P.done);
+      pthread_mutex_unlock(&P.mu);
+    }
   }
-  pthread_mutex_unlock(&P.mu);
   return NULL;
 }
 
@@ -68,16 +83,16 @@ static int default_threads(void) {
 
 static void stop_workers(void) {
   pthread_mutex_lock(&P.mu);
-  P.quit = 1;
+  atomic_store(&P.quit, 1);
   pthread_cond_broadcast(&P.go);
   pthread_mutex_unlock(&P.mu);
   for (int i = 1; i < P.nthreads; i++) pthread_join(P.th[i], NULL);
-  P.quit = 0;
+  atomic_store(&P.quit, 0);
   P.started = 0;
 }
 
 static void start_workers(int n) {
-  P.base_gen = P.gen;
+  P.base_gen = atomic_load(&P.gen);
   P.nthreads = 1;
   for (int i = 1; i < n; i++) {
     if (pthread_create(&P.th[i], NULL, worker, (void *)(intptr_t)i) != 0) break;
@@ -125,18 +140,20 @@ void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx) 
     fn(ctx, 0, n);
     return;
   }
-  job_t j = {fn, ctx, n, chunk, parts};
+  P.job = (job_t){fn, ctx, n, chunk, parts};
+  atomic_store(&P.pending, P.nthreads - 1);
   pthread_mutex_lock(&P.mu);
-  P.job = j;
-  P.pending = P.nthreads - 1;
-  P.gen++;
+  atomic_fetch_add(&P.gen, 1); /* publishes the job (seq_cst) */
   pthread_cond_broadcast(&P.go);
   pthread_mutex_unlock(&P.mu);
   in_parallel = 1;
-  run_part(&j, 0);
+  run_part(&P.job, 0);
   in_parallel = 0;
-  pthread_mutex_lock(&P.mu);
-  while (P.pending > 0) pthread_cond_wait(&P.done, &P.mu);
-  pthread_mutex_unlock(&P.mu);
+  for (int i = 0; i < SPIN && atomic_load(&P.pending) > 0; i++) cpu_relax();
+  if (atomic_load(&P.pending) > 0) {
+    pthread_mutex_lock(&P.mu);
+    while (atomic_load(&P.pending) > 0) pthread_cond_wait(&P.done, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+  }
   pthread_mutex_unlock(&run_mu);
 }
