@@ -1,8 +1,7 @@
 /* hif4_bench.c - HiF4 throughput: quantize/dequantize (values/s, 1 and 2 threads) and the fused
  * linear forward at batch 1 and 64 against OpenBLAS sgemv/sgemm on the f32 weight.
- * Build: make && gcc -std=c11 -O2 -march=x86-64-v2 -D_GNU_SOURCE -Isrc bench/hif4_bench.c build/libglq.a \
- *          -lopenblas -llapacke -lpcre2-8 -lm -lpthread -ldl -o build/hif4_bench
- * Run: build/hif4_bench [out in]   (default 4096 4096). OpenBLAS threads follow OPENBLAS_NUM_THREADS. */
+ * Build and run: bash bench/hif4_bench.sh [out in]   (default 4096 4096)
+ * The OpenBLAS baselines run with as many threads as the HiF4 kernels. */
 #include "quant/hif4_linear.h"
 #include "core/pool.h"
 #include <cblas.h>

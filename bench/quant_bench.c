@@ -61,6 +61,7 @@ int main(int argc, char **argv) {
       printf("| %4d | %-15s | %4d | %7.2f | %7.3f | %11.5g | %10.2f | %4.2f |\n", bits,
              mode == 0 ? "LDLQ + search" : mode == 1 ? "LDLQ" : "nearest (RHT)", o.tune_iters, st.seconds, st.sqnr_db,
              st.proxy_loss, st.wscale_rel, st.resid_scale);
+      fflush(stdout);
       glq_quant_artifacts_free(&a);
     }
   free(w), free(x), free(h);

@@ -60,6 +60,7 @@ extern int openblas_get_num_threads(void) __attribute__((weak));
 static lua_State *g_L;                     /* for the signal handler */
 static volatile sig_atomic_t g_interrupted; /* a Ctrl-C arrived while Lua code ran */
 static volatile sig_atomic_t g_prompt_sigint; /* a Ctrl-C arrived at the REPL prompt */
+static volatile sig_atomic_t g_winch;       /* the terminal was resized at the prompt */
 static int g_debug;                         /* GLQ_DEBUG: tracebacks on errors */
 static char g_root[PATH_MAX];               /* ROOT (tree) or PREFIX (installed); "" if unknown */
 static char g_build[PATH_MAX];              /* the build directory holding the executable (tree) */
@@ -243,13 +244,13 @@ static void on_sigint(int sig) {
   alarm(INTERRUPT_GRACE);
 }
 
-static void set_sigint(void (*handler)(int), int restart) {
+static void set_handler(int sig, void (*handler)(int), int restart) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = handler;
   sa.sa_flags = restart ? SA_RESTART : 0;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
+  sigaction(sig, &sa, NULL);
 }
 
 /* Turns the error object into a message string (with traceback under GLQ_DEBUG). */
@@ -271,9 +272,9 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, msghandler);
   lua_insert(L, base);
   g_interrupted = 0;
-  set_sigint(on_sigint, 1);
+  set_handler(SIGINT, on_sigint, 1);
   int status = lua_pcall(L, narg, nres, base);
-  set_sigint(SIG_DFL, 1);
+  set_handler(SIGINT, SIG_DFL, 1);
   if (g_interrupted) alarm(0);
   lua_remove(L, base);
   return status;
@@ -354,6 +355,44 @@ static void on_prompt_sigint(int sig) {
   g_prompt_sigint = 1;
 }
 
+static void on_winch(int sig) {
+  (void)sig;
+  g_winch = 1;
+}
+
+static sigset_t g_prompt_mask;              /* the signal mask outside host_readline */
+
+/* Waits for input with SIGINT/SIGWINCH deliverable only while waiting; 1 = readable, 0 = a
+ * signal arrived, -1 = error. */
+static int wait_input(int fd) {
+  fd_set fds;
+  FD_ZERO(&fds);
+  FD_SET(fd, &fds);
+  int r = pselect(fd + 1, &fds, NULL, NULL, NULL, &g_prompt_mask);
+  if (r > 0) return 1;
+  return r < 0 && errno == EINTR ? 0 : -1;
+}
+
+/* readline's byte source. After Ctrl-C it ends the line with a newline (the caller drops the
+ * line), so readline never waits inside for a key that is not coming. */
+static int prompt_getc(FILE *f) {
+  int fd = fileno(f);
+  for (;;) {
+    if (g_prompt_sigint) return '\n';
+    if (g_winch) {
+      g_winch = 0;
+      rl_resize_terminal();
+    }
+    int r = wait_input(fd);
+    if (r < 0) return EOF;
+    if (r == 0) continue;
+    unsigned char c;
+    ssize_t n = read(fd, &c, 1);
+    if (n == 1) return c;
+    if (n == 0 || errno != EINTR) return EOF;
+  }
+}
+
 /* host.readline(prompt) -> line | nil (end of input) | false (Ctrl-C) */
 static int host_readline(lua_State *L) {
   const char *prompt = luaL_optstring(L, 1, "glq> ");
@@ -361,30 +400,32 @@ static int host_readline(lua_State *L) {
   g_rl_line = NULL;
   g_rl_done = 0;
   g_prompt_sigint = 0;
-  set_sigint(on_prompt_sigint, 0);                  /* no SA_RESTART: select() must return */
+  /* The signals stay blocked except while waiting for input, so one that arrives while readline
+   * handles a key is seen at the next wait (a race otherwise loses the Ctrl-C). */
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGWINCH);
+  sigprocmask(SIG_BLOCK, &block, &g_prompt_mask);
+  set_handler(SIGINT, on_prompt_sigint, 0);
+  set_handler(SIGWINCH, on_winch, 0);
+  rl_getc_function = prompt_getc;
   rl_callback_handler_install(prompt, rl_on_line);
   while (!g_rl_done) {
-    fd_set fds;
-    FD_ZERO(&fds);
-    FD_SET(fd, &fds);
-    int r = select(fd + 1, &fds, NULL, NULL, NULL);
-    if (r > 0) {
+    int r = g_prompt_sigint ? 1 : wait_input(fd);
+    if (r > 0 || g_prompt_sigint) {
       rl_callback_read_char();
-    } else if (r < 0 && errno == EINTR) {
-      if (g_prompt_sigint) break;
-    } else {
+    } else if (r < 0) {
       rl_callback_handler_remove();                 /* unreadable input: treat as its end */
       g_rl_done = 1;
     }
   }
-  set_sigint(SIG_DFL, 1);
-  if (!g_rl_done) {                                 /* Ctrl-C: drop the line, fresh prompt */
-    rl_free_line_state();
-    rl_callback_sigcleanup();
-    rl_cleanup_after_signal();
-    rl_callback_handler_remove();
-    fputc('\n', stdout);
-    fflush(stdout);
+  sigprocmask(SIG_SETMASK, &g_prompt_mask, NULL);   /* a late Ctrl-C lands in our handler */
+  set_handler(SIGINT, SIG_DFL, 1);
+  set_handler(SIGWINCH, SIG_DFL, 1);
+  if (g_prompt_sigint) {                            /* Ctrl-C: drop the line, fresh prompt */
+    free(g_rl_line);
+    g_rl_line = NULL;
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -558,7 +599,8 @@ static void print_usage(lua_State *L) {
          "  -v, --version  print version and backend information\n"
          "  -h, --help     print this help\n"
          "  --          stop handling options\n"
-         "environment: GLQ_RECIPES (recipe dirs), GLQ_DEBUG=1 (tracebacks), GLQ_HISTORY, LUA_PATH, LUA_CPATH\n");
+         "environment: GLQ_RECIPES (recipe dirs), GLQ_DEBUG=1 (tracebacks), GLQ_HISTORY,\n"
+         "  LUA_PATH, LUA_CPATH\n");
   push_recipe_list(L);
   const char *list = lua_tostring(L, -1);
   printf("recipes: %s\n", list[0] ? list : "(none found)");
@@ -603,7 +645,8 @@ static int scan_args(char **argv, int argc, int *flags, const char **bad) {
 /* A bare NAME (no '/', not *.lua, not "-") names a recipe. */
 static int is_recipe_name(const char *s) {
   size_t len = strlen(s);
-  return strchr(s, '/') == NULL && strcmp(s, "-") != 0 && !(len >= 4 && strcmp(s + len - 4, ".lua") == 0);
+  int dot_lua = len >= 4 && strcmp(s + len - 4, ".lua") == 0;
+  return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, "-") != 0 && !dot_lua;
 }
 
 static int run_script(lua_State *L, char **argv, int argc, int script) {
@@ -652,7 +695,8 @@ static int pmain(lua_State *L) {
 #endif
   s->status = 1;
   if (script < 0) {
-    fprintf(stderr, "glq: %s '%s' (try glq --help)\n", script == -1 ? "unknown option" : "missing the argument of", bad);
+    fprintf(stderr, "glq: %s '%s' (try glq --help)\n",
+            script == -1 ? "unknown option" : "missing the argument of", bad);
     return 0;
   }
   if (flags & OPT_HELP) { print_usage(L); s->status = 0; return 0; }

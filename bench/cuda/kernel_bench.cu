@@ -408,10 +408,10 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
           add_row(shape, B, nm, "dequant", time_graph(n, run), tb, wb + io);
           continue;
         }
-        for (int cfg : {0, 1}) { /* both tile shapes of the fused kernel */
+        for (int cfg : {0, 1}) { /* the tile shapes of the fused kernel */
           if (B > 16 && cfg == 0) continue;
           glq_cuda_ctx_set_fused_cfg(ctx, cfg);
-          add_row(shape, B, nm, cfg ? "fused-c1" : "fused-c0", time_graph(n, run), tb, wb + io);
+          add_row(shape, B, nm, cfg == 0 ? "fused-c0" : "fused-c1", time_graph(n, run), tb, wb + io);
         }
         glq_cuda_ctx_set_fused_cfg(ctx, -1);
         if (f < 3 && B == 1) { /* E8: the other codebook placement (shared-memory head vs L1/L2 gathers) */

@@ -386,11 +386,15 @@ int glq_gguf_tensor(const glq_gguf *g, const glq_gguf_tensor_info *ti, glq_tenso
   int64_t shape[4];
   int nd = glq_gguf_tensor_shape(ti, shape);
   int dt = plain_dtype(ti->type), rc;
-  if (dt >= 0) {
+  const void *src = glq_gguf_tensor_data(g, ti);
+  if (dt >= 0 && (uintptr_t)src % glq_dtype_size((glq_dtype)dt) == 0) {
     rc = glq_tensor_view(g->st, (size_t)(g->data_offset + ti->offset), (glq_dtype)dt, nd, shape, out);
+  } else if (dt >= 0) { /* a file with general.alignment below the element size: copy */
+    rc = glq_tensor_new((glq_dtype)dt, nd, shape, out);
+    if (!rc) memcpy(glq_tensor_data(out), src, (size_t)ti->nbytes);
   } else {
     rc = glq_tensor_new(GLQ_F32, nd, shape, out);
-    if (!rc && (rc = glq_ggml_dequantize(ti->type, glq_gguf_tensor_data(g, ti), glq_tensor_data(out), glq_tensor_numel(out))))
+    if (!rc && (rc = glq_ggml_dequantize(ti->type, src, glq_tensor_data(out), glq_tensor_numel(out))))
       glq_tensor_release(out);
   }
   if (rc) glq_error_prefix("gguf '%s': tensor '%s'", g->path, ti->name);

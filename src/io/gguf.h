@@ -4,7 +4,8 @@
  * Shapes: GGUF lists dimensions fastest-first (ne[0] = columns). glq is row-major, so
  * glq_gguf_tensor_shape() reverses them: a weight with ne = [in, out] is an (out x in) matrix.
  * Tensors: f32/f16/bf16/f64/i8..i64 come back as zero-copy views of the mapping in their own
- * dtype; quantized types (q4_0 ... q6_k) are dequantized to a new f32 tensor, exactly as ggml does.
+ * dtype (copies in the rare file whose alignment is below the element size); quantized types
+ * (q4_0 q4_1 q5_0 q5_1 q8_0 q4_k q5_k q6_k) are dequantized to a new f32 tensor, exactly as ggml does.
  * Every malformed input is reported with GLQ_EFORMAT and a message that names the file. */
 #ifndef GLQ_GGUF_H
 #define GLQ_GGUF_H

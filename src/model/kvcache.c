@@ -5,6 +5,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 struct glq_kvcache {
   glq_kvcache_config cfg;
@@ -87,6 +90,36 @@ int glq_kvcache_len(const glq_kvcache *c) { return c->len; }
 void glq_kvcache_reset(glq_kvcache *c) { c->len = 0; }
 size_t glq_kvcache_bytes(const glq_kvcache *c) { return c->bytes; }
 
+/* f16 <-> f32 rows with F16C when present: IEEE round-to-nearest-even, the same bits as glq_convert. */
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) static size_t f16_load_f16c(const uint16_t *s, float *d, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+  return i;
+}
+__attribute__((target("avx,f16c"))) static size_t f16_store_f16c(const float *s, uint16_t *d, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+  return i;
+}
+static int have_f16c(void) { return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"); }
+#else
+static size_t f16_load_f16c(const uint16_t *s, float *d, size_t n) { (void)s; (void)d; (void)n; return 0; }
+static size_t f16_store_f16c(const float *s, uint16_t *d, size_t n) { (void)s; (void)d; (void)n; return 0; }
+static int have_f16c(void) { return 0; }
+#endif
+
+static void f16_load(const uint16_t *s, float *d, size_t n) {
+  size_t i = have_f16c() ? f16_load_f16c(s, d, n) : 0;
+  glq_convert(s + i, GLQ_F16, d + i, GLQ_F32, (int64_t)(n - i));
+}
+
+static void f16_store(const float *s, uint16_t *d, size_t n) {
+  size_t i = have_f16c() ? f16_store_f16c(s, d, n) : 0;
+  glq_convert(s + i, GLQ_F32, d + i, GLQ_F16, (int64_t)(n - i));
+}
+
 /* Asymmetric 8-bit code of x with minimum lo and step s (s == 0: every value equals lo). */
 static uint8_t quant8(float x, float lo, float s) {
   if (s <= 0.0f) return 0;
@@ -148,8 +181,8 @@ int glq_kvcache_write(glq_kvcache *c, int layer, int T, const float *k, const fl
           memcpy((float *)c->v + dst, v + src, hd * sizeof(float));
           break;
         case GLQ_KV_F16:
-          glq_convert(k + src, GLQ_F32, (uint16_t *)c->k + dst, GLQ_F16, (int64_t)hd);
-          glq_convert(v + src, GLQ_F32, (uint16_t *)c->v + dst, GLQ_F16, (int64_t)hd);
+          f16_store(k + src, (uint16_t *)c->k + dst, hd);
+          f16_store(v + src, (uint16_t *)c->v + dst, hd);
           break;
         case GLQ_KV_INT8: {
           size_t slot = (s * c->window + (size_t)(p % c->window)) * hd;
@@ -181,8 +214,8 @@ void glq_kvcache_read(const glq_kvcache *c, int layer, int b, int kvh, int n, fl
     return;
   }
   if (f->dtype == GLQ_KV_F16) {
-    glq_convert((const uint16_t *)c->k + base, GLQ_F16, k, GLQ_F32, (int64_t)((size_t)n * hd));
-    glq_convert((const uint16_t *)c->v + base, GLQ_F16, v, GLQ_F32, (int64_t)((size_t)n * hd));
+    f16_load((const uint16_t *)c->k + base, k, (size_t)n * hd);
+    f16_load((const uint16_t *)c->v + base, v, (size_t)n * hd);
     return;
   }
   int nq = n_quantized(c, n), g = f->group;

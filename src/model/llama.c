@@ -5,10 +5,15 @@
 #include "../core/pool.h"
 #include <cblas.h>
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define QBLOCK 16       /* queries per attention score block */
+#define FEW_QUERIES 4   /* up to this many new positions, P·V runs on V rows (no transpose) */
 #define CAP_CHUNK 256   /* rows converted to f64 per DSYRK call */
 
 typedef struct {
@@ -299,7 +304,7 @@ typedef struct {
   int l, B, T, pos0;
   const float *q, *k, *v;
   float *att;
-  int failed;
+  atomic_int failed;   /* a worker could not allocate its scratch */
 } attn_ctx;
 
 /* Scale, causally mask (keys >= valid get weight 0) and softmax one score row of length n. */
@@ -319,6 +324,41 @@ static void softmax_row(float *s, int valid, int n, float scale) {
   for (int j = valid; j < n; j++) s[j] = 0.0f;
 }
 
+/* out (hd) = Σ_j p[j]·V[j] over n rows: for a few queries, cheaper than transposing V. */
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static int pv_rows_avx2(const float *p, int n, const float *V, int hd, float *out) {
+  int d = 0;
+  for (; d + 32 <= hd; d += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int j = 0; j < n; j++) {
+      __m256 pj = _mm256_set1_ps(p[j]);
+      const float *v = V + (size_t)j * hd + d;
+      a0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), a0);
+      a1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), a1);
+      a2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), a2);
+      a3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), a3);
+    }
+    _mm256_storeu_ps(out + d, a0);
+    _mm256_storeu_ps(out + d + 8, a1);
+    _mm256_storeu_ps(out + d + 16, a2);
+    _mm256_storeu_ps(out + d + 24, a3);
+  }
+  return d;
+}
+#endif
+
+static void pv_rows(const float *p, int n, const float *V, int hd, float *out) {
+  int d = 0;
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) d = pv_rows_avx2(p, n, V, hd, out);
+#endif
+  for (; d < hd; d++) {
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) s += p[j] * V[(size_t)j * hd + d];
+    out[d] = s;
+  }
+}
+
 /* Work items are (sequence, kv head): keys/values are gathered once for the heads sharing them. */
 static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   attn_ctx *c = vctx;
@@ -326,7 +366,10 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   int hd = f->head_dim, nh = f->n_heads, nkv = f->n_kv_heads, rep = nh / nkv;
   int T = c->T, pos0 = c->pos0, L = pos0 + T;
   float *buf = malloc(((size_t)3 * L * hd + (size_t)QBLOCK * L) * sizeof(float));
-  if (!buf) { c->failed = 1; return; }
+  if (!buf) {
+    atomic_store(&c->failed, 1);
+    return;
+  }
   float *K = buf, *V = K + (size_t)L * hd, *Vt = V + (size_t)L * hd, *S = Vt + (size_t)L * hd;
   float scale = 1.0f / sqrtf((float)hd);
   for (int64_t it = i0; it < i1; it++) {
@@ -337,8 +380,9 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
       memcpy(K + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
       memcpy(V + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
     }
-    for (int j = 0; j < L; j++)
-      for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
+    if (T > FEW_QUERIES)
+      for (int j = 0; j < L; j++)
+        for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
     for (int r = 0; r < rep; r++) {
       int h = kvh * rep + r;
       for (int t0 = 0; t0 < T; t0 += QBLOCK) {
@@ -346,7 +390,11 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
         size_t row0 = (((size_t)b * T + t0) * nh + h) * hd;
         glq_gemm_nt(c->q + row0, (int64_t)nh * hd, nb, K, GLQ_F32, hd, Lt, hd, NULL, S, Lt);
         for (int i = 0; i < nb; i++) softmax_row(S + (size_t)i * Lt, pos0 + t0 + i + 1, Lt, scale);
-        glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
+        if (T > FEW_QUERIES)
+          glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
+        else
+          for (int i = 0; i < nb; i++)
+            pv_rows(S + (size_t)i * Lt, pos0 + t0 + i + 1, V, hd, c->att + row0 + (size_t)i * nh * hd);
       }
     }
   }
@@ -409,6 +457,8 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
                        l, kc->n_layers, kc->n_kv_heads, kc->head_dim, kc->batch, B);
     if (pos0 != glq_kvcache_len(cache))
       return glq_error(GLQ_EINVAL, "llama layer %d: position %d but the cache holds %d", l, pos0, glq_kvcache_len(cache));
+    if (T > kc->max_seq - pos0)
+      return glq_error(GLQ_EINVAL, "llama layer %d: %d new positions after %d exceed the cache's max_seq %d", l, T, pos0, kc->max_seq);
   }
   int64_t N = (int64_t)B * T, dim = f->dim, ffn = f->ffn_dim;
   int64_t qd = (int64_t)f->n_heads * f->head_dim, kd = (int64_t)f->n_kv_heads * f->head_dim;
@@ -430,7 +480,7 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
   rope(m, k, N, f->n_kv_heads, T, pos0);
   attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, 0};
   glq_parallel_for((int64_t)B * f->n_kv_heads, 1, attn_range, &ac);
-  if (ac.failed) return glq_error(GLQ_ENOMEM, "llama layer %d: cannot allocate attention scratch", l);
+  if (atomic_load(&ac.failed)) return glq_error(GLQ_ENOMEM, "llama layer %d: cannot allocate attention scratch", l);
   if (cache && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
   if ((rc = capture(m, cap, GLQ_CAP_O, att, N))) return rc;
   if ((rc = run_linear(L->o, att, N, tmp, l, "o"))) return rc;

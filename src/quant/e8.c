@@ -6,11 +6,16 @@
  * closer than the bound, the sign of their difference is decided exactly (every product 2c·x is exact
  * in double, and the sum is done as a Shewchuk expansion). So the result is exact for every finite x.
  *
- * Encoding: (1) closest E8 point y by Conway-Sloane rounding of D8 and D8+1/2; if y is a table entry
- * and x is strictly inside y's Voronoi cell (margin against the 240 roots), y is the unique answer.
- * (2) Otherwise a depth-first search of a trie of the table entries (coordinate by coordinate),
- * pruned by partial keys plus a norm bound on the unvisited coordinates (entries have norm^2 <= 12),
- * which keeps points far outside the table cheap. */
+ * Encoding (65536): (1) closest E8 point y by Conway-Sloane rounding of D8 and D8+1/2; if y is a table
+ * entry and x is strictly inside y's Voronoi cell (margin against the 240 roots), y is the answer.
+ * (2) Otherwise the best point of the complete shells 0-5 comes in closed form from the 19 orbits of
+ * signed permutations (sort |x|); if it is certainly unique only the 8655 shell-6 entries can beat it,
+ * else all entries are candidates. (3) A depth-first search of a trie of the candidates, coordinate by
+ * coordinate, pruned by the partial key plus lower bounds for the unvisited coordinates: per-coordinate
+ * grid rounding with the lattice's parity, a Lagrangian term for the norm limit, and a Cauchy-Schwarz
+ * bound from the subtree's norm range (which keeps points far outside the table cheap).
+ * Encoding (256): float keys of all 256 entries (AVX2 or portable) select the candidates within the
+ * float error bound; those are decided as above. */
 #include "e8.h"
 #include <math.h>
 #include <pthread.h>
@@ -31,14 +36,19 @@
 #define HEMPTY 0xFFFFFFFFu
 #define NLAMBDA 2
 
-/* one trie edge: coordinate value v = 2c, rem = max over the leaves below of sum_{i>level} (2c_i)^2,
- * then either the child's edges [first, first+count) or, at level 7, the table index in first */
+/* one trie edge: coordinate value v = 2c; rem / remlo = max / min over the leaves below of
+ * sum_{i>level} (2c_i)^2; then either the child's edges [first, first+count) or, at level 7, the
+ * table index in first */
 typedef struct {
   int8_t v;
-  uint8_t rem;
-  uint16_t count;
+  uint8_t rem, remlo, count;
   int32_t first;
 } tnode;
+
+typedef struct {
+  uint32_t code;
+  int32_t idx;
+} hslot_t;
 
 typedef struct {
   tnode *nodes;
@@ -48,6 +58,7 @@ typedef struct {
 typedef struct {
   glq_e8_codebook pub;
   trie tr;
+  trie s6; /* the full book's shell-6 entries (56881..65535) */
 } book;
 
 static struct {
@@ -57,10 +68,10 @@ static struct {
   float *table;        /* NFULL x 8 */
   float *norms;        /* NFULL */
   int8_t *t8;          /* 2*table */
-  uint32_t *hkey;      /* nibble code (§1.9) -> index, open addressing */
-  int32_t *hval;
+  hslot_t *hash;       /* nibble code (§1.9) -> index, open addressing */
   book full, small;
   float *planes;       /* 9 x NFULL: the 8 coordinate planes of 2c, then the norms (brute-force scans) */
+  double radius[49];   /* sqrt(rem) / 2: the norm of unvisited coordinates whose sum of (2c)^2 is rem */
 } G = {.once = PTHREAD_ONCE_INIT};
 
 /* ---------- enumeration (§1.2) ---------- */
@@ -180,8 +191,8 @@ static uint32_t hslot(uint32_t code) { return (code * 0x9E3779B1u) >> (32 - HBIT
 
 static int32_t hash_find(uint32_t code) {
   for (uint32_t s = hslot(code);; s = (s + 1) & ((1u << HBITS) - 1)) {
-    if (G.hkey[s] == code) return G.hval[s];
-    if (G.hkey[s] == HEMPTY) return -1;
+    if (G.hash[s].code == code) return G.hash[s].idx;
+    if (G.hash[s].code == HEMPTY) return -1;
   }
 }
 
@@ -196,7 +207,7 @@ static int lex_cmp(const void *a, const void *b) {
 }
 
 static void trie_build_level(tnode *nodes, int32_t *used, const int32_t *ord, int32_t lo, int32_t hi, int l,
-                             int32_t *first, uint16_t *count) {
+                             int32_t *first, uint8_t *count) {
   const int8_t *t8 = G.t8;
   int32_t base = *used, cnt = 0;
   for (int32_t i = lo; i < hi; cnt++) {
@@ -205,34 +216,37 @@ static void trie_build_level(tnode *nodes, int32_t *used, const int32_t *ord, in
   }
   *used += cnt;
   *first = base;
-  *count = (uint16_t)cnt;
+  *count = (uint8_t)cnt;
   for (int32_t i = lo, g = 0; i < hi; g++) {
     int8_t v = t8[8 * ord[i] + l];
     int32_t j = i;
-    int rem = 0;
+    int rem = 0, remlo = 255;
     for (; j < hi && t8[8 * ord[j] + l] == v; j++) {
       int r = 0;
       for (int m = l + 1; m < 8; m++) r += t8[8 * ord[j] + m] * t8[8 * ord[j] + m];
       if (r > rem) rem = r;
+      if (r < remlo) remlo = r;
     }
     tnode *nd = &nodes[base + g];
     nd->v = v;
     nd->rem = (uint8_t)rem;
+    nd->remlo = (uint8_t)remlo;
     if (l == 7) { nd->first = ord[i]; nd->count = 0; }
     else trie_build_level(nodes, used, ord, i, j, l + 1, &nd->first, &nd->count);
     i = j;
   }
 }
 
-static int trie_build(trie *tr, int size) {
+static int trie_build(trie *tr, int lo, int hi) {
+  int size = hi - lo;
   int32_t *ord = malloc((size_t)size * sizeof *ord);
   tr->nodes = malloc((size_t)size * 8 * sizeof *tr->nodes);
   if (!ord || !tr->nodes) { free(ord); return glq_error(GLQ_ENOMEM, "e8 codebook: out of memory"); }
-  for (int i = 0; i < size; i++) ord[i] = i;
+  for (int i = 0; i < size; i++) ord[i] = lo + i;
   t8_sort_base = G.t8;
   qsort(ord, (size_t)size, sizeof *ord, lex_cmp);
   int32_t used = 0, first;
-  uint16_t cnt;
+  uint8_t cnt;
   trie_build_level(tr->nodes, &used, ord, 0, size, 0, &first, &cnt);
   tr->root_count = cnt;
   free(ord);
@@ -286,11 +300,10 @@ static int build_all(void) {
   G.table = malloc((size_t)NFULL * 8 * sizeof(float));
   G.norms = malloc((size_t)NFULL * sizeof(float));
   G.t8 = malloc((size_t)NFULL * 8);
-  G.hkey = malloc(sizeof(uint32_t) << HBITS);
-  G.hval = malloc(sizeof(int32_t) << HBITS);
+  G.hash = malloc(sizeof(hslot_t) << HBITS);
   G.planes = malloc((size_t)NFULL * 9 * sizeof(float));
-  if (!G.table || !G.norms || !G.t8 || !G.hkey || !G.hval || !G.planes) { rc = glq_error(GLQ_ENOMEM, "e8 codebook: out of memory"); goto out; }
-  memset(G.hkey, 0xFF, sizeof(uint32_t) << HBITS);
+  if (!G.table || !G.norms || !G.t8 || !G.hash || !G.planes) { rc = glq_error(GLQ_ENOMEM, "e8 codebook: out of memory"); goto out; }
+  for (uint32_t s = 0; s < (1u << HBITS); s++) G.hash[s].code = HEMPTY;
   for (int r = 0; r < NFULL; r++) {
     const int8_t *z = e.z[keys[r].pos];
     for (int j = 0; j < 8; j++) {
@@ -303,17 +316,19 @@ static int build_all(void) {
     for (int j = 0; j < 8; j++) G.planes[(size_t)j * NFULL + r] = G.t8[8 * r + j];
     G.planes[(size_t)8 * NFULL + r] = G.norms[r];
     uint32_t code = nibble_code(G.t8 + 8 * r), s = hslot(code);
-    while (G.hkey[s] != HEMPTY) s = (s + 1) & ((1u << HBITS) - 1);
-    G.hkey[s] = code;
-    G.hval[s] = r;
+    while (G.hash[s].code != HEMPTY) s = (s + 1) & ((1u << HBITS) - 1);
+    G.hash[s].code = code;
+    G.hash[s].idx = r;
   }
+  for (int r = 0; r < 49; r++) G.radius[r] = 0.5 * sqrt((double)r);
+  if ((rc = trie_build(&G.full.s6, 56881, NFULL))) goto out;
   book *bk[2] = {&G.full, &G.small};
   for (int b = 0; b < 2; b++) {
     bk[b]->pub.size = b ? 256 : NFULL;
     bk[b]->pub.table = G.table;
     bk[b]->pub.norms = G.norms;
     bk[b]->pub.priv = bk[b];
-    if ((rc = trie_build(&bk[b]->tr, bk[b]->pub.size))) goto out;
+    if ((rc = trie_build(&bk[b]->tr, 0, bk[b]->pub.size))) goto out;
   }
 out:
   free(e.z);
@@ -407,8 +422,8 @@ static int32_t lattice_fast(const double *x, int size) {
     if (fabs(y[i]) > 3) return -1;
     k[i] = (int8_t)(2 * y[i]);
   }
-  int32_t idx = hash_find(nibble_code(k));
-  if (idx < 0 || idx >= size) return -1;
+  uint32_t code = nibble_code(k);
+  __builtin_prefetch(&G.hash[hslot(code)]); /* the margin test below overlaps the load */
   /* x is inside y's Voronoi cell iff <x - y, r> < 1 for the 240 roots r */
   double a1 = 0, a2 = 0, sum = 0, amin = INFINITY;
   int neg = 0;
@@ -421,7 +436,9 @@ static int32_t lattice_fast(const double *x, int size) {
   }
   double half = 0.5 * sum - (neg ? amin : 0);
   double best = a1 + a2 > half ? a1 + a2 : half;
-  return best < 1 - 0x1p-30 ? idx : -1;
+  if (!(best < 1 - 0x1p-30)) return -1;
+  int32_t idx = hash_find(code);
+  return idx < size ? idx : -1;
 }
 
 /* ---------- exact trie search ---------- */
@@ -434,30 +451,35 @@ typedef struct {
   double lambda[NLAMBDA], base[NLAMBDA][2][9], flip[NLAMBDA][2][9];
   int par[NLAMBDA][2][9];
   int32_t champ;
+  uint32_t ocode;
   const tnode *nodes;
 } tsearch;
-
-static double rem_radius[49]; /* sqrt(rem)/2: norm bound of the unvisited coordinates; set at init */
-static pthread_once_t rr_once = PTHREAD_ONCE_INIT;
-static void rr_init(void) { for (int r = 0; r < 49; r++) rem_radius[r] = 0.5 * sqrt((double)r); }
 
 static inline double dmax(double a, double b) { return a > b ? a : b; }
 static inline double dmin(double a, double b) { return a < b ? a : b; }
 
-/* lower bound of ||c||^2 - 2<c, x> over ||c|| <= R, with sx = ||x|| */
-static double rest_bound(double sx, double R) { return sx <= R ? -sx * sx : R * (R - 2 * sx); }
+/* lower bound of ||c||^2 - 2<c, x> over lo <= ||c|| <= hi, with sx = ||x|| */
+static double rest_bound(double sx, double lo, double hi) {
+  return sx <= lo ? lo * (lo - 2 * sx) : (sx <= hi ? -sx * sx : hi * (hi - 2 * sx));
+}
 
-/* champ < 0 means best is only a bound (the key of some table point not yet seen) */
+/* champ < 0: best is the key of the table point with nibble code ocode (index looked up when needed),
+ * or only a bound when ocode is HEMPTY */
+static int32_t champion(tsearch *s) {
+  if (s->champ < 0 && s->ocode != HEMPTY) s->champ = hash_find(s->ocode);
+  return s->champ;
+}
+
 static void leaf(tsearch *s, int32_t idx, double key) {
   if (key < s->best - s->tol ||
-      (key <= s->best + s->tol && (s->champ < 0 || exact_closer(s->xf, idx, s->champ)))) {
+      (key <= s->best + s->tol && (champion(s) < 0 || exact_closer(s->xf, idx, s->champ)))) {
     s->best = key;
     s->champ = idx;
   }
 }
 
 static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double partial, int s2) {
-  double xl = s->x[l], sxr = s->sx[l + 1], any = rest_bound(sxr, rem_radius[48]);
+  double xl = s->x[l], sxr = s->sx[l + 1], any = rest_bound(sxr, 0, G.radius[48]);
   for (int m = 0; m < NLAMBDA; m++)
     any = dmax(any, dmin(s->base[m][0][l + 1], s->base[m][1][l + 1]) - s->lambda[m] * 12);
   int hi = 0;
@@ -468,7 +490,7 @@ static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double p
     double c = 0.5 * kids[k].v, p = partial + c * (c - 2 * xl), lim = s->best + s->tol;
     if (p + any > lim) break; /* the nearer frontier child fails, so every later one does */
     int h = kids[k].v & 1, t2 = (s2 + kids[k].v) & 3;
-    double rb = rest_bound(sxr, rem_radius[kids[k].rem]);
+    double rb = rest_bound(sxr, G.radius[kids[k].remlo], G.radius[kids[k].rem]);
     for (int m = 0; m < NLAMBDA; m++)
       rb = dmax(rb, s->base[m][h][l + 1] + (((t2 + s->par[m][h][l + 1]) & 3) ? s->flip[m][h][l + 1] : 0) -
                         s->lambda[m] * 0.25 * kids[k].rem);
@@ -478,19 +500,16 @@ static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double p
   }
 }
 
-/* min over c on the grid Z + h/2 within [-3, 3] of q(c) = (1 + lambda) c^2 - 2cx, the extra cost of the
+/* min over c on the grid Z + h/2 within [-3, 3] of q(c) = w c^2 - 2cx (iw = 1/w), the extra cost of the
  * best c of the other parity (one grid step away), and 2c of the minimiser */
-static double coset_cost(double x, int h, double lambda, int *c2, double *flip) {
-  double off = 0.5 * h, lim = 3 - off, w = 1 + lambda, r = nearbyint(x / w - off) + off;
+static double coset_cost(double x, int h, double w, double iw, int *c2, double *flip) {
+  double off = 0.5 * h, lim = 3 - off, r = nearbyint(x * iw - off) + off;
   r = r > lim ? lim : (r < -lim ? -lim : r);
-  double cost = r * (w * r - 2 * x), f = INFINITY;
-  for (int d = -1; d <= 1; d += 2) {
-    double q = r + d;
-    if (q >= -lim && q <= lim && q * (w * q - 2 * x) - cost < f) f = q * (w * q - 2 * x) - cost;
-  }
+  double g = w * r - x; /* q(r + s) - q(r) = w + 2sg for a step s = +-1; s = -sign(g) is cheaper if allowed */
+  int ok = g > 0 ? r - 1 >= -lim : r + 1 <= lim;
+  *flip = ok ? w - 2 * fabs(g) : w + 2 * fabs(g);
   *c2 = (int)(2 * r);
-  *flip = f;
-  return cost;
+  return r * (w * r - 2 * x);
 }
 
 /* doubled coordinates, sorted decreasingly, of every pattern whose orbit under permutations and sign
@@ -502,23 +521,47 @@ static const int8_t orbit_pat[19][8] = {
     {3, 3, 3, 1, 1, 1, 1, 1}, {5, 1, 1, 1, 1, 1, 1, 1}, {6, 2, 0, 0, 0, 0, 0, 0}, {4, 4, 2, 2, 0, 0, 0, 0},
     {4, 2, 2, 2, 2, 2, 2, 0}, {3, 3, 3, 3, 1, 1, 1, 1}, {5, 3, 1, 1, 1, 1, 1, 1}};
 
-/* smallest key over the first npat orbits (the best point of an orbit pairs sorted |c| with sorted |x|,
- * signs of x; a half-integer point with the wrong sign parity flips its smallest coordinate) */
-static double orbit_bound(const double *x, int npat) {
+/* The table point of smallest key over the orbits of shells 0-5 (all in the table): pairing sorted |c| with
+ * sorted |x| and the signs of x is optimal; a half-integer point with the wrong sign parity flips its
+ * smallest coordinate. Returns that key. *idx gets the point's index when it is the unique best of
+ * shells 0-5 by more than 2 tol (next orbit, and within its orbit a swap of two ranks or a sign change,
+ * which costs at least the smallest gap between sorted |x_i| or 2 min |x_i|), else *code = HEMPTY.
+ * The point is returned as its nibble code, its hash slot prefetched: the index is rarely needed early. */
+static double orbit_best(const double *x, double tol, uint32_t *code) {
   double a[8];
-  int neg = 0;
-  for (int i = 0; i < 8; i++) { a[i] = fabs(x[i]); neg += x[i] < 0; }
+  int r[8], neg = 0;
+  for (int i = 0; i < 8; i++) {
+    a[i] = fabs(x[i]);
+    r[i] = i;
+    neg += x[i] < 0;
+  }
   for (int i = 1; i < 8; i++) /* insertion sort, decreasing */
-    for (int j = i; j > 0 && a[j] > a[j - 1]; j--) { double t = a[j]; a[j] = a[j - 1]; a[j - 1] = t; }
-  double best = INFINITY;
-  for (int p = 0; p < npat; p++) {
+    for (int j = i; j > 0 && a[j] > a[j - 1]; j--) {
+      double t = a[j]; a[j] = a[j - 1]; a[j - 1] = t;
+      int u = r[j]; r[j] = r[j - 1]; r[j - 1] = u;
+    }
+  double best = INFINITY, second = INFINITY, gap = 2 * a[7];
+  int bp = 0;
+  for (int i = 0; i < 7; i++) gap = dmin(gap, a[i] - a[i + 1]);
+  for (int p = 0; p < 19; p++) {
     const int8_t *k = orbit_pat[p];
     int n = 0, sum = 0;
     double dot = 0;
     for (int i = 0; i < 8; i++) { n += k[i] * k[i]; sum += k[i]; dot += k[i] * a[i]; }
     double key = 0.25 * n - dot;
     if ((k[7] & 1) && ((neg ^ (sum / 2)) & 1)) key += 2 * a[7];
-    best = dmin(best, key);
+    if (key < best) { second = best; best = key; bp = p; }
+    else if (key < second) second = key;
+  }
+  *code = HEMPTY;
+  if (dmin(gap, second - best) > 2 * tol) {
+    const int8_t *k = orbit_pat[bp];
+    int8_t c[8];
+    int sum = 0;
+    for (int i = 0; i < 8; i++) { c[r[i]] = (int8_t)(x[r[i]] < 0 ? -k[i] : k[i]); sum += k[i]; }
+    if ((k[7] & 1) && ((neg ^ (sum / 2)) & 1)) c[r[7]] = (int8_t)-c[r[7]];
+    *code = nibble_code(c);
+    __builtin_prefetch(&G.hash[hslot(*code)]);
   }
   return best;
 }
@@ -533,26 +576,30 @@ static int32_t trie_search(const book *b, const float *xf) {
   for (int i = 7; i >= 0; i--) { acc += s.x[i] * s.x[i]; s.sx[i] = sqrt(acc); }
   /* lambda = 0 is the plain per-coordinate bound; the others trade off the norm limit (Lagrangian) */
   s.lambda[0] = 0;
-  for (int m = 1; m < NLAMBDA; m++) s.lambda[m] = dmax(0, s.sx[0] / (rem_radius[48] * (1 - 0.15 * (m - 1))) - 1);
-  for (int m = 0; m < NLAMBDA; m++)
+  s.lambda[1] = dmax(0, s.sx[0] / G.radius[48] - 1);
+  for (int m = 0; m < NLAMBDA; m++) {
+    double w = 1 + s.lambda[m], iw = 1 / w;
     for (int h = 0; h < 2; h++) {
       s.base[m][h][8] = 0;
       s.par[m][h][8] = 0;
       s.flip[m][h][8] = INFINITY;
       for (int i = 7; i >= 0; i--) {
         int c2;
-        double f, cost = coset_cost(s.x[i], h, s.lambda[m], &c2, &f);
+        double f, cost = coset_cost(s.x[i], h, w, iw, &c2, &f);
         s.base[m][h][i] = s.base[m][h][i + 1] + cost;
         s.par[m][h][i] = (s.par[m][h][i + 1] + c2) & 3;
         s.flip[m][h][i] = dmin(s.flip[m][h][i + 1], f);
       }
     }
+  }
   s.tol = 0x1p-40 * e; /* >= 2x the rounding error of any key or bound (all are O(e) * 20u) */
-  s.best = orbit_bound(s.x, b->pub.size == NFULL ? 19 : 3); /* a table point's key: the search starts tight */
+  /* start from the best of shells 0-5; if it is certainly unique only the shell-6 part of the table can win */
+  s.best = orbit_best(s.x, s.tol, &s.ocode);
   s.champ = -1;
-  s.nodes = b->tr.nodes;
-  trie_visit(&s, b->tr.nodes, b->tr.root_count, 0, 0, 0);
-  return s.champ;
+  const trie *tr = s.ocode != HEMPTY ? &b->s6 : &b->tr;
+  s.nodes = tr->nodes;
+  trie_visit(&s, tr->nodes, tr->root_count, 0, 0, 0);
+  return champion(&s);
 }
 
 /* float keys n_j - <2c_j, x> of entries [lo, hi) (hi - lo a multiple of 8) into keyf; returns their minimum.
@@ -641,6 +688,7 @@ static int32_t scan_search(int n, const float *xf, int avx2) {
   s.tol = 0x1p-40 * e;
   s.best = INFINITY;
   s.champ = -1;
+  s.ocode = HEMPTY;
   for (int j = 0; j < n; j++) {
     if (thr < INFINITY && !(keyf[j] <= thr)) continue;
     double key = 0;
@@ -678,7 +726,6 @@ static int check_input(const glq_e8_codebook *cb, const float *x, int64_t n, con
   for (int64_t i = 0; i < 8 * n; i++)
     if (!isfinite(x[i]))
       return glq_error(GLQ_EINVAL, "%s: x[%lld] (vector %lld) is not finite", fn, (long long)i, (long long)(i / 8));
-  pthread_once(&rr_once, rr_init);
   return GLQ_OK;
 }
 

@@ -21,7 +21,7 @@
 #define E8L_X86 1
 #endif
 
-#define TILE 128
+#define TILE 256
 #define SMALL_B 8
 
 typedef struct {
@@ -142,6 +142,20 @@ AVX2_INLINE void row_avx2(const e8lin *l, const dot_job *j, int64_t i, float out
   for (int b = 0; b < j->B; b++) _mm256_storeu_ps(out[b], acc[b]);
 }
 
+/* rows [lo, hi) of W̃ from row0 on into dst (forward tiles; dequantize uses the exact decode_row) */
+__attribute__((target("avx2,fma"))) static void decode_range_avx2(const dec_job *j, int64_t lo, int64_t hi) {
+  const e8lin *l = j->l;
+  const __m256 irs = _mm256_set1_ps(l->inv_rs), sc = _mm256_set1_ps(0.5f * l->wscale);
+  for (int64_t r = lo; r < hi; r++) {
+    const uint16_t *q = l->q + (j->row0 + r) * l->nb, *q2 = l->q2 ? l->q2 + (j->row0 + r) * l->nb : NULL;
+    float *dst = j->dst + r * l->np;
+    if (q2)
+      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, q, q2, irs, jb, 1), sc));
+    else
+      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, q, q2, irs, jb, 0), sc));
+  }
+}
+
 __attribute__((target("avx2,fma"))) static void dot_range_avx2(const dot_job *j, int64_t lo, int64_t hi) {
   const e8lin *l = j->l;
   for (int64_t i = lo; i < hi; i++) {
@@ -152,6 +166,14 @@ __attribute__((target("avx2,fma"))) static void dot_range_avx2(const dot_job *j,
   }
 }
 #endif
+
+static void tile_range(void *ctx, int64_t lo, int64_t hi) {
+  const dec_job *j = ctx;
+#ifdef E8L_X86
+  if (j->l->avx2) { decode_range_avx2(j, lo, hi); return; }
+#endif
+  decode_range(ctx, lo, hi);
+}
 
 static void dot_range(void *ctx, int64_t lo, int64_t hi) {
   const dot_job *j = ctx;
@@ -196,7 +218,7 @@ static int e8_forward(glq_linear *base, const float *x, int64_t B, float *y) {
     for (int64_t i0 = 0; i0 < l->mp; i0 += TILE) {
       int64_t t = l->mp - i0 < TILE ? l->mp - i0 : TILE;
       dec_job j = {l, i0, l->tile};
-      glq_parallel_for(t, 8, decode_range, &j);
+      glq_parallel_for(t, 8, tile_range, &j);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)t, (int)l->np, 1.0f, l->xt, (int)l->np,
                   l->tile, (int)l->np, 0.0f, l->yt + i0, (int)l->mp);
     }

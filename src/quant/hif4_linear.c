@@ -1,11 +1,12 @@
 /* hif4_linear.c - HiF4 linear layers and the weight quantizers behind them.
  *
- * Layer storage: each unit becomes one 36-byte record: the 32 S1P2 bytes as packed, then the
- * E1_16 bits of the even groups of 4 (bit d = group 2d), of the odd groups (bit d = group 2d+1),
+ * Layer storage: each unit becomes one 36-byte record: the 32 S1P2 bytes with every nibble
+ * recoded from sign-magnitude to two's complement (-7..7; -0 becomes 0), then the E1_16 bits of the even groups of 4 (bit d = group 2d), of the odd groups (bit d = group 2d+1),
  * E1_8 and the E6M2 code; the same 288 bits per 64 weights, in one stream.
  *
  * Kernels work in "slice order": S1P2 dword d holds the 8 codes of elements 8d..8d+7, so
- * shifting all 8 dwords right by 4j gives, lane d, element 8d+j (slice j) with no shuffles.
+ * shifting nibble j of all 8 dwords to the top and back down arithmetically gives, lane d, the
+ * signed code of element 8d+j (slice j) with no shuffles.
  * The input is permuted once per call to match (x'[64u + 8j + d] = x[64u + 8d + j], zero-padded
  * to whole units). In slice j < 4 lane d belongs to group of 4 number 2d, in j >= 4 to 2d+1, so
  * a unit needs only two micro-scale vectors: 2^(E1_8[d] + E1_16[2d]) and 2^(E1_8[d] + E1_16[2d+1]).
@@ -51,13 +52,15 @@ static void init_tables(void) {
   }
 }
 
+/* Signed value of a two's complement nibble. */
+static inline int nibble_value(int c) { return c < 8 ? c : c - 16; }
+
 /* One record in slice order: w[8j + d] = q of element 8d + j (micro-scales applied, E6M2 not). */
 static void decode_slices(const uint8_t *rec, float *w) {
   for (int j = 0; j < 8; j++)
     for (int d = 0; d < 8; d++) {
       int c = rec[4 * d + j / 2] >> (4 * (j & 1)) & 15;
-      float q = (float)(c & 7) * pow2_bits[rec[34]][d] * pow2_bits[rec[32 + j / 4]][d];
-      w[8 * j + d] = (c & 8) ? -q : q;
+      w[8 * j + d] = (float)nibble_value(c) * pow2_bits[rec[34]][d] * pow2_bits[rec[32 + j / 4]][d];
     }
 }
 
@@ -103,11 +106,10 @@ static void fwd_portable(void *vc, int64_t r0, int64_t r1) {
 }
 
 #if defined(__x86_64__)
-/* Slice j of a unit as f32 integers +-magnitude (micro-scales not applied): lane d takes nibble j
- * of dword d; psignd moves the nibble's sign bit (shifted to bit 31) onto the magnitude. */
+/* Slice j of a unit as f32 integers (micro-scales not applied): lane d takes nibble j of dword d,
+ * shifted to the top and arithmetically back down. */
 static inline __attribute__((always_inline, target("avx2,fma"))) __m256 slice_avx2(__m256i p, int j) {
-  __m256i mag = _mm256_and_si256(_mm256_srli_epi32(p, 4 * j), _mm256_set1_epi32(7));
-  return _mm256_cvtepi32_ps(_mm256_sign_epi32(mag, _mm256_slli_epi32(p, 28 - 4 * j)));
+  return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(p, 28 - 4 * j), 28));
 }
 
 /* One unit against B permuted input rows: acc[b] += E6M2/4 * sum_i q_i x_b[i] (8 lanes). */
@@ -309,6 +311,9 @@ static int copy_vector(const glq_tensor *t, int64_t n, const char *what, float *
   return GLQ_OK;
 }
 
+/* Sign-magnitude S1P2 code -> two's complement nibble (code 8, "-0", becomes 0). */
+static int to_twos(int c) { return (c & 8) ? (16 - (c & 7)) & 15 : c; }
+
 int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const glq_tensor *signs, int kernel,
                         glq_linear **out) {
   *out = NULL;
@@ -357,7 +362,7 @@ int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const 
   glq_hif4_buf b = glq_hif4_fields_buf(w);
   for (int64_t u = 0; u < o * nb; u++) {
     uint8_t *r = h->rec + u * REC;
-    memcpy(r, b.s1p2 + 32 * u, 32);
+    for (int i = 0; i < 32; i++) r[i] = (uint8_t)(to_twos(b.s1p2[32 * u + i] & 15) | to_twos(b.s1p2[32 * u + i] >> 4) << 4);
     uint32_t e16 = (uint32_t)b.e1_16[2 * u] | (uint32_t)b.e1_16[2 * u + 1] << 8;
     r[32] = r[33] = 0;
     for (int d = 0; d < 8; d++) {

@@ -93,12 +93,33 @@ static void post_range(void *vc, int64_t r0, int64_t r1) {
       int accept = quad8(fn, p->m) < quad8(fo, p->m);
       for (int j = 0; j < 8; j++) p->delta[i * 8 + j] = accept ? qi[j] - (wi[j] - ri[j]) : 0.0f;
       if (!accept) continue;
-    } else {
+    } else if (p->rowloss) {
       p->rowloss[i] += quad8(fn, p->m);
     }
     for (int j = 0; j < 8; j++) ri[j] = wi[j] - qi[j];
     if (p->idx1) p->idx1[i * nb + k] = p->i1[i];
     if (p->idx2) p->idx2[i * nb + k] = p->i2[i];
+  }
+}
+
+typedef struct {
+  const float *r, *l;
+  float *t;
+  int64_t n, c, k;
+} fb_ctx;
+
+/* t[i][0..8) += R[i, c+8 : c+8+k] · L[c+8 : c+8+k, c : c+8]: the pending feedback inside a group.
+ * Row-parallel with a fixed summation order; cheaper than waking BLAS threads for m x 8 x k. */
+static void feedback_range(void *vc, int64_t r0, int64_t r1) {
+  const fb_ctx *f = vc;
+  for (int64_t i = r0; i < r1; i++) {
+    float acc[8] = {0};
+    const float *ri = f->r + i * f->n + f->c + 8;
+    for (int64_t t = 0; t < f->k; t++) {
+      const float *lt = f->l + (f->c + 8 + t) * f->n + f->c;
+      for (int j = 0; j < 8; j++) acc[j] += ri[t] * lt[j];
+    }
+    for (int j = 0; j < 8; j++) f->t[i * 8 + j] += acc[j];
   }
 }
 
@@ -129,14 +150,14 @@ static void buf_free(block_buf *b) {
   free(b->t), free(b->q), free(b->res), free(b->delta), free(b->i1), free(b->i2);
 }
 
-/* wr (rows x n) -> r = wr - Q; idx1/idx2 (rows x n/8, may be NULL); *loss = sum_k F_k D_k F_kᵀ */
+/* wr (rows x n) -> r = wr - Q; idx1/idx2 (rows x n/8, may be NULL); *loss = sum_k F_k D_k F_kᵀ unless loss is NULL */
 static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, int32_t *idx2, double *loss) {
   const int64_t rows = s->rows, n = s->n;
   block_buf b;
   float *tm = s->feedback ? malloc((size_t)(rows * n) * sizeof *tm) : NULL;
-  double *rowloss = calloc((size_t)rows, sizeof *rowloss);
+  double *rowloss = loss ? calloc((size_t)rows, sizeof *rowloss) : NULL;
   int rc = buf_alloc(&b, rows);
-  if (!rc && (!rowloss || (s->feedback && !tm)))
+  if (!rc && ((loss && !rowloss) || (s->feedback && !tm)))
     rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for the sweep (%lld x %lld)", (long long)rows, (long long)n);
   if (!rc && tm) memcpy(tm, wr, (size_t)(rows * n) * sizeof *tm);
   const float *src = tm ? tm : wr;
@@ -144,8 +165,10 @@ static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, in
     g0 = g1 > GROUP ? g1 - GROUP : 0;
     for (int64_t c = g1 - 8; c >= g0 && !rc; c -= 8) {
       for (int64_t i = 0; i < rows; i++) memcpy(b.t + i * 8, src + i * n + c, 8 * sizeof(float));
-      if (s->feedback && c + 8 < g1) /* pending feedback from the blocks of this group */
-        glq_sgemm(0, 0, rows, 8, g1 - c - 8, 1.0f, r + c + 8, n, s->l + (c + 8) * n + c, n, 1.0f, b.t, 8);
+      if (s->feedback && c + 8 < g1) { /* pending feedback from the blocks of this group */
+        fb_ctx f = {r, s->l, b.t, n, c, g1 - c - 8};
+        glq_parallel_for(rows, 64, feedback_range, &f);
+      }
       rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
       if (rc) break;
       post_ctx p = {n, wr, b.t, b.q, s->d + (c / 8) * 64, r, NULL, idx1, idx2, b.i1, b.i2, rowloss, c};
@@ -155,12 +178,42 @@ static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, in
       glq_sgemm(0, 0, rows, g0, g1 - g0, 1.0f, r + g0, n, s->l + g0 * n, n, 1.0f, tm, n);
   }
   double sum = 0;
-  for (int64_t i = 0; !rc && i < rows; i++) sum += rowloss[i];
-  *loss = sum;
+  for (int64_t i = 0; !rc && loss && i < rows; i++) sum += rowloss[i];
+  if (loss) *loss = sum;
   buf_free(&b);
   free(tm);
   free(rowloss);
   return rc;
+}
+
+typedef struct {
+  const float *wr, *h, *hi, *delta;
+  float *r, *pm, *t;
+  int64_t n, c, g0, gw;
+} tune_ctx;
+
+/* rows [r0, r1): target t = Q_k + P_k·H_kk⁻¹ with P = R·H over the group's columns */
+static void tune_target_range(void *vc, int64_t r0, int64_t r1) {
+  const tune_ctx *x = vc;
+  for (int64_t i = r0; i < r1; i++)
+    for (int j = 0; j < 8; j++) {
+      float acc = x->wr[i * x->n + x->c + j] - x->r[i * x->n + x->c + j];
+      for (int e = 0; e < 8; e++) acc += x->pm[i * x->gw + x->c - x->g0 + e] * x->hi[e * 8 + j];
+      x->t[i * 8 + j] = acc;
+    }
+}
+
+/* rows [r0, r1): P -= delta·H[c : c+8, group] (R lost delta in block k); rows without a change skip */
+static void tune_update_range(void *vc, int64_t r0, int64_t r1) {
+  const tune_ctx *x = vc;
+  for (int64_t i = r0; i < r1; i++)
+    for (int e = 0; e < 8; e++) {
+      const float d = x->delta[i * 8 + e];
+      if (d == 0.0f) continue;
+      const float *he = x->h + (x->c + e) * x->n + x->g0;
+      float *pi = x->pm + i * x->gw;
+      for (int64_t j = 0; j < x->gw; j++) pi[j] -= d * he[j];
+    }
 }
 
 /* One block-coordinate pass (reverse order): target_k = Q_k + (R·H)_k·H_kk⁻¹, kept per row only
@@ -178,20 +231,15 @@ static int refine(const sweep_in *s, const float *h, const float *hinv, const fl
     glq_sgemm(0, 0, rows, gw, n, 1.0f, r, n, h + g0, n, 0.0f, pm, gw);
     for (int64_t c = g1 - 8; c >= g0 && !rc; c -= 8) {
       float hkk[64];
-      const float *hi = hinv + (c / 8) * 64;
       for (int a = 0; a < 8; a++)
         for (int e = 0; e < 8; e++) hkk[a * 8 + e] = h[(c + a) * n + c + e];
-      for (int64_t i = 0; i < rows; i++)
-        for (int j = 0; j < 8; j++) {
-          float acc = wr[i * n + c + j] - r[i * n + c + j];
-          for (int e = 0; e < 8; e++) acc += pm[i * gw + c - g0 + e] * hi[e * 8 + j];
-          b.t[i * 8 + j] = acc;
-        }
+      tune_ctx x = {wr, h, hinv + (c / 8) * 64, b.delta, r, pm, b.t, n, c, g0, gw};
+      glq_parallel_for(rows, 64, tune_target_range, &x);
       rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
       if (rc) break;
       post_ctx p = {n, wr, b.t, b.q, hkk, r, b.delta, idx1, idx2, b.i1, b.i2, NULL, c};
       glq_parallel_for(rows, 64, post_range, &p);
-      glq_sgemm(0, 0, rows, gw, 8, -1.0f, b.delta, 8, h + c * n + g0, n, 1.0f, pm, gw);
+      glq_parallel_for(rows, 64, tune_update_range, &x);
     }
   }
   buf_free(&b);
@@ -467,6 +515,8 @@ static int check_inputs(const float *w, int64_t m, int64_t n, const double *h, c
     if (!isfinite(w[i])) return glq_error(GLQ_EINVAL, "weight has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
   for (int64_t i = 0; h && i < n * n; i++)
     if (!isfinite(h[i])) return glq_error(GLQ_EINVAL, "Hessian has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
+  for (int64_t i = 0; h && i < n; i++) /* a sum of x·xᵀ never has one */
+    if (h[i * n + i] < 0) return glq_error(GLQ_EINVAL, "Hessian has a negative diagonal entry at (%lld, %lld)", (long long)i, (long long)i);
   return 0;
 }
 
@@ -483,7 +533,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
       (o->bits > 2 && ALLOC(x->idx2, mp * nb)))
     return glq_error(GLQ_ENOMEM, "out of memory for a %lld x %lld layer", (long long)m, (long long)n);
   glq_rht_signs(o->seed, o->name, "SU", mp, x->su);
-  glq_rht_signs(o->seed, o->name, "SV", np, x->sv);
+  glq_rht_signs(o->seed, o->input_name ? o->input_name : o->name, "SV", np, x->sv);
   double mu = 1; /* damp #1 in the original domain (glq §3.1) */
   if (h) {
     mu = 0;
@@ -529,8 +579,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   }
   const float wscale = rms > 1e-10 ? (float)(rms * fbest) : 1.0f;
   for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
-  double loss;
-  if ((rc = sweep(&s, x->wr, x->r, x->idx1, x->idx2, &loss))) return rc;
+  if ((rc = sweep(&s, x->wr, x->r, x->idx1, x->idx2, NULL))) return rc;
 
   if (o->tune_iters > 0) {
     if (ALLOC(x->hreg, np * np) || ALLOC(x->hinv, nb * 64)) return glq_error(GLQ_ENOMEM, "out of memory for tune_iters");
@@ -546,6 +595,8 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     if (rc) return rc;
   }
 
+  free(x->f.l), free(x->hreg); /* not needed any more: lowers the peak memory of the statistics */
+  x->f.l = NULL, x->hreg = NULL;
   if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, out))) return rc;
   if (!st) return 0;
 

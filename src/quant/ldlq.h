@@ -15,7 +15,9 @@ typedef struct {
   int tune_iters;      /* block-coordinate refinement passes after the sweep (0) */
   uint64_t seed;       /* RHT sign seed (42) */
   double damp;         /* relative damping, times mean diag H (0.01) */
-  const char *name;    /* layer name: part of the sign seed and of error messages (NULL = "") */
+  const char *name;    /* layer name: seeds SU, names errors (NULL = "") */
+  const char *input_name; /* seeds SV (NULL = name); layers reading one input (q/k/v, gate/up) may share
+                           * it so that inference transforms that input once */
   int scale_search;    /* search Wscale and the residual scale on the proxy loss (1) */
   int feedback;        /* 1: LDLQ; 0: nearest rounding of the rotated weights (a baseline; no search) */
   double resid_scale;  /* 0: fitted default for the codebook pair (3 bits 2.0, 4 bits 3.5) */
