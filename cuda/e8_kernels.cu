@@ -33,8 +33,23 @@ __device__ __forceinline__ void e8_pairs(uint32_t w, uint32_t e[4]) {
   e[3] = bf16x2_fma(((w >> 9) & mask) | magic, one, m11);
 }
 
+/* The same pairs plus 11 (bf16 of 8 + c/2): two operations a pair; the fused kernel removes the 11. */
+__device__ __forceinline__ void e8_pairs_biased(uint32_t w, uint32_t e[4]) {
+  const uint32_t mask = 0x00780078u, magic = 0x41004100u;
+  e[0] = ((w << 3) & mask) | magic;
+  e[1] = ((w >> 1) & mask) | magic;
+  e[2] = ((w >> 5) & mask) | magic;
+  e[3] = ((w >> 9) & mask) | magic;
+}
+
+/* Codebook word idx: from the shared-memory head, or (idx >= n_smem) through L1/L2. Branch-free:
+ * every lane reads shared memory (word min(idx, n_smem), so the caller allocates n_smem + 1 words
+ * or more) and a predicated global load overwrites it, so a warp never splits over the two paths. */
 __device__ __forceinline__ uint32_t e8_word(const uint32_t *stab, const uint32_t *table, int n_smem, uint32_t idx) {
-  return idx < (uint32_t)n_smem ? stab[idx] : __ldg(table + idx);
+  uint32_t w = stab[min(idx, (uint32_t)n_smem)];
+  asm("{\n\t.reg .pred p;\n\tsetp.ge.u32 p, %1, %2;\n\t@p ld.global.nc.u32 %0, [%3];\n\t}"
+      : "+r"(w) : "r"(idx), "r"(n_smem), "l"(table + idx));
+  return w;
 }
 
 template <int S2> struct E8Raw;
@@ -47,6 +62,7 @@ template <int S2> struct E8Fmt {
   static constexpr int kStages = S2 ? 2 : 1;
   static constexpr bool kTable = true;
   static constexpr int kPrefetch = S2 == 2 ? 1 : 2;
+  static constexpr uint32_t kBias = 0x41304130u; /* 11.0 in both halves */
   typedef E8Raw<S2> Raw;
   static __device__ __forceinline__ void load(const FusedParams &p, int row0, int s, int g, int t, Raw &r) {
 #pragma unroll
@@ -57,25 +73,26 @@ template <int S2> struct E8Fmt {
       if constexpr (S2 == 2) r.q2[h] = ldg_stream16(p.w2 + row * p.pitch2 + grp * 2);
     }
   }
-  static __device__ __forceinline__ void decode(const FusedParams &p, const Raw &r, int i, int h,
-                                                const uint32_t *stab, uint32_t (&e)[kStages][4]) {
-    const uint32_t i1 = (u4get(r.q1[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu;
-    e8_pairs(e8_word(stab, p.table, p.n_smem, i1), e[0]);
-    if constexpr (S2 == 1) {
-      const uint32_t i2 = (((i < 4) ? r.q2[h].x : r.q2[h].y) >> (8 * (i & 3))) & 0xFFu;
-      e8_pairs(e8_word(stab, p.table, p.n_smem, i2), e[kStages - 1]);
-    }
-    if constexpr (S2 == 2) {
-      const uint32_t i2 = (u4get(r.q2[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu;
-      e8_pairs(e8_word(stab, p.table, p.n_smem, i2), e[kStages - 1]);
-    }
+  static __device__ __forceinline__ void gather(const FusedParams &p, const Raw &r, int i, int h,
+                                                const uint32_t *stab, uint32_t (&wd)[kStages]) {
+    wd[0] = e8_word(stab, p.table, p.n_smem, (u4get(r.q1[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu);
+    if constexpr (S2 == 1)
+      wd[kStages - 1] = e8_word(stab, p.table, p.n_smem, (((i < 4) ? r.q2[h].x : r.q2[h].y) >> (8 * (i & 3))) & 0xFFu);
+    if constexpr (S2 == 2)
+      wd[kStages - 1] = e8_word(stab, p.table, p.n_smem, (u4get(r.q2[h], i >> 1) >> (16 * (i & 1))) & 0xFFFFu);
+  }
+  static __device__ __forceinline__ void unpack(const FusedParams &, const Raw &, int, int, const uint32_t (&wd)[kStages],
+                                                uint32_t (&e)[kStages][4]) {
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) e8_pairs_biased(wd[st], e[st]);
   }
 };
 
 /* w[r, 8j:8j+8] = bf16(C[q1] + inv_rs * C[q2]) for every group. Persistent grid, codebook head in
- * shared memory; a warp converts 8 runs of 32 consecutive groups per iteration, all 8 index loads
- * issued before the first gather (the loop is latency-bound otherwise). */
-template <int S2>
+ * shared memory (large layers); a warp converts SEGS runs of 32 consecutive groups per iteration, all
+ * SEGS index loads issued before the first gather (the loop is latency-bound otherwise). Small layers
+ * use SEGS = 1 and 256-thread blocks, so that many multiprocessors share the work. */
+template <int S2, int SEGS>
 __global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
                                                           int64_t pitch1, int64_t pitch2, const uint32_t *__restrict__ table,
                                                           int n_smem, int out, int in, float inv_rs, uint16_t *__restrict__ w) {
@@ -88,11 +105,11 @@ __global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restr
   const int groups = in / 8, spr = (int)(pitch1 / 64), nseg = out * spr;
   const int lane = threadIdx.x & 31;
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, nwarps = (gridDim.x * blockDim.x) >> 5;
-  for (int base = warp * 8; base < nseg; base += nwarps * 8) {
-    uint32_t i1[8], i2[8];
-    int r[8], j[8];
+  for (int base = warp * SEGS; base < nseg; base += nwarps * SEGS) {
+    uint32_t i1[SEGS], i2[SEGS];
+    int r[SEGS], j[SEGS];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < SEGS; ++k) {
       const int seg = base + k;
       r[k] = seg / spr;
       j[k] = 32 * (seg - r[k] * spr) + lane;
@@ -103,7 +120,7 @@ __global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restr
       if (S2 == 2) i2[k] = ok ? __ldg(reinterpret_cast<const uint16_t *>(q2 + r[k] * pitch2) + j[k]) : 0u;
     }
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < SEGS; ++k) {
       if (j[k] < 0) continue;
       uint32_t e[4];
       e8_pairs(e8_word(stab, table, n_smem, i1[k]), e);
@@ -234,17 +251,21 @@ static int e8_smem_entries(const glq_cuda_ctx *ctx, const glq_cuda_e8 *l) {
 extern "C" int glq_cuda_e8_dequant(glq_cuda_ctx *ctx, const glq_cuda_e8 *l, uint16_t *w, void *stream) {
   cudaStream_t st = (cudaStream_t)stream;
   const int n_smem = e8_smem_entries(ctx, l);
-  const size_t smem = sizeof(uint32_t) * n_smem;
+  const size_t smem = sizeof(uint32_t) * (n_smem + 4); /* >= n_smem + 1 words: see e8_word */
+  const bool big = n_smem > 0;
+  const int threads = big ? 1024 : 256, segs = big ? 8 : 1;
   void (*kern)(const uint8_t *, const uint8_t *, int64_t, int64_t, const uint32_t *, int, int, int, float, uint16_t *) =
-      l->bits == 2 ? e8_dequant_kernel<0> : l->bits == 3 ? e8_dequant_kernel<1> : e8_dequant_kernel<2>;
+      big ? (l->bits == 2 ? e8_dequant_kernel<0, 8> : l->bits == 3 ? e8_dequant_kernel<1, 8> : e8_dequant_kernel<2, 8>)
+          : (l->bits == 2 ? e8_dequant_kernel<0, 1> : l->bits == 3 ? e8_dequant_kernel<1, 1> : e8_dequant_kernel<2, 1>);
   GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int occ = 0;
-  GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, 1024, smem));
+  GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, threads, smem));
   if (occ < 1) return glq_error(GLQ_EUNSUPPORTED, "glq_cuda_e8_dequant: kernel does not fit");
-  const int64_t need = (l->out * (l->pitch1 / 64) + 255) / 256; /* 8 runs of 32 groups per warp */
+  const int64_t per_block = (int64_t)segs * threads / 32; /* runs of 32 groups per block and iteration */
+  const int64_t need = (l->out * (l->pitch1 / 64) + per_block - 1) / per_block;
   const int grid = (int)(need < (int64_t)ctx->sms * occ ? need : (int64_t)ctx->sms * occ);
-  kern<<<grid, 1024, smem, st>>>(l->q1, l->q2, l->pitch1, l->pitch2, l->cb->words, n_smem, (int)l->out,
-                                (int)l->in, l->inv_rs, w);
+  kern<<<grid, threads, smem, st>>>(l->q1, l->q2, l->pitch1, l->pitch2, l->cb->words, n_smem, (int)l->out,
+                                    (int)l->in, l->inv_rs, w);
   GLQ_CUDA_LAUNCHED();
   return GLQ_OK;
 }

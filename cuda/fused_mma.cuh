@@ -1,5 +1,5 @@
 /* fused_mma.cuh - the fused "decode in registers, multiply on tensor cores" kernel shared by the
- * E8 and HiF4 formats (internal). y (B x out, f32) = scale * x (B x in, bf16) . W^T.
+ * E8 and HiF4 formats (internal). y (B x out, f32 or bf16) = scale * x (B x in, bf16) . W^T.
  *
  * Layout of the work (docs/cuda-notes.md has the derivation):
  *  - A CTA of WARPS warps owns a tile of 16*R weight rows x 8*NT batch columns and loops over such
@@ -17,10 +17,14 @@
  *   F::kStages (1 or 2)          number of accumulators (E8 3/4-bit keep stage 2 apart, exactly)
  *   F::kTable                    whether a codebook head is copied into shared memory
  *   F::kPrefetch (1 or 2)        K steps whose weights are loaded ahead of the one computed
+ *   F::kBias                     0, or a bf16 pair b: unpack returns weight + b (cheaper), and the
+ *                                kernel subtracts b * sum(x) with one extra mma per chunk
  *   F::load(p, row0, s, g, t, r) issue the global loads of step s of rows row0+g, row0+g+8
- *   F::decode(p, r, i, half, stab, e[kStages][4])
- *                                bf16 pairs (weights 2q, 2q+1 of chunk i, q = 0..3) of row
- *                                row0 + g + 8half, one set per stage. */
+ *   F::gather(p, r, i, half, stab, wd[kStages])
+ *                                the loads chunk i of row row0 + g + 8half needs (E8: codebook words)
+ *   F::unpack(p, r, i, half, wd, e[kStages][4])
+ *                                bf16 pairs (weights 2q, 2q+1 of chunk i, q = 0..3) of that row,
+ *                                one set per stage. */
 #ifndef GLQ_CUDA_FUSED_MMA_CUH
 #define GLQ_CUDA_FUSED_MMA_CUH
 #include "common.cuh"
@@ -46,12 +50,19 @@ __device__ __forceinline__ uint32_t u4get(const uint4 &v, int c) {
   return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
 }
 
-/* One K step of R 16-row halves x NT 8-column tiles; x is loaded XC chunks at a time. */
+/* Accumulators per (stage, 16-row part, 8-column tile): two when NT == 1 (the two mma's of a chunk
+ * go to different ones, so that consecutive mma's do not wait for each other). */
+template <int NT> struct AccSplit { static constexpr int n = NT == 1 ? 2 : 1; };
+
+/* One K step of R 16-row parts x NT 8-column tiles. x is loaded XC chunks at a time; codebook words
+ * are gathered GA chunks at a time before any is unpacked, so that the latency of the gathers that
+ * miss shared memory is paid once per GA chunks, not once per gather. */
 template <class F, int NT, int R>
 __device__ __forceinline__ void fused_step(const FusedParams &p, const typename F::Raw (&raw)[R], int s,
                                            int cb, int g, int t, const uint32_t *stab,
-                                           float (&acc)[F::kStages][R][NT][4]) {
-  constexpr int XC = 8 / NT;
+                                           float (&acc)[F::kStages][R][NT][AccSplit<NT>::n][4],
+                                           float (&corr)[NT][AccSplit<NT>::n][4]) {
+  constexpr int XC = 8 / NT, GA = (R * F::kStages >= 4) ? 2 : 4;
   const int kbase = s * 256 + 64 * t;
 #pragma unroll
   for (int i0 = 0; i0 < 8; i0 += XC) {
@@ -68,20 +79,37 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
       }
     }
 #pragma unroll
-    for (int i = 0; i < XC; ++i) {
+    for (int ig = 0; ig < XC; ig += GA) {
+      uint32_t wd[GA][R][2][F::kStages];
 #pragma unroll
-      for (int rr = 0; rr < R; ++rr) {
-        uint32_t eg[F::kStages][4], eh[F::kStages][4];
-        F::decode(p, raw[rr], i0 + i, 0, stab, eg);
-        F::decode(p, raw[rr], i0 + i, 1, stab, eh);
+      for (int i = 0; i < GA; ++i)
 #pragma unroll
-        for (int st = 0; st < F::kStages; ++st)
+        for (int rr = 0; rr < R; ++rr)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) F::gather(p, raw[rr], i0 + ig + i, h, stab, wd[i][rr][h]);
+#pragma unroll
+      for (int i = 0; i < GA; ++i) {
+        if (F::kBias) /* every row of corr gets kBias * (sum of the chunk's x): the offset of unpack */
 #pragma unroll
           for (int h = 0; h < 2; ++h)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt)
-              mma_bf16_16816(acc[st][rr][nt], eg[st][2 * h], eh[st][2 * h], eg[st][2 * h + 1],
-                             eh[st][2 * h + 1], u4get(xq[i][nt], 2 * h), u4get(xq[i][nt], 2 * h + 1));
+              mma_bf16_16816(corr[nt][NT == 1 ? h : 0], F::kBias, F::kBias, F::kBias, F::kBias,
+                             u4get(xq[ig + i][nt], 2 * h), u4get(xq[ig + i][nt], 2 * h + 1));
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr) {
+          uint32_t eg[F::kStages][4], eh[F::kStages][4];
+          F::unpack(p, raw[rr], i0 + ig + i, 0, wd[i][rr][0], eg);
+          F::unpack(p, raw[rr], i0 + ig + i, 1, wd[i][rr][1], eh);
+#pragma unroll
+          for (int st = 0; st < F::kStages; ++st)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt)
+                mma_bf16_16816(acc[st][rr][nt][NT == 1 ? h : 0], eg[st][2 * h], eh[st][2 * h], eg[st][2 * h + 1],
+                               eh[st][2 * h + 1], u4get(xq[ig + i][nt], 2 * h), u4get(xq[ig + i][nt], 2 * h + 1));
+        }
       }
     }
   }
@@ -94,24 +122,75 @@ __device__ __forceinline__ void fused_load(const FusedParams &p, int tile, int s
   for (int rr = 0; rr < R; ++rr) F::load(p, row0 + 16 * rr, s, g, t, r[rr]);
 }
 
+/* Copy the codebook head into shared memory (cp.async; the caller waits with cp.async.wait_all). */
+template <class F, int THREADS>
+__device__ __forceinline__ void fused_table_fill(const FusedParams &p, uint32_t *stab) {
+  if (!F::kTable) return;
+  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stab);
+  for (int c = threadIdx.x; c < p.n_smem / 4; c += THREADS)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sbase + 16u * c), "l"(p.table + 4 * c));
+  asm volatile("cp.async.commit_group;");
+}
+
+/* End of a tile: combine stages and the bias correction, add the WARPS partial sums in a fixed order
+ * through shared memory, scale, store. All threads of the CTA take part (two barriers per nt). */
+template <class F, int NT, int R, int WARPS, int AS>
+__device__ __forceinline__ void fused_epilogue(const FusedParams &p, const float (&acc)[F::kStages][R][NT][AS][4],
+                                               const float (&corr)[NT][AS][4], float *red, int row0, int cb) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int rr = 0; rr < R; ++rr) {
+      float v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float a1 = acc[0][rr][nt][0][j], a2 = acc[F::kStages - 1][rr][nt][0][j], c = corr[nt][0][j];
+        if (AS == 2) {
+          a1 += acc[0][rr][nt][AS - 1][j];
+          a2 += acc[F::kStages - 1][rr][nt][AS - 1][j];
+          c += corr[nt][AS - 1][j];
+        }
+        if (F::kBias) {
+          a1 -= c;
+          a2 -= c;
+        }
+        v[j] = F::kStages == 2 ? fmaf(p.scale2, a2, a1) : a1;
+      }
+      *reinterpret_cast<float4 *>(red + (w * R + rr) * 128 + lane * 4) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+    __syncthreads();
+    if (threadIdx.x < R * 128) {
+      const int tid = threadIdx.x;
+      const int rr = tid >> 7, ln = (tid >> 2) & 31, j = tid & 3;
+      float v = 0.f;
+#pragma unroll
+      for (int ww = 0; ww < WARPS; ++ww) v += red[(ww * R + rr) * 128 + (tid & 127)];
+      const int row = row0 + 16 * rr + (ln >> 2) + 8 * (j >> 1);
+      const int n = cb * 8 * NT + 8 * nt + 2 * (ln & 3) + (j & 1);
+      if (row < p.out && n < p.B) {
+        const int64_t o = (int64_t)n * p.out + row;
+        if (p.y_bf16) reinterpret_cast<__nv_bfloat16 *>(p.y)[o] = __float2bfloat16_rn(p.scale * v);
+        else reinterpret_cast<float *>(p.y)[o] = p.scale * v;
+      }
+    }
+    __syncthreads();
+  }
+}
+
 template <class F, int NT, int R, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32, 1) fused_kernel(const FusedParams p) {
   extern __shared__ __align__(16) uint32_t smem[];
   float *red = reinterpret_cast<float *>(smem);
   uint32_t *stab = smem + FUSED_RED_FLOATS;
   constexpr int PF = F::kPrefetch; /* steps loaded ahead: 1 or 2 */
+  constexpr int AS = AccSplit<NT>::n;
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int ntiles = p.row_tiles * p.col_blocks;
   const int stride = gridDim.x;
   int tile = blockIdx.x;
   if (tile >= ntiles) return;
-
-  if (F::kTable) { /* codebook head -> shared memory, overlapped with the first weight loads */
-    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stab);
-    for (int c = threadIdx.x; c < p.n_smem / 4; c += WARPS * 32)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sbase + 16u * c), "l"(p.table + 4 * c));
-    asm volatile("cp.async.commit_group;");
-  }
+  fused_table_fill<F, WARPS * 32>(p, stab);
   const int sbeg = w * p.steps / WARPS, send = (w + 1) * p.steps / WARPS;
   /* the warp's sequence of (tile, step) positions; adv gives the next one */
   auto adv = [&](int &tl, int &st) { if (++st >= send) { st = sbeg; tl += stride; } };
@@ -129,86 +208,59 @@ __global__ void __launch_bounds__(WARPS * 32, 1) fused_kernel(const FusedParams 
 
   for (; tile < ntiles; tile += stride) {
     const int row0 = (tile / p.col_blocks) * 16 * R, cb = tile % p.col_blocks;
-    float acc[F::kStages][R][NT][4];
-#pragma unroll
-    for (int st = 0; st < F::kStages; ++st)
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) acc[st][rr][nt][j] = 0.f;
-
+    float acc[F::kStages][R][NT][AS][4] = {};
+    float corr[NT][AS][4] = {};
     for (int s = sbeg; s < send; ++s) {
       int tl = tile, st = s;
       adv(tl, st);
       if (PF == 2) adv(tl, st);
       if (tl < ntiles) fused_load<F, R>(p, tl, st, g, t, PF == 2 ? b2 : b1);
-      fused_step<F, NT, R>(p, b0, s, cb, g, t, stab, acc);
+      fused_step<F, NT, R>(p, b0, s, cb, g, t, stab, acc, corr);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         b0[rr] = b1[rr];
         if (PF == 2) b1[rr] = b2[rr];
       }
     }
-
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-      for (int rr = 0; rr < R; ++rr) {
-        float v[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          v[j] = acc[0][rr][nt][j];
-          if (F::kStages == 2) v[j] = fmaf(p.scale2, acc[F::kStages - 1][rr][nt][j], v[j]);
-        }
-        *reinterpret_cast<float4 *>(red + (w * R + rr) * 128 + lane * 4) = make_float4(v[0], v[1], v[2], v[3]);
-      }
-      __syncthreads();
-      if (threadIdx.x < R * 128) {
-        const int tid = threadIdx.x;
-        const int rr = tid >> 7, ln = (tid >> 2) & 31, j = tid & 3;
-        float v = 0.f;
-#pragma unroll
-        for (int ww = 0; ww < WARPS; ++ww) v += red[(ww * R + rr) * 128 + (tid & 127)];
-        const int row = row0 + 16 * rr + (ln >> 2) + 8 * (j >> 1);
-        const int n = cb * 8 * NT + 8 * nt + 2 * (ln & 3) + (j & 1);
-        if (row < p.out && n < p.B) {
-          const int64_t o = (int64_t)n * p.out + row;
-          if (p.y_bf16) reinterpret_cast<__nv_bfloat16 *>(p.y)[o] = __float2bfloat16_rn(p.scale * v);
-          else reinterpret_cast<float *>(p.y)[o] = p.scale * v;
-        }
-      }
-      __syncthreads();
-    }
+    fused_epilogue<F, NT, R, WARPS, AS>(p, acc, corr, red, row0, cb);
   }
 }
 
-/* Tile shapes: cfg 0 = 16 rows per warp, 16 warps (more warps in flight; for B <= 8);
- * cfg 1 = 32 rows per warp, 8 warps (x fragments reused over twice the rows; for B > 8). */
-template <class F, int NT, int R, int WARPS>
-static int fused_launch_cfg(const glq_cuda_ctx *ctx, FusedParams p, cudaStream_t st) {
-  p.col_blocks = (p.B + 8 * NT - 1) / (8 * NT);
-  p.row_tiles = (p.out + 16 * R - 1) / (16 * R);
-  const size_t smem = sizeof(float) * FUSED_RED_FLOATS + (F::kTable ? sizeof(uint32_t) * p.n_smem : 0);
-  void (*kern)(const FusedParams) = fused_kernel<F, NT, R, WARPS>;
+template <int NT, int R, int WARPS> struct FusedShape {
+  static constexpr int nt = NT, r = R, warps = WARPS;
+};
+
+/* Launch one tile shape over a persistent grid (at most one CTA per tile). */
+template <class F, class Shape>
+static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*kern)(const FusedParams), cudaStream_t st) {
+  p.col_blocks = (p.B + 8 * Shape::nt - 1) / (8 * Shape::nt);
+  p.row_tiles = (p.out + 16 * Shape::r - 1) / (16 * Shape::r);
+  /* (+16 B: a codebook gather reads word n_smem of the table head, see e8_word) */
+  const size_t smem = sizeof(float) * FUSED_RED_FLOATS + (F::kTable ? sizeof(uint32_t) * (p.n_smem + 4) : 0);
   GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int occ = 0;
-  GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, WARPS * 32, smem));
+  GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, Shape::warps * 32, smem));
   if (occ < 1) return glq_error(GLQ_EUNSUPPORTED, "fused kernel: no resident CTA with %zu B of shared memory", smem);
   const int64_t ntiles = (int64_t)p.row_tiles * p.col_blocks;
   const int grid = (int)(ntiles < (int64_t)ctx->sms * occ ? ntiles : (int64_t)ctx->sms * occ);
-  kern<<<grid, WARPS * 32, smem, st>>>(p);
+  kern<<<grid, Shape::warps * 32, smem, st>>>(p);
   GLQ_CUDA_LAUNCHED();
   return GLQ_OK;
 }
 
+/* Tile shapes (cfg): 0 = 16 rows x 16 warps; 1 = 32 rows x 8 warps (x fragments reused over twice
+ * the rows). By default 1 when its tiles fill more than half the multiprocessors, else 0 (twice as
+ * many CTAs): the faster one in every measured case but a few within 10% (docs/cuda-notes.md). */
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
-  const int nt1 = p.B <= 8;
-  const int cfg = ctx->fused_cfg >= 0 ? ctx->fused_cfg : nt1 ? 0 : 1;
-  if (nt1) return cfg == 0 ? fused_launch_cfg<F, 1, 1, 16>(ctx, p, st) : fused_launch_cfg<F, 1, 2, 8>(ctx, p, st);
-  return cfg == 0 ? fused_launch_cfg<F, 2, 1, 16>(ctx, p, st) : fused_launch_cfg<F, 2, 2, 8>(ctx, p, st);
+  int cfg = ctx->fused_cfg;
+  if (cfg < 0) cfg = (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
+  if (p.B <= 8) {
+    if (cfg == 0) return fused_launch_shape<F, FusedShape<1, 1, 16>>(ctx, p, fused_kernel<F, 1, 1, 16>, st);
+    return fused_launch_shape<F, FusedShape<1, 2, 8>>(ctx, p, fused_kernel<F, 1, 2, 8>, st);
+  }
+  if (cfg == 0) return fused_launch_shape<F, FusedShape<2, 1, 16>>(ctx, p, fused_kernel<F, 2, 1, 16>, st);
+  return fused_launch_shape<F, FusedShape<2, 2, 8>>(ctx, p, fused_kernel<F, 2, 2, 8>, st);
 }
 
 #endif

@@ -24,12 +24,13 @@ typedef struct glq_cuda_ctx glq_cuda_ctx;
 int glq_cuda_ctx_create(glq_cuda_ctx **ctx);
 /* Make the scratch hold at least out*in bf16 values (call before graph capture; no allocation later). */
 int glq_cuda_ctx_reserve(glq_cuda_ctx *ctx, int64_t out, int64_t in);
-/* AUTO uses FUSED for B <= max_fused_batch, else DEQUANT (default 32). */
+/* AUTO uses FUSED for B <= max_fused_batch, else DEQUANT (default 16). */
 void glq_cuda_ctx_set_threshold(glq_cuda_ctx *ctx, int64_t max_fused_batch);
 /* E8 fused kernel: codebook words held in shared memory (0..55296; the rest is read through L1/L2);
  * -1 (default) chooses by layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
-/* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, -1 (default) by batch. */
+/* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, -1 (default) by layer
+ * size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *ctx, int cfg);
 void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
 

@@ -4,8 +4,9 @@
 #include <string.h>
 #include "fused_mma.cuh"
 
-/* Device layout per 64-value unit: 8 words of nibbles + 1 metadata word.
- * Word q holds the 8 S1P2 codes of group q (elements 8q..8q+7): element 8q+2p in bits 4p..4p+3,
+/* Device layout per 64-value unit: 8 words of 4-bit codes + 1 metadata word.
+ * The S1P2 nibble (sign, magnitude k) is stored biased: c = 8 + (sign ? -k : k), in 1..15.
+ * Word q holds the 8 codes of group q (elements 8q..8q+7): element 8q+2p in bits 4p..4p+3,
  * element 8q+2p+1 in bits 16+4p..16+4p+3 (the pair p lands in the two halves of a bf16 pair).
  * Metadata: bits 0..7 e6m2, 8..15 e1_8 (bit q = group of 8 q), 16..31 e1_16 (bit j = group of 4 j). */
 struct glq_cuda_hif4 {
@@ -14,22 +15,22 @@ struct glq_cuda_hif4 {
   int64_t pitch1, pitch2;
 };
 
-/* Exact bf16 pairs of group i of a unit: value = (scale/4) * 2^(e1_8 + e1_16) * (+-k), k = 0..7.
- * bf16 bits of scale/4 = (code << 5) + 0x2680 (exponent E - 48 - 2, two mantissa bits m). */
+/* Exact bf16 pairs of group i of a unit: value = f * m, f = (scale/4) * 2^(e1_8 + e1_16), m = c - 8
+ * in -7..7 (c is the biased code stored on the device). bf16 bits of scale/2 = (code << 5) + 0x2700
+ * (exponent E - 48 - 1, two mantissa bits). With a = 8 + c/2 (the E8 bit trick), f*m = a*2f - 12*2f,
+ * one fma a pair, exact (every product and the result have at most 8 significant bits). */
 __device__ __forceinline__ void hif4_pairs(uint32_t w, uint32_t meta, int i, uint32_t e[4]) {
-  const uint32_t e8 = (meta >> (8 + i)) & 1u;
-  const uint32_t base = ((meta & 0xFFu) << 5) + 0x2680u + (e8 << 7);
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const uint32_t f = base + (((meta >> (16 + 2 * i + half)) & 1u) << 7);
-    const uint32_t f2 = f | (f << 16), nf2 = (f2 + 0x01800180u) ^ 0x80008000u; /* -8 f */
-#pragma unroll
-    for (int q = 2 * half; q < 2 * half + 2; ++q) {
-      const uint32_t t = w >> (4 * q);
-      const uint32_t a = ((t << 4) & 0x00700070u) | 0x41004100u; /* 8 + k */
-      e[q] = bf16x2_fma(a, f2, nf2) ^ ((t << 12) & 0x80008000u);
-    }
-  }
+  const uint32_t base = ((meta & 0xFFu) << 5) + 0x2700u + (((meta >> (8 + i)) & 1u) << 7);
+  const uint32_t m12 = 0xC140C140u, nz = 0x80008000u; /* -12, -0 */
+  const uint32_t mask = 0x00780078u, magic = 0x41004100u;
+  /* bf16 bits of 2f for the two groups of 4 of this group of 8 */
+  const uint32_t fa = base + (((meta >> (16 + 2 * i)) & 1u) << 7), fb = base + (((meta >> (17 + 2 * i)) & 1u) << 7);
+  const uint32_t fa2 = fa * 0x10001u, fb2 = fb * 0x10001u;
+  const uint32_t na = bf16x2_fma(fa2, m12, nz), nb = bf16x2_fma(fb2, m12, nz);
+  e[0] = bf16x2_fma(((w << 3) & mask) | magic, fa2, na);
+  e[1] = bf16x2_fma(((w >> 1) & mask) | magic, fa2, na);
+  e[2] = bf16x2_fma(((w >> 5) & mask) | magic, fb2, nb);
+  e[3] = bf16x2_fma(((w >> 9) & mask) | magic, fb2, nb);
 }
 
 struct Hif4Raw { uint4 nib[2][2]; uint32_t meta[2]; };
@@ -37,7 +38,8 @@ struct Hif4Raw { uint4 nib[2][2]; uint32_t meta[2]; };
 struct Hif4Fmt {
   static constexpr int kStages = 1;
   static constexpr bool kTable = false;
-  static constexpr int kPrefetch = 2;
+  static constexpr int kPrefetch = 1;
+  static constexpr uint32_t kBias = 0;
   typedef Hif4Raw Raw;
   static __device__ __forceinline__ void load(const FusedParams &p, int row0, int s, int g, int t, Raw &r) {
 #pragma unroll
@@ -49,9 +51,13 @@ struct Hif4Fmt {
       r.meta[h] = ldg_stream4(p.w2 + row * p.pitch2 + unit * 4);
     }
   }
-  static __device__ __forceinline__ void decode(const FusedParams &, const Raw &r, int i, int h,
-                                                const uint32_t *, uint32_t (&e)[1][4]) {
-    hif4_pairs(u4get(r.nib[h][i >> 2], i & 3), r.meta[h], i, e[0]);
+  static __device__ __forceinline__ void gather(const FusedParams &, const Raw &r, int i, int h, const uint32_t *,
+                                                uint32_t (&wd)[1]) {
+    wd[0] = u4get(r.nib[h][i >> 2], i & 3);
+  }
+  static __device__ __forceinline__ void unpack(const FusedParams &, const Raw &r, int i, int h, const uint32_t (&wd)[1],
+                                                uint32_t (&e)[1][4]) {
+    hif4_pairs(wd[0], r.meta[h], i, e[0]);
   }
 };
 
@@ -68,6 +74,9 @@ __global__ void __launch_bounds__(256) hif4_dequant_kernel(const uint8_t *__rest
     *reinterpret_cast<uint4 *>(w + (int64_t)r * in + 8 * j) = make_uint4(e[0], e[1], e[2], e[3]);
   }
 }
+
+/* S1P2 nibble -> biased code 8 + m (m = +-magnitude, -0 -> 8) */
+static uint32_t hif4_bias(uint32_t nib) { return (nib & 8u) ? 8u - (nib & 7u) : 8u + (nib & 7u); }
 
 extern "C" void glq_cuda_hif4_free(glq_cuda_hif4 *l) {
   if (!l) return;
@@ -102,7 +111,7 @@ extern "C" int glq_cuda_hif4_create(int64_t out, int64_t in, const uint8_t *e6m2
         for (int q = 0; q < 8; ++q) {
           uint32_t wd = 0;
           for (int p = 0; p < 4; ++p)
-            wd |= ((uint32_t)(s[4 * q + p] & 15u) << (4 * p)) | ((uint32_t)(s[4 * q + p] >> 4) << (16 + 4 * p));
+            wd |= (hif4_bias(s[4 * q + p] & 15u) << (4 * p)) | (hif4_bias(s[4 * q + p] >> 4) << (16 + 4 * p));
           dw[q] = wd;
         }
         h2[(r * l->pitch2 + 4 * u) / 4] = (uint32_t)e6m2[src] | ((uint32_t)e1_8[src] << 8) |

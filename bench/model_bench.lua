@@ -1,0 +1,72 @@
+-- model_bench.lua - CPU prefill (1 x 512) and decode throughput of SmolLM2-135M-Instruct with its
+-- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2-bit, and HiF4. The E8 layers use
+-- random valid codes, signs and scales (throughput does not depend on the values); HiF4 layers
+-- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps]
+local model = require "glq.model"
+local modelcfg = require "glq.modelcfg"
+local progress = require "glq.progress"
+
+local STEPS = tonumber(arg and arg[1]) or 32
+local path = (os.getenv("GLQ_CACHE") or (os.getenv("HOME") .. "/.cache/glq")) .. "/SmolLM2-135M-Instruct.Q4_1.gguf"
+if not io.open(path, "rb") then
+  print("model_bench: SmolLM2 not fetched (make model); skipped")
+  return
+end
+
+local function random_e8(out, inn, bits, seed)
+  local function codes(s) return glq.rand({ out, inn / 8 }, s):mul(65535):to("i32"):sub(glq.full("i32", { out, inn / 8 }, 32768)):to("i16") end
+  local function signs(n, s) return glq.rand({ n }, s):to("f64"):mul(2):to("i32"):to("f32"):mul(2):sub(glq.full("f32", { n }, 1)):to("f16") end
+  local a = { Qidxs = codes(seed), SU = signs(out, seed + 1), SV = signs(inn, seed + 2), Wscale = glq.tensor({ 0.02 }, {}, "f32"),
+    out_features = out, in_features = inn }
+  if bits > 2 then
+    a.Qidxs2 = bits == 3 and glq.rand({ out, inn / 8 }, seed + 3):mul(255):to("i16") or codes(seed + 3)
+    a.inv_resid_scale = glq.tensor({ 0.5 }, {}, "f32")
+  end
+  return glq.e8.linear(a, { bits = bits })
+end
+
+local prompt = {}
+for i = 1, 512 do prompt[i] = (i * 7919) % 49152 end
+
+local function run(m)
+  local best_p, best_d = math.huge, math.huge
+  for _ = 1, 2 do
+    local cache = glq.llama.kvcache(m.c, { dtype = "f32", max_seq = 1024 })
+    local t0 = progress.now()
+    local logits = m.c:forward(model.ids_tensor(prompt), { cache = cache })
+    local t1 = progress.now()
+    local greedy = glq.sampler.new({})
+    for _ = 1, STEPS do
+      local one = glq.zeros("i32", { 1, 1 })
+      one:ptr()[0] = greedy:sample(logits:reshape({ 49152 }))
+      logits = m.c:forward(one, { cache = cache })
+    end
+    local t2 = progress.now()
+    best_p, best_d = math.min(best_p, t1 - t0), math.min(best_d, t2 - t1)
+  end
+  return 512 / best_p, STEPS / best_d
+end
+
+print(string.format("SmolLM2-135M-Instruct forward on the CPU, %d threads, prefill 1x512, %d decode steps", glq.num_threads(), STEPS))
+print(string.format("%-22s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "linear MB"))
+for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 4-bit", "HiF4" } do
+  local m = model.load(path, { max_seq = 1024 })
+  local bytes = 0
+  local shapes = model.layer_shapes(m.cfg)
+  for l = 0, m.cfg.n_layers - 1 do
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role)
+      local s = shapes[r.role]
+      local lin
+      if variant == "E8 2-bit" then lin = random_e8(s[1], s[2], 2, l * 10)
+      elseif variant == "E8 4-bit" then lin = random_e8(s[1], s[2], 4, l * 10)
+      elseif variant == "HiF4" then lin = glq.hif4.linear(glq.hif4.quantize(m:linear(name):dequantize()))
+      end
+      if lin then m:set_linear(name, lin) end
+      bytes = bytes + m:linear(name):stored_bytes()
+    end
+  end
+  collectgarbage()
+  local p, d = run(m)
+  print(string.format("%-22s %14.1f %14.1f %14.1f", variant, p, d, bytes / 1e6))
+end
