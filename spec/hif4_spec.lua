@@ -438,9 +438,11 @@ local function student_t(rows, cols, seed)
 end
 
 describe("hif4 with a randomized Hadamard rotation", function()
-  it("uses a seeded +-1 sign vector", function()
+  it("uses a seeded +-1 sign vector (per layer name, padded to a multiple of 8)", function()
     local a, b, c = flat(glq.hif4.rht_signs(1000, 7)), flat(glq.hif4.rht_signs(1000, 7)), flat(glq.hif4.rht_signs(1000, 8))
     assert.same(a, b)
+    assert.are_not.same(a, flat(glq.hif4.rht_signs(1000, 7, "blk.1.attn_q")))
+    assert.equal(136, glq.hif4.rht_signs(130, 7):numel())
     local neg, diff = 0, 0
     for i = 1, 1000 do
       assert.is_true(a[i] == 1 or a[i] == -1)
@@ -472,7 +474,23 @@ describe("hif4 with a randomized Hadamard rotation", function()
       local ref = add_bias(glq.matmul(x, Wq, {transpose_b = true}), bias)
       assert.is_true(rel_err(lin:forward(x), ref) < 1e-5)
     end
-    assert.error_matches(function() glq.hif4.quantize_rht(glq.randn({4, 130}, 1)) end, "hadamard: size 130")
+  end)
+
+  it("pads an in-dimension that is not a multiple of 8 (rht.h convention)", function()
+    local W = glq.randn({5, 130}, 8)
+    local p = glq.hif4.quantize_rht(W, {seed = 2, name = "blk.0.ffn_down"})
+    assert.same({136}, p.signs:shape())
+    assert.same({5, 3}, p.e6m2:shape())
+    local Wq = glq.hif4.dequantize(p)
+    assert.same({5, 130}, Wq:shape())
+    assert.is_true(rel_err(Wq, W) < 0.2)
+    local lin = glq.hif4.linear(p)
+    local x = glq.randn({3, 130}, 9)
+    assert.is_true(rel_err(lin:forward(x), glq.matmul(x, Wq, {transpose_b = true})) < 1e-5)
+    assert.equal(5 * 3 * 288 + 136, lin:stored_bits())
+    p.signs = glq.zeros("f32", {130})
+    assert.error_matches(function() glq.hif4.linear(p) end,
+      "signs %(glq_rht_pad%(in%) values%) must be a numeric tensor of 136 elements")
   end)
 end)
 
@@ -541,6 +559,6 @@ describe("hif4 with LDLQ error feedback", function()
     local neg = glq.zeros("f32", {64, 64})
     for j = 1, 64 do neg:set(-1, j, j) end
     assert.error_matches(function() glq.hif4.quantize_ldlq(W, neg) end, "not positive definite")
-    assert.error_matches(function() glq.hif4.quantize_ldlq(W, glq.zeros("f32", {63, 63})) end, "hessian is 63 x 63")
+    assert.error_matches(function() glq.hif4.quantize_ldlq(W, glq.zeros("f32", {63, 63})) end, "hessian must be a 64 x 64 float tensor")
   end)
 end)

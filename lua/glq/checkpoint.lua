@@ -174,7 +174,8 @@ local function layer_tensors(name, e, expect)
     local sv = e.sv or p.signs
     if sv ~= nil then
       if not glq.is_tensor(sv) then fail("%s: sv must be a tensor of +-1 signs, got %s", where, type(sv)) end
-      check_tensor(where, "sv", sv, sv:dtype() == "i8" and "i8" or nil, { n })
+      -- signs cover the rotated input dimension, padded to a multiple of 8 for the transform
+      check_tensor(where, "sv", sv, sv:dtype() == "i8" and "i8" or nil, { ceil8(n) })
       out.SV = sv:dtype() == "f16" and sv or sv:to("f16")
     end
     rec.label = sv and "hif4+rht" or "hif4"
@@ -623,7 +624,7 @@ local function read_hif4(path, name, get, c)
       shape_str({ exp and exp[1] or m, math.ceil(n / 64) }))
   end
   for f, last in pairs(HIF4_LAST) do check_tensor(where, name .. "." .. f, get(f), "u8", { m, nb, last }) end
-  if sv then check_tensor(where, name .. ".SV", sv, "f16", { n }) end
+  if sv then check_tensor(where, name .. ".SV", sv, "f16", { ceil8(n) }) end
   local bias = get("bias")
   if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
   return { format = "hif4", shape = { m, n } }

@@ -59,6 +59,9 @@ function M:update(done, status)
     io.stderr:write(line, "\27[K")
     io.stderr:flush()
   else
+    -- plain log lines: at most one every 5 seconds, plus the last step
+    if t - self.last_print < 5 and done < self.total then return end
+    self.last_print = t
     io.stderr:write(string.format("[%s] %d/%d elapsed %s eta %s %s\n", self.label, done, self.total,
       fmt_time(elapsed), fmt_time(eta), status or ""))
   end

@@ -3,6 +3,8 @@
 --   tok = glq.tokenizer.load(path)            -- .gguf, .json (tokenizer.json) or llama2.c .bin
 --   tok:encode(text, {add_special = true, parse_special = true}) -> {ids} (ids are 0-based)
 --   tok:decode(ids, {skip_special = false}) -> text
+--   glq.tokenizer.gguf_to_json(g) -> text     -- a tokenizer.json equivalent to the GGUF's tokenizer
+--   glq.tokenizer.gguf_config(g) -> table     -- the tokenizer_config.json that goes with it
 local core = require "glq.core"
 local json = require "glq.json"
 
@@ -10,7 +12,8 @@ local C = core.tokenizer
 local M = { new = C.new, load_llama2c = C.load_llama2c, pre_patterns = C.pre_patterns }
 
 -- token types (GGUF tokenizer.ggml.token_type values)
-local NORMAL, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 3, 4, 5, 6
+local NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+local SP = "\226\150\129" -- U+2581, SentencePiece's space
 
 -- from a GGUF file object (glq.gguf.open) or path
 function M.from_gguf(g)
@@ -59,8 +62,8 @@ end
 local function spm_style(j)
   local spm, prefix = false, false
   local function visit(n)
-    if n.type == "Replace" and n.pattern and n.pattern.String == " " and n.content == "\226\150\129" then spm = true end
-    if n.type == "Prepend" and n.prepend == "\226\150\129" then prefix = true end
+    if n.type == "Replace" and n.pattern and n.pattern.String == " " and n.content == SP then spm = true end
+    if n.type == "Prepend" and n.prepend == SP then prefix = true end
     if n.type == "Metaspace" then
       spm = true
       prefix = prefix or n.add_prefix_space == true or n.prepend_scheme == "always" or n.prepend_scheme == "first"
@@ -91,7 +94,10 @@ local function template_specials(j, ids)
   return bos, eos
 end
 
--- from a tokenizer.json (path or decoded table); opts may set bos, eos, add_bos, add_eos
+-- from a tokenizer.json (path or decoded table); opts may set bos, eos (ids), bos_token, eos_token
+-- (texts, used when the post-processor adds none: tokenizer_config.json's), add_bos, add_eos.
+-- An SPM model with `scores` (one per id; written by gguf_to_json) merges by score as llama.cpp
+-- does, else by the merge ranks.
 function M.from_json(src, opts)
   opts = opts or {}
   local where = type(src) == "string" and ("tokenizer.json '" .. src .. "'") or "tokenizer.json"
@@ -116,7 +122,10 @@ function M.from_json(src, opts)
   for text, id in pairs(model.vocab or {}) do
     add(text, id, (model.byte_fallback and text:match("^<0x%x%x>$")) and BYTE or NORMAL)
   end
-  for _, a in ipairs(j.added_tokens or {}) do add(a.content, a.id, a.special and CONTROL or USER_DEFINED) end
+  local unk_token = model.unk_token ~= json.null and model.unk_token or nil
+  for _, a in ipairs(j.added_tokens or {}) do
+    add(a.content, a.id, not a.special and USER_DEFINED or a.content == unk_token and UNKNOWN or CONTROL)
+  end
   if n == 0 then error(where .. ": empty vocabulary", 0) end
   for i = 1, n do -- ids nobody uses
     if not tokens[i] then tokens[i], types[i] = "", UNUSED end
@@ -126,11 +135,13 @@ function M.from_json(src, opts)
     merges[i] = type(m) == "table" and (m[1] .. " " .. m[2]) or m
   end
   local spm, prefix = spm_style(j)
+  local scores = spm and type(model.scores) == "table" and model.scores or nil
+  if scores and #scores ~= n then error(where .. (": model.scores has %d entries for %d tokens"):format(#scores, n), 0) end
   local bos, eos = template_specials(j, ids)
   local spec = {
-    kind = spm and "spm" or "bpe", tokens = tokens, types = types, merges = merges,
-    unk = model.unk_token and model.unk_token ~= json.null and ids[model.unk_token] or nil,
-    bos = opts.bos or bos, eos = opts.eos or eos,
+    kind = spm and "spm" or "bpe", tokens = tokens, types = types, scores = scores, merges = not scores and merges or nil,
+    unk = unk_token and ids[unk_token],
+    bos = opts.bos or bos or ids[opts.bos_token], eos = opts.eos or eos or ids[opts.eos_token],
     add_bos = opts.add_bos, add_eos = opts.add_eos,
     add_space_prefix = prefix, ignore_merges = model.ignore_merges == true,
   }
@@ -140,11 +151,191 @@ function M.from_json(src, opts)
   return C.new(spec)
 end
 
--- by file kind: .gguf, .json, else llama2.c's tokenizer.bin
+-- BOS/EOS texts from the tokenizer_config.json beside a tokenizer.json (strings or AddedToken tables)
+local function config_specials(path, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local c = json.read_file((path:match("^(.*)/[^/]*$") or ".") .. "/tokenizer_config.json")
+  if type(c) ~= "table" then return o end
+  local function text(x)
+    if type(x) == "table" then x = x.content end
+    return type(x) == "string" and x or nil
+  end
+  o.bos_token = o.bos_token or text(c.bos_token)
+  o.eos_token = o.eos_token or text(c.eos_token)
+  return o
+end
+
+-- by file kind: .gguf, .json (with tokenizer_config.json's BOS/EOS when present), else llama2.c's tokenizer.bin
 function M.load(path, opts)
   if path:match("%.gguf$") then return M.from_gguf(path) end
-  if path:match("%.json$") then return M.from_json(path, opts) end
+  if path:match("%.json$") then return M.from_json(path, config_specials(path, opts)) end
   return C.load_llama2c(path)
+end
+
+-- ---------------------------------------------------------------- GGUF -> tokenizer.json
+
+-- the tokenizer facts of a GGUF file, with the defaults llama.cpp (and glq_tokenizer_from_gguf) use
+local function gguf_vocab(g)
+  if type(g) == "string" then g = core.gguf.open(g) end
+  local m = g:metadata()
+  local kind = m["tokenizer.ggml.model"]
+  if kind ~= "llama" and kind ~= "gpt2" then
+    error(("gguf: tokenizer model '%s' is not supported (only llama and gpt2)"):format(tostring(kind)), 0)
+  end
+  local spm = kind == "llama"
+  local tokens = m["tokenizer.ggml.tokens"]
+  if type(tokens) ~= "table" or #tokens == 0 then error("gguf: no tokenizer.ggml.tokens", 0) end
+  local function id(key, dflt)
+    local v = m["tokenizer.ggml." .. key]
+    if v == nil then v = dflt end
+    return v and v >= 0 and v or nil
+  end
+  local function flag(key, dflt)
+    local v = m["tokenizer.ggml." .. key]
+    if v == nil then return dflt end
+    return v == true or (type(v) == "number" and v ~= 0)
+  end
+  local v = {
+    spm = spm, tokens = tokens, types = m["tokenizer.ggml.token_type"] or {}, scores = m["tokenizer.ggml.scores"],
+    merges = m["tokenizer.ggml.merges"] or {}, pre = m["tokenizer.ggml.pre"] or "default",
+    bos = id("bos_token_id", spm and 1), eos = id("eos_token_id", spm and 2), unk = id("unknown_token_id", spm and 0),
+    add_bos = flag("add_bos_token", spm), add_eos = flag("add_eos_token", false),
+    add_space_prefix = flag("add_space_prefix", spm), chat_template = m["tokenizer.chat_template"],
+  }
+  if spm and not v.scores then
+    v.scores = {}
+    for i = 1, #tokens do v.scores[i] = 0 end
+  end
+  return v
+end
+
+-- "left right" as the C tokenizer reads it (split at the first space after byte 0) -> {left, right}
+local function merge_pair(s)
+  local k = s:find(" ", 2, true)
+  if not k then error(("gguf: merge '%s' is not two tokens separated by a space"):format(s:sub(1, 64)), 0) end
+  return { s:sub(1, k - 1), s:sub(k + 1) }
+end
+
+-- SPM merges for Hugging Face: every split of a token into two tokens, by the merged token's score
+-- (highest first); ties by the merged token's id, then by the left part's length. Only the merged
+-- token's text matters to llama.cpp's score-greedy merge, which the C tokenizer (and from_json,
+-- through `scores`) follows exactly; the rank order is the nearest a merge list can come.
+local function spm_merges(v)
+  local ids = {}
+  for i, t in ipairs(v.tokens) do ids[t] = i - 1 end
+  local list = {}
+  for i, t in ipairs(v.tokens) do
+    if ids[t] == i - 1 then -- a duplicate text is only ever found as its last id
+      for k = 1, #t - 1 do
+        local a, b = t:sub(1, k), t:sub(k + 1)
+        if ids[a] and ids[b] then list[#list + 1] = { a, b, v.scores[i], i, k } end
+      end
+    end
+  end
+  table.sort(list, function(x, y)
+    if x[3] ~= y[3] then return x[3] > y[3] end
+    if x[4] ~= y[4] then return x[4] < y[4] end
+    return x[5] < y[5]
+  end)
+  local merges = json.array()
+  for r, p in ipairs(list) do merges[r] = { p[1], p[2] } end
+  return merges
+end
+
+local function byte_level(use_regex)
+  return { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = use_regex }
+end
+
+-- the pre-tokenizer of a tokenizer.ggml.pre name, in the terms HF uses (Digits, ByteLevel with
+-- GPT-2's regex, Split for other regexes); from_json turns it back into the same regexes
+local function byte_level_pre(pre)
+  local pats, ignore_merges = C.pre_patterns(pre)
+  if not pats then error(("gguf: pre-tokenizer '%s' is not supported"):format(pre), 0) end
+  local gpt2 = C.pre_patterns("gpt2")[1]
+  local nodes = {}
+  for i, p in ipairs(pats) do
+    if p == "\\p{N}" or p == "\\p{N}+" then
+      nodes[i] = { type = "Digits", individual_digits = p == "\\p{N}" }
+    elseif p == gpt2 and i == #pats then
+      nodes[i] = byte_level(true)
+    else
+      nodes[i] = { type = "Split", pattern = { Regex = p }, behavior = "Isolated", invert = false }
+    end
+  end
+  if pats[#pats] ~= gpt2 then nodes[#nodes + 1] = byte_level(false) end
+  return #nodes == 1 and nodes[1] or { type = "Sequence", pretokenizers = nodes }, ignore_merges
+end
+
+-- TemplateProcessing that adds BOS / EOS as the GGUF says
+local function template(v)
+  local single, pair, specials = json.array(), json.array(), {}
+  local function special(list, id, type_id)
+    local t = v.tokens[id + 1]
+    list[#list + 1] = { SpecialToken = { id = t, type_id = type_id } }
+    specials[t] = { id = t, ids = { id }, tokens = { t } }
+  end
+  for _, s in ipairs({ { single, "A", 0 }, { pair, "A", 0 }, { pair, "B", 1 } }) do
+    local list, name, type_id = s[1], s[2], s[3]
+    if v.add_bos then special(list, v.bos, type_id) end
+    list[#list + 1] = { Sequence = { id = name, type_id = type_id } }
+    if v.add_eos then special(list, v.eos, type_id) end
+  end
+  return { type = "TemplateProcessing", single = single, pair = pair, special_tokens = specials }
+end
+
+-- A Hugging Face tokenizer.json (text) for a GGUF file's tokenizer (object or path). from_json reads it
+-- back to the same tokenizer; Hugging Face tokenizers reads it too (for SPM vocabularies, as the merge
+-- list approximates the score order; the `scores` it ignores keep glq exact).
+function M.gguf_to_json(g)
+  local v = gguf_vocab(g)
+  local vocab, added, byte_tokens = {}, json.array(), false
+  for i, t in ipairs(v.tokens) do
+    local ty = v.types[i] or NORMAL
+    vocab[t] = i - 1
+    byte_tokens = byte_tokens or ty == BYTE
+    if ty == CONTROL or ty == USER_DEFINED or ty == UNKNOWN then
+      added[#added + 1] = { id = i - 1, content = t, single_word = false, lstrip = false, rstrip = false,
+        normalized = false, special = ty ~= USER_DEFINED }
+    end
+  end
+  -- from_json types the model's unk_token UNKNOWN, so it is named only when the GGUF's is of that type
+  local unk = v.unk and v.types[v.unk + 1] == UNKNOWN and v.tokens[v.unk + 1] or json.null
+  local model = { type = "BPE", dropout = json.null, unk_token = unk, continuing_subword_prefix = json.null,
+    end_of_word_suffix = json.null, fuse_unk = v.spm, byte_fallback = v.spm or byte_tokens, ignore_merges = false,
+    vocab = vocab }
+  local j = { version = "1.0", truncation = json.null, padding = json.null, added_tokens = added, model = model,
+    normalizer = json.null, pre_tokenizer = json.null, post_processor = json.null }
+  if v.spm then
+    model.merges, model.scores = spm_merges(v), v.scores
+    local norm, dec = json.array(), json.array()
+    if v.add_space_prefix then norm[1] = { type = "Prepend", prepend = SP } end
+    norm[#norm + 1] = { type = "Replace", pattern = { String = " " }, content = SP }
+    dec[1] = { type = "Replace", pattern = { String = SP }, content = " " }
+    dec[2] = { type = "ByteFallback" }
+    dec[3] = { type = "Fuse" }
+    if v.add_space_prefix then dec[4] = { type = "Strip", content = " ", start = 1, stop = 0 } end
+    j.normalizer = { type = "Sequence", normalizers = norm }
+    j.decoder = { type = "Sequence", decoders = dec }
+  else
+    model.merges = json.array()
+    for r, s in ipairs(v.merges) do model.merges[r] = merge_pair(s) end
+    j.pre_tokenizer, model.ignore_merges = byte_level_pre(v.pre)
+    j.decoder = { type = "ByteLevel", add_prefix_space = true, trim_offsets = true, use_regex = true }
+    j.post_processor = { type = "ByteLevel", add_prefix_space = true, trim_offsets = false, use_regex = true }
+  end
+  if v.add_bos or v.add_eos then j.post_processor = template(v) end
+  return json.encode(j, { indent = 2 }) .. "\n"
+end
+
+-- The tokenizer_config.json (a table) that goes with gguf_to_json's file: BOS/EOS/unk texts (M.load
+-- reads BOS/EOS from it when the post-processor adds none), add flags and the chat template.
+function M.gguf_config(g)
+  local v = gguf_vocab(g)
+  local function text(id) return id and v.tokens[id + 1] or json.null end
+  return { tokenizer_class = "PreTrainedTokenizerFast", bos_token = text(v.bos), eos_token = text(v.eos),
+    unk_token = text(v.unk), add_bos_token = v.add_bos, add_eos_token = v.add_eos,
+    clean_up_tokenization_spaces = false, chat_template = v.chat_template }
 end
 
 return M

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "lglq.h"
 #include "../quant/hif4_linear.h"
+#include "../quant/rht.h"
 
 static const char *const packed_names[4] = {"e6m2", "e1_8_packed", "e1_16_packed", "s1p2_packed"};
 static const char *const unpacked_names[4] = {"e6m2", "e1_8", "e1_16", "s1p2"};
@@ -75,21 +76,19 @@ static int l_quantize(lua_State *L) {
 /* glq.hif4.dequantize(pack): f32 tensor of pack.shape; a rotated (RHT) pack is rotated back. */
 static int l_dequantize(lua_State *L) {
   glq_hif4_fields f;
-  glq_tensor y;
+  glq_linear *l = NULL;
+  glq_tensor y = {0};
   glq_tensor *signs = opt_field_tensor(L, 1, "signs", "hif4.dequantize");
   read_fields(L, 1, 1, "hif4.dequantize", &f);
-  int rc = glq_hif4_dequantize(&f, &y);
-  if (!rc && signs) {
-    int64_t k = f.shape[f.ndim - 1];
-    glq_tensor s;
-    if (glq_tensor_numel(signs) != k)
-      rc = glq_error(GLQ_EINVAL, "signs has %lld values for a last dimension of %lld", (long long)glq_tensor_numel(signs), (long long)k);
-    else if (!(rc = glq_tensor_to(signs, GLQ_I8, &s))) {
-      rc = glq_hif4_rht_apply(glq_tensor_data(&s), glq_tensor_data(&y), glq_tensor_numel(&y) / (k ? k : 1), k, 1);
-      glq_tensor_release(&s);
-    }
-    if (rc) glq_tensor_release(&y);
+  int rc;
+  if (!signs) rc = glq_hif4_dequantize(&f, &y);
+  else if (f.ndim != 2) rc = glq_error(GLQ_EINVAL, "a pack with signs must be 2-D, got %d dims", f.ndim);
+  /* rotated rows: the layer knows how to undo the rotation */
+  else if (!(rc = glq_hif4_linear_new(&f, NULL, signs, GLQ_HIF4_KERNEL_AUTO, &l)) &&
+           !(rc = glq_tensor_new(GLQ_F32, 2, f.shape, &y))) {
+    if ((rc = l->vt->dequantize(l, glq_tensor_data(&y)))) glq_tensor_release(&y);
   }
+  glq_linear_free(l);
   glq_hif4_fields_release(&f);
   lglq_check(L, rc, "hif4.dequantize");
   lglq_pushtensor(L, &y);
@@ -142,6 +141,7 @@ static int quantize_weight(lua_State *L, const glq_tensor *hessian, int oi, int 
   glq_tensor *w = lglq_checktensor(L, 1);
   glq_hif4_wopts o = {.rht = lglq_optboolean(L, oi, "rht", rht),
                       .seed = (uint64_t)lglq_optinteger(L, oi, "seed", 0),
+                      .name = lglq_optstring(L, oi, "name", NULL),
                       .hessian = hessian,
                       .damp = lglq_optnumber(L, oi, "damp", 0.01)};
   glq_hif4_fields f;
@@ -166,22 +166,24 @@ static int quantize_weight(lua_State *L, const glq_tensor *hessian, int oi, int 
   return 1;
 }
 
-/* glq.hif4.quantize_rht(w [, {seed = 0}]) */
+/* glq.hif4.quantize_rht(w [, {seed = 0, name = nil}]) */
 static int l_quantize_rht(lua_State *L) { return quantize_weight(L, NULL, 2, 1, "hif4.quantize_rht"); }
 
-/* glq.hif4.quantize_ldlq(w, hessian [, {rht = false, seed = 0, damp = 0.01}]) */
+/* glq.hif4.quantize_ldlq(w, hessian [, {rht = false, seed = 0, name = nil, damp = 0.01}]) */
 static int l_quantize_ldlq(lua_State *L) {
   return quantize_weight(L, lglq_checktensor(L, 2), 3, 0, "hif4.quantize_ldlq");
 }
 
-/* glq.hif4.rht_signs(n [, seed]) -> i8 tensor of +-1 */
+/* glq.hif4.rht_signs(n [, seed [, name]]) -> f32 tensor of glq_rht_pad(n) signs +-1 (rht.h, tag "SV") */
 static int l_rht_signs(lua_State *L) {
   int64_t n = (int64_t)luaL_checknumber(L, 1);
   uint64_t seed = (uint64_t)luaL_optnumber(L, 2, 0);
+  const char *name = luaL_optstring(L, 3, NULL);
   if (n < 0) return luaL_argerror(L, 1, "negative size");
+  int64_t np = glq_rht_pad(n);
   glq_tensor s;
-  lglq_check(L, glq_tensor_new(GLQ_I8, 1, &n, &s), "hif4.rht_signs");
-  glq_hif4_rht_signs(seed, n, glq_tensor_data(&s));
+  lglq_check(L, glq_tensor_new(GLQ_F32, 1, &np, &s), "hif4.rht_signs");
+  glq_rht_signs(seed, name, "SV", np, glq_tensor_data(&s));
   lglq_pushtensor(L, &s);
   return 1;
 }
@@ -205,13 +207,6 @@ static int l_stored_bits(lua_State *L) {
   return 1;
 }
 
-/* lin:stored_bits() for every linear layer: 8 x stored_bytes (HiF4 sign bits fill whole bytes). */
-static int m_stored_bits(lua_State *L) {
-  glq_linear *l = lglq_checklinear(L, 1);
-  lua_pushnumber(L, 8.0 * (lua_Number)l->vt->stored_bytes(l));
-  return 1;
-}
-
 static const luaL_Reg fns[] = {
   {"quantize", l_quantize}, {"dequantize", l_dequantize}, {"unpack", l_unpack}, {"pack", l_pack},
   {"linear", l_linear}, {"quantize_rht", l_quantize_rht}, {"quantize_ldlq", l_quantize_ldlq},
@@ -219,19 +214,4 @@ static const luaL_Reg fns[] = {
 
 void lglq_open_hif4(lua_State *L) {
   lglq_register(L, "hif4", fns);
-  /* the shared linear metatable lacks stored_bits; add it unless its owner already did */
-  luaL_getmetatable(L, LGLQ_LINEAR);
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "__index");
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "stored_bits");
-      if (lua_isnil(L, -1)) {
-        lua_pushcfunction(L, m_stored_bits);
-        lua_setfield(L, -3, "stored_bits");
-      }
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
 }

@@ -37,9 +37,11 @@ static int m_forward(lua_State *L) {
   int vec = x.ndim == 1;
   int64_t B = vec ? 1 : x.shape[0];
   if ((x.ndim != 1 && x.ndim != 2) || x.shape[x.ndim - 1] != l->in) {
+    int nd = x.ndim;
+    long long last = nd ? (long long)x.shape[nd - 1] : 0;
     glq_tensor_release(&x);
     return lglq_raisef(L, "linear:forward: input must be (%lld) or (B, %lld), got a %d-d tensor with last size %lld",
-                      (long long)l->in, (long long)l->in, x.ndim, (long long)(x.ndim ? x.shape[x.ndim - 1] : 0));
+                      (long long)l->in, (long long)l->in, nd, last);
   }
   int64_t shape[2] = {B, l->out};
   int rc = glq_tensor_new(GLQ_F32, vec ? 1 : 2, vec ? shape + 1 : shape, &y);
@@ -67,6 +69,12 @@ static int m_stored_bytes(lua_State *L) {
   return 1;
 }
 
+static int m_stored_bits(lua_State *L) {
+  glq_linear *l = lglq_checklinear(L, 1);
+  lua_pushnumber(L, 8.0 * (lua_Number)l->vt->stored_bytes(l));
+  return 1;
+}
+
 static int m_kind(lua_State *L) { lua_pushstring(L, lglq_checklinear(L, 1)->vt->kind); return 1; }
 
 static int m_shape(lua_State *L) {
@@ -86,6 +94,7 @@ static int m_tostring(lua_State *L) {
 
 static const luaL_Reg methods[] = {
   {"forward", m_forward}, {"dequantize", m_dequantize}, {"stored_bytes", m_stored_bytes},
+  {"stored_bits", m_stored_bits},
   {"kind", m_kind}, {"shape", m_shape}, {NULL, NULL}};
 
 void lglq_open_linear(lua_State *L) {

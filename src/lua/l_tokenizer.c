@@ -4,7 +4,7 @@
  *       add_space_prefix?, ignore_merges?}
  *   core.tokenizer.from_gguf(g)         g from glq.gguf.open
  *   core.tokenizer.load_llama2c(path)   llama2.c tokenizer.bin
- *   core.tokenizer.pre_patterns(name) -> list of regexes, or nil
+ *   core.tokenizer.pre_patterns(name) -> list of regexes, ignore_merges; or nil
  *   tok:encode(text, {add_special = true, parse_special = true}) -> {ids...}
  *   tok:decode(ids, {skip_special = false}) -> string
  *   tok:pre_tokenize(text) -> {pieces...} (the pre-tokenizer's split; special tokens not split out)
@@ -143,7 +143,8 @@ static int l_pre_patterns(lua_State *L) {
     lua_pushstring(L, re[i]);
     lua_rawseti(L, -2, i + 1);
   }
-  return 1;
+  lua_pushboolean(L, glq_tokenizer_pre_ignore_merges(luaL_checkstring(L, 1)));
+  return 2;
 }
 
 static int m_encode(lua_State *L) {

@@ -762,6 +762,11 @@ const char *const *glq_tokenizer_pre_patterns(const char *pre, int *n) {
   return i < 0 ? NULL : pre_table[i].re;
 }
 
+int glq_tokenizer_pre_ignore_merges(const char *pre) {
+  int i = pre_index(pre);
+  return i < 0 ? 0 : pre_table[i].ignore_merges;
+}
+
 /* Optional integer key: *out keeps its default when absent. */
 static int meta_int(const glq_gguf *g, const char *key, int64_t *out) {
   const glq_gguf_value *v = glq_gguf_get(g, key);

@@ -66,6 +66,8 @@ void glq_tokenizer_free(glq_tokenizer *t); /* NULL is ignored */
 /* The pre-tokenizer regexes for a tokenizer.ggml.pre name ("gpt2", "smollm", "llama-bpe", "qwen2",
  * ...; "default" is llama.cpp's choice when a file names none); NULL if unknown. *n receives the count. */
 const char *const *glq_tokenizer_pre_patterns(const char *pre, int *n);
+/* Whether that pre-tokenizer keeps a piece that is itself a token whole (llama-3); 0 if unknown. */
+int glq_tokenizer_pre_ignore_merges(const char *pre);
 
 /* Encode text[0..len) into a malloc'd array of ids (*ids, *n); flags GLQ_TOK_NO_*. */
 int glq_tokenizer_encode(const glq_tokenizer *t, const char *text, size_t len, int flags, int32_t **ids, size_t *n);

@@ -57,8 +57,7 @@ typedef struct {
 
 typedef struct {
   glq_e8_codebook pub;
-  trie tr;
-  trie s6; /* the full book's shell-6 entries (56881..65535) */
+  trie tr, s6; /* the full book only: all entries, and the shell-6 ones (56881..65535) */
 } book;
 
 static struct {
@@ -73,6 +72,9 @@ static struct {
   float *planes;       /* 9 x NFULL: the 8 coordinate planes of 2c, then the norms (brute-force scans) */
   double radius[49];   /* sqrt(rem) / 2: the norm of unvisited coordinates whose sum of (2c)^2 is rem */
 } G = {.once = PTHREAD_ONCE_INIT};
+
+static inline double dmax(double a, double b) { return a > b ? a : b; }
+static inline double dmin(double a, double b) { return a < b ? a : b; }
 
 /* ---------- enumeration (§1.2) ---------- */
 
@@ -321,14 +323,13 @@ static int build_all(void) {
     G.hash[s].idx = r;
   }
   for (int r = 0; r < 49; r++) G.radius[r] = 0.5 * sqrt((double)r);
-  if ((rc = trie_build(&G.full.s6, 56881, NFULL))) goto out;
+  if ((rc = trie_build(&G.full.tr, 0, NFULL)) || (rc = trie_build(&G.full.s6, 56881, NFULL))) goto out;
   book *bk[2] = {&G.full, &G.small};
   for (int b = 0; b < 2; b++) {
     bk[b]->pub.size = b ? 256 : NFULL;
     bk[b]->pub.table = G.table;
     bk[b]->pub.norms = G.norms;
     bk[b]->pub.priv = bk[b];
-    if ((rc = trie_build(&bk[b]->tr, 0, bk[b]->pub.size))) goto out;
   }
 out:
   free(e.z);
@@ -401,9 +402,11 @@ static double nearest_coset(const double *x, double s, double *y) {
     y[i] = nearbyint(u[i]);
     sum += (long)y[i];
     double err = fabs(u[i] - y[i]);
-    if (err > werr) { werr = err; worst = i; }
+    int more = err > werr; /* selects, not branches: these comparisons are unpredictable */
+    worst = more ? i : worst;
+    werr = more ? err : werr;
   }
-  if (sum & 1) y[worst] += u[worst] > y[worst] ? 1 : -1;
+  y[worst] += (double)(sum & 1) * copysign(1.0, u[worst] - y[worst]);
   double d = 0;
   for (int i = 0; i < 8; i++) {
     y[i] += s;
@@ -431,8 +434,9 @@ static int32_t lattice_fast(const double *x, int size) {
     double t = x[i] - y[i], a = fabs(t);
     neg ^= t < 0;
     sum += a;
-    if (a < amin) amin = a;
-    if (a > a1) { a2 = a1; a1 = a; } else if (a > a2) a2 = a;
+    amin = dmin(amin, a);
+    a2 = dmax(a2, dmin(a1, a));
+    a1 = dmax(a1, a);
   }
   double half = 0.5 * sum - (neg ? amin : 0);
   double best = a1 + a2 > half ? a1 + a2 : half;
@@ -454,9 +458,6 @@ typedef struct {
   uint32_t ocode;
   const tnode *nodes;
 } tsearch;
-
-static inline double dmax(double a, double b) { return a > b ? a : b; }
-static inline double dmin(double a, double b) { return a < b ? a : b; }
 
 /* lower bound of ||c||^2 - 2<c, x> over lo <= ||c|| <= hi, with sx = ||x|| */
 static double rest_bound(double sx, double lo, double hi) {
@@ -503,11 +504,10 @@ static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double p
 /* min over c on the grid Z + h/2 within [-3, 3] of q(c) = w c^2 - 2cx (iw = 1/w), the extra cost of the
  * best c of the other parity (one grid step away), and 2c of the minimiser */
 static double coset_cost(double x, int h, double w, double iw, int *c2, double *flip) {
-  double off = 0.5 * h, lim = 3 - off, r = nearbyint(x * iw - off) + off;
-  r = r > lim ? lim : (r < -lim ? -lim : r);
+  double off = 0.5 * h, lim = 3 - off, r = dmin(dmax(nearbyint(x * iw - off) + off, -lim), lim);
   double g = w * r - x; /* q(r + s) - q(r) = w + 2sg for a step s = +-1; s = -sign(g) is cheaper if allowed */
-  int ok = g > 0 ? r - 1 >= -lim : r + 1 <= lim;
-  *flip = ok ? w - 2 * fabs(g) : w + 2 * fabs(g);
+  int ok = fabs(r - copysign(1.0, g)) <= lim; /* branch-free: the sign of g is unpredictable */
+  *flip = w - 2 * fabs(g) * (double)(2 * ok - 1);
   *c2 = (int)(2 * r);
   return r * (w * r - 2 * x);
 }
@@ -535,11 +535,14 @@ static double orbit_best(const double *x, double tol, uint32_t *code) {
     r[i] = i;
     neg += x[i] < 0;
   }
-  for (int i = 1; i < 8; i++) /* insertion sort, decreasing */
-    for (int j = i; j > 0 && a[j] > a[j - 1]; j--) {
-      double t = a[j]; a[j] = a[j - 1]; a[j - 1] = t;
-      int u = r[j]; r[j] = r[j - 1]; r[j - 1] = u;
-    }
+  static const int8_t net[19][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}, {0, 4}, {1, 5}, {2, 6}, {3, 7}, {0, 1}, {2, 3},
+                                     {4, 5}, {6, 7}, {2, 4}, {3, 5}, {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}};
+  for (int c = 0; c < 19; c++) { /* sorting network, decreasing, without branches */
+    int i = net[c][0], j = net[c][1], sw = a[j] > a[i];
+    double hi = dmax(a[i], a[j]), lo = dmin(a[i], a[j]);
+    int ri = sw ? r[j] : r[i], rj = sw ? r[i] : r[j];
+    a[i] = hi, a[j] = lo, r[i] = ri, r[j] = rj;
+  }
   double best = INFINITY, second = INFINITY, gap = 2 * a[7];
   int bp = 0;
   for (int i = 0; i < 7; i++) gap = dmin(gap, a[i] - a[i + 1]);
@@ -550,8 +553,9 @@ static double orbit_best(const double *x, double tol, uint32_t *code) {
     for (int i = 0; i < 8; i++) { n += k[i] * k[i]; sum += k[i]; dot += k[i] * a[i]; }
     double key = 0.25 * n - dot;
     if ((k[7] & 1) && ((neg ^ (sum / 2)) & 1)) key += 2 * a[7];
-    if (key < best) { second = best; best = key; bp = p; }
-    else if (key < second) second = key;
+    second = dmin(second, dmax(best, key));
+    bp = key < best ? p : bp;
+    best = dmin(best, key);
   }
   *code = HEMPTY;
   if (dmin(gap, second - best) > 2 * tol) {

@@ -16,7 +16,8 @@ typedef struct glq_e8_codebook {
 const glq_e8_codebook *glq_e8_codebook_get(int size);
 
 /* idx[i] = argmin_j ||x_i - C_j||^2 over the codebook (ties: lowest index), for n vectors of 8 floats.
- * Exact: equal to brute force for every finite input. Multithreaded; deterministic. */
+ * Exact: the distance is the real value for x_i as given, for every finite input (see e8.c); a
+ * non-finite coordinate is an error naming it. Multithreaded; identical for any thread count. */
 int glq_e8_encode(const glq_e8_codebook *cb, const float *x, int64_t n, int32_t *idx);
 
 /* out[i] = C[idx[i] & 0xFFFF] (indices masked as glq stores them, int16 bit patterns accepted). */
@@ -32,7 +33,7 @@ const int8_t *glq_e8_table_i8(const glq_e8_codebook *cb);
 
 /* Test reference: plain exhaustive argmin of ||C_j||^2 - <2C_j, x> evaluated in double (strict <, so
  * ties keep the lowest index). Equals the exact definition whenever those double sums are exact, e.g. when
- * the nonzero |x_i| span at most 2^23 (any N(0, s^2) sample without near-zero coordinates). */
+ * every nonzero |x_i| lies in [2^-20, 16) (then all terms are multiples of 2^-43 below 2^10). */
 int glq_e8_encode_bruteforce(const glq_e8_codebook *cb, const float *x, int64_t n, int32_t *idx);
 
 #endif

@@ -50,7 +50,7 @@ static inline float glq_hif4_bf16(float f) {
 float glq_hif4_e6m2_value(uint8_t code);
 /* Scales of one unit from its 64 bf16-rounded, finite-or-inf values (reference steps 2-6). */
 void glq_hif4_unit_scales(const float *x, glq_hif4_scales *s);
-/* S1P2 code (sign bit 3, magnitude 0..7) of value x at position i (0..63) of a unit (step 7). */
+/* S1P2 code (sign bit 3, magnitude 0..7) of the bf16-rounded value x at position i (0..63) of a unit (step 7). */
 uint8_t glq_hif4_round(float x, const glq_hif4_scales *s, int i);
 /* Code c at position i times its micro-scale, in quarter steps (-28..28); value = E6M2/4 * this. */
 int glq_hif4_qvalue(uint8_t c, int i, uint8_t e1_8, uint16_t e1_16);

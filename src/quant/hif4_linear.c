@@ -1,8 +1,9 @@
 /* hif4_linear.c - HiF4 linear layers and the weight quantizers behind them.
  *
  * Layer storage: each unit becomes one 36-byte record: the 32 S1P2 bytes with every nibble
- * recoded from sign-magnitude to two's complement (-7..7; -0 becomes 0), then the E1_16 bits of the even groups of 4 (bit d = group 2d), of the odd groups (bit d = group 2d+1),
- * E1_8 and the E6M2 code; the same 288 bits per 64 weights, in one stream.
+ * recoded from sign-magnitude to two's complement (-7..7; -0 becomes 0), then the E1_16 bits of
+ * the even groups of 4 (bit d = group 2d), of the odd groups (bit d = group 2d+1), E1_8 and the
+ * E6M2 code: the same 288 bits per 64 weights, in one stream.
  *
  * Kernels work in "slice order": S1P2 dword d holds the 8 codes of elements 8d..8d+7, so
  * shifting nibble j of all 8 dwords to the top and back down arithmetically gives, lane d, the
@@ -13,7 +14,7 @@
  * Each element is an exact small integer q in [-28, 28] times E6M2/4; the kernels multiply the
  * integers (before the micro-scales) by x in f32 and apply the scales once per unit. */
 #include "hif4_linear.h"
-#include "hadamard.h"
+#include "rht.h"
 #include "../core/pool.h"
 #include <cblas.h>
 #include <lapacke.h>
@@ -28,14 +29,14 @@
 #define BLK GLQ_HIF4_BLOCK
 #define REC GLQ_HIF4_UNIT_BYTES
 #define MAX_FUSED_BATCH 8 /* larger batches decode row tiles and call sgemm */
-#define TILE_FLOATS (1 << 18) /* f32 weights per decoded tile (1 MiB) */
+#define TILE_FLOATS (1 << 20) /* f32 weights per decoded tile (4 MiB) */
 
 typedef struct {
   glq_linear base;
   int64_t nb;            /* units per row */
   uint8_t *rec;          /* out * nb records */
   float *bias;           /* owned copy or NULL */
-  int8_t *signs;         /* RHT signs (in) or NULL */
+  float *sv;             /* RHT signs (glq_rht_pad(in)) or NULL; then units cover the padded rows */
   int avx2;
   float *scratch;        /* rotated and permuted inputs, decoded tiles */
   size_t scratch_cap;    /* in floats */
@@ -64,13 +65,13 @@ static void decode_slices(const uint8_t *rec, float *w) {
     }
 }
 
-/* x (B × in) -> xp (B × nb*64) in slice order, zero-padded. */
-static void permute_input(const float *x, int64_t B, int64_t in, int64_t nb, float *xp) {
+/* x (B × k) -> xp (B × nb*64) in slice order, zero-padded. */
+static void permute_input(const float *x, int64_t B, int64_t k, int64_t nb, float *xp) {
   for (int64_t b = 0; b < B; b++)
     for (int64_t u = 0; u < nb; u++) {
-      const float *src = x + b * in + u * BLK;
+      const float *src = x + b * k + u * BLK;
       float *dst = xp + (b * nb + u) * BLK;
-      int64_t n = in - u * BLK < BLK ? in - u * BLK : BLK;
+      int64_t n = k - u * BLK < BLK ? k - u * BLK : BLK;
       for (int i = 0; i < BLK; i++) dst[(i % 8) * 8 + i / 8] = i < n ? src[i] : 0.0f;
     }
 }
@@ -146,7 +147,7 @@ __attribute__((target("avx2,fma"))) static void decode_avx2(const uint8_t *rec, 
   for (int j = 0; j < 8; j++) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(slice_avx2(p, j), j < 4 ? fe : fo));
 }
 
-/* Pairing as in the portable path: (0+4, 2+6), (1+5, 3+7). */
+/* Horizontal sum of the 8 lanes. */
 __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -225,21 +226,20 @@ static int grow_scratch(hif4_t *h, size_t n) {
 
 static int hif4_forward(glq_linear *l, const float *x, int64_t B, float *y) {
   hif4_t *h = (hif4_t *)l;
-  int64_t in = l->in, out = l->out, kp = h->nb * BLK;
+  int64_t in = l->in, out = l->out, kp = h->nb * BLK, k = h->sv ? glq_rht_pad(in) : in;
   if (B < 0) return glq_error(GLQ_EINVAL, "hif4 linear: batch %lld < 0", (long long)B);
   if (B == 0) return GLQ_OK;
   int64_t tile = TILE_FLOATS / kp < 8 ? 8 : TILE_FLOATS / kp;
   if (tile > out) tile = out;
-  size_t xr = h->signs ? (size_t)(B * in) : 0, xp = (size_t)(B * kp);
+  size_t xr = h->sv ? (size_t)(B * k) : 0, xp = (size_t)(B * kp);
   int rc = grow_scratch(h, xr + xp + (B > MAX_FUSED_BATCH ? (size_t)(tile * kp) : 0));
   if (rc) return rc;
-  if (h->signs) {
-    memcpy(h->scratch, x, xr * sizeof(float));
-    if ((rc = glq_hif4_rht_apply(h->signs, h->scratch, B, in, 0))) return rc;
+  if (h->sv) {
+    if ((rc = glq_rht_input(x, B, in, h->sv, h->scratch))) return rc;
     x = h->scratch;
   }
   float *xperm = h->scratch + xr;
-  permute_input(x, B, in, h->nb, xperm);
+  permute_input(x, B, k, h->nb, xperm);
   if (B <= MAX_FUSED_BATCH) {
     fwd_ctx c = {h, xperm, B, y};
     glq_range_fn fn = fwd_portable;
@@ -261,37 +261,51 @@ static int hif4_forward(glq_linear *l, const float *x, int64_t B, float *y) {
   return GLQ_OK;
 }
 
-/* Natural-order weights: decode one row at a time in slice order and transpose each unit back. */
+/* Natural-order weights (rows of k values): decode each unit in slice order and transpose it back. */
+typedef struct {
+  const hif4_t *h;
+  int64_t k;
+  float *w;
+} undo_ctx;
+
 static void undo_range(void *vc, int64_t a, int64_t b) {
-  const dec_ctx *c = vc;
+  const undo_ctx *c = vc;
   const hif4_t *h = c->h;
-  int64_t in = h->base.in;
   float w[BLK];
   for (int64_t r = a; r < b; r++)
     for (int64_t u = 0; u < h->nb; u++) {
       const uint8_t *rec = h->rec + (r * h->nb + u) * REC;
       decode_slices(rec, w);
-      for (int i = 0; i < BLK && u * BLK + i < in; i++) c->w[r * in + u * BLK + i] = unit_scale[rec[35]] * w[(i % 8) * 8 + i / 8];
+      for (int i = 0; i < BLK && u * BLK + i < c->k; i++)
+        c->w[r * c->k + u * BLK + i] = unit_scale[rec[35]] * w[(i % 8) * 8 + i / 8];
     }
 }
 
 static int hif4_dequantize(const glq_linear *l, float *w) {
   const hif4_t *h = (const hif4_t *)l;
-  dec_ctx c = {h, 0, w};
+  undo_ctx c = {h, h->sv ? glq_rht_pad(l->in) : l->in, w};
+  if (!h->sv) {
+    glq_parallel_for(l->out, 8, undo_range, &c);
+    return GLQ_OK;
+  }
+  if (!(c.w = malloc((size_t)(l->out * c.k) * sizeof(float))))
+    return glq_error(GLQ_ENOMEM, "hif4 linear: out of memory dequantizing %lldx%lld", (long long)l->out, (long long)c.k);
   glq_parallel_for(l->out, 8, undo_range, &c);
-  return h->signs ? glq_hif4_rht_apply(h->signs, w, l->out, l->in, 1) : GLQ_OK;
+  int rc = glq_rht_output(c.w, l->out, l->in, h->sv, w); /* rows: crop(sv ⊙ Hᵀ row) */
+  free(c.w);
+  return rc;
 }
 
 static size_t hif4_stored_bytes(const glq_linear *l) {
   const hif4_t *h = (const hif4_t *)l;
-  return (size_t)(l->out * h->nb * REC) + (h->signs ? (size_t)(l->in + 7) / 8 : 0);
+  return (size_t)(l->out * h->nb * REC) + (h->sv ? (size_t)glq_rht_pad(l->in) / 8 : 0);
 }
 
 static void hif4_destroy(glq_linear *l) {
   hif4_t *h = (hif4_t *)l;
   free(h->rec);
   free(h->bias);
-  free(h->signs);
+  free(h->sv);
   free(h->scratch);
   free(h);
 }
@@ -329,24 +343,20 @@ int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const 
   h->base.out = o;
   h->nb = nb;
   h->rec = malloc((size_t)(o * nb * REC));
-  float *tmp = malloc((size_t)(o > in ? o : in) * sizeof(float));
-  if (!h->rec || !tmp) rc = glq_error(GLQ_ENOMEM, "hif4 linear: out of memory for %lldx%lld", (long long)o, (long long)in);
+  int64_t np = glq_rht_pad(in);
+  if (!h->rec) rc = glq_error(GLQ_ENOMEM, "hif4 linear: out of memory for %lldx%lld", (long long)o, (long long)in);
   if (!rc && bias) {
     if (!(h->bias = malloc((size_t)o * sizeof(float)))) rc = glq_error(GLQ_ENOMEM, "hif4 linear: out of memory");
     else rc = copy_vector(bias, o, "bias", h->bias);
     h->base.bias = h->bias;
   }
-  if (!rc && signs && !(rc = copy_vector(signs, in, "signs", tmp))) {
-    const glq_hadamard *plan;
-    if (!(h->signs = malloc((size_t)in))) rc = glq_error(GLQ_ENOMEM, "hif4 linear: out of memory");
-    for (int64_t i = 0; !rc && i < in; i++) {
-      if (tmp[i] != 1.0f && tmp[i] != -1.0f)
-        rc = glq_error(GLQ_EINVAL, "hif4 linear: signs[%lld] = %g, expected +1 or -1", (long long)i, tmp[i]);
-      else h->signs[i] = (int8_t)tmp[i];
-    }
-    if (!rc) rc = glq_hadamard_plan(in, &plan);
+  if (!rc && signs) {
+    if (!(h->sv = malloc((size_t)np * sizeof(float)))) rc = glq_error(GLQ_ENOMEM, "hif4 linear: out of memory");
+    else rc = copy_vector(signs, np, "signs (glq_rht_pad(in) values)", h->sv);
+    for (int64_t i = 0; !rc && i < np; i++)
+      if (h->sv[i] != 1.0f && h->sv[i] != -1.0f)
+        rc = glq_error(GLQ_EINVAL, "hif4 linear: signs[%lld] = %g, expected +1 or -1", (long long)i, h->sv[i]);
   }
-  free(tmp);
   if (rc) {
     hif4_destroy(&h->base);
     return rc;
@@ -373,38 +383,6 @@ int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const 
     r[35] = b.e6m2[u];
   }
   *out = &h->base;
-  return GLQ_OK;
-}
-
-/* ---- RHT ---- */
-
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-void glq_hif4_rht_signs(uint64_t seed, int64_t n, int8_t *s) {
-  uint64_t st = seed, bits = 0;
-  for (int64_t i = 0; i < n; i++) {
-    if (i % 64 == 0) bits = splitmix64(&st);
-    s[i] = (bits >> (i % 64) & 1) ? -1 : 1;
-  }
-}
-
-static void mul_signs(const int8_t *s, float *x, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t i = 0; i < n; i++) x[r * n + i] *= (float)s[i];
-}
-
-int glq_hif4_rht_apply(const int8_t *s, float *x, int64_t rows, int64_t n, int inverse) {
-  const glq_hadamard *plan;
-  int rc = glq_hadamard_plan(n, &plan);
-  if (rc) return rc;
-  if (!inverse) mul_signs(s, x, rows, n);
-  glq_hadamard_apply(plan, x, rows, inverse);
-  if (inverse) mul_signs(s, x, rows, n);
   return GLQ_OK;
 }
 
@@ -526,18 +504,32 @@ static int f32_copy(const glq_tensor *t, const char *what, float **out) {
   return *out ? GLQ_OK : glq_error(GLQ_ENOMEM, "hif4: out of memory copying %s", what);
 }
 
-/* H <- T H Tᵀ for T = Hadamard · diag(s): rotating the rows gives H Tᵀ, its transpose is T H
- * (H is symmetric), and rotating those rows gives T H Tᵀ. */
-static int rotate_hessian(const int8_t *s, float *H, int64_t n) {
-  int rc = glq_hif4_rht_apply(s, H, n, n, 0);
+/* The Hessian for LDLQ: f32 (n × n) as given, or rotated like the weight's rows (k × k, rht.h). */
+static int prepare_hessian(const glq_tensor *t, int64_t n, const float *sv, float **out) {
+  *out = NULL;
+  if (!t->st || t->ndim != 2 || !glq_dtype_is_float(t->dtype) || t->shape[0] != n || t->shape[1] != n)
+    return glq_error(GLQ_EINVAL, "hif4: hessian must be a %lld x %lld float tensor (the weight's in dimension), got %s %lld-d %lld x %lld",
+                     (long long)n, (long long)n, t->st ? glq_dtype_name(t->dtype) : "empty", (long long)t->ndim,
+                     (long long)(t->ndim > 0 ? t->shape[0] : 0), (long long)(t->ndim > 1 ? t->shape[1] : 0));
+  glq_tensor d;
+  int rc = glq_tensor_to(t, GLQ_F64, &d);
   if (rc) return rc;
-  for (int64_t i = 0; i < n; i++)
-    for (int64_t j = i + 1; j < n; j++) {
-      float t = H[i * n + j];
-      H[i * n + j] = H[j * n + i];
-      H[j * n + i] = t;
-    }
-  return glq_hif4_rht_apply(s, H, n, n, 0);
+  const double *h = glq_tensor_data(&d);
+  for (int64_t i = 0; i < n * n && !rc; i++)
+    if (!isfinite(h[i]))
+      rc = glq_error(GLQ_ENUMERIC, "hif4: hessian has a non-finite value %g at (%lld, %lld)", h[i], (long long)(i / n),
+                     (long long)(i % n));
+  int64_t k = sv ? glq_rht_pad(n) : n;
+  if (!rc && !(*out = malloc((size_t)(k * k) * sizeof(float)))) rc = glq_error(GLQ_ENOMEM, "hif4: out of memory for the hessian");
+  if (!rc && sv) rc = glq_rht_hessian(h, n, 0.0, sv, *out);
+  else if (!rc)
+    for (int64_t i = 0; i < n * n; i++) (*out)[i] = (float)h[i];
+  glq_tensor_release(&d);
+  if (rc) {
+    free(*out);
+    *out = NULL;
+  }
+  return rc;
 }
 
 int glq_hif4_quantize_weight(const glq_tensor *w, const glq_hif4_wopts *o, glq_hif4_fields *out, glq_tensor *signs,
@@ -545,33 +537,28 @@ int glq_hif4_quantize_weight(const glq_tensor *w, const glq_hif4_wopts *o, glq_h
   memset(out, 0, sizeof *out);
   memset(signs, 0, sizeof *signs);
   memset(stats, 0, sizeof *stats);
-  float *W = NULL, *H = NULL;
+  float *W = NULL, *H = NULL, *sv = NULL;
   int rc = f32_copy(w, "weight", &W);
   if (rc) return rc;
-  int64_t m = w->shape[0], n = w->shape[1], bad;
+  int64_t m = w->shape[0], n = w->shape[1], k = o->rht ? glq_rht_pad(n) : n, bad;
   if ((bad = first_nonfinite(W, m * n)) >= 0)
     rc = glq_error(GLQ_ENUMERIC, "hif4: weight has a non-finite value %g at (%lld, %lld)", W[bad],
                    (long long)(bad / n), (long long)(bad % n));
-  if (!rc && o->hessian) {
-    rc = f32_copy(o->hessian, "hessian", &H);
-    if (!rc && (o->hessian->shape[0] != n || o->hessian->shape[1] != n))
-      rc = glq_error(GLQ_EINVAL, "hif4: hessian is %lld x %lld, expected %lld x %lld (the weight's in dimension)",
-                     (long long)o->hessian->shape[0], (long long)o->hessian->shape[1], (long long)n, (long long)n);
-    if (!rc && (bad = first_nonfinite(H, n * n)) >= 0)
-      rc = glq_error(GLQ_ENUMERIC, "hif4: hessian has a non-finite value %g at (%lld, %lld)", H[bad],
-                     (long long)(bad / n), (long long)(bad % n));
+  if (!rc && o->rht && !(rc = glq_tensor_new(GLQ_F32, 1, &k, signs))) {
+    sv = glq_tensor_data(signs);
+    glq_rht_signs(o->seed, o->name, "SV", k, sv);
+    float *wt = malloc((size_t)(m * k) * sizeof(float));
+    rc = wt ? glq_rht_input(W, m, n, sv, wt) : glq_error(GLQ_ENOMEM, "hif4: out of memory rotating the weight");
+    free(W);
+    W = wt;
   }
-  if (!rc && o->rht && !(rc = glq_tensor_new(GLQ_I8, 1, &n, signs))) {
-    glq_hif4_rht_signs(o->seed, n, glq_tensor_data(signs));
-    rc = glq_hif4_rht_apply(glq_tensor_data(signs), W, m, n, 0);
-    if (!rc && H) rc = rotate_hessian(glq_tensor_data(signs), H, n);
-  }
+  if (!rc && o->hessian) rc = prepare_hessian(o->hessian, n, sv, &H);
   int64_t shape[2] = {m, n};
-  if (!rc) rc = glq_hif4_fields_new(2, shape, 1, out);
+  if (!rc) rc = glq_hif4_fields_new(2, shape, 1, out); /* ceil(k/64) == ceil(n/64) units per row */
   if (!rc) {
     glq_hif4_buf b = glq_hif4_fields_buf(out);
-    if (H) rc = ldlq(W, m, n, H, o->damp > 0 ? o->damp : 0.01, &b, stats);
-    else rc = glq_hif4_encode(W, GLQ_F32, m, n, n, 0, &b, &bad);
+    if (H) rc = ldlq(W, m, k, H, o->damp > 0 ? o->damp : 0.01, &b, stats);
+    else rc = glq_hif4_encode(W, GLQ_F32, m, k, k, 0, &b, &bad);
   }
   free(W);
   free(H);
@@ -581,7 +568,7 @@ int glq_hif4_quantize_weight(const glq_tensor *w, const glq_hif4_wopts *o, glq_h
     if (o->rht) glq_error_prefix("hif4 rht");
     return rc;
   }
-  stats->bits_per_weight = (double)(m * glq_hif4_nblocks(n) * REC * 8 + (o->rht ? n : 0)) / (double)(m * n);
+  stats->bits_per_weight = (double)(m * glq_hif4_nblocks(n) * REC * 8 + (o->rht ? k : 0)) / (double)(m * n);
   return GLQ_OK;
 }
 

@@ -10,22 +10,17 @@
 enum { GLQ_HIF4_KERNEL_AUTO = 0, GLQ_HIF4_KERNEL_PORTABLE = 1 };
 
 /* New HiF4 layer from packed fields of a 2-D weight (out × in); the bytes are copied.
- * bias: NULL or a float tensor of out elements (copied). signs: NULL, or in values of +-1 (any
- * numeric dtype): the weight was rotated and the layer feeds H·(signs ⊙ x) to it.
+ * bias: NULL or a float tensor of out elements (copied). signs: NULL, or glq_rht_pad(in) values
+ * of +-1 (any numeric dtype): the rows were rotated as in rht.h (units cover the padded rows) and
+ * the layer feeds Hn(signs ⊙ pad(x)) to them.
  * kernel: GLQ_HIF4_KERNEL_AUTO (AVX2 when available and GLQ_NO_AVX2 is not 1) or _PORTABLE. */
 int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const glq_tensor *signs,
                         int kernel, glq_linear **out);
 
-/* The RHT sign vector for dimension n and seed: s[i] = -1 iff bit i%64 of the (i/64)-th
- * splitmix64 output of seed is set, else +1. */
-void glq_hif4_rht_signs(uint64_t seed, int64_t n, int8_t *s);
-
-/* Rows of x (rows × n) in place: x_i <- H (s ⊙ x_i), or the inverse s ⊙ (Hᵀ x_i) when inverse != 0. */
-int glq_hif4_rht_apply(const int8_t *s, float *x, int64_t rows, int64_t n, int inverse);
-
 typedef struct glq_hif4_wopts {
-  int rht;                 /* rotate the input dimension first */
-  uint64_t seed;           /* RHT sign seed */
+  int rht;                 /* rotate the input dimension first (rht.h, SV only) */
+  uint64_t seed;           /* RHT signs: glq_rht_signs(seed, name, "SV", glq_rht_pad(in)) */
+  const char *name;        /* layer name for the signs (NULL = "") */
   const glq_tensor *hessian; /* NULL: plain rounding; else in × in float tensor: LDLQ */
   double damp;             /* LDLQ relative damping (fraction of the mean diagonal); <= 0: 0.01 */
 } glq_hif4_wopts;
@@ -37,7 +32,7 @@ typedef struct glq_hif4_wstats {
 } glq_hif4_wstats;
 
 /* Quantize a 2-D weight w (out × in, float dtype) as o says. out receives packed fields of shape
- * (out, in); signs (i8, in) is filled when o->rht, else left empty. Deterministic. */
+ * (out, in); signs (f32, glq_rht_pad(in)) is filled when o->rht, else left empty. Deterministic. */
 int glq_hif4_quantize_weight(const glq_tensor *w, const glq_hif4_wopts *o, glq_hif4_fields *out,
                              glq_tensor *signs, glq_hif4_wstats *stats);
 
