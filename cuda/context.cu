@@ -1,6 +1,25 @@
 /* context.cu - per-device state of the CUDA backend and the dequantize-then-cuBLAS GEMM. */
+#include <stdio.h>
 #include <stdlib.h>
 #include "common.cuh"
+
+extern "C" int glq_cuda_describe(char *buf, size_t n) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    snprintf(buf, n, "no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return glq_error(GLQ_EUNSUPPORTED, "%s", buf);
+  }
+  cudaDeviceProp p;
+  e = cudaGetDeviceProperties(&p, 0);
+  if (e != cudaSuccess) {
+    snprintf(buf, n, "CUDA device 0 unreadable (%s)", cudaGetErrorString(e));
+    return glq_error(GLQ_EIO, "%s", buf);
+  }
+  snprintf(buf, n, "%s, sm_%d%d, %d SMs, %.0f GiB", p.name, p.major, p.minor, p.multiProcessorCount,
+           (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+  return GLQ_OK;
+}
 
 extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   *out = NULL;

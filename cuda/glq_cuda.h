@@ -18,6 +18,10 @@ typedef enum {
   GLQ_CUDA_DEQUANT     /* weights decoded once to a bf16 scratch, then cublasGemmEx */
 } glq_cuda_path;
 
+/* Describe the first CUDA device into buf ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79 GiB");
+ * GLQ_EUNSUPPORTED with the reason in buf and the error message when there is none. */
+int glq_cuda_describe(char *buf, size_t n);
+
 /* Per-device state: cuBLAS handle, multiprocessor count, bf16 scratch for GLQ_CUDA_DEQUANT.
  * One context per thread/stream that runs matmuls (the scratch is not shared safely). */
 typedef struct glq_cuda_ctx glq_cuda_ctx;

@@ -37,6 +37,12 @@ setmetatable(glq, {
   end,
 })
 
+-- backend line for `glq --version`
+function glq.backend_info()
+  local ok, desc = core.cuda.available()
+  return { cuda = (ok and "available: " or "not available: ") .. desc }
+end
+
 -- is x a tensor?
 function glq.is_tensor(x)
   return type(x) == "userdata" and getmetatable(x) == core._tensor_mt

@@ -277,9 +277,9 @@ local function template(v)
   end
   for _, s in ipairs({ { single, "A", 0 }, { pair, "A", 0 }, { pair, "B", 1 } }) do
     local list, name, type_id = s[1], s[2], s[3]
-    if v.add_bos then special(list, v.bos, type_id) end
+    if v.add_bos and v.bos then special(list, v.bos, type_id) end
     list[#list + 1] = { Sequence = { id = name, type_id = type_id } }
-    if v.add_eos then special(list, v.eos, type_id) end
+    if v.add_eos and v.eos then special(list, v.eos, type_id) end
   end
   return { type = "TemplateProcessing", single = single, pair = pair, special_tokens = specials }
 end
