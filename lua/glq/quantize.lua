@@ -341,9 +341,9 @@ function M.tokenizer_files(src)
     if tokmod.gguf_to_json then
       files["tokenizer.json"] = tokmod.gguf_to_json(src.g)
     end
-    local tmpl = src.meta["tokenizer.chat_template"]
-    local tc = { bos_token = nil, eos_token = nil, chat_template = tmpl }
-    files["tokenizer_config.json"] = json.encode(tc, { indent = 2 }) .. "\n"
+    if tokmod.gguf_config then
+      files["tokenizer_config.json"] = json.encode(tokmod.gguf_config(src.g), { indent = 2 }) .. "\n"
+    end
   else
     for _, f in ipairs { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
       "tokenizer.model", "vocab.json", "merges.txt" } do
