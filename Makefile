@@ -111,6 +111,8 @@ install: all
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/glq/core.so
 	install -m 644 lua/glq/*.lua $(DESTDIR)$(LUADIR)/glq/
 	install -m 644 recipes/*.lua $(DESTDIR)$(SHAREDIR)/recipes/
+	install -d $(DESTDIR)$(SHAREDIR)/scripts
+	install -m 755 scripts/fetch-model.sh $(DESTDIR)$(SHAREDIR)/scripts/
 
 uninstall:
 	rm -rf $(DESTDIR)$(BINDIR)/glq $(DESTDIR)$(LUADIR)/glq $(DESTDIR)$(LIBDIR)/glq $(DESTDIR)$(SHAREDIR)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: build the C benchmarks and print every table (run on a quiet machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build/bench
+for src in bench/*.c; do
+  bin=build/bench/$(basename "$src" .c)
+  if [ ! -x "$bin" ] || [ "$src" -nt "$bin" ] || [ build/libglq.a -nt "$bin" ]; then
+    ${CC:-cc} -std=c11 -O2 -march=x86-64-v2 -D_GNU_SOURCE -Isrc "$src" build/libglq.a \
+      -lopenblas -llapacke -lpcre2-8 -lm -lpthread -ldl -o "$bin" || exit 1
+  fi
+done
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo; echo "== E8 encoding and E8 linear (build/bench/e8_bench)"; build/bench/e8_bench
+echo; echo "== LDLQ layer quantization, 4096x4096 (build/bench/quant_bench)"; build/bench/quant_bench
+echo; echo "== HiF4 (build/bench/hif4_bench)"; build/bench/hif4_bench
+echo; echo "== forward, SmolLM2 shapes with random weights (bench/forward_bench.lua)"; build/glq bench/forward_bench.lua
+echo; echo "== SmolLM2-135M dense vs E8 vs HiF4 (bench/model_bench.lua)"; build/glq bench/model_bench.lua
