@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean check-clean-clone
+.PHONY: all test test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 $(BUILD)/obj/%.o: %.c
@@ -90,6 +90,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(filter-out src/core/ops.c,$(SRCS))
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# ---- GPU: kernel checks against an fp64 CPU reference + timings vs cuBLAS (needs a CUDA GPU) ----
+test-gpu:
+	$(MAKE) -f cuda/Makefile.inc CUDA_BUILD=$(BUILD)/cuda NVCC=$(NVCC) $(BUILD)/cuda/kernel_bench
+	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
 
 # ---- benchmarks, demo, model, deps ----
 bench: all
