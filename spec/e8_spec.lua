@@ -411,8 +411,8 @@ describe("e8 linear", function()
     bad({Qidxs = indices(64, 7, 1, 65536), Qidxs2 = indices(64, 7, 1, 256), SV = signs(56, 1)},
       "e8 linear: padded shape 64 x 56 is smaller than 64 x 64")
     assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end, "e8.linear: unknown transform 'rotated'")
-    assert.has_error(function() glq.e8.linear(artifacts(96, 200, 96, 200, 2), {transform = "block-diagonal"}) end,
-      "e8.linear: transform 'block-diagonal' with stored size 96 x 200: only powers of two are supported")
+    assert.has_error(function() glq.e8.linear(artifacts(96, 200, 96, 200, 2), {transform = "pow2-padded"}) end,
+      "e8.linear: transform 'pow2-padded' with stored size 96 x 200: only powers of two are supported")
     assert.has_error(function() glq.e8.linear({}, {name = "layers.0.q"}) end,
       "e8.linear (layers.0.q): field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)")
   end)

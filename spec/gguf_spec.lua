@@ -1,6 +1,10 @@
 -- GGUF reader: metadata of every type, row-major shapes, zero-copy views, bit-exact
 -- dequantization (fixtures from gguf-py's reference code), and errors on malformed files.
 local glq = require "glq"
+local util = require "spec.support.util"
+local exists = util.exists
+local slurp = util.slurp
+local spit = util.spit
 local cjson = require "cjson"
 local ffi = require "ffi"
 
@@ -8,25 +12,6 @@ local STORIES = "../shared/models/stories260K"
 local FIX = "spec/fixtures/gguf"
 local CACHE = os.getenv("GLQ_CACHE") or ((os.getenv("HOME") or "") .. "/.cache/glq")
 local SMOLLM2 = os.getenv("GLQ_SMOLLM2") or (CACHE .. "/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 -- little-endian encoders for building GGUF files by hand
 local function u32(n)

@@ -1,16 +1,11 @@
 -- HiF4: bit-exact reference vectors, an independent Lua model of the reference algorithm,
 -- edge cases, pack/unpack, the fused linear layer, RHT and LDLQ.
 local glq = require "glq"
+local util = require "spec.support.util"
+local slurp = util.slurp
 local cjson = require "cjson"
 
 local FIX = "spec/fixtures/hif4"
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function flat(t) return t:reshape({t:numel()}):totable() end
 

@@ -18,12 +18,7 @@ if not BIN then
   BIN = is_file(build .. "/bin/glq") and build .. "/bin/glq" or build .. "/glq"
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local slurp = require("spec.support.util").slurp
 
 local function write_file(path, text)
   local f = assert(io.open(path, "wb"))

@@ -1,22 +1,12 @@
 -- Llama forward, KV cache, sampler and dense linear, checked against llama2.c's stories260K
 -- references (built directly from the llama2.c checkpoint, without the GGUF loader).
 local glq = require "glq"
+local util = require "spec.support.util"
+local exists = util.exists
+local slurp = util.slurp
 local cjson = require "cjson"
 
 local DIR = "../shared/models/stories260K"
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function int32(s, i) -- little-endian signed int32 at byte i (1-based)
   local a, b, c, d = s:byte(i, i + 3)

@@ -2,13 +2,14 @@
 -- published outputs, the HF form against the GGUF form, and WikiText-2 perplexity against the
 -- float64 reference (../shared/models/stories260K/reference).
 local glq = require "glq"
+local util = require "spec.support.util"
+local read = util.slurp
 local json = require "glq.json"
 
 local S = "../shared/models/stories260K"
 local have = io.open(S .. "/stories260K.gguf", "rb")
 if have then have:close() end
 
-local function read(p) local f = assert(io.open(p, "rb")); local s = f:read("*a"); f:close(); return s end
 
 describe("stories260K", function()
   if not have then

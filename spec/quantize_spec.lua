@@ -8,23 +8,8 @@ local S = "../shared/models/stories260K"
 local GGUF = S .. "/stories260K.gguf"
 local TINY = "../shared/text/calib/tiny.utf8"
 local have = io.open(GGUF, "rb") and io.open(TINY, "rb")
-local bin = os.getenv("GLQ_BIN") or ((os.getenv("GLQ_BUILD") or "build") .. "/glq")
-
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc, out:gsub("rc=%d+%s*$", "")
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  return d
-end
-
-local function read(p) local f = assert(io.open(p, "rb")); local s = f:read("*a"); f:close(); return s end
+local util = require "spec.support.util"
+local bin, sh, tmpdir, read = util.bin, util.sh, util.tmppath, util.slurp
 
 describe("glq quantize", function()
   if not have then

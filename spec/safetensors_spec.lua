@@ -1,6 +1,10 @@
 -- safetensors reader/writer: bit-exact round trips, format checks with an independent parser
 -- (cjson), strict validation of malformed files, atomic writes and sharded checkpoints.
 local glq = require "glq"
+local util = require "spec.support.util"
+local slurp = util.slurp
+local spit = util.spit
+local exists = util.exists
 local cjson = require "cjson"
 local ffi = require "ffi"
 
@@ -12,25 +16,6 @@ end
 
 local function bytes_of(t)
   return ffi.string(ffi.cast("const char *", t:_rawptr()), t:nbytes())
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
 end
 
 local function le64(n) -- n < 2^53

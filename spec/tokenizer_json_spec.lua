@@ -2,6 +2,10 @@
 -- glq.tokenizer.load, with the tokenizer_config.json of gguf_config beside it) to a tokenizer that
 -- gives the GGUF tokenizer's ids and decoded text on real text, special tokens and BOS/EOS included.
 local glq = require "glq"
+local util = require "spec.support.util"
+local exists = util.exists
+local slurp = util.slurp
+local spit = util.spit
 local json = require "glq.json"
 local cjson = require "cjson"
 
@@ -11,25 +15,6 @@ local SMOLLM2 = os.getenv("GLQ_SMOLLM2") or (CACHE .. "/SmolLM2-135M-Instruct.Q4
 local TEXTS = { "../shared/text/wikitext-2-raw/wikitext2_test_hf_joined.txt", "../shared/text/calib/multilingual.utf8" }
 local PREFIX = 200 * 1024 -- bytes of each text file compared
 local SP = "\226\150\129"
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function slurp(path, n)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read(n or "*a")
-  f:close()
-  return s
-end
-
-local function spit(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 local REF = cjson.decode(slurp("spec/fixtures/tokenizer/reference_ids.json"))
 

@@ -1,6 +1,9 @@
 -- Tokenizers: SentencePiece-style BPE (llama vocab) and GPT-2 byte-level BPE. Ids are checked
 -- against independent references (spec/fixtures/tokenizer/README.md says how they were made).
 local glq = require "glq"
+local util = require "spec.support.util"
+local exists = util.exists
+local slurp = util.slurp
 local cjson = require "cjson"
 
 local STORIES = "../shared/models/stories260K"
@@ -8,19 +11,6 @@ local WIKI = "../shared/text/wikitext-2-raw/wikitext2_test_hf_joined.txt"
 local CACHE = os.getenv("GLQ_CACHE") or ((os.getenv("HOME") or "") .. "/.cache/glq")
 local SMOLLM2 = os.getenv("GLQ_SMOLLM2") or (CACHE .. "/SmolLM2-135M-Instruct.Q4_1.gguf")
 local SP = "\226\150\129" -- U+2581
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local REF = cjson.decode(slurp("spec/fixtures/tokenizer/reference_ids.json"))
 

@@ -1,0 +1,43 @@
+-- Small helpers shared by the specs: files, temporary directories, running the glq binary.
+local M = {}
+
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- the file's bytes (the first n when given)
+function M.slurp(path, n)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read(n or "*a")
+  f:close()
+  return s
+end
+
+function M.spit(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- a fresh path for a directory (not created; quantize/hif4 create their outputs themselves)
+function M.tmppath()
+  local d = os.tmpname()
+  os.remove(d)
+  return d
+end
+
+-- run a shell command; returns its exit status and combined output
+function M.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return rc, (out:gsub("rc=%d+%s*$", ""))
+end
+
+-- the glq executable under test
+M.bin = os.getenv("GLQ_BIN") or ((os.getenv("GLQ_BUILD") or "build") .. "/glq")
+
+return M
