@@ -43,7 +43,14 @@ EXE       := $(BUILD)/glq
 .PHONY: all test test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
-$(BUILD)/obj/%.o: %.c
+# objects are rebuilt when the flags change (e.g. switching between CUDA=0 and CUDA=1)
+FLAGS_FILE := $(BUILD)/.flags
+$(FLAGS_FILE): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CFLAGS) $(CU_SRCS)' | cmp -s - $@ || echo '$(CFLAGS) $(CU_SRCS)' > $@
+FORCE:
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -51,10 +58,10 @@ $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC -Isrc -c $< -o $@
 
-$(LIB): $(OBJS) $(CU_OBJS)
+$(LIB): $(OBJS) $(CU_OBJS) $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	rm -f $@
-	ar rcs $@ $^
+	ar rcs $@ $(OBJS) $(CU_OBJS)
 
 $(MODULE): $(LUA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)

@@ -16,11 +16,16 @@ glq_tensor *lglq_checktensor(lua_State *L, int idx) {
 }
 
 void lglq_pushtensor(lua_State *L, glq_tensor *t) {
+  /* The collector only sees the small userdata, not the heap storage behind it: without help,
+   * loops that make large temporaries (logits, dequantized weights) grow to many gigabytes
+   * before a cycle runs. Step the collector in proportion to the bytes this tensor owns. */
+  size_t owned = (t->st && t->st->kind == GLQ_STORAGE_HEAP && t->st->refcount == 1) ? t->st->nbytes : 0;
   glq_tensor *u = lua_newuserdata(L, sizeof *u);
   *u = *t;
   memset(t, 0, sizeof *t);
   luaL_getmetatable(L, LGLQ_TENSOR);
   lua_setmetatable(L, -2);
+  if (owned >= ((size_t)1 << 16)) lua_gc(L, LUA_GCSTEP, (int)(owned >> 10 > 1 << 30 ? 1 << 30 : owned >> 10));
 }
 
 void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out) {
