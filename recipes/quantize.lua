@@ -32,7 +32,7 @@ local opts = cli.parse({
     { "resume", type = "bool", help = "continue an interrupted run in --output" },
     { "overwrite", type = "bool", help = "replace an existing checkpoint or unfinished run in --output" },
     { "report", metavar = "FILE", help = "per-layer report JSON (default OUTPUT/report.json)" },
-    { "glq-compat", type = "bool", help = "write only what glq's Python loader reads (power-of-two dims)" },
+    { "glq-compat", type = "bool", help = "E8 with glq's block-diagonal transform (what glq >= 0.2.9's Python loader reads)" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
     { "quiet", type = "bool", help = "no progress output" },
   },
@@ -55,8 +55,8 @@ for _, k in ipairs { "min_bpw", "max_bpw" } do
 end
 if opts.min_bpw and opts.max_bpw and opts.min_bpw > opts.max_bpw then fail("--min-bpw is above --max-bpw") end
 if opts.calib ~= "self" and not fs.exists(opts.calib) then fail("--calib %s: no such file", opts.calib) end
-if opts.glq_compat then
-  fail("--glq-compat: not available in this build (our padding-free transform is written; see docs/format.md)")
+if opts.glq_compat and opts.format ~= "e8" then
+  fail("--glq-compat writes E8 layers only (glq has no HiF4); drop --format %s", opts.format)
 end
 
 local policy = require "glq.policy"
@@ -79,6 +79,14 @@ else
   base = policy.uniform({ format = "e8", bpw = math.floor(opts.bpw) })
 end
 local decide = opts.policy and policy.load(opts.policy, base) or base
+if opts.glq_compat then -- glq reads E8 layers only: a policy or bpw map must not choose HiF4
+  local inner = decide
+  decide = function(layer)
+    local d = inner(layer)
+    if type(d) == "table" and d.format == "hif4" then fail("--glq-compat: layer %s: glq cannot read HiF4 layers", layer.name) end
+    return d
+  end
+end
 
 local needs_calib = true
 if opts.format == "hif4" and not opts.hif4_ldlq and not mixed and not opts.policy then needs_calib = false end
@@ -88,7 +96,7 @@ local fingerprint = {
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
   tune_iters = opts.tune_iters, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
-  seed = opts.seed, damp = opts.damp,
+  seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil,
 }
 
 local r = q.run {
@@ -98,7 +106,7 @@ local r = q.run {
   needs_calibration = needs_calib,
   allocate = mixed, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
-  profile_only = opts.profile_only,
+  profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil,
   allocation_path = mixed and (opts.profile_only and "bpw_allocation.json" or fs.join(opts.output, "bpw_allocation.json")) or nil,
   quantize_config = {
     quant_method = "glq", codebook = "e8_shell", codesz = 8, tool_version = glq.version, source_model = opts.model,

@@ -163,23 +163,13 @@ local S = "../shared/models/stories260K"
 local GGUF = S .. "/stories260K.gguf"
 local TINY = "../shared/text/calib/tiny.utf8"
 local have = io.open(GGUF, "rb") and io.open(TINY, "rb")
-local bin = os.getenv("GLQ_BIN") or ((os.getenv("GLQ_BUILD") or "build") .. "/glq")
+local util = require "spec.support.util"
+local bin, tmpdir = util.bin, util.tmppath
 
+-- a binary outside the tree (GLQ_BUILD=/tmp/...) finds the tree's Lua modules and recipes through these
 local function sh(cmd)
-  -- a binary outside the tree (GLQ_BUILD=/tmp/...) finds the tree's Lua modules and recipes through these
   local lib = bin:match("^(.*)/[^/]*$") or "."
-  local env = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/lib/?.so;;' GLQ_RECIPES=recipes "):format(lib)
-  local p = io.popen(env .. cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc, out:gsub("rc=%d+%s*$", "")
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  return d
+  return util.sh(("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/lib/?.so;;' GLQ_RECIPES=recipes "):format(lib) .. cmd)
 end
 
 describe("glq quantize --glq-compat", function()

@@ -108,11 +108,18 @@ local function try_normalize(hf)
   return ok and c or nil
 end
 
--- the stored (rows, cols) of the transformed weight for a transform
+-- the stored (rows, cols) of the transformed weight for a transform: multiples of 8 for ours and for
+-- `--glq-compat` block-diagonal (the same as glq >= 0.2.9's unpadded m x n for real models' dims)
 local function stored_dims(transform, m, n)
   if transform == "pow2-padded" then return pow2ceil(m), pow2ceil(n) end
-  if transform == "block-diagonal" then return m, n end
   return ceil8(m), ceil8(n)
+end
+
+-- whether stored (rows, cols) fit the transform; glq >= 0.2.9 itself stores block-diagonal unpadded
+local function dims_fit(transform, m, n, rows, cols)
+  local wr, wc = stored_dims(transform, m, n)
+  if wr == rows and wc == cols then return true end
+  return transform == "block-diagonal" and rows == m and cols == n
 end
 
 -- ---- layer entries <-> tensors ----
@@ -155,7 +162,7 @@ local function layer_tensors(name, e, expect)
     local given = e.shape or (a.out_features and { a.out_features, a.in_features })
     m, n = settle_shape(given, { rows, cols })
     local wr, wc = stored_dims(tr, m, n)
-    if wr ~= rows or wc ~= cols then
+    if not dims_fit(tr, m, n, rows, cols) then
       fail("%s: SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight with transform %s",
         where, rows, cols, wr, wc, m, n, tr)
     end
@@ -212,7 +219,7 @@ local function record_bpw(rec)
   local m, n = rec.shape[1], rec.shape[2]
   if rec.format == "hif4" then return 4.5 * math.ceil(n / 64) * 64 / n end
   local r, c = stored_dims(rec.transform, m, n)
-  return rec.bits * r * c / (m * n)
+  return rec.bits * (rec.m_pad or r) * (rec.n_pad or c) / (m * n)
 end
 
 -- stored bits per weight of a layer entry (validates it)
@@ -583,7 +590,7 @@ local function read_e8(path, name, get, quant, c)
     if exp then
       m, n = exp[1], exp[2]
       local wr, wc = stored_dims(tr, m, n)
-      if wr ~= rows or wc ~= cols then
+      if not dims_fit(tr, m, n, rows, cols) then
         fail("%s: %s.Qidxs has shape %s but config.json implies %s (a %dx%d weight, transform %s)", where, name,
           shape_str(q:shape()), shape_str({ wr, wc / 8 }), m, n, tr)
       end

@@ -103,9 +103,10 @@ function M.quantize_linear(name, W, bias, H, d, opts)
   local t0 = progress.now()
   local entry, lin
   if d.format == "e8" then
+    local tr = opts.transform or checkpoint.TRANSFORM -- "block-diagonal" with --glq-compat
     local a = glq.quantize_linear(W, H, { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42,
-      damp = opts.damp or 0.01, name = name })
-    entry = { format = "e8", bits = d.bpw, transform = checkpoint.TRANSFORM, shape = { m, n }, bias = bias,
+      damp = opts.damp or 0.01, name = name, transform = tr })
+    entry = { format = "e8", bits = d.bpw, transform = tr, shape = { m, n }, bias = bias,
       artifacts = { Qidxs = a.Qidxs, Qidxs2 = a.Qidxs2, SU = a.SU, SV = a.SV, Wscale = a.Wscale,
         inv_resid_scale = a.inv_resid_scale } }
   elseif d.format == "hif4" then

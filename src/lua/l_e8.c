@@ -198,10 +198,12 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   if (lua_istable(L, 2)) d.bits = (int)get_field_number(L, 2, "bits", d.bits, &rc);
   const char *tr = lua_istable(L, 2) ? lglq_optstring(L, 2, "transform", "glq-hadamard-v1") : "glq-hadamard-v1";
   if (rc) return rc;
-  /* our plans are the FWHT for powers of two, which is what pow2-padded and block-diagonal use there */
+  /* our default plans are the FWHT for powers of two, which is what pow2-padded uses; block-diagonal
+   * has its own plans (binary expansion of the stored size, the FWHT itself for powers of two) */
   if (strcmp(tr, "glq-hadamard-v1") && strcmp(tr, "pow2-padded") && strcmp(tr, "block-diagonal"))
     return glq_error(GLQ_EINVAL, "unknown transform '%s'", tr);
-  if (strcmp(tr, "glq-hadamard-v1") && !(is_pow2(d.out_pad) && is_pow2(d.in_pad)))
+  if (!strcmp(tr, "block-diagonal")) d.transform = GLQ_HADAMARD_GLQ_BLOCKDIAG;
+  if (!strcmp(tr, "pow2-padded") && !(is_pow2(d.out_pad) && is_pow2(d.in_pad)))
     return glq_error(GLQ_EUNSUPPORTED, "transform '%s' with stored size %lld x %lld: only powers of two are supported",
                      tr, (long long)d.out_pad, (long long)d.in_pad);
   if (present[F_Q2] && (f[F_Q2].ndim != 2 || f[F_Q2].shape[0] != d.out_pad || f[F_Q2].shape[1] != d.in_pad / 8))

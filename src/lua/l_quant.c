@@ -19,24 +19,41 @@ static int new_f32(lua_State *L, int ndim, const int64_t *shape, glq_tensor *out
   return lglq_check(L, glq_tensor_new(GLQ_F32, ndim, shape, out), "%s", fn);
 }
 
-/* glq.hadamard(x [, {transpose=bool}]) -> new f32 tensor, transform along the last dimension */
+/* the Hadamard kind named by a transform string (NULL = default); raises on an unknown name */
+static glq_hadamard_kind kind_of(lua_State *L, const char *fn, const char *name) {
+  /* pow2-padded stores powers of two, where the default plan is the FWHT it needs */
+  if (!name || !strcmp(name, "glq-hadamard-v1") || !strcmp(name, "default") || !strcmp(name, "pow2-padded"))
+    return GLQ_HADAMARD_DEFAULT;
+  if (!strcmp(name, "block-diagonal")) return GLQ_HADAMARD_GLQ_BLOCKDIAG;
+  lglq_raisef(L, "%s: unknown transform '%s' (expected glq-hadamard-v1 or block-diagonal)", fn, name);
+  return GLQ_HADAMARD_DEFAULT;
+}
+
+static const char *kind_name(glq_hadamard_kind k) {
+  return k == GLQ_HADAMARD_GLQ_BLOCKDIAG ? "block-diagonal" : "glq-hadamard-v1";
+}
+
+/* glq.hadamard(x [, {transpose=bool, kind="glq-hadamard-v1"|"block-diagonal"}]) -> new f32 tensor,
+ * transform along the last dimension */
 static int l_hadamard(lua_State *L) {
   glq_tensor *x = lglq_checktensor(L, 1), y;
   int tr = lglq_optboolean(L, 2, "transpose", 0);
+  glq_hadamard_kind kind = kind_of(L, "glq.hadamard", lglq_optstring(L, 2, "kind", NULL));
   if (x->ndim < 1) return lglq_raisef(L, "glq.hadamard: x must have at least one dimension");
   lglq_check(L, glq_tensor_to(x, GLQ_F32, &y), "glq.hadamard");
   int64_t n = y.shape[y.ndim - 1], rows = n ? glq_tensor_numel(&y) / n : 0;
-  int rc = glq_hadamard_transform(glq_tensor_data(&y), rows, n, tr);
+  int rc = glq_hadamard_transform_kind(glq_tensor_data(&y), rows, n, kind, tr);
   if (rc) glq_tensor_release(&y);
   lglq_check(L, rc, "glq.hadamard");
   lglq_pushtensor(L, &y);
   return 1;
 }
 
-/* glq.hadamard_info(n) -> {description=, symmetric=, coherence=} */
+/* glq.hadamard_info(n [, {kind=}]) -> {description=, symmetric=, coherence=} */
 static int l_hadamard_info(lua_State *L) {
   const glq_hadamard *h;
-  lglq_check(L, glq_hadamard_plan((int64_t)luaL_checknumber(L, 1), &h), "glq.hadamard_info");
+  glq_hadamard_kind kind = kind_of(L, "glq.hadamard_info", lglq_optstring(L, 2, "kind", NULL));
+  lglq_check(L, glq_hadamard_plan_kind((int64_t)luaL_checknumber(L, 1), kind, &h), "glq.hadamard_info");
   lua_createtable(L, 0, 3);
   lua_pushstring(L, glq_hadamard_describe(h));
   lua_setfield(L, -2, "description");
@@ -115,8 +132,9 @@ static void set_number(lua_State *L, const char *name, double v) {
 }
 
 /* glq.quantize_linear(W, H|nil, opts) with opts {bpw (or bits) = 2|3|4, tune_iters = 0, seed = 42,
- * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default)}
- * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits,
+ * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default),
+ * transform = "glq-hadamard-v1" | "block-diagonal"}
+ * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits, [transform = "block-diagonal"],
  * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds, damp_used,
  * fallback, wscale_rel, resid_scale}} */
 static int l_quantize_linear(lua_State *L) {
@@ -137,6 +155,7 @@ static int l_quantize_linear(lua_State *L) {
   o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
   o.feedback = lglq_optboolean(L, 3, "feedback", 1);
   o.resid_scale = lglq_optnumber(L, 3, "resid_scale", 0);
+  o.transform = kind_of(L, fn, lglq_optstring(L, 3, "transform", NULL));
   glq_tensor w, h = {0};
   lglq_checktensor_as(L, 1, GLQ_F32, "glq.quantize_linear W", &w);
   if (!lua_isnoneornil(L, 2)) {
@@ -161,6 +180,10 @@ static int l_quantize_linear(lua_State *L) {
   set_number(L, "bits", o.bits);
   set_number(L, "out_features", (double)m);
   set_number(L, "in_features", (double)n);
+  if (o.transform != GLQ_HADAMARD_DEFAULT) { /* only then, so default results keep their exact fields */
+    lua_pushstring(L, kind_name(o.transform));
+    lua_setfield(L, -2, "transform");
+  }
   lua_createtable(L, 0, 9);
   set_number(L, "sqnr_db", st.sqnr_db);
   set_number(L, "proxy_loss", st.proxy_loss);
@@ -185,11 +208,17 @@ static const glq_tensor *art_field(lua_State *L, int idx, const char *name, int 
   return t;
 }
 
-/* glq.dequantize_linear(artifacts) -> W (out_features x in_features f32) */
+/* glq.dequantize_linear(artifacts [, {transform=}]) -> W (out_features x in_features f32); the transform
+ * comes from the options, else artifacts.transform, else "glq-hadamard-v1" */
 static int l_dequantize_linear(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   glq_quant_artifacts a;
   memset(&a, 0, sizeof a);
+  lua_getfield(L, 1, "transform");
+  const char *tr = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* the table keeps it alive */
+  lua_pop(L, 1);
+  a.transform = kind_of(L, "glq.dequantize_linear", lglq_optstring(L, 2, "transform", tr));
   const glq_tensor *q2 = art_field(L, 1, "Qidxs2", 0), *irs = art_field(L, 1, "inv_resid_scale", 0);
   a.qidxs = *art_field(L, 1, "Qidxs", 1);
   a.su = *art_field(L, 1, "SU", 1);

@@ -4,11 +4,14 @@
  *   W = crop_{m x n}( diag(SU) · Hmᵀ · W̃ · Hn · diag(SV) ),   y = x·Wᵀ + b
  * C is the 65536 table; C2 is C for 4 bits and its first 256 rows for 3 bits (a prefix of C).
  * mp >= m and np >= n are the stored (padded) sizes: multiples of 8 here and in glq >= 0.2.9,
- * powers of two in glq 0.2.7 checkpoints; both work. */
+ * powers of two in glq 0.2.7 checkpoints; both work. Hm, Hn are the plans of `transform` (hadamard.h):
+ * the default kind for ours and pow2-padded, GLQ_HADAMARD_GLQ_BLOCKDIAG for glq >= 0.2.9 checkpoints
+ * and `glq quantize --glq-compat` (any stored size, blocks of its binary expansion). */
 #ifndef GLQ_E8_LINEAR_H
 #define GLQ_E8_LINEAR_H
 #include <stdint.h>
 #include "../model/linear.h"
+#include "hadamard.h"
 
 typedef struct {
   int64_t out, in;          /* m, n: the layer's shape */
@@ -20,6 +23,7 @@ typedef struct {
   float wscale;
   const float *su, *sv;     /* mp and np entries */
   const float *bias;        /* m entries or NULL */
+  glq_hadamard_kind transform; /* zero = GLQ_HADAMARD_DEFAULT */
 } glq_e8_linear_desc;
 
 /* New layer holding copies of the descriptor's arrays; errors name the bad field. */

@@ -8,6 +8,9 @@
  *                           q = 1 mod 4) or a Kronecker product of two such matrices.
  *   otherwise (8 | n)       block-diagonal: two Kronecker blocks of sizes as equal as possible,
  *                           else the binary decomposition into powers of two (glq >= 0.2.9).
+ * Kind GLQ_HADAMARD_GLQ_BLOCKDIAG (glq >= 0.2.9's transform, for checkpoints it reads): always the
+ *                           binary decomposition, n = 2^a + 2^b + ... (a > b > ...), blocks in that
+ *                           order from offset 0, each a normalised FWHT; n = 2^k gives the FWHT.
  * Index layout of the Kronecker form: element b*L + a (b < p, a < L = 2^k), so the FWHT runs on
  * contiguous chunks and the dense stage adds whole chunks, both vectorisable.
  * The dense matrices hold exact +-1, the FWHT only adds, and one final multiply scales, so the
@@ -42,6 +45,7 @@ typedef struct {
 
 struct glq_hadamard {
   int64_t n;
+  glq_hadamard_kind kind;
   int nblocks;
   block *blocks;
   int symmetric;
@@ -330,7 +334,7 @@ static void describe(glq_hadamard *h) {
   }
 }
 
-static int make_plan(int64_t n, glq_hadamard **out) {
+static int make_plan(int64_t n, glq_hadamard_kind kind, glq_hadamard **out) {
   glq_hadamard *h = calloc(1, sizeof *h);
   int p, rc = 0;
   if (!h || !(h->blocks = calloc(64, sizeof(block)))) {
@@ -338,7 +342,12 @@ static int make_plan(int64_t n, glq_hadamard **out) {
     return glq_error(GLQ_ENOMEM, "hadamard: out of memory planning n=%lld", (long long)n);
   }
   h->n = n;
-  if (kron_form(n, &p)) {
+  h->kind = kind;
+  if (kind == GLQ_HADAMARD_GLQ_BLOCKDIAG) {
+    int64_t off = 0;
+    for (int64_t pw = (int64_t)1 << 62; pw >= 1 && !rc; pw >>= 1)
+      if (n & pw) rc = add_block(h, off, pw), off += pw;
+  } else if (kron_form(n, &p)) {
     rc = add_block(h, 0, n);
   } else {
     int64_t sz[3], off = 0;
@@ -360,8 +369,14 @@ static int make_plan(int64_t n, glq_hadamard **out) {
   return 0;
 }
 
-int glq_hadamard_plan(int64_t n, const glq_hadamard **out) {
-  if (n < 1 || n > MAX_N || ((n & (n - 1)) && n % 8))
+int glq_hadamard_plan(int64_t n, const glq_hadamard **out) { return glq_hadamard_plan_kind(n, GLQ_HADAMARD_DEFAULT, out); }
+
+int glq_hadamard_plan_kind(int64_t n, glq_hadamard_kind kind, const glq_hadamard **out) {
+  if (kind != GLQ_HADAMARD_DEFAULT && kind != GLQ_HADAMARD_GLQ_BLOCKDIAG)
+    return glq_error(GLQ_EINVAL, "hadamard: unknown transform kind %d", (int)kind);
+  if (kind == GLQ_HADAMARD_GLQ_BLOCKDIAG && (n < 1 || n > MAX_N))
+    return glq_error(GLQ_EUNSUPPORTED, "hadamard: block-diagonal size %lld is outside 1 .. 2^26", (long long)n);
+  if (kind == GLQ_HADAMARD_DEFAULT && (n < 1 || n > MAX_N || ((n & (n - 1)) && n % 8)))
     return glq_error(GLQ_EUNSUPPORTED,
                      "hadamard: size %lld is neither a power of two nor a multiple of 8 up to 2^26 (pad to a multiple of 8)",
                      (long long)n);
@@ -371,9 +386,9 @@ int glq_hadamard_plan(int64_t n, const glq_hadamard **out) {
     use_avx2 = __builtin_cpu_supports("avx2") && !(e && *e == '1');
   }
   glq_hadamard *h = plans;
-  while (h && h->n != n) h = h->next;
+  while (h && (h->n != n || h->kind != kind)) h = h->next;
   int rc = 0;
-  if (!h && !(rc = make_plan(n, &h))) {
+  if (!h && !(rc = make_plan(n, kind, &h))) {
     h->next = plans;
     plans = h;
   }
@@ -496,8 +511,12 @@ void glq_hadamard_apply(const glq_hadamard *h, float *x, int64_t rows, int trans
 }
 
 int glq_hadamard_transform(float *x, int64_t rows, int64_t n, int transpose) {
+  return glq_hadamard_transform_kind(x, rows, n, GLQ_HADAMARD_DEFAULT, transpose);
+}
+
+int glq_hadamard_transform_kind(float *x, int64_t rows, int64_t n, glq_hadamard_kind kind, int transpose) {
   const glq_hadamard *h;
-  int rc = glq_hadamard_plan(n, &h);
+  int rc = glq_hadamard_plan_kind(n, kind, &h);
   if (rc) return rc;
   glq_hadamard_apply(h, x, rows, transpose);
   return 0;

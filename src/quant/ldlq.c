@@ -385,10 +385,10 @@ void glq_quant_artifacts_free(glq_quant_artifacts *a) {
 }
 
 static int make_artifacts(int bits, int64_t m, int64_t n, const int32_t *idx1, const int32_t *idx2, const float *su,
-                          const float *sv, float wscale, float inv_rs, glq_quant_artifacts *a) {
+                          const float *sv, float wscale, float inv_rs, glq_hadamard_kind kind, glq_quant_artifacts *a) {
   const int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n), nb = np / 8;
   memset(a, 0, sizeof *a);
-  a->bits = bits, a->m = m, a->n = n;
+  a->bits = bits, a->m = m, a->n = n, a->transform = kind;
   int rc = new_tensor(&a->qidxs, GLQ_I16, 2, mp, nb);
   if (!rc && bits > 2) rc = new_tensor(&a->qidxs2, GLQ_I16, 2, mp, nb);
   if (!rc) rc = new_tensor(&a->su, GLQ_F16, 1, mp, 0);
@@ -479,7 +479,7 @@ int glq_dequantize_linear(const glq_quant_artifacts *a, float *w) {
   if (!rc) {
     signs_f32(&a->su, su);
     signs_f32(&a->sv, sv);
-    rc = glq_rht_weight_inverse(wt, a->m, a->n, su, sv, w);
+    rc = glq_rht_weight_inverse_kind(wt, a->m, a->n, su, sv, a->transform, w);
   }
   free(wt), free(su), free(sv);
   return rc;
@@ -541,7 +541,8 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     mu /= (double)n;
   }
   const double damp1 = o->damp * mu;
-  if ((rc = glq_rht_weight(w, m, n, x->su, x->sv, x->wt)) || (rc = glq_rht_hessian(h, n, damp1, x->sv, x->ht1)) ||
+  if ((rc = glq_rht_weight_kind(w, m, n, x->su, x->sv, o->transform, x->wt)) ||
+      (rc = glq_rht_hessian_kind(h, n, damp1, x->sv, o->transform, x->ht1)) ||
       (rc = factorize(x->ht1, np, o->damp, &x->f)))
     return rc;
 
@@ -597,13 +598,14 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
 
   free(x->f.l), free(x->hreg); /* not needed any more: lowers the peak memory of the statistics */
   x->f.l = NULL, x->hreg = NULL;
-  if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, out))) return rc;
+  if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, o->transform, out)))
+    return rc;
   if (!st) return 0;
 
   /* statistics from the artifacts themselves, so they describe exactly what dequantize returns */
   memset(st, 0, sizeof *st);
   if (ALLOC(x->dw, mp * np) || ALLOC(x->what, m * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
-  if ((rc = glq_quant_decode_rotated(out, x->dw)) || (rc = glq_rht_weight_inverse(x->dw, m, n, x->su, x->sv, x->what)))
+  if ((rc = glq_quant_decode_rotated(out, x->dw)) || (rc = glq_rht_weight_inverse_kind(x->dw, m, n, x->su, x->sv, o->transform, x->what)))
     return rc;
   for (int64_t i = 0; i < mp * np; i++) x->dw[i] = x->wt[i] - x->dw[i];
   double px, e2 = 0, w2 = 0;

@@ -9,6 +9,7 @@
 #define GLQ_LDLQ_H
 #include <stdint.h>
 #include "../core/tensor.h"
+#include "hadamard.h"
 
 typedef struct {
   int bits;            /* 2 (65536), 3 (65536 + 256) or 4 (65536 + 65536) */
@@ -21,6 +22,8 @@ typedef struct {
   int scale_search;    /* search Wscale and the residual scale on the proxy loss (1) */
   int feedback;        /* 1: LDLQ; 0: nearest rounding of the rotated weights (a baseline; no search) */
   double resid_scale;  /* 0: fitted default for the codebook pair (3 bits 2.0, 4 bits 3.5) */
+  glq_hadamard_kind transform; /* Hm, Hn of the RHT (GLQ_HADAMARD_DEFAULT = "glq-hadamard-v1";
+                                * GLQ_HADAMARD_GLQ_BLOCKDIAG = glq >= 0.2.9's "block-diagonal") */
 } glq_quant_opts;
 
 typedef struct {
@@ -41,6 +44,7 @@ typedef struct {
   glq_tensor qidxs, qidxs2;          /* i16 (m_pad, n_pad/8), uint16 bit patterns; qidxs2 only for 3/4 bits */
   glq_tensor su, sv;                 /* f16 +-1, (m_pad) and (n_pad) */
   glq_tensor wscale, inv_resid_scale; /* f32 0-dim; inv_resid_scale only for 3/4 bits */
+  glq_hadamard_kind transform;       /* the RHT's Hadamard kind (dequantize uses it; zero = default) */
 } glq_quant_artifacts;
 
 /* Defaults listed above (bits 2). */

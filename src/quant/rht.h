@@ -10,10 +10,14 @@
  *
  * Signs: key = SplitMix64 finaliser of (seed XOR FNV-1a-64 of name "\0" tag); a SplitMix64 stream
  * started at key gives words w_0, w_1, ...; sign i is -1 iff bit (i mod 64) of w_(i/64) is set.
- * tag is "SU" or "SV", so equal-shaped layers with different names get different signs. */
+ * tag is "SU" or "SV", so equal-shaped layers with different names get different signs.
+ *
+ * The *_kind variants take the Hadamard construction (hadamard.h) used for Hm and Hn; the plain
+ * functions use GLQ_HADAMARD_DEFAULT. Padding to multiples of 8 is the same for every kind. */
 #ifndef GLQ_RHT_H
 #define GLQ_RHT_H
 #include <stdint.h>
+#include "hadamard.h"
 
 /* next multiple of 8 (the padded size of a dimension) */
 int64_t glq_rht_pad(int64_t d);
@@ -30,5 +34,13 @@ int glq_rht_hessian(const double *h, int64_t n, double diag_add, const float *sv
 int glq_rht_input(const float *x, int64_t rows, int64_t n, const float *sv, float *xt);
 /* y (rows x m) = crop(SU ⊙ Hmᵀ yt) for yt (rows x m_pad): the inference output transform */
 int glq_rht_output(const float *yt, int64_t rows, int64_t m, const float *su, float *y);
+
+int glq_rht_weight_kind(const float *w, int64_t m, int64_t n, const float *su, const float *sv, glq_hadamard_kind kind,
+                        float *wt);
+int glq_rht_weight_inverse_kind(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
+                                glq_hadamard_kind kind, float *w);
+int glq_rht_hessian_kind(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht);
+int glq_rht_input_kind(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt);
+int glq_rht_output_kind(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y);
 
 #endif
