@@ -295,9 +295,13 @@ function M.run(o)
 
   -- checkpoint
   local dense = {}
+  -- dense tensors keep the source's precision unless o.dense_dtype asks for bf16/f16 (norms stay exact)
   local function keep(name)
     local t = src:tensor(name)
-    if t then dense[name] = t end
+    if not t then return end
+    local dt = o.dense_dtype
+    if dt and dt ~= "keep" and t:dtype() ~= dt and not name:find("norm%.weight$") then t = t:to(dt) end
+    dense[name] = t
   end
   keep("model.embed_tokens.weight")
   keep("model.norm.weight")
