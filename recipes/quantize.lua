@@ -97,7 +97,7 @@ local fingerprint = {
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
   tune_iters = opts.tune_iters, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
-  seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil,
+  seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype,
 }
 
 local r = q.run {
