@@ -2,7 +2,7 @@
  *   hif4_bench quant [out in]    quantize / dequantize rows, values per second
  *   hif4_bench forward [out in]  fused linear forward at batch 1 and 64 vs OpenBLAS sgemv/sgemm on
  *                                the f32 weight
- * Prints markdown table rows; bench/hif4_bench.sh builds it and prints the tables for 1 and 2 threads. */
+ * Prints markdown table rows; `make bench` (scripts/bench.sh) prints the tables for 1 and 2 threads. */
 #include "quant/hif4_linear.h"
 #include "core/pool.h"
 #include <cblas.h>

@@ -13,6 +13,11 @@ done
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo; echo "== E8 encoding and E8 linear (build/bench/e8_bench)"; build/bench/e8_bench
 echo; echo "== LDLQ layer quantization, 4096x4096 (build/bench/quant_bench)"; build/bench/quant_bench
-echo; echo "== HiF4 (build/bench/hif4_bench)"; build/bench/hif4_bench
+echo; echo "== HiF4 4096x4096 (build/bench/hif4_bench)"
+echo "| op | threads | values/s |"; echo "|---|---|---|"
+for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench quant 4096 4096; done
+echo; echo "| batch | threads (glq/openblas) | hif4 ms | openblas f32 ms | speed-up |"; echo "|---|---|---|---|---|"
+for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench forward 4096 4096; done
 echo; echo "== forward, SmolLM2 shapes with random weights (bench/forward_bench.lua)"; build/glq bench/forward_bench.lua
 echo; echo "== SmolLM2-135M dense vs E8 vs HiF4 (bench/model_bench.lua)"; build/glq bench/model_bench.lua
+echo; echo "== KV caches (bench/kvcache_bench.lua)"; build/glq bench/kvcache_bench.lua
