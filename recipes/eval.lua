@@ -11,7 +11,8 @@ local opts = cli.parse({
     { "text", required = true, metavar = "FILE", help = "text file, tokenized once with BOS" },
     { "seqlen", type = "int", default = 2048, help = "window length in tokens" },
     { "base", metavar = "PATH", help = "base model for KL divergence and top-1 agreement" },
-    { "max-windows", type = "int", help = "evaluate only the first N windows" },
+    { "max-windows", type = "int", help = "evaluate at most N windows" },
+    { "first-window", type = "int", default = 0, help = "start at this window (0-based; with --json, runs over disjoint ranges combine exactly through nll_sum and tokens)" },
     { "tokenizer", metavar = "FILE", help = "tokenizer (.gguf, tokenizer.json or llama2.c .bin) when the model has none" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
     { "json", type = "bool", help = "print one JSON object instead of lines" },
@@ -29,7 +30,7 @@ if base and base.cfg.vocab ~= m.cfg.vocab then
 end
 local ids = eval.tokenize_file(m, opts.text)
 io.stderr:write(string.format("%s: %d tokens\n", opts.text, #ids))
-local r = eval.run(m, ids, { seqlen = opts.seqlen, base = base, max_windows = opts.max_windows })
+local r = eval.run(m, ids, { seqlen = opts.seqlen, base = base, max_windows = opts.max_windows, first_window = opts.first_window })
 if opts.json then
   print(json.encode(r))
 else

@@ -29,7 +29,12 @@ function M.run(m, ids, opts)
   opts = opts or {}
   local T = opts.seqlen or 2048
   if T > m.max_seq then error(string.format("seqlen %d exceeds the model's context of %d", T, m.max_seq), 0) end
-  local nwin = math.floor(#ids / T)
+  local total_win = math.floor(#ids / T)
+  local first = opts.first_window or 0 -- evaluate windows first .. first+nwin-1 (0-based), to split long runs
+  if first < 0 or (first >= total_win and total_win > 0) then
+    error(string.format("first window %d is outside the text's %d windows", first, total_win), 0)
+  end
+  local nwin = total_win - first
   if opts.max_windows then nwin = math.min(nwin, opts.max_windows) end
   if nwin < 1 then
     error(string.format("the text has %d tokens, fewer than one window of %d", #ids, T), 0)
@@ -39,7 +44,7 @@ function M.run(m, ids, opts)
   local sum, count = 0, 0
   local kls, agree = {}, 0
   local bar = progress.new("eval", nwin, { quiet = opts.quiet })
-  for w = 0, nwin - 1 do
+  for w = first, first + nwin - 1 do
     local toks = model.ids_tensor(ids, w * T + 1, (w + 1) * T)
     local h = m:hidden(toks)
     local hb = base and base:hidden(toks)
@@ -60,10 +65,11 @@ function M.run(m, ids, opts)
         for i = 0, n - 1 do kls[#kls + 1] = kp[i]; agree = agree + ap[i] end
       end
     end
-    bar:update(w + 1, string.format("ppl %.4f", math.exp(sum / count)))
+    bar:update(w - first + 1, string.format("ppl %.4f", math.exp(sum / count)))
   end
   bar:finish(string.format("%d windows of %d tokens", nwin, T))
-  local r = { nll = sum / count, ppl = math.exp(sum / count), tokens = count, windows = nwin, seqlen = T }
+  local r = { nll = sum / count, nll_sum = sum, ppl = math.exp(sum / count), tokens = count, windows = nwin,
+    first_window = first, seqlen = T }
   if base then
     local s = 0
     for _, v in ipairs(kls) do s = s + v end

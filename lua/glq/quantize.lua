@@ -69,7 +69,7 @@ function M.calib_self(m, nsamples, seqlen, seed, quiet)
         p[(s0 + b) * seqlen + pos] = ids[b + 1]
       end
       done = done + B
-      bar:update(done + s0 * 0, string.format("samples %d-%d", s0 + 1, s0 + B))
+      bar:update(done, string.format("samples %d-%d", s0 + 1, s0 + B))
     end
     done = (s0 + B) * seqlen
   end
