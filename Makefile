@@ -77,7 +77,8 @@ $(EXE): src/main.c $(LUA_OBJS) $(LIB)
 BUSTED    ?= luajit /usr/bin/busted
 SPEC      ?= spec
 BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/lib/?.so' -o spec/support/output.lua
-test: all
+test: deps
+	$(MAKE) all
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) $(SPEC)
 
 # the REPL driven in a terminal (tmux)
