@@ -25,6 +25,7 @@ local opts = cli.parse({
     { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
+    { "propagate", type = "bool", default = true, help = "calibrate each layer on the outputs of the already-quantized earlier layers (GPTQ-style); --no-propagate uses the dense model's activations" },
     { "dense-dtype", type = "choice", choices = { "keep", "bf16", "f16" }, default = "keep", help = "precision of the tensors kept dense (embeddings, head); keep = as in the source (exact)" },
     { "seed", type = "int", default = 42, help = "seed for signs and self-calibration" },
     { "damp", type = "number", default = 0.01, help = "Hessian damping relative to its mean diagonal" },
@@ -97,14 +98,14 @@ local fingerprint = {
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
   tune_iters = opts.tune_iters, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
-  seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype,
+  seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
 }
 
 local r = q.run {
   model = opts.model, output = opts.output, decide = decide, calib = opts.calib, nsamples = opts.nsamples,
   seqlen = opts.seqlen, seed = opts.seed, tune_iters = opts.tune_iters, damp = opts.damp, resume = opts.resume,
   overwrite = opts.overwrite, report = opts.report, fingerprint = fingerprint, quiet = opts.quiet,
-  needs_calibration = needs_calib, dense_dtype = opts.dense_dtype,
+  needs_calibration = needs_calib, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
   allocate = mixed, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
   profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil,

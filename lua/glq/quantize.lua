@@ -145,15 +145,16 @@ local function hessian_summary(H)
   return { trace = tr, mean_diag = tr / n, n = n }
 end
 
--- run layer l over every calibration sample of `hidden` (nsamples, T, dim), in place unless
--- capture is requested on a copy; returns the capture table (Hessians normalised to means)
-local function run_layer(m, l, hidden, capture)
+-- run layer l over every calibration sample of `hidden` (nsamples, T, dim); with capture the
+-- Hessians are returned (normalised to means) and the samples are left as they were, unless
+-- in_place asks for the layer's outputs too (used when quantized outputs are not propagated)
+local function run_layer(m, l, hidden, capture, in_place)
   local ns = hidden:size(1)
   local cap = capture and {} or nil
   for s = 1, ns do
     local h = hidden:narrow(1, s, 1)
     if capture then
-      h = h:clone()
+      if not in_place then h = h:clone() end
       local _, c = m.c:layer(l, h, { capture = cap })
       cap = c
     else
@@ -257,7 +258,10 @@ function M.run(o)
     for _, r in ipairs(modelcfg.roles) do
       if not run:has(modelcfg.linear_name(l, r.role)) then all_saved = false end
     end
-    local cap = (hidden and not all_saved) and run_layer(m, l, hidden, true) or nil
+    -- o.propagate == false: the next layer sees this layer's dense outputs (one pass instead of two)
+    local dense_outputs = o.propagate == false
+    local cap = (hidden and not all_saved) and run_layer(m, l, hidden, true, dense_outputs) or nil
+    if hidden and all_saved and dense_outputs then run_layer(m, l, hidden, false) end
     for _, r in ipairs(modelcfg.roles) do
       local name = modelcfg.linear_name(l, r.role)
       local H = cap and cap[CAPTURE_OF[r.role]] or nil
@@ -289,7 +293,7 @@ function M.run(o)
       if stop_after and done >= stop_after then error(string.format("interrupted after %d linears (GLQ_TEST_STOP_AFTER)", done), 0) end
       bar:update(done, st.sqnr_db and string.format("%s %s %.2f dB", name, st.label or st.format, st.sqnr_db) or name)
     end
-    if hidden then run_layer(m, l, hidden, false) end
+    if hidden and not dense_outputs then run_layer(m, l, hidden, false) end
   end
   bar:finish(string.format("%d linears", total))
 
