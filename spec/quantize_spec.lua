@@ -84,6 +84,19 @@ describe("glq quantize", function()
     fs.remove_tree(out); fs.remove_tree(out2)
   end)
 
+  it("--no-propagate calibrates later layers on dense activations", function()
+    local a, b = tmpdir(), tmpdir()
+    local cmd = string.format("%s quantize --model %s --bpw 2 %s", bin, GGUF, quick)
+    assert.equal(0, (sh(cmd .. " --output " .. a)))
+    assert.equal(0, (sh(cmd .. " --no-propagate --output " .. b)))
+    local ta, tb = glq.load_safetensors(a .. "/model.safetensors"), glq.load_safetensors(b .. "/model.safetensors")
+    -- the first layer sees the same inputs either way; the last one does not
+    local first, last = "model.layers.0.self_attn.q_proj.Qidxs", "model.layers.4.mlp.down_proj.Qidxs"
+    assert.equal(0, ta[first]:max_abs_diff(tb[first]))
+    assert.is_true(ta[last]:max_abs_diff(tb[last]) > 0)
+    fs.remove_tree(a); fs.remove_tree(b)
+  end)
+
   it("rejects bad input with clear messages", function()
     local out = tmpdir()
     local function err(args, pat)
