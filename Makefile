@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean
+.PHONY: all test test-c test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 # objects are rebuilt when the flags change (e.g. switching between CUDA=0 and CUDA=1)
@@ -80,6 +80,18 @@ BUSTED_ARGS = --lpath='lua/?.lua;lua/?/init.lua' --cpath='$(BUILD)/lib/?.so' -o 
 test: deps
 	$(MAKE) all
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) $(SPEC)
+
+# C test programs (tests/c): exhaustive encoder check against brute force on ~10^6 vectors per
+# codebook, dense kernels, the stories260K forward from llama2.c's checkpoint
+C_TESTS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/*.c))
+$(BUILD)/tests/%: tests/c/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LIBS)
+test-c: $(C_TESTS)
+	@pass=0; fail=0; for t in $(C_TESTS); do \
+	  if $$t >$$t.log 2>&1; then pass=$$((pass+1)); echo "ok   $$t"; \
+	  else fail=$$((fail+1)); echo "FAIL $$t"; tail -20 $$t.log; fi; done; \
+	echo "$$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
 # the REPL driven in a terminal (tmux)
 test-repl: $(EXE)
