@@ -15,6 +15,7 @@
 #include "../core/pool.h"
 #include "e8.h"
 #include "hadamard.h"
+#include "rht.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -32,6 +33,7 @@ typedef struct {
   float inv_rs, wscale;
   float *su, *sv, *bias;
   const glq_hadamard *hm, *hn;
+  glq_hadamard_kind transform;
   const glq_e8_codebook *cb;
   const int8_t *t8;
   float *xt, *yt, *tile; /* scratch: rows x np, rows x mp, TILE x np */
@@ -231,24 +233,13 @@ static int e8_forward(glq_linear *base, const float *x, int64_t B, float *y) {
 
 static int e8_dequantize(const glq_linear *base, float *w) {
   const e8lin *l = (const e8lin *)base;
-  const int64_t m = base->out, n = base->in, mp = l->mp, np = l->np;
-  float *a = malloc((size_t)(mp * np) * sizeof *a), *t = malloc((size_t)(mp * np) * sizeof *t);
-  if (!a || !t) {
-    free(a);
-    free(t);
-    return glq_error(GLQ_ENOMEM, "e8 linear dequantize: no memory for %lld x %lld", (long long)mp, (long long)np);
-  }
+  float *a = malloc((size_t)(l->mp * l->np) * sizeof *a);
+  if (!a) return glq_error(GLQ_ENOMEM, "e8 linear dequantize: no memory for %lld x %lld", (long long)l->mp, (long long)l->np);
   dec_job j = {l, 0, a};
-  glq_parallel_for(mp, 8, decode_range, &j);
-  glq_hadamard_apply(l->hn, a, mp, 1); /* rows of W̃·Hn are Hnᵀ·w̃_i */
-  for (int64_t i = 0; i < mp; i++)
-    for (int64_t k = 0; k < np; k++) t[k * mp + i] = a[i * np + k] * l->sv[k];
-  glq_hadamard_apply(l->hm, t, np, 1); /* columns c <- Hmᵀ c */
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t k = 0; k < n; k++) w[i * n + k] = l->su[i] * t[k * mp + i];
+  glq_parallel_for(l->mp, 8, decode_range, &j);
+  int rc = glq_rht_weight_inverse_stored(a, l->mp, l->np, base->out, base->in, l->su, l->sv, l->transform, w);
   free(a);
-  free(t);
-  return GLQ_OK;
+  return rc;
 }
 
 static size_t e8_stored_bytes(const glq_linear *base) {
@@ -327,6 +318,7 @@ int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
   l->bits = d->bits;
   l->inv_rs = d->qidxs2 ? d->inv_rs : 0;
   l->wscale = d->wscale;
+  l->transform = d->transform;
   l->cb = cb;
   l->t8 = glq_e8_table_i8(cb);
 #ifdef E8L_X86

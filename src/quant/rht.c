@@ -87,7 +87,11 @@ int glq_rht_weight_inverse(const float *wt, int64_t m, int64_t n, const float *s
 
 int glq_rht_weight_inverse_kind(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
                                 glq_hadamard_kind kind, float *w) {
-  int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n);
+  return glq_rht_weight_inverse_stored(wt, glq_rht_pad(m), glq_rht_pad(n), m, n, su, sv, kind, w);
+}
+
+int glq_rht_weight_inverse_stored(const float *wt, int64_t mp, int64_t np, int64_t m, int64_t n, const float *su,
+                                  const float *sv, glq_hadamard_kind kind, float *w) {
   float *a = malloc((size_t)(mp * np) * sizeof *a);
   int rc = a ? 0 : oom("weight", mp, np);
   if (!rc) {

@@ -39,6 +39,9 @@ int glq_rht_weight_kind(const float *w, int64_t m, int64_t n, const float *su, c
                         float *wt);
 int glq_rht_weight_inverse_kind(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
                                 glq_hadamard_kind kind, float *w);
+/* the inverse for a W̃ stored at any padded size (mp >= m, np >= n; e.g. glq 0.2.7's powers of two) */
+int glq_rht_weight_inverse_stored(const float *wt, int64_t mp, int64_t np, int64_t m, int64_t n, const float *su,
+                                  const float *sv, glq_hadamard_kind kind, float *w);
 int glq_rht_hessian_kind(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht);
 int glq_rht_input_kind(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt);
 int glq_rht_output_kind(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y);
