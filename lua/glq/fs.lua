@@ -92,9 +92,4 @@ function M.remove_tree(dir)
   os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
 end
 
-function M.copy(src, dst)
-  local s = assert(M.read(src))
-  M.write_atomic(dst, s)
-end
-
 return M

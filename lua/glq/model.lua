@@ -192,7 +192,6 @@ local function build_linear(src, name, out, inn)
   if w:dtype() ~= "f32" and w:dtype() ~= "bf16" then w = w:to("f32") end
   return glq.linear.dense(w, b and b:to("f32") or nil)
 end
-M.build_linear = build_linear
 
 local function layer_shapes(c)
   local q, kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim

@@ -18,7 +18,6 @@ local fs = require "glq.fs"
 local M = {}
 
 local CAPTURE_OF = { q = "qkv", k = "qkv", v = "qkv", o = "o", gate = "gate_up", up = "gate_up", down = "down" }
-M.CAPTURE_OF = CAPTURE_OF
 
 local function log(fmt, ...) if not M.quiet then progress.log(fmt, ...) end end
 
@@ -92,7 +91,6 @@ local function proxy_loss(W, What, H)
   local d = W:sub(What):norm()
   return d * d
 end
-M.proxy_loss = proxy_loss
 
 local function f16_signs(signs) return signs:to("f16") end
 
