@@ -31,7 +31,7 @@ LUA_OBJS  := $(LUA_SRCS:%.c=$(BUILD)/obj/%.o)
 CU_OBJS   := $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
 ifneq ($(CU_OBJS),)
 CFLAGS_BASE += -DGLQ_HAVE_CUDA=1
-LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
 endif
 CFLAGS    = $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDFLAGS  += $(EXTRA_LDFLAGS)
@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-c test-repl test-asan test-gpu fuzz bench demo deps model install uninstall clean
+.PHONY: all test test-c test-repl test-asan test-gpu bench-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 # objects are rebuilt when the flags change (e.g. switching between CUDA=0 and CUDA=1)
@@ -54,9 +54,10 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu
+# (every CUDA object depends on the cuda/ headers, which hold the context struct; -MMD adds the rest)
+$(BUILD)/obj/%.o: %.cu $(wildcard cuda/*.h cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC -Isrc -c $< -o $@
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC -Isrc -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 $(LIB): $(OBJS) $(CU_OBJS) $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -71,7 +72,7 @@ $(EXE): src/main.c $(LUA_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ src/main.c $(LUA_OBJS) $(LIB) -Wl,-E $(LDFLAGS) $(LUAJIT_LIB) -lreadline $(LIBS)
 
--include $(OBJS:.o=.d) $(LUA_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(LUA_OBJS:.o=.d) $(CU_OBJS:.o=.d)
 
 # ---- tests ----
 BUSTED    ?= luajit /usr/bin/busted
@@ -112,9 +113,31 @@ fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # ---- GPU: kernel checks against an fp64 CPU reference + timings vs cuBLAS (needs a CUDA GPU) ----
-test-gpu:
+# then glq_cuda_linear against the CPU layers (linear_check; links the CUDA build of the library)
+test-gpu: all
 	$(MAKE) -f cuda/Makefile.inc CUDA_BUILD=$(BUILD)/cuda NVCC=$(NVCC) $(BUILD)/cuda/kernel_bench
 	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
+	$(MAKE) $(BUILD)/cuda/linear_check
+	$(BUILD)/cuda/linear_check
+	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) spec/cuda_spec.lua
+
+# C programs against the CUDA build of the library: linear_check, linear_bench
+$(BUILD)/cuda/%: bench/cuda/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDFLAGS) $(LIBS)
+
+# GPU benchmarks: kernels vs cuBLAS (kernel_bench), glq_cuda_linear at small batch against its bare
+# matmul and cuBLAS (linear_bench), the 8B-shaped model end to end (e2e_bench), SmolLM2-135M on the
+# GPU (model_bench.lua cuda)
+$(BUILD)/bench/e2e_bench: bench/cuda/e2e_bench.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LIBS)
+bench-gpu: all $(BUILD)/bench/e2e_bench $(BUILD)/cuda/linear_bench
+	$(MAKE) -f cuda/Makefile.inc CUDA_BUILD=$(BUILD)/cuda NVCC=$(NVCC) $(BUILD)/cuda/kernel_bench
+	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
+	$(BUILD)/cuda/linear_bench
+	$(BUILD)/bench/e2e_bench
+	$(EXE) bench/model_bench.lua 64 cuda
 
 # ---- benchmarks, demo, model, deps ----
 bench: all

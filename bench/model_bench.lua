@@ -1,12 +1,18 @@
 -- model_bench.lua - CPU prefill (1 x 512) and decode throughput of SmolLM2-135M-Instruct with its
 -- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2-bit, and HiF4. The E8 layers use
 -- random valid codes, signs and scales (throughput does not depend on the values); HiF4 layers
--- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps]
+-- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cuda]
+-- (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA graphs)
 local model = require "glq.model"
 local modelcfg = require "glq.modelcfg"
 local progress = require "glq.progress"
 
 local STEPS = tonumber(arg and arg[1]) or 32
+local DEVICE = arg and arg[2] == "cuda" and "cuda" or "cpu"
+if DEVICE == "cuda" then
+  local ok, why = glq.core.cuda.available()
+  if not ok then print("model_bench: no CUDA device (" .. why .. "); skipped") return end
+end
 local path = (os.getenv("GLQ_CACHE") or (os.getenv("HOME") .. "/.cache/glq")) .. "/SmolLM2-135M-Instruct.Q4_1.gguf"
 if not io.open(path, "rb") then
   print("model_bench: SmolLM2 not fetched (make model); skipped")
@@ -31,7 +37,7 @@ for i = 1, 512 do prompt[i] = (i * 7919) % 49152 end
 local function run(m)
   local best_p, best_d = math.huge, math.huge
   for _ = 1, 2 do
-    local cache = glq.llama.kvcache(m.c, { dtype = "f32", max_seq = 1024 })
+    local cache = m:new_cache { dtype = "f32", max_seq = 1024 }
     local t0 = progress.now()
     local logits = m.c:forward(model.ids_tensor(prompt), { cache = cache })
     local t1 = progress.now()
@@ -47,9 +53,13 @@ local function run(m)
   return 512 / best_p, STEPS / best_d
 end
 
-print(string.format("SmolLM2-135M-Instruct forward on the CPU, %d threads, prefill 1x512, %d decode steps", glq.num_threads(), STEPS))
+if DEVICE == "cuda" then
+  print(string.format("SmolLM2-135M-Instruct forward on the GPU (%s), prefill 1x512, %d decode steps", select(2, glq.core.cuda.available()), STEPS))
+else
+  print(string.format("SmolLM2-135M-Instruct forward on the CPU, %d threads, prefill 1x512, %d decode steps", glq.num_threads(), STEPS))
+end
 print(string.format("%-22s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "linear MB"))
-for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 4-bit", "HiF4" } do
+for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4" } do
   local m = model.load(path, { max_seq = 1024 })
   local bytes = 0
   local shapes = model.layer_shapes(m.cfg)
@@ -59,6 +69,7 @@ for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 4-bit", "HiF4" } do
       local s = shapes[r.role]
       local lin
       if variant == "E8 2-bit" then lin = random_e8(s[1], s[2], 2, l * 10)
+      elseif variant == "E8 3-bit" then lin = random_e8(s[1], s[2], 3, l * 10)
       elseif variant == "E8 4-bit" then lin = random_e8(s[1], s[2], 4, l * 10)
       elseif variant == "HiF4" then lin = glq.hif4.linear(glq.hif4.quantize(m:linear(name):dequantize()))
       end
@@ -67,6 +78,7 @@ for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 4-bit", "HiF4" } do
     end
   end
   collectgarbage()
+  if DEVICE == "cuda" then m = m:cuda() end
   local p, d = run(m)
   print(string.format("%-22s %14.1f %14.1f %14.1f", variant, p, d, bytes / 1e6))
 end

@@ -23,6 +23,7 @@ local opts = cli.parse({
     { "rows", default = "base,e8-2,e8-3,e8-4,mixed-2.5,mixed-3.5,hif4-compat,hif4,hif4-rht,hif4-rht-ldlq" },
     { "out", default = "quality-out", metavar = "DIR" },
     { "seed", type = "int", default = 42 },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration, evaluation and Hessians on the GPU (quantization itself stays on the CPU threads)" },
   },
 }, arg)
 if not opts then return end
@@ -37,6 +38,8 @@ local ROWS = {
   ["e8-4"] = { label = "E8 4-bit", decide = policy.uniform { format = "e8", bpw = 4 } },
   ["mixed-2.5"] = { label = "E8 mixed 2.5", allocate = 2.5 },
   ["mixed-3.5"] = { label = "E8 mixed 3.5", allocate = 3.5 },
+  ["mixed-2.5-total"] = { label = "E8 mixed 2.5 (total-loss objective)", allocate = 2.5, objective = "total" },
+  ["mixed-3.5-total"] = { label = "E8 mixed 3.5 (total-loss objective)", allocate = 3.5, objective = "total" },
   ["hif4-compat"] = { label = "HiF4 (reference rule, --compat)", calib = false, decide = function(l)
     if not policy.quantizable_roles[l.role] or policy.matches_compat_skip(l.name) then return { format = "dense" } end
     return { format = "hif4" }
@@ -48,6 +51,8 @@ local ROWS = {
 
 local base = model.load(opts.model, { max_seq = opts.eval_seqlen })
 local ids = eval.tokenize_file(base, opts.text)
+opts.device = model.pick_device(opts.device)
+if opts.device == "cuda" then base = base:cuda() end
 local cfg = base.cfg
 local shapes = model.layer_shapes(cfg)
 local total_w = 0
@@ -88,6 +93,7 @@ for name in opts.rows:gmatch("[^,]+") do
       seqlen = opts.seqlen, seed = opts.seed, overwrite = true, quiet = true, plot = false,
       fingerprint = { row = name }, needs_calibration = needs_calib,
       allocate = row.allocate ~= nil, target_bpw = row.allocate, min_bpw = 2, max_bpw = 4,
+      alloc_objective = row.objective, device = opts.device,
       allocation_path = row.allocate and fs.join(opts.out, name .. ".bpw_allocation.json") or nil,
       quantize_config = { tool_version = glq.version, source_model = opts.model, row = name },
     }
@@ -101,6 +107,7 @@ for name in opts.rows:gmatch("[^,]+") do
       bits = bits + b * r.shape[1] * r.shape[2]
     end
     local qm = model.load(out, { max_seq = opts.eval_seqlen, tokenizer = base:tokenizer() })
+    if opts.device == "cuda" then qm = qm:cuda() end
     local r = eval.run(qm, ids, { seqlen = opts.eval_seqlen, base = base, max_windows = opts.max_windows, quiet = true })
     emit(string.format("| %s | %.3f | %.1f | %.4f | %.5f | %.4f | %.4f | %.0f |", row.label, bits / total_w,
       fsize(fs.join(out, "model.safetensors")) / 1e6, r.ppl, r.kld_mean, r.kld_p99, r.top1, tq))

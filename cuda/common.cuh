@@ -33,12 +33,15 @@ struct glq_cuda_ctx {
   cublasHandle_t blas;
   int sms;
   int64_t max_fused_batch;
+  int64_t max_row_batch;     /* glq_cuda_linear: one-CTA-per-row Hadamard transforms up to this batch */
   int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
   int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
   uint16_t *scratch;        /* bf16 weights for GLQ_CUDA_DEQUANT */
   size_t scratch_elems;
   void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */
   size_t blas_ws_bytes;
+  void *lin_ws;             /* glq_cuda_linear scratch, shared by the context's layers (linear.cu) */
+  size_t lin_ws_bytes;
 };
 
 /* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */

@@ -33,6 +33,7 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
     return glq_error(GLQ_EIO, "glq_cuda_ctx_create: %s", cudaGetErrorString(e));
   }
   c->max_fused_batch = 16; /* measured: fused wins up to 16, DEQUANT from 64 (docs/cuda-notes.md) */
+  c->max_row_batch = 64;    /* up to one wave of row CTAs; prefill keeps the multi-pass transforms */
   c->e8_smem_entries = -1;
   c->fused_cfg = -1;
   c->blas_ws_bytes = (size_t)32 << 20;
@@ -65,6 +66,10 @@ extern "C" void glq_cuda_ctx_set_threshold(glq_cuda_ctx *c, int64_t max_fused_ba
   c->max_fused_batch = max_fused_batch;
 }
 
+extern "C" void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *c, int64_t max_row_batch) {
+  c->max_row_batch = max_row_batch;
+}
+
 extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_smem_entries = entries; }
 
 extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 1 ? 1 : cfg; }
@@ -73,6 +78,7 @@ extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
   if (!c) return;
   cudaFree(c->scratch);
   cudaFree(c->blas_ws);
+  cudaFree(c->lin_ws);
   cublasDestroy(c->blas);
   free(c);
 }

@@ -30,6 +30,9 @@ int glq_cuda_ctx_create(glq_cuda_ctx **ctx);
 int glq_cuda_ctx_reserve(glq_cuda_ctx *ctx, int64_t out, int64_t in);
 /* AUTO uses FUSED for B <= max_fused_batch, else DEQUANT (default 16). */
 void glq_cuda_ctx_set_threshold(glq_cuda_ctx *ctx, int64_t max_fused_batch);
+/* glq_cuda_linear's Hadamard transforms: one launch with one CTA per row for B <= max_row_batch
+ * (default 64), else the multi-pass kernels that spread a row over many CTAs (0: always those). */
+void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *ctx, int64_t max_row_batch);
 /* E8 fused kernel: codebook words held in shared memory (0..55296; the rest is read through L1/L2);
  * -1 (default) chooses by layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
@@ -81,6 +84,34 @@ int glq_cuda_hif4_dequant(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, uint16_
  * out_bf16 != 0 writes bf16 bits (uint16) instead of f32 (e.g. the input of a matmul). */
 int glq_cuda_fwht(const float *in, void *out, int out_bf16, int64_t rows, int64_t n,
                   const float *pre, const float *post, float scale, void *stream);
+
+/* ---- Linear layers: any CPU glq_linear on the GPU, f32 activations (cuda/linear.cu) ----
+ * Scratch (rotated inputs, bf16 copies of x) lives in the context and is shared by its layers:
+ * reserve every layer (and set the fused threshold) before capturing a graph, since growing the
+ * scratch moves it. The E8 codebook is uploaded once per process at the first E8 layer and kept
+ * until exit (never freed); so are the p x p Hadamard factors of Kronecker plans. */
+struct glq_linear;
+typedef struct glq_cuda_linear glq_cuda_linear;
+/* Upload a CPU layer built by glq_dense_linear_new / glq_e8_linear_new / glq_hif4_linear_new (vt->kind "dense", "e8", "hif4").
+ * dense_bf16 != 0: dense weights are stored as bf16 and multiplied in bf16 (x rounded to bf16, cublasGemmEx, f32 accumulate);
+ * 0: f32 weights, cublasSgemm with TF32 disabled (CUBLAS_DEFAULT_MATH / pedantic), so results track the CPU closely.
+ * Bias (if any) is uploaded and added. Errors name the problem (unsupported kind, shape). */
+int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear *cpu, int dense_bf16, glq_cuda_linear **out);
+/* Layers with random valid contents, for end-to-end benchmarks of large shapes (no CPU weight needed):
+ * kind "dense" (bf16), "e8" with bits 2/3/4 (random indices, +-1 signs, sensible scales), "hif4" (random valid packed fields),
+ * "hif4-rht" (the same with random input signs, so its input goes through the Hadamard transform of glq_hadamard_plan).
+ * Uses the default Hadamard plan of glq_hadamard_plan for the E8 input/output transforms (e.g. 14336 = H28 (x) FWHT512). */
+int glq_cuda_linear_random(glq_cuda_ctx *ctx, const char *kind, int bits, int64_t out, int64_t in, uint64_t seed, glq_cuda_linear **out_l);
+/* Make forward() for up to max_b rows allocation-free (call before CUDA graph capture). forward() grows scratch itself otherwise. */
+int glq_cuda_linear_reserve(glq_cuda_ctx *ctx, glq_cuda_linear *l, int64_t max_b);
+/* y (B x out, f32, device, row-major) = x (B x in, f32, device, row-major) . W^T (+ bias). x is not modified; y must not alias x.
+ * No allocation and no host synchronisation once reserved (graph-capturable); deterministic (no float atomics). */
+int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y, void *stream);
+int64_t glq_cuda_linear_in(const glq_cuda_linear *l);         /* the CPU layer's in and out */
+int64_t glq_cuda_linear_out(const glq_cuda_linear *l);
+const char *glq_cuda_linear_kind(const glq_cuda_linear *l);   /* "dense", "dense-bf16", "e8", "hif4" */
+size_t glq_cuda_linear_bytes(const glq_cuda_linear *l);        /* device bytes of the weights (+scales, signs) */
+void glq_cuda_linear_free(glq_cuda_linear *l);                /* NULL is fine */
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@ local opts = cli.parse({
     { "max-windows", type = "int", help = "evaluate at most N windows" },
     { "first-window", type = "int", default = 0, help = "start at this window (0-based; with --json, runs over disjoint ranges combine exactly through nll_sum and tokens)" },
     { "tokenizer", metavar = "FILE", help = "tokenizer (.gguf, tokenizer.json or llama2.c .bin) when the model has none" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "where the forward runs (cuda falls back to the CPU with a message when there is no GPU)" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
     { "json", type = "bool", help = "print one JSON object instead of lines" },
   },
@@ -27,6 +28,10 @@ local m = model.load(opts.model, { max_seq = opts.seqlen, tokenizer = opts.token
 local base = opts.base and model.load(opts.base, { max_seq = opts.seqlen })
 if base and base.cfg.vocab ~= m.cfg.vocab then
   error(string.format("--base has a vocabulary of %d tokens, the model %d", base.cfg.vocab, m.cfg.vocab), 0)
+end
+if model.pick_device(opts.device) == "cuda" then
+  m = m:cuda()
+  base = base and base:cuda()
 end
 local ids = eval.tokenize_file(m, opts.text)
 io.stderr:write(string.format("%s: %d tokens\n", opts.text, #ids))

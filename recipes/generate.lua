@@ -18,6 +18,7 @@ local opts = cli.parse({
     { "chat", type = "bool", help = "wrap the prompt in the model's chat template (ChatML)" },
     { "max-seq", type = "int", default = 2048, help = "context length to allocate" },
     { "tokenizer", metavar = "FILE", help = "tokenizer (.gguf, tokenizer.json or llama2.c .bin) when the model has none" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "where the forward runs (cuda: f32 KV cache; falls back to the CPU with a message when there is no GPU)" },
     { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
   },
 }, arg)
@@ -28,6 +29,10 @@ if opts.top_p <= 0 or opts.top_p > 1 then error("--top-p must be in (0, 1]", 0) 
 
 local model, gen = require "glq.model", require "glq.generate"
 local m = model.load(opts.model, { max_seq = opts.max_seq, tokenizer = opts.tokenizer })
+if model.pick_device(opts.device) == "cuda" then
+  if opts.kv_cache ~= "f32" then error("--kv-cache " .. opts.kv_cache .. " runs on the CPU only; the GPU cache is f32", 0) end
+  m = m:cuda()
+end
 local text = opts.prompt
 if opts.chat then text = gen.chat_prompt(m.src:chat_style(), text) end
 local ids = m:encode(text)

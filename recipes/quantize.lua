@@ -16,6 +16,7 @@ local opts = cli.parse({
     { "min-bpw", type = "int", help = "smallest E8 width for mixed precision (2..4; default 2)" },
     { "max-bpw", type = "int", help = "largest E8 width for mixed precision (2..4; default 4)" },
     { "bpw-map", metavar = "FILE", help = "bpw_allocation.json from a profiling run: quantize with it" },
+    { "alloc-objective", type = "choice", choices = { "relative", "total" }, default = "relative", help = "mixed precision minimises the sum of each layer's proxy loss tr(dW H dW^T) over its output energy tr(W H W^T) (relative), or the plain sum (total)" },
     { "profile-only", type = "bool", help = "with a fractional --bpw: write bpw_allocation.json and stop" },
     { "tune-iters", type = "int", default = 0, help = "extra LDLQ refinement passes" },
     { "nsamples", type = "int", default = 128, help = "calibration sequences" },
@@ -29,7 +30,7 @@ local opts = cli.parse({
     { "dense-dtype", type = "choice", choices = { "keep", "bf16", "f16" }, default = "keep", help = "precision of the tensors kept dense (embeddings, head); keep = as in the source (exact)" },
     { "seed", type = "int", default = 42, help = "seed for signs and self-calibration" },
     { "damp", type = "number", default = 0.01, help = "Hessian damping relative to its mean diagonal" },
-    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "where to run" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration forward and Hessians on the GPU (LDLQ stays on the CPU threads); falls back to the CPU with a message when there is no GPU" },
     { "streaming", type = "bool", help = "accepted for glq-quantize compatibility: layers are always streamed" },
     { "resume", type = "bool", help = "continue an interrupted run in --output" },
     { "overwrite", type = "bool", help = "replace an existing checkpoint or unfinished run in --output" },
@@ -43,12 +44,7 @@ if not opts then return end
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 if opts.threads then glq.num_threads(opts.threads) end
-if opts.device == "cuda" then
-  local cuda = glq.core.cuda
-  if not (cuda and cuda.available and cuda.available()) then
-    io.stderr:write("glq: no CUDA device available; running on the CPU\n")
-  end
-end
+local device = require("glq.model").pick_device(opts.device)
 if opts.nsamples < 1 then fail("--nsamples must be at least 1") end
 if opts.seqlen < 2 then fail("--seqlen must be at least 2") end
 if opts.bpw < 2 or opts.bpw > 4.5 then fail("--bpw %g is out of range (2 to 4, or up to 4.5 with --format auto)", opts.bpw) end
@@ -96,17 +92,18 @@ if opts.format == "hif4" and not opts.hif4_ldlq and not mixed and not opts.polic
 local fingerprint = {
   tool = "glq " .. glq.version, model = opts.model, bpw = opts.bpw, min_bpw = opts.min_bpw, max_bpw = opts.max_bpw,
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
-  tune_iters = opts.tune_iters, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
+  tune_iters = opts.tune_iters, alloc_objective = mixed and opts.alloc_objective or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
   seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
+  device = device ~= "cpu" and device or nil,
 }
 
 local r = q.run {
   model = opts.model, output = opts.output, decide = decide, calib = opts.calib, nsamples = opts.nsamples,
   seqlen = opts.seqlen, seed = opts.seed, tune_iters = opts.tune_iters, damp = opts.damp, resume = opts.resume,
   overwrite = opts.overwrite, report = opts.report, fingerprint = fingerprint, quiet = opts.quiet,
-  needs_calibration = needs_calib, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
-  allocate = mixed, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
+  needs_calibration = needs_calib, device = device, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
+  allocate = mixed, alloc_objective = opts.alloc_objective, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
   profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil,
   allocation_path = mixed and (opts.profile_only and "bpw_allocation.json" or fs.join(opts.output, "bpw_allocation.json")) or nil,

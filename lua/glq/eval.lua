@@ -39,7 +39,16 @@ function M.run(m, ids, opts)
   if nwin < 1 then
     error(string.format("the text has %d tokens, fewer than one window of %d", #ids, T), 0)
   end
-  local chunk = opts.chunk or 128
+  -- on the GPU (m:cuda()), logits stay on the device and the row statistics run there
+  local dev = m.device == "cuda"
+  local chunk = opts.chunk or (dev and 512 or 128)
+  local nll_rows = dev and glq.core.cuda.nll_rows or glq.nll_rows
+  local kl_rows = dev and glq.core.cuda.kl_rows or glq.kl_rows
+  local function logits(mm, h, s, n)
+    if dev then return mm.c:head_device(h:narrow(2, s + 1, n)) end
+    return mm.c:head(h:narrow(2, s + 1, n)):reshape({ n, m.cfg.vocab })
+  end
+  if base and (base.device == "cuda") ~= dev then error("the model and --base must run on the same device", 0) end
   local base = opts.base
   local sum, count = 0, 0
   local kls, agree = {}, 0
@@ -51,16 +60,16 @@ function M.run(m, ids, opts)
     -- positions 0..T-2 predict tokens 1..T-1, in chunks so logits stay small
     for s = 0, T - 2, chunk do
       local n = math.min(chunk, T - 1 - s)
-      local lg = m.c:head(h:narrow(2, s + 1, n)):reshape({ n, m.cfg.vocab })
+      local lg = logits(m, h, s, n)
       local tg = glq.zeros("i32", { n })
       local tp = tg:ptr()
       for i = 0, n - 1 do tp[i] = ids[w * T + s + i + 2] end
-      local nll = glq.nll_rows(lg, tg)
+      local nll = nll_rows(lg, tg)
       sum = sum + nll:sum()
       count = count + n
       if base then
-        local lb = base.c:head(hb:narrow(2, s + 1, n)):reshape({ n, m.cfg.vocab })
-        local kl, ag = glq.kl_rows(lb, lg)
+        local lb = logits(base, hb, s, n)
+        local kl, ag = kl_rows(lb, lg)
         local kp, ap = kl:ptr(), ag:ptr()
         for i = 0, n - 1 do kls[#kls + 1] = kp[i]; agree = agree + ap[i] end
       end

@@ -41,8 +41,8 @@ function M.run(m, prompt_ids, opts)
   end
   if #prompt_ids == 0 then error("empty prompt (no tokens)", 0) end
   maxn = math.min(maxn, ctx - #prompt_ids)
-  local cache = core.llama.kvcache(m.c, { dtype = opts.kv_cache or "f32", batch = 1, max_seq = ctx,
-    residual_length = opts.residual_length })
+  local cache = m:new_cache { dtype = opts.kv_cache or "f32", batch = 1, max_seq = ctx,
+    residual_length = opts.residual_length }
   local sampler = core.sampler.new { temperature = opts.temperature or 0, top_k = opts.top_k or 0,
     top_p = opts.top_p or 1, seed = opts.seed or 0 }
   local now = require("glq.progress").now

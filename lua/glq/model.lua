@@ -300,4 +300,42 @@ function Model:hidden(tokens)
   return h
 end
 
+-- a KV cache for this model (opts as glq.llama.kvcache: dtype, batch, max_seq, residual_length)
+function Model:new_cache(opts)
+  return core.llama.kvcache(self.c, opts)
+end
+
+-- where a command runs: "cpu", or "cuda" when the build and the machine have a GPU (otherwise one
+-- message on stderr and the CPU). Returns the device actually used.
+function M.pick_device(want)
+  if want ~= "cuda" then return "cpu" end
+  local ok, why = core.cuda.available()
+  if ok then return "cuda" end
+  io.stderr:write("glq: no CUDA device available (" .. tostring(why) .. "); running on the CPU\n")
+  return "cpu"
+end
+
+-- The model on the GPU: a copy of every loaded layer, the embedding and the head (the CPU model
+-- stays the source of truth: after m:set_linear, call gpu:sync_layer(l)). The returned object
+-- answers what eval and generate use (hidden, c:head, c:forward, new_cache, encode, ...), so
+-- they run unchanged. opts.dense_bf16 keeps dense projections in bf16 on the device.
+function Model:cuda(opts)
+  opts = opts or {}
+  local gm = core.cuda.model(self.c, { dense_bf16 = opts.dense_bf16 })
+  for l = 0, self.cfg.n_layers - 1 do
+    if self.layers[l] then gm:sync_layer(l) end
+  end
+  gm:sync_head()
+  local g = setmetatable({ c = gm, cpu = self, device = "cuda" }, { __index = self })
+  function g:sync_layer(l) gm:sync_layer(l) end
+  function g:new_cache(o)
+    o = o or {}
+    if o.dtype and o.dtype ~= "f32" then
+      error(string.format("the GPU KV cache is f32 (--kv-cache %s runs on the CPU only)", o.dtype), 0)
+    end
+    return gm:kvcache { batch = o.batch or 1, max_seq = o.max_seq or self.max_seq }
+  end
+  return g
+end
+
 return M

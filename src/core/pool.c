@@ -1,6 +1,10 @@
-/* pool.c - fixed worker threads; glq_parallel_for hands each worker one contiguous range.
- * The split of [0, n) depends only on n, min_chunk and the pool size, and each index is
- * processed by exactly one call, so independent iterations give identical bytes for any size.
+/* pool.c - fixed worker threads running data-parallel loops.
+ * A loop is cut into parts (fixed ranges: they depend only on n and the chunk size, and for
+ * glq_parallel_for the pool size). Every thread, the caller included, claims the next unclaimed part
+ * from one atomic ticket until none is left, so each index is processed by exactly one call and
+ * independent iterations give identical bytes for any pool size; which thread runs a part is decided
+ * at run time. The caller never waits for a worker that has not claimed a part: on a machine shared
+ * with other processes a descheduled worker costs nothing, and a fast thread takes more parts.
  * Workers and the caller spin briefly before sleeping: a decode step dispatches hundreds of
  * small loops, and a condition-variable round trip costs tens of microseconds each time. */
 #include "pool.h"
@@ -16,13 +20,13 @@
 #endif
 
 #define MAX_THREADS 256
-#define SPIN 4000 /* pause iterations (~tens of microseconds) before blocking */
+#define SPIN 4000 /* pause iterations (~0.1 ms on a Zen 4) before blocking */
+#define MAX_PARTS 0x7fffffff
 
 typedef struct {
   glq_range_fn fn;
   void *ctx;
   int64_t n, chunk;
-  int nparts;
 } job_t;
 
 static struct {
@@ -33,7 +37,8 @@ static struct {
   int started;
   _Atomic unsigned long gen; /* job generation; bumped after the job is written */
   unsigned long base_gen;  /* generation when the current workers were started */
-  _Atomic int pending;     /* workers still running the current job */
+  _Atomic uint64_t ticket; /* nparts << 32 | next unclaimed part; P.job is stable while a part is claimed */
+  _Atomic int64_t finished; /* parts of the current job completed */
   _Atomic int quit;
   job_t job;
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
@@ -41,14 +46,27 @@ static struct {
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER; /* one parallel loop at a time */
 static _Thread_local int in_parallel;
 
-static void run_part(const job_t *j, int part) {
-  int64_t b = (int64_t)part * j->chunk, e = b + j->chunk;
-  if (e > j->n) e = j->n;
-  if (b < e) j->fn(j->ctx, b, e);
+/* Claim and run parts of the posted job until none is left. The ticket carries the job's part count,
+ * so a late thread can only claim a part of the job that is posted now (the count of claims past the
+ * end stays below 2^32 - MAX_PARTS: each thread makes one before it stops). */
+static void run_parts(void) {
+  for (;;) {
+    uint64_t t = atomic_fetch_add(&P.ticket, 1);
+    uint64_t nparts = t >> 32, part = t & 0xffffffffu;
+    if (part >= nparts) return;
+    const job_t *j = &P.job;
+    int64_t b = (int64_t)part * j->chunk, e = b + j->chunk < j->n ? b + j->chunk : j->n;
+    j->fn(j->ctx, b, e);
+    if (atomic_fetch_add(&P.finished, 1) + 1 == (int64_t)nparts) {
+      pthread_mutex_lock(&P.mu);
+      pthread_cond_signal(&P.done);
+      pthread_mutex_unlock(&P.mu);
+    }
+  }
 }
 
 static void *worker(void *arg) {
-  int id = (int)(intptr_t)arg;
+  (void)arg;
   in_parallel = 1;
   unsigned long seen = P.base_gen; /* never run a job posted before this worker existed */
   for (;;) {
@@ -60,13 +78,7 @@ static void *worker(void *arg) {
     }
     if (atomic_load(&P.quit)) break;
     seen = atomic_load(&P.gen);
-    job_t j = P.job;
-    if (id < j.nparts) run_part(&j, id);
-    if (atomic_fetch_sub(&P.pending, 1) == 1) {
-      pthread_mutex_lock(&P.mu);
-      pthread_cond_signal(&P.done);
-      pthread_mutex_unlock(&P.mu);
-    }
+    run_parts();
   }
   return NULL;
 }
@@ -125,6 +137,29 @@ void glq_set_num_threads(int n) {
   pthread_mutex_unlock(&run_mu);
 }
 
+/* Post n indices in parts of `chunk` (run_mu held), claim parts on the calling thread too, wait
+ * until every claimed part has finished, release run_mu. */
+static void dispatch(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
+  int64_t nparts = (n + chunk - 1) / chunk;
+  P.job = (job_t){fn, ctx, n, chunk};
+  atomic_store(&P.finished, 0);
+  atomic_store(&P.ticket, (uint64_t)nparts << 32);
+  pthread_mutex_lock(&P.mu);
+  atomic_fetch_add(&P.gen, 1); /* wakes the workers (seq_cst, after the job and ticket) */
+  pthread_cond_broadcast(&P.go);
+  pthread_mutex_unlock(&P.mu);
+  in_parallel = 1;
+  run_parts();
+  in_parallel = 0;
+  for (int i = 0; i < SPIN && atomic_load(&P.finished) < nparts; i++) cpu_relax();
+  if (atomic_load(&P.finished) < nparts) {
+    pthread_mutex_lock(&P.mu);
+    while (atomic_load(&P.finished) < nparts) pthread_cond_wait(&P.done, &P.mu);
+    pthread_mutex_unlock(&P.mu);
+  }
+  pthread_mutex_unlock(&run_mu);
+}
+
 void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx) {
   if (n <= 0) return;
   if (min_chunk < 1) min_chunk = 1;
@@ -134,26 +169,29 @@ void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx) 
   int parts = P.nthreads;
   int64_t chunk = (n + parts - 1) / parts;
   if (chunk < min_chunk) chunk = min_chunk;
-  parts = (int)((n + chunk - 1) / chunk);
-  if (parts <= 1) {
+  if (chunk >= n) {
     pthread_mutex_unlock(&run_mu);
     fn(ctx, 0, n);
     return;
   }
-  P.job = (job_t){fn, ctx, n, chunk, parts};
-  atomic_store(&P.pending, P.nthreads - 1);
-  pthread_mutex_lock(&P.mu);
-  atomic_fetch_add(&P.gen, 1); /* publishes the job (seq_cst) */
-  pthread_cond_broadcast(&P.go);
-  pthread_mutex_unlock(&P.mu);
-  in_parallel = 1;
-  run_part(&P.job, 0);
-  in_parallel = 0;
-  for (int i = 0; i < SPIN && atomic_load(&P.pending) > 0; i++) cpu_relax();
-  if (atomic_load(&P.pending) > 0) {
-    pthread_mutex_lock(&P.mu);
-    while (atomic_load(&P.pending) > 0) pthread_cond_wait(&P.done, &P.mu);
-    pthread_mutex_unlock(&P.mu);
+  dispatch(n, chunk, fn, ctx);
+}
+
+static void chunks_here(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
+  for (int64_t b = 0; b < n; b += chunk) fn(ctx, b, b + chunk < n ? b + chunk : n);
+}
+
+void glq_parallel_chunks(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
+  if (n <= 0) return;
+  if (chunk < 1) chunk = 1;
+  if (chunk < n / MAX_PARTS + 1) chunk = n / MAX_PARTS + 1; /* the part count fits the ticket */
+  if (in_parallel || n <= chunk) { chunks_here(n, chunk, fn, ctx); return; }
+  pthread_mutex_lock(&run_mu);
+  ensure_started();
+  if (P.nthreads <= 1) {
+    pthread_mutex_unlock(&run_mu);
+    chunks_here(n, chunk, fn, ctx);
+    return;
   }
-  pthread_mutex_unlock(&run_mu);
+  dispatch(n, chunk, fn, ctx);
 }

@@ -34,7 +34,7 @@ static int l_dense(lua_State *L) {
 
 /* ---- helpers ---- */
 
-static glq_llama *checkllama(lua_State *L, int idx) {
+glq_llama *lglq_checkllama(lua_State *L, int idx) {
   llama_ud *u = luaL_checkudata(L, idx, LLAMA_MT);
   return u->m;
 }
@@ -51,7 +51,7 @@ static glq_kvcache *optcache(lua_State *L, int opts) {
 
 /* Tokens from a tensor (n) / (B, T) of any numeric dtype, a flat table (one sequence) or a table
  * of equal-length tables; pushes an i32 (B × T) tensor that owns the ids and returns its data. */
-static const int32_t *checktokens(lua_State *L, int idx, int *B, int *T) {
+const int32_t *lglq_checktokens(lua_State *L, int idx, int *B, int *T) {
   glq_tensor t;
   if (lua_istable(L, idx)) {
     int nb = (int)lua_objlen(L, idx), nested;
@@ -169,7 +169,7 @@ static int m_llama_gc(lua_State *L) {
 
 /* m:config() -> table of the model's configuration */
 static int m_config(lua_State *L) {
-  const glq_llama_config *c = glq_llama_config_of(checkllama(L, 1));
+  const glq_llama_config *c = glq_llama_config_of(lglq_checkllama(L, 1));
   lua_newtable(L);
   struct { const char *k; int v; } ints[] = {{"dim", c->dim}, {"n_layers", c->n_layers}, {"n_heads", c->n_heads},
     {"n_kv_heads", c->n_kv_heads}, {"head_dim", c->head_dim}, {"ffn_dim", c->ffn_dim}, {"vocab", c->vocab},
@@ -184,20 +184,20 @@ static int m_config(lua_State *L) {
 }
 
 static int m_set_embedding(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   lglq_check(L, glq_llama_set_embedding(m, lglq_checktensor(L, 2)), "llama:set_embedding");
   anchor(L, 1, "embedding", 2);
   return 0;
 }
 
 static int m_set_final_norm(lua_State *L) {
-  lglq_check(L, glq_llama_set_final_norm(checkllama(L, 1), lglq_checktensor(L, 2)), "llama:set_final_norm");
+  lglq_check(L, glq_llama_set_final_norm(lglq_checkllama(L, 1), lglq_checktensor(L, 2)), "llama:set_final_norm");
   return 0;
 }
 
 /* m:set_head(linear | nil): nil returns a tied model to its embedding-backed head */
 static int m_set_head(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   glq_linear *h = lua_isnoneornil(L, 2) ? NULL : lglq_checklinear(L, 2);
   lglq_check(L, glq_llama_set_head(m, h), "llama:set_head");
   anchor(L, 1, "head", 2);
@@ -206,7 +206,7 @@ static int m_set_head(lua_State *L) {
 
 /* m:set_layer(l, {attn_norm, ffn_norm, [q_norm, k_norm], q, k, v, o, gate, up, down}) */
 static int m_set_layer(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   int l = (int)luaL_checkinteger(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   static const char *lin_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -236,7 +236,7 @@ static int m_set_layer(lua_State *L) {
 
 /* m:layer_linears(l) -> {q=, k=, ..., down=} as set (nil if the layer is not set) */
 static int m_layer_linears(lua_State *L) {
-  checkllama(L, 1);
+  lglq_checkllama(L, 1);
   char key[32];
   snprintf(key, sizeof key, "layer%d", (int)luaL_checkinteger(L, 2));
   lua_getfenv(L, 1);
@@ -246,9 +246,9 @@ static int m_layer_linears(lua_State *L) {
 
 /* m:embed(tokens) -> hidden (B, T, dim) f32 */
 static int m_embed(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   int B, T;
-  const int32_t *tok = checktokens(L, 2, &B, &T);
+  const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
   glq_tensor h;
   int64_t shape[3] = {B, T, glq_llama_config_of(m)->dim};
   lglq_check(L, glq_tensor_new(GLQ_F32, 3, shape, &h), "llama:embed");
@@ -298,7 +298,7 @@ static void prepare_capture(lua_State *L, glq_llama *m, int idx, glq_llama_captu
  * table {qkv = H, o = H, gate_up = H, down = H, rows = {qkv = n, ...}} (f64 H += xᵀx). With a
  * cache, the position is the cache's length; call cache:advance(T) after the last layer. */
 static int m_layer(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   int l = (int)luaL_checkinteger(L, 2);
   glq_tensor *h = lglq_checktensor(L, 3);
   int dim = glq_llama_config_of(m)->dim;
@@ -337,7 +337,7 @@ static int m_layer(lua_State *L) {
 
 /* m:head(hidden (..., dim)) -> logits (..., vocab) */
 static int m_head(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   const glq_llama_config *c = glq_llama_config_of(m);
   glq_tensor *in = lglq_checktensor(L, 2);
   if (in->ndim < 1 || in->shape[in->ndim - 1] != c->dim)
@@ -358,11 +358,11 @@ static int m_head(lua_State *L) {
 
 /* m:forward(tokens, {cache = c, all_logits = false}) -> logits (B, vocab) or (B, T, vocab) */
 static int m_forward(lua_State *L) {
-  glq_llama *m = checkllama(L, 1);
+  glq_llama *m = lglq_checkllama(L, 1);
   glq_kvcache *cache = optcache(L, 3);
   int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
   int B, T;
-  const int32_t *tok = checktokens(L, 2, &B, &T);
+  const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
   glq_tensor y;
   int64_t shape[3] = {B, all ? T : glq_llama_config_of(m)->vocab, glq_llama_config_of(m)->vocab};
   lglq_check(L, glq_tensor_new(GLQ_F32, all ? 3 : 2, shape, &y), "llama:forward");
@@ -376,7 +376,7 @@ static int m_forward(lua_State *L) {
 /* glq.llama.kvcache(m, {dtype = "f32" | "f16" | "int8", batch = 1, max_seq = cfg.max_seq,
  * residual_length = 128, group = 32}) */
 static int l_kvcache(lua_State *L) {
-  const glq_llama_config *mc = glq_llama_config_of(checkllama(L, 1));
+  const glq_llama_config *mc = glq_llama_config_of(lglq_checkllama(L, 1));
   glq_kvcache_config c = {mc->n_layers, 1, mc->n_kv_heads, mc->head_dim, mc->max_seq, GLQ_KV_F32, 128, 32};
   const char *dt = lglq_optstring(L, 2, "dtype", "f32");
   if (!strcmp(dt, "f16")) c.dtype = GLQ_KV_F16;

@@ -45,6 +45,11 @@ const char *lglq_optstring(lua_State *L, int idx, const char *name, const char *
 void lglq_pushlinear(lua_State *L, glq_linear *l, int anchor);
 glq_linear *lglq_checklinear(lua_State *L, int idx);
 
+/* models (l_model.c): a glq.llama userdata's model; token ids (tensor (T)/(B, T), flat or nested table)
+ * as an i32 (B × T) tensor pushed on the stack (it owns the returned data) */
+struct glq_llama *lglq_checkllama(lua_State *L, int idx);
+const int32_t *lglq_checktokens(lua_State *L, int idx, int *B, int *T);
+
 /* registration: set fns into the table on top of the stack, or into its subtable `sub` (created if absent) */
 void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns);
 

@@ -1,7 +1,8 @@
 /* dense_linear.h - glq_linear over a plain f32 or bf16 weight (out × in), and the x·Wᵀ kernel
  * behind it. Every output element is one fixed-order dot product (8-lane FMA chains, a fixed
  * horizontal sum, then the tail), so results are identical for any batch size, tile position
- * or thread count. */
+ * or thread count: one x row takes 8-row register tiles (short rows), batches 3 × 4 tiles, and
+ * each of them computes an element this way. */
 #ifndef GLQ_DENSE_LINEAR_H
 #define GLQ_DENSE_LINEAR_H
 #include "linear.h"
@@ -11,6 +12,10 @@
  * reference to its storage (an mmap'd file stays mapped). Other float dtypes or strided views
  * are converted to an owned f32 copy. bias: NULL or a float tensor of `out` elements (copied). */
 int glq_dense_linear_new(const glq_tensor *w, const glq_tensor *bias, glq_linear **out);
+
+/* The weight of an existing dense layer (vt->kind "dense"): contiguous out×in f32 or bf16, borrowed
+ * (valid while the layer lives); the bias is l->bias. GLQ_EINVAL for another kind. */
+int glq_dense_linear_weight_of(const glq_linear *l, const void **w, glq_dtype *dtype);
 
 /* Single-threaded y[i*ldy + j] = x[i*ldx + :]·w[j*ldw + :] (+ bias[j]) for i < B, j < out,
  * dot length n; w is f32 or bf16 (wdt). The building block of dense forward and attention. */

@@ -328,6 +328,19 @@ static void softmax_row(float *s, int valid, int n, float scale) {
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) static int pv_rows_avx2(const float *p, int n, const float *V, int hd, float *out) {
   int d = 0;
+  for (; d + 64 <= hd; d += 64) { /* eight chains: the FMA latency is hidden */
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+      __m256 pj = _mm256_set1_ps(p[j]);
+      const float *v = V + (size_t)j * hd + d;
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), a[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(out + d + 8 * i, a[i]);
+  }
   for (; d + 32 <= hd; d += 32) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int j = 0; j < n; j++) {
@@ -359,7 +372,9 @@ static void pv_rows(const float *p, int n, const float *V, int hd, float *out) {
   }
 }
 
-/* Work items are (sequence, kv head): keys/values are gathered once for the heads sharing them. */
+/* Work items are (sequence, query head), kv-head major: a range gathers the keys/values of a kv head
+ * once for its heads that share them, and the heads of one kv head can still go to two threads
+ * (SmolLM2's 3 kv heads on 2 threads: 5 and 4 heads instead of 6 and 3). */
 static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   attn_ctx *c = vctx;
   const glq_llama_config *f = &c->m->cfg;
@@ -372,30 +387,31 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   }
   float *K = buf, *V = K + (size_t)L * hd, *Vt = V + (size_t)L * hd, *S = Vt + (size_t)L * hd;
   float scale = 1.0f / sqrtf((float)hd);
+  int64_t gathered = -1; /* the (sequence, kv head) whose keys/values are in K, V */
   for (int64_t it = i0; it < i1; it++) {
-    int b = (int)(it / nkv), kvh = (int)(it % nkv);
-    if (c->cache && pos0 > 0) glq_kvcache_read(c->cache, c->l, b, kvh, pos0, K, V);
-    for (int t = 0; t < T; t++) {
-      size_t src = (((size_t)b * T + t) * nkv + kvh) * hd;
-      memcpy(K + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
-      memcpy(V + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
-    }
-    if (T > FEW_QUERIES)
-      for (int j = 0; j < L; j++)
-        for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
-    for (int r = 0; r < rep; r++) {
-      int h = kvh * rep + r;
-      for (int t0 = 0; t0 < T; t0 += QBLOCK) {
-        int nb = T - t0 < QBLOCK ? T - t0 : QBLOCK, Lt = pos0 + t0 + nb;
-        size_t row0 = (((size_t)b * T + t0) * nh + h) * hd;
-        glq_gemm_nt(c->q + row0, (int64_t)nh * hd, nb, K, GLQ_F32, hd, Lt, hd, NULL, S, Lt);
-        for (int i = 0; i < nb; i++) softmax_row(S + (size_t)i * Lt, pos0 + t0 + i + 1, Lt, scale);
-        if (T > FEW_QUERIES)
-          glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
-        else
-          for (int i = 0; i < nb; i++)
-            pv_rows(S + (size_t)i * Lt, pos0 + t0 + i + 1, V, hd, c->att + row0 + (size_t)i * nh * hd);
+    int b = (int)(it / nh), h = (int)(it % nh), kvh = h / rep;
+    if (gathered != (int64_t)b * nkv + kvh) {
+      gathered = (int64_t)b * nkv + kvh;
+      if (c->cache && pos0 > 0) glq_kvcache_read(c->cache, c->l, b, kvh, pos0, K, V);
+      for (int t = 0; t < T; t++) {
+        size_t src = (((size_t)b * T + t) * nkv + kvh) * hd;
+        memcpy(K + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
+        memcpy(V + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
       }
+      if (T > FEW_QUERIES)
+        for (int j = 0; j < L; j++)
+          for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
+    }
+    for (int t0 = 0; t0 < T; t0 += QBLOCK) {
+      int nb = T - t0 < QBLOCK ? T - t0 : QBLOCK, Lt = pos0 + t0 + nb;
+      size_t row0 = (((size_t)b * T + t0) * nh + h) * hd;
+      glq_gemm_nt(c->q + row0, (int64_t)nh * hd, nb, K, GLQ_F32, hd, Lt, hd, NULL, S, Lt);
+      for (int i = 0; i < nb; i++) softmax_row(S + (size_t)i * Lt, pos0 + t0 + i + 1, Lt, scale);
+      if (T > FEW_QUERIES)
+        glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
+      else
+        for (int i = 0; i < nb; i++)
+          pv_rows(S + (size_t)i * Lt, pos0 + t0 + i + 1, V, hd, c->att + row0 + (size_t)i * nh * hd);
     }
   }
   free(buf);
@@ -479,7 +495,7 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
   rope(m, q, N, f->n_heads, T, pos0);
   rope(m, k, N, f->n_kv_heads, T, pos0);
   attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, 0};
-  glq_parallel_for((int64_t)B * f->n_kv_heads, 1, attn_range, &ac);
+  glq_parallel_for((int64_t)B * f->n_heads, 1, attn_range, &ac);
   if (atomic_load(&ac.failed)) return glq_error(GLQ_ENOMEM, "llama layer %d: cannot allocate attention scratch", l);
   if (cache && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
   if ((rc = capture(m, cap, GLQ_CAP_O, att, N))) return rc;
@@ -522,4 +538,22 @@ int glq_llama_forward(glq_llama *m, glq_kvcache *cache, const int32_t *tokens, i
   if (all_logits) return glq_llama_head(m, h, N, logits);
   for (int b = 0; b < B; b++) memcpy(last + (size_t)b * dim, h + ((int64_t)b * T + T - 1) * dim, (size_t)dim * sizeof(float));
   return glq_llama_head(m, last, B, logits);
+}
+
+int glq_llama_layer_view(const glq_llama *m, int l, glq_llama_view *out) {
+  memset(out, 0, sizeof *out);
+  if (l < 0 || l >= m->cfg.n_layers) return glq_error(GLQ_EINVAL, "llama layer %d out of range [0, %d)", l, m->cfg.n_layers);
+  const layer_t *L = &m->layers[l];
+  if (!L->q) return glq_error(GLQ_EINVAL, "llama layer %d: weights not set", l);
+  *out = (glq_llama_view){L->attn_norm, L->ffn_norm, L->q_norm, L->k_norm, L->q, L->k, L->v, L->o, L->gate, L->up, L->down};
+  return GLQ_OK;
+}
+
+const glq_tensor *glq_llama_embedding(const glq_llama *m) { return m->emb.st ? &m->emb : NULL; }
+
+const float *glq_llama_final_norm(const glq_llama *m) { return m->final_norm; }
+
+void glq_llama_rope_tables(const glq_llama *m, const float **cos_out, const float **sin_out) {
+  *cos_out = m->rope_cos;
+  *sin_out = m->rope_sin;
 }

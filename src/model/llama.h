@@ -77,4 +77,17 @@ int glq_llama_head(glq_llama *m, const float *hidden, int64_t n, float *logits);
 int glq_llama_forward(glq_llama *m, glq_kvcache *cache, const int32_t *tokens, int B, int T,
                       float *logits, int all_logits);
 
+/* Read-only view of what a model holds, for backends that copy it (cuda/llama.cu). */
+typedef struct glq_llama_view {
+  const float *attn_norm, *ffn_norm, *q_norm, *k_norm;   /* layer's norms (q/k only with qk_norm) */
+  glq_linear *q, *k, *v, *o, *gate, *up, *down;           /* NULL until the layer is set */
+} glq_llama_view;
+/* The weights of layer l (GLQ_EINVAL when l is out of range or the layer is not set). */
+int glq_llama_layer_view(const glq_llama *m, int l, glq_llama_view *out);
+/* The token embedding (NULL until set), the final norm (NULL until set), and the RoPE tables
+ * (max_seq × head_dim/2 floats each, the angles the CPU forward uses). */
+const glq_tensor *glq_llama_embedding(const glq_llama *m);
+const float *glq_llama_final_norm(const glq_llama *m);
+void glq_llama_rope_tables(const glq_llama *m, const float **cos_out, const float **sin_out);
+
 #endif

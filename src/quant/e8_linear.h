@@ -28,5 +28,8 @@ typedef struct {
 
 /* New layer holding copies of the descriptor's arrays; errors name the bad field. */
 int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out);
+/* The descriptor of an existing layer (vt->kind "e8"), pointing at the layer's own arrays (valid while
+ * it lives; Qidxs are the stored 16-bit patterns). GLQ_EINVAL for another kind. */
+int glq_e8_linear_desc_of(const glq_linear *l, glq_e8_linear_desc *d);
 
 #endif

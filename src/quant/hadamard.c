@@ -400,6 +400,15 @@ int glq_hadamard_plan_kind(int64_t n, glq_hadamard_kind kind, const glq_hadamard
 int64_t glq_hadamard_dim(const glq_hadamard *h) { return h->n; }
 int glq_hadamard_is_symmetric(const glq_hadamard *h) { return h->symmetric; }
 const char *glq_hadamard_describe(const glq_hadamard *h) { return h->desc; }
+int glq_hadamard_nblocks(const glq_hadamard *h) { return h->nblocks; }
+
+void glq_hadamard_block_at(const glq_hadamard *h, int i, glq_hadamard_block *out) {
+  const block *b = &h->blocks[i];
+  out->off = b->off, out->len = b->len, out->L = b->L;
+  out->p = b->f ? b->f->p : 1;
+  out->s = b->f ? b->f->s : NULL;
+  out->st = b->f ? b->f->st : NULL;
+}
 
 double glq_hadamard_coherence(const glq_hadamard *h) {
   int64_t mn = h->n;
@@ -445,11 +454,26 @@ static inline __attribute__((always_inline)) void fwht(float *x, int64_t L) {
       }
 }
 
-/* x[b*L + a] <- sum_b' S[b][b'] x[b'*L + a] for all a, in tiles of up to 8 columns */
+/* x[b*L + a] <- sum_b' S[b][b'] x[b'*L + a] for all a: tiles of 16 columns (each broadcast of S
+ * serves two vectors), then tiles of up to 8; every element sums over b' in the same order */
 static inline __attribute__((always_inline)) void dense(float *x, int64_t L, int p, const float *S) {
-  v8 in[MAX_DENSE];
+  v8 in[MAX_DENSE], in2[MAX_DENSE];
+  int64_t a = 0;
+  for (; a + 16 <= L; a += 16) {
+    for (int b = 0; b < p; b++) in[b] = VEC(x + b * L + a), in2[b] = VEC(x + b * L + a + 8);
+    for (int b = 0; b < p; b += 2) { /* p is a multiple of 4 */
+      const float *r0 = S + (int64_t)b * p, *r1 = r0 + p;
+      v8 c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+      for (int k = 0; k < p; k++) {
+        v8 v = in[k], u = in2[k];
+        c0 += r0[k] * v, c1 += r1[k] * v, d0 += r0[k] * u, d1 += r1[k] * u;
+      }
+      VEC(x + b * L + a) = c0, VEC(x + b * L + a + 8) = d0;
+      VEC(x + (b + 1) * L + a) = c1, VEC(x + (b + 1) * L + a + 8) = d1;
+    }
+  }
   int w = L < 8 ? (int)L : 8;
-  for (int64_t a = 0; a < L; a += w) {
+  for (; a < L; a += w) {
     for (int b = 0; b < p; b++) {
       in[b] = (v8){0};
       memcpy(&in[b], x + b * L + a, (size_t)w * sizeof(float));

@@ -25,6 +25,18 @@ int glq_hadamard_is_symmetric(const glq_hadamard *h);
 /* x (rows × n, row-major) in place: each row x_i <- H x_i, or Hᵀ x_i when transpose != 0. Orthonormal.
  * Parallel over rows; the result does not depend on the thread count or the SIMD path. */
 void glq_hadamard_apply(const glq_hadamard *h, float *x, int64_t rows, int transpose);
+/* One diagonal block of a plan: coordinates [off, off + len) are multiplied by (S (x) H_L) / sqrt(len),
+ * H_L the unnormalised Sylvester FWHT of order L = 2^k, S a p x p +-1 matrix (p = 1: none), element
+ * off + b*L + a (b < p, a < L). s and st are S and Sᵀ row-major (NULL when p = 1), valid for the
+ * life of the process. For other implementations of the same transform (the CUDA layers). */
+typedef struct glq_hadamard_block {
+  int64_t off, len, L;
+  int p;
+  const float *s, *st;
+} glq_hadamard_block;
+int glq_hadamard_nblocks(const glq_hadamard *h);
+/* Block i (0 <= i < glq_hadamard_nblocks(h)); blocks are in order of offset and cover 0 .. n-1. */
+void glq_hadamard_block_at(const glq_hadamard *h, int i, glq_hadamard_block *out);
 /* Short human description, e.g. "FWHT 4096" or "H12 (Paley I) (x) FWHT 512". */
 const char *glq_hadamard_describe(const glq_hadamard *h);
 /* max |H_ij| * sqrt(n): 1 for a true Hadamard matrix, sqrt(n / smallest block) for block-diagonal plans. */

@@ -386,6 +386,36 @@ int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const 
   return GLQ_OK;
 }
 
+int glq_hif4_linear_desc_of(const glq_linear *l, glq_hif4_linear_desc *d) {
+  if (!l || l->vt != &hif4_vt) return glq_error(GLQ_EINVAL, "hif4 linear: not a hif4 layer");
+  const hif4_t *h = (const hif4_t *)l;
+  d->out = l->out;
+  d->in = l->in;
+  d->nb = h->nb;
+  d->bias = h->bias;
+  d->signs = h->sv;
+  return GLQ_OK;
+}
+
+/* Two's complement nibble -> sign-magnitude S1P2 code (the inverse of to_twos). */
+static int from_twos(int c) { return c < 8 ? c : 8 | (16 - c); }
+
+int glq_hif4_linear_fields_of(const glq_linear *l, const glq_hif4_buf *b) {
+  if (!l || l->vt != &hif4_vt) return glq_error(GLQ_EINVAL, "hif4 linear: not a hif4 layer");
+  const hif4_t *h = (const hif4_t *)l;
+  for (int64_t u = 0; u < l->out * h->nb; u++) {
+    const uint8_t *r = h->rec + u * REC;
+    for (int i = 0; i < 32; i++) b->s1p2[32 * u + i] = (uint8_t)(from_twos(r[i] & 15) | from_twos(r[i] >> 4) << 4);
+    uint32_t e16 = 0;
+    for (int d = 0; d < 8; d++) e16 |= (uint32_t)(r[32] >> d & 1) << (2 * d) | (uint32_t)(r[33] >> d & 1) << (2 * d + 1);
+    b->e1_16[2 * u] = (uint8_t)(e16 & 0xFF);
+    b->e1_16[2 * u + 1] = (uint8_t)(e16 >> 8);
+    b->e1_8[u] = r[34];
+    b->e6m2[u] = r[35];
+  }
+  return GLQ_OK;
+}
+
 /* ---- LDLQ ---- */
 
 /* First non-finite value of a[0..n), or -1. */

@@ -17,6 +17,17 @@ enum { GLQ_HIF4_KERNEL_AUTO = 0, GLQ_HIF4_KERNEL_PORTABLE = 1 };
 int glq_hif4_linear_new(const glq_hif4_fields *w, const glq_tensor *bias, const glq_tensor *signs,
                         int kernel, glq_linear **out);
 
+/* An existing layer (vt->kind "hif4") as another implementation (the CUDA layer) needs it. */
+typedef struct glq_hif4_linear_desc {
+  int64_t out, in, nb;   /* nb = ceil(in/64) units per row */
+  const float *bias;     /* out values or NULL (borrowed, valid while the layer lives) */
+  const float *signs;    /* glq_rht_pad(in) values of +-1: the input is Hn(signs ⊙ pad(x)); or NULL */
+} glq_hif4_linear_desc;
+int glq_hif4_linear_desc_of(const glq_linear *l, glq_hif4_linear_desc *d);
+/* The layer's weights as the packed fields of out*nb units, written to the caller's buffers
+ * (out*nb, out*nb, 2*out*nb and 32*out*nb bytes). A "-0" code comes back as +0 (the same value). */
+int glq_hif4_linear_fields_of(const glq_linear *l, const glq_hif4_buf *b);
+
 typedef struct glq_hif4_wopts {
   int rht;                 /* rotate the input dimension first (rht.h, SV only) */
   uint64_t seed;           /* RHT signs: glq_rht_signs(seed, name, "SV", glq_rht_pad(in)) */

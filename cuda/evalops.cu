@@ -1,0 +1,125 @@
+/* evalops.cu - per-row log-softmax statistics on the GPU (model_cuda.h): negative log-likelihoods
+ * and KL divergences of device logits, so evaluation never copies logits to the host. One block per
+ * row; every sum is a per-thread double partial followed by a fixed tree, so results repeat. */
+#include <math.h>
+#include <stdlib.h>
+#include "common.cuh"
+#include "model_cuda.h"
+
+#define EV_THREADS 256
+
+/* row maximum and its lowest index, then the double log-sum-exp */
+__device__ void row_lse(const float *x, int64_t v, double *lse, int64_t *arg, double *shd, float *shf, int64_t *shi) {
+  float mx = -INFINITY;
+  int64_t am = v;
+  for (int64_t j = threadIdx.x; j < v; j += EV_THREADS)
+    if (x[j] > mx) { mx = x[j]; am = j; } /* strided: the first hit per thread is its lowest index */
+  shf[threadIdx.x] = mx;
+  shi[threadIdx.x] = am;
+  __syncthreads();
+  for (int s = EV_THREADS / 2; s > 0; s >>= 1) {
+    if ((int)threadIdx.x < s) {
+      float o = shf[threadIdx.x + s];
+      int64_t oi = shi[threadIdx.x + s];
+      if (o > shf[threadIdx.x] || (o == shf[threadIdx.x] && oi < shi[threadIdx.x])) {
+        shf[threadIdx.x] = o;
+        shi[threadIdx.x] = oi;
+      }
+    }
+    __syncthreads();
+  }
+  mx = shf[0];
+  *arg = shi[0];
+  __syncthreads();
+  double s = 0.0;
+  for (int64_t j = threadIdx.x; j < v; j += EV_THREADS) s += exp((double)x[j] - mx);
+  shd[threadIdx.x] = s;
+  __syncthreads();
+  for (int k = EV_THREADS / 2; k > 0; k >>= 1) {
+    if ((int)threadIdx.x < k) shd[threadIdx.x] += shd[threadIdx.x + k];
+    __syncthreads();
+  }
+  *lse = mx + log(shd[0]);
+  __syncthreads();
+}
+
+__global__ void k_nll(const float *lg, int64_t v, const int32_t *t, double *out) {
+  __shared__ double shd[EV_THREADS];
+  __shared__ float shf[EV_THREADS];
+  __shared__ int64_t shi[EV_THREADS];
+  const float *x = lg + blockIdx.x * v;
+  double lse;
+  int64_t am;
+  row_lse(x, v, &lse, &am, shd, shf, shi);
+  if (threadIdx.x == 0) out[blockIdx.x] = lse - x[t[blockIdx.x]];
+}
+
+__global__ void k_kl(const float *P, const float *Q, int64_t v, double *kl, uint8_t *agree) {
+  __shared__ double shd[EV_THREADS];
+  __shared__ float shf[EV_THREADS];
+  __shared__ int64_t shi[EV_THREADS];
+  const float *p = P + blockIdx.x * v, *q = Q + blockIdx.x * v;
+  double lp, lq;
+  int64_t ap, aq;
+  row_lse(p, v, &lp, &ap, shd, shf, shi);
+  row_lse(q, v, &lq, &aq, shd, shf, shi);
+  double s = 0.0;
+  for (int64_t k = threadIdx.x; k < v; k += EV_THREADS) {
+    double lpk = p[k] - lp;
+    s += exp(lpk) * (lpk - (q[k] - lq));
+  }
+  shd[threadIdx.x] = s;
+  __syncthreads();
+  for (int k = EV_THREADS / 2; k > 0; k >>= 1) {
+    if ((int)threadIdx.x < k) shd[threadIdx.x] += shd[threadIdx.x + k];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    kl[blockIdx.x] = shd[0] > 0 ? shd[0] : 0; /* rounding can make a tiny negative */
+    agree[blockIdx.x] = ap == aq;
+  }
+}
+
+extern "C" int glq_cuda_nll_rows(const float *logits, int64_t n, int64_t vocab, const int32_t *targets, double *nll) {
+  if (vocab <= 0 || n < 0) return glq_error(GLQ_EINVAL, "nll: vocabulary size must be positive");
+  for (int64_t i = 0; i < n; i++)
+    if (targets[i] < 0 || targets[i] >= vocab)
+      return glq_error(GLQ_EINVAL, "nll: target %d at row %lld outside the vocabulary of %lld", targets[i], (long long)i,
+                       (long long)vocab);
+  if (n == 0) return GLQ_OK;
+  int32_t *t = NULL;
+  double *o = NULL;
+  int rc = GLQ_OK;
+  cudaError_t e = cudaMalloc((void **)&t, (size_t)n * sizeof *t);
+  if (e == cudaSuccess) e = cudaMalloc((void **)&o, (size_t)n * sizeof *o);
+  if (e == cudaSuccess) e = cudaMemcpy(t, targets, (size_t)n * sizeof *t, cudaMemcpyHostToDevice);
+  if (e == cudaSuccess) {
+    k_nll<<<(unsigned)n, EV_THREADS>>>(logits, vocab, t, o);
+    e = cudaGetLastError();
+  }
+  if (e == cudaSuccess) e = cudaMemcpy(nll, o, (size_t)n * sizeof *o, cudaMemcpyDeviceToHost);
+  if (e != cudaSuccess) rc = glq_error(GLQ_EIO, "nll on the GPU: %s", cudaGetErrorString(e));
+  cudaFree(t);
+  cudaFree(o);
+  return rc;
+}
+
+extern "C" int glq_cuda_kl_rows(const float *p, const float *q, int64_t n, int64_t vocab, double *kl, uint8_t *agree) {
+  if (vocab <= 0 || n < 0) return glq_error(GLQ_EINVAL, "kl: vocabulary size must be positive");
+  if (n == 0) return GLQ_OK;
+  double *k = NULL;
+  uint8_t *a = NULL;
+  int rc = GLQ_OK;
+  cudaError_t e = cudaMalloc((void **)&k, (size_t)n * sizeof *k);
+  if (e == cudaSuccess) e = cudaMalloc((void **)&a, (size_t)n);
+  if (e == cudaSuccess) {
+    k_kl<<<(unsigned)n, EV_THREADS>>>(p, q, vocab, k, a);
+    e = cudaGetLastError();
+  }
+  if (e == cudaSuccess) e = cudaMemcpy(kl, k, (size_t)n * sizeof *k, cudaMemcpyDeviceToHost);
+  if (e == cudaSuccess) e = cudaMemcpy(agree, a, (size_t)n, cudaMemcpyDeviceToHost);
+  if (e != cudaSuccess) rc = glq_error(GLQ_EIO, "KL on the GPU: %s", cudaGetErrorString(e));
+  cudaFree(k);
+  cudaFree(a);
+  return rc;
+}

@@ -1,0 +1,205 @@
+/* hadamard_rows.cuh - one Hadamard transform per row, a whole row in one CTA (internal; linear.cu).
+ * Included after common.cuh and src/quant/hadamard.h.
+ *
+ * For small batches one launch does what linear.cu's multi-pass path needs up to five for:
+ *   dst[k] = post[k] * (H (pre ⊙ pad(src)))[k] + bias[k] for k < n_dst, f32 or bf16,
+ * where H is a CPU plan (hadamard.h) whose Kronecker blocks S (x) H_L / sqrt(len) all have one order P
+ * out of HR_ORDERS (plain FWHT blocks: any number, any L). One CTA per row, the row in shared memory:
+ *  1. load: pad and pre-multiply into shared memory. Kronecker blocks apply S (x) I on the way, which
+ *     commutes with I (x) H_L: a thread holds the P values b*L + a of one column a in registers and
+ *     writes rows 4g .. 4g+3 of it. S sits in a __constant__ table (hr_fac) and the loops are
+ *     unrolled, so a term is one FFMA by an exact +-1 whose address is known at compile time (the
+ *     compiler fetches two per ULDC.64): no GEMM, no memory traffic for S.
+ *  2. the FWHT of every chunk of L values, in passes of up to 5 index bits: a thread takes the 2^r
+ *     values of one line into registers, runs r butterfly stages and writes them back. Pass 0 takes
+ *     bits 0..4 (a line is 2^r consecutive values, one line per lane), pass q >= 1 bits 5q .. 5q+4
+ *     (consecutive lanes take consecutive positions). Shared memory holds position k at k + k/32, which
+ *     keeps both patterns free of bank conflicts.
+ *  3. store: the block's 1/sqrt(len), post, bias, cropping to n_dst, f32 or bf16 rounding.
+ * Every value is computed by one thread in a fixed order: deterministic, no atomics. */
+#ifndef GLQ_CUDA_HADAMARD_ROWS_CUH
+#define GLQ_CUDA_HADAMARD_ROWS_CUH
+#include <math.h>
+#include <string.h>
+
+enum { HR_THREADS = 512, HR_MAX_BLOCKS = 16, HR_PASS_LOG = 5 };
+
+/* Kronecker orders with a kernel: the model dimensions 1536 = 12*128, 2560 = 20*128, 14336 = 28*512,
+ * 576 = 36*16, 2816 = 44*64, 960 = 60*16 (and their multiples). Larger orders cost P adds a value
+ * and P registers a thread; they take the multi-pass path. */
+#define HR_ORDERS 12, 20, 28, 36, 44, 60
+
+struct HrBlock {
+  int off, len, lg; /* positions [off, off + len), FWHT order L = 2^lg */
+  int kron;         /* 1: S (x) H_L with S of the kernel's order P */
+  float scale;      /* 1/sqrt(len) */
+};
+
+struct HrPlan {
+  int n, nblocks;
+  HrBlock b[HR_MAX_BLOCKS];
+};
+
+struct HrOp {
+  const float *src; /* rows of ld_src, n_src values read (the rest of the n is zero) */
+  int64_t ld_src;
+  int n_src;
+  const float *pre; /* n values or NULL */
+  void *dst;        /* rows of ld_dst, n_dst values written; f32, or bf16 when dst_bf16 */
+  int64_t ld_dst;
+  int n_dst, dst_bf16;
+  const float *post, *bias; /* n_dst values or NULL */
+  HrPlan pl;
+};
+
+/* S (TR = 0) or Sᵀ (TR = 1) of order P, row-major: the kernels read both row by row, which lets the
+ * compiler fetch two entries per ULDC.64 (the six orders' tables take 65,280 of the 65,536 bytes of
+ * constant memory). */
+template <int P, int TR> __constant__ float hr_fac[P * P];
+
+/* Shared-memory word of position k: one pad word per 32. */
+__host__ __device__ inline int hr_pos(int k) { return k + (k >> 5); }
+static inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + (n >> 5) + 1); }
+
+/* The CPU's normalisation of a block, bit for bit. */
+static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((double)len)); }
+
+__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, int k) {
+  return k < o.n_src ? src[k] * (o.pre ? o.pre[k] : 1.f) : 0.f;
+}
+
+/* Rows 4g .. 4g+3 of the factor (S, or Sᵀ when TR) times the column x, into shared memory at
+ * col + row*L. The +-1 come from the constant bank, two per ULDC.64, each used by one FFMA. */
+template <int P, int TR, int G>
+__device__ __forceinline__ void hr_kron_rows(int g, const float (&x)[P], float *sm, int col, int lg) {
+  if constexpr (G < P / 4) {
+    if (g != G) return hr_kron_rows<P, TR, G + 1>(g, x, sm, col, lg);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] = fmaf(hr_fac<P, TR>[(4 * G + i) * P + j], x[j], acc[i]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) sm[hr_pos(col + ((4 * G + i) << lg))] = acc[i];
+  }
+}
+
+/* Load a Kronecker block through (S (x) I): a thread holds column a (P registers) and computes row
+ * groups j, j + per_col, ... of it, so that blocks of few columns (576 = 36*16) still fill the CTA. */
+template <int P, int TR>
+__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const HrBlock &b, float *sm) {
+  if constexpr (P > 0) {
+    constexpr int groups = P / 4;
+    const int L = 1 << b.lg, per_col = min(max(HR_THREADS >> b.lg, 1), groups);
+    for (int w = threadIdx.x; w < L * per_col; w += HR_THREADS) {
+      const int a = w & (L - 1);
+      float x[P];
+#pragma unroll
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, b.off + (j << b.lg) + a);
+      for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P, TR, 0>(g, x, sm, b.off + a, b.lg);
+    }
+  }
+}
+
+/* One FWHT pass over index bits j0 .. j0+R-1 of the chunks of [off, off + len): line u holds the 2^R
+ * positions off + (u >> j0) * 2^(j0+R) + (u mod 2^j0) + m * 2^j0. */
+template <int R>
+__device__ __forceinline__ void hr_pass(float *sm, int off, int len, int j0) {
+  constexpr int V = 1 << R;
+  const int lo = (1 << j0) - 1;
+  for (int u = threadIdx.x; u < len >> R; u += HR_THREADS) {
+    const int base = off + ((u >> j0) << (j0 + R)) + (u & lo);
+    float v[V];
+#pragma unroll
+    for (int m = 0; m < V; ++m) v[m] = sm[hr_pos(base + (m << j0))];
+#pragma unroll
+    for (int h = 1; h < V; h <<= 1)
+#pragma unroll
+      for (int m = 0; m < V; ++m)
+        if (!(m & h)) {
+          const float a = v[m], c = v[m + h];
+          v[m] = a + c;
+          v[m + h] = a - c;
+        }
+#pragma unroll
+    for (int m = 0; m < V; ++m) sm[hr_pos(base + (m << j0))] = v[m];
+  }
+}
+
+/* Row blockIdx.x of o. P: order of the Kronecker blocks (0: none); TR: apply Sᵀ. */
+template <int P, int TR>
+__global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
+  extern __shared__ float hr_sm[];
+  float *sm = hr_sm;
+  const int64_t r = blockIdx.x;
+  const float *src = o.src + r * o.ld_src;
+  for (int i = 0; i < o.pl.nblocks; ++i) {
+    const HrBlock &b = o.pl.b[i];
+    if (b.kron) hr_kron_load<P, TR>(o, src, b, sm);
+    else
+      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o, src, k);
+  }
+  for (int j0 = 0;; j0 += HR_PASS_LOG) { /* a pass over every block with index bits at j0 or above */
+    __syncthreads();
+    int more = 0;
+    for (int i = 0; i < o.pl.nblocks; ++i) {
+      const HrBlock &b = o.pl.b[i];
+      const int bits = min(b.lg - j0, (int)HR_PASS_LOG);
+      more |= bits > 0;
+      switch (bits) {
+        case 1: hr_pass<1>(sm, b.off, b.len, j0); break;
+        case 2: hr_pass<2>(sm, b.off, b.len, j0); break;
+        case 3: hr_pass<3>(sm, b.off, b.len, j0); break;
+        case 4: hr_pass<4>(sm, b.off, b.len, j0); break;
+        case 5: hr_pass<5>(sm, b.off, b.len, j0); break;
+        default: break;
+      }
+    }
+    if (!more) break;
+  }
+  for (int i = 0; i < o.pl.nblocks; ++i) {
+    const HrBlock &b = o.pl.b[i];
+    const int end = min(b.off + b.len, o.n_dst);
+    for (int k = b.off + threadIdx.x; k < end; k += HR_THREADS) {
+      float v = sm[hr_pos(k)] * b.scale;
+      if (o.post) v *= o.post[k];
+      if (o.bias) v += o.bias[k];
+      if (o.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.dst)[r * o.ld_dst + k] = __float2bfloat16_rn(v);
+      else reinterpret_cast<float *>(o.dst)[r * o.ld_dst + k] = v;
+    }
+  }
+}
+
+/* The row plan of h (transpose: of Hᵀ): 1, with *p the order of its Kronecker blocks (0: none) and *s
+ * their S (Sᵀ), or 0 when the kernel cannot run it (more than HR_MAX_BLOCKS blocks, Kronecker blocks
+ * of different orders). */
+static inline int hr_plan_of(const glq_hadamard *h, int transpose, HrPlan *pl, int *p, const float **s) {
+  const int nb = glq_hadamard_nblocks(h);
+  const int64_t n = glq_hadamard_dim(h);
+  *p = 0;
+  *s = NULL;
+  if (nb > HR_MAX_BLOCKS || n > (1 << 24)) return 0;
+  memset(pl, 0, sizeof *pl);
+  pl->n = (int)n;
+  pl->nblocks = nb;
+  for (int i = 0; i < nb; ++i) {
+    glq_hadamard_block hb;
+    glq_hadamard_block_at(h, i, &hb);
+    if (hb.L < 1 || (hb.L & (hb.L - 1))) return 0;
+    if (hb.p > 1) {
+      const float *f = transpose ? hb.st : hb.s;
+      if (*p && (hb.p != *p || f != *s)) return 0;
+      *p = hb.p;
+      *s = f;
+    }
+    HrBlock *b = &pl->b[i];
+    b->off = (int)hb.off;
+    b->len = (int)hb.len;
+    while ((1ll << b->lg) < hb.L) b->lg++;
+    b->kron = hb.p > 1;
+    b->scale = hr_block_scale(hb.len);
+  }
+  return 1;
+}
+
+#endif

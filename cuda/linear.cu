@@ -1,0 +1,783 @@
+/* linear.cu - glq_cuda_linear: a CPU glq_linear (dense, E8-RHT, HiF4) on the GPU, f32 activations.
+ *
+ * forward, by kind (x, y f32 row-major on the device; xb the bf16 matmul input in the context's scratch):
+ *   dense       y = x·Wᵀ by cublasGemmEx in f32 with CUBLAS_COMPUTE_32F_PEDANTIC (no TF32), + bias
+ *   dense-bf16  xb = bf16(x); y = xb·Wᵀ by cublasGemmEx (bf16 operands, f32 accumulate), + bias
+ *   e8          xb = bf16(Hn(SV ⊙ pad(x))); yt = glq_cuda_e8_matmul(xb); y = crop(SU ⊙ Hmᵀ yt) + bias
+ *   hif4        xb = bf16(Hn(signs ⊙ pad(x))) or bf16(pad(x)); y = glq_cuda_hif4_matmul(xb) + bias
+ *
+ * Hadamard transforms replay the CPU plan (hadamard.h) block by block, so every plan the CPU builds
+ * gives the same orthogonal map: Sylvester FWHT, H_p (x) FWHT, the block-diagonal fallbacks, glq's
+ * binary blocks (GLQ_HADAMARD_GLQ_BLOCKDIAG), at any stored padded size (glq 0.2.7's powers of two).
+ * Two implementations, picked per call by the batch (glq_cuda_ctx_set_transform_threshold):
+ *  - small batches: one launch per transform, a row per CTA (hadamard_rows.cuh), for the plans whose
+ *    row fits in shared memory and whose Kronecker factors have an order in HR_ORDERS. So an E8 layer
+ *    is three launches: input transform (writes the bf16 matmul input), matmul, output transform
+ *    (SU, crop and bias included).
+ *  - otherwise the multi-pass path below, which spreads a row over many CTAs:
+ *  - The p x p factor S of a Kronecker block is one strided-batched f32 GEMM over the rows (TF32 off;
+ *    S is exactly +-1). S (x) H_L = (S (x) I)(I (x) H_L), so it runs before the FWHT.
+ *  - The FWHT runs on the block's chunks of L values in shared memory, LT = 4096 values per CTA
+ *    (line_kernel): chunks of any length 1 .. LT^2 work, longer than LT in two passes (low index
+ *    bits, then high). The same kernel applies signs, zero padding, 1/sqrt(len), SU, bias, cropping
+ *    and the bf16 rounding as it loads and stores, and with L = 1 it is the elementwise op.
+ *  glq_cuda_fwht is not used: it needs whole contiguous rows of n >= 32 and row-long sign vectors.
+ * Nothing here uses atomics; cuBLAS GEMMs are deterministic for a fixed stream and workspace. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common.cuh"
+extern "C" {
+#include "../src/core/ops.h"
+#include "../src/core/tensor.h"
+#include "../src/model/dense_linear.h"
+#include "../src/model/linear.h"
+#include "../src/quant/e8.h"
+#include "../src/quant/e8_linear.h"
+#include "../src/quant/hadamard.h"
+#include "../src/quant/hif4_linear.h"
+#include "../src/quant/rht.h"
+}
+#include "hadamard_rows.cuh"
+
+enum { LT_LOG = 12, LT = 1 << LT_LOG, LT_THREADS = 512, MAX_BATCH_GEMMS = 65535 };
+
+/* ---- transform kernel ---- */
+
+/* One pass of line_kernel over the chunks [off + c*L, off + (c+1)*L) (c < chunks) of every row.
+ * Lines of nl = 2^nl_log values, LT/nl lines per CTA. A line is a contiguous run (strided = 0: line j
+ * of a chunk holds positions j*nl + a) or every (L/nl)-th value (strided = 1: positions a*(L/nl) + j,
+ * the second pass of chunks longer than LT). Per line: v = (k < n_src ? src[r*ld_src + k] * pre[k] : 0),
+ * unnormalised FWHT of the nl values, then dst[r*ld_dst + k] = v * scale * post[k] + bias[k] for
+ * k < n_dst (f32, or bf16 when dst_bf16). pre, post, bias are indexed by position k; NULL = none.
+ * In place (src == dst, same ld) is allowed: a CTA reads its whole tile before it writes. */
+struct LineOp {
+  const float *src;
+  int64_t ld_src, n_src;
+  const float *pre;
+  void *dst;
+  int64_t ld_dst, n_dst;
+  int dst_bf16;
+  const float *post, *bias;
+  float scale;
+  int64_t off, L, chunks, lines; /* lines = rows * chunks * (L / nl) */
+  int nl_log, strided;
+};
+
+/* Row r and position k of value a of line q; false past the last line. */
+__device__ __forceinline__ bool line_pos(const LineOp &o, int64_t q, int a, int64_t *r, int64_t *k) {
+  if (q >= o.lines) return false;
+  const int lpc_log = 63 - __clzll(o.L) - o.nl_log; /* lines per chunk = L / nl (powers of two) */
+  const int64_t chunk = q >> lpc_log, j = q & ((1ll << lpc_log) - 1);
+  *r = chunk / o.chunks;
+  const int64_t c = chunk - *r * o.chunks;
+  *k = o.off + c * o.L + (o.strided ? ((int64_t)a << lpc_log) + j : (j << o.nl_log) + a);
+  return true;
+}
+
+/* Shared-memory word of tile index i: bits 5..9 flip bits 0..4, so the strided loads and stores (lanes
+ * LT/L' apart, L' = nl = 2..32) hit 32 different banks; runs of 32 consecutive indices stay a
+ * permutation of the banks. */
+__device__ __forceinline__ int lt_word(int i) { return i ^ ((i >> 5) & 31); }
+
+__global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o) {
+  __shared__ float sm[LT];
+  const int g_log = LT_LOG - o.nl_log; /* lines per CTA = 2^g_log */
+  const int64_t q0 = (int64_t)blockIdx.x << g_log;
+  /* element e of the tile is value a of line g; consecutive threads take consecutive addresses */
+  for (int e = threadIdx.x; e < LT; e += LT_THREADS) {
+    const int g = o.strided ? e & ((1 << g_log) - 1) : e >> o.nl_log;
+    const int a = o.strided ? e >> g_log : e & ((1 << o.nl_log) - 1);
+    int64_t r, k;
+    float v = 0.f;
+    if (line_pos(o, q0 + g, a, &r, &k) && k < o.n_src) v = o.src[r * o.ld_src + k] * (o.pre ? o.pre[k] : 1.f);
+    sm[lt_word((g << o.nl_log) + a)] = v;
+  }
+  /* butterfly t of stage h pairs (i, i + h), i = (t / h) * 2h + t % h: within a line, as nl/2 is a multiple of h */
+  for (int h_log = 0; h_log < o.nl_log; ++h_log) {
+    __syncthreads();
+    const int h = 1 << h_log;
+    for (int t = threadIdx.x; t < LT / 2; t += LT_THREADS) {
+      const int i = ((t >> h_log) << (h_log + 1)) | (t & (h - 1));
+      const float u = sm[lt_word(i)], w = sm[lt_word(i + h)];
+      sm[lt_word(i)] = u + w;
+      sm[lt_word(i + h)] = u - w;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < LT; e += LT_THREADS) {
+    const int g = o.strided ? e & ((1 << g_log) - 1) : e >> o.nl_log;
+    const int a = o.strided ? e >> g_log : e & ((1 << o.nl_log) - 1);
+    int64_t r, k;
+    if (!line_pos(o, q0 + g, a, &r, &k) || k >= o.n_dst) continue;
+    float v = sm[lt_word((g << o.nl_log) + a)] * o.scale;
+    if (o.post) v *= o.post[k];
+    if (o.bias) v += o.bias[k];
+    if (o.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.dst)[r * o.ld_dst + k] = __float2bfloat16_rn(v);
+    else reinterpret_cast<float *>(o.dst)[r * o.ld_dst + k] = v;
+  }
+}
+
+static int line_launch(LineOp o, int64_t rows, cudaStream_t st) {
+  o.lines = rows * o.chunks * (o.L >> o.nl_log);
+  const int64_t per_cta = (int64_t)LT >> o.nl_log;
+  const int64_t grid = (o.lines + per_cta - 1) / per_cta;
+  if (grid > 0x7fffffff) return glq_error(GLQ_EINVAL, "cuda linear: %lld rows are too many for one transform", (long long)rows);
+  line_kernel<<<(unsigned)grid, LT_THREADS, 0, st>>>(o);
+  GLQ_CUDA_LAUNCHED();
+  return GLQ_OK;
+}
+
+/* ---- transform plans on the device ---- */
+
+struct DevBlock {
+  int64_t off, len, L; /* L: FWHT order (power of two), len / L chunks */
+  int p;               /* order of S (1: none) */
+  const float *S;      /* device p x p, row-major: S for H, Sᵀ for Hᵀ */
+  float scale;         /* 1/sqrt(len); 1 for the identity */
+};
+
+typedef void (*HrKernel)(const HrOp);
+
+struct DevPlan {
+  int64_t n;
+  int nblocks;
+  DevBlock *b;      /* host array */
+  HrKernel hr_fn;   /* the one-CTA-per-row kernel, or NULL: multi-pass only */
+  size_t hr_smem;   /* its dynamic shared memory */
+  HrPlan hr;
+};
+
+/* Process-wide device state: the E8 codebook and the Hadamard factors (keyed by the CPU plan's
+ * arrays, which live as long as the process), for the multi-pass GEMMs and in the row kernels'
+ * constant tables. Created for the device current at first use and never freed: the driver
+ * releases them at exit. */
+struct FactorEntry {
+  const float *host;
+  float *dev;
+  FactorEntry *next;
+};
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static glq_cuda_codebook *g_cb;
+static FactorEntry *g_factors;
+
+static int shared_codebook(const glq_cuda_codebook **out) {
+  pthread_mutex_lock(&g_mu);
+  int rc = GLQ_OK;
+  if (!g_cb) {
+    const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
+    rc = cb ? glq_cuda_codebook_create(cb->table, &g_cb) : GLQ_ENOMEM;
+  }
+  *out = g_cb;
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+static int shared_factor(const float *host, int p, const float **out) {
+  pthread_mutex_lock(&g_mu);
+  FactorEntry *f = g_factors;
+  while (f && f->host != host) f = f->next;
+  int rc = GLQ_OK;
+  if (!f) {
+    const size_t bytes = (size_t)p * (size_t)p * sizeof(float);
+    f = (FactorEntry *)calloc(1, sizeof *f);
+    cudaError_t e = f ? cudaMalloc(&f->dev, bytes) : cudaErrorMemoryAllocation;
+    if (e == cudaSuccess) e = cudaMemcpy(f->dev, host, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      if (f) cudaFree(f->dev);
+      free(f);
+      f = NULL;
+      rc = glq_error(GLQ_ENOMEM, "cuda linear: Hadamard factor of order %d: %s", p, cudaGetErrorString(e));
+    } else {
+      f->host = host;
+      f->next = g_factors;
+      g_factors = f;
+    }
+  }
+  *out = f ? f->dev : NULL;
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+/* The row kernel for Kronecker order p out of Ps, with its table hr_fac<p, transpose> holding S or Sᵀ
+ * (uploaded by the first plan that needs it); NULL when no kernel has order p. g_mu held. */
+template <int P, int... Ps>
+static int hr_select(int p, int transpose, const float *s, HrKernel *fn) {
+  if (p != P) {
+    if constexpr (sizeof...(Ps) > 0) return hr_select<Ps...>(p, transpose, s, fn);
+    *fn = NULL;
+    return GLQ_OK;
+  }
+  static const float *uploaded[2]; /* the host matrices the tables hold (hadamard.c keeps one factor per order) */
+  *fn = NULL;
+  if (uploaded[transpose] && uploaded[transpose] != s) return GLQ_OK;
+  if (!uploaded[transpose]) {
+    if (transpose) GLQ_CUDA_TRY(cudaMemcpyToSymbol(hr_fac<P, 1>, s, sizeof(float) * P * P));
+    else GLQ_CUDA_TRY(cudaMemcpyToSymbol(hr_fac<P, 0>, s, sizeof(float) * P * P));
+    uploaded[transpose] = s;
+  }
+  *fn = transpose ? hr_kernel<P, 1> : hr_kernel<P, 0>;
+  return GLQ_OK;
+}
+
+/* Choose the row kernel for order p (0: none) and let it use smem bytes of dynamic shared memory
+ * (the attribute only grows, and is set here, at upload, never during a forward). g_mu held. */
+static int hr_prepare(int p, int transpose, const float *s, size_t smem, HrKernel *fn) {
+  int rc = GLQ_OK;
+  if (p) rc = hr_select<HR_ORDERS>(p, transpose, s, fn);
+  else *fn = hr_kernel<0, 0>;
+  if (rc || !*fn) return rc;
+  cudaFuncAttributes fa;
+  GLQ_CUDA_TRY(cudaFuncGetAttributes(&fa, *fn));
+  if ((size_t)fa.maxDynamicSharedSizeBytes < smem)
+    GLQ_CUDA_TRY(cudaFuncSetAttribute(*fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  return GLQ_OK;
+}
+
+/* The row kernel of plan h for pl, when there is one and its row fits in shared memory. Only on the
+ * device of the first such plan: the constant tables are filled there. */
+static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
+  static int hr_device = -1;
+  int p, dev, max_smem, rc = GLQ_OK;
+  const float *s;
+  pl->hr_fn = NULL;
+  if (!hr_plan_of(h, transpose, &pl->hr, &p, &s)) return GLQ_OK;
+  GLQ_CUDA_TRY(cudaGetDevice(&dev));
+  GLQ_CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  pl->hr_smem = hr_smem_bytes(pl->hr.n);
+  if (pl->hr_smem > (size_t)max_smem) return GLQ_OK;
+  pthread_mutex_lock(&g_mu);
+  if (hr_device < 0) hr_device = dev;
+  if (dev == hr_device) rc = hr_prepare(p, transpose, s, pl->hr_smem, &pl->hr_fn);
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+/* The identity over n positions: one block of n chunks of 1 (the elementwise op). */
+static int plan_identity(int64_t n, DevPlan *pl) {
+  pl->b = (DevBlock *)calloc(1, sizeof(DevBlock));
+  if (!pl->b) return glq_error(GLQ_ENOMEM, "cuda linear: out of host memory");
+  pl->n = n;
+  pl->nblocks = 1;
+  pl->b[0].len = n;
+  pl->b[0].L = 1;
+  pl->b[0].p = 1;
+  pl->b[0].scale = 1.f;
+  return GLQ_OK;
+}
+
+/* The plan of h (transpose != 0: Hᵀ) on the device. */
+static int plan_from_cpu(const glq_hadamard *h, int transpose, DevPlan *pl) {
+  pl->n = glq_hadamard_dim(h);
+  pl->nblocks = glq_hadamard_nblocks(h);
+  pl->b = (DevBlock *)calloc((size_t)pl->nblocks, sizeof(DevBlock));
+  if (!pl->b) return glq_error(GLQ_ENOMEM, "cuda linear: out of host memory");
+  for (int i = 0; i < pl->nblocks; ++i) {
+    glq_hadamard_block hb;
+    glq_hadamard_block_at(h, i, &hb);
+    DevBlock *b = &pl->b[i];
+    if (hb.L < 1 || (hb.L & (hb.L - 1)) || hb.L > (int64_t)LT * LT)
+      return glq_error(GLQ_EUNSUPPORTED, "cuda linear: Hadamard block of FWHT order %lld (n = %lld) is not supported",
+                       (long long)hb.L, (long long)pl->n);
+    b->off = hb.off;
+    b->len = hb.len;
+    b->L = hb.L;
+    b->p = hb.p;
+    b->scale = hr_block_scale(hb.len);
+    if (hb.p > 1) {
+      int rc = shared_factor(transpose ? hb.st : hb.s, hb.p, &b->S);
+      if (rc) return rc;
+    }
+  }
+  return plan_rows(h, transpose, pl);
+}
+
+static int plan_has_factor(const DevPlan *pl) {
+  for (int i = 0; i < pl->nblocks; ++i)
+    if (pl->b[i].S) return 1;
+  return 0;
+}
+
+static int plan_has_long(const DevPlan *pl) {
+  for (int i = 0; i < pl->nblocks; ++i)
+    if (pl->b[i].L > LT) return 1;
+  return 0;
+}
+
+/* f32 scratch per row that apply_plan needs: t1 (pre/padding materialised for a Kronecker block)
+ * and t2 (Kronecker output, first pass of long chunks). */
+static int64_t plan_t1(const DevPlan *pl, int pre_or_pad) { return pre_or_pad && plan_has_factor(pl) ? pl->n : 0; }
+static int64_t plan_t2(const DevPlan *pl) { return plan_has_factor(pl) || plan_has_long(pl) ? pl->n : 0; }
+
+static int blas_on(glq_cuda_ctx *ctx, cudaStream_t st) {
+  GLQ_CUBLAS_TRY(cublasSetStream(ctx->blas, st)); /* this resets the workspace: set ours after it */
+  GLQ_CUBLAS_TRY(cublasSetWorkspace(ctx->blas, ctx->blas_ws, ctx->blas_ws_bytes));
+  return GLQ_OK;
+}
+
+/* dst[r, off + b*L + a] = sum_b' S[b][b'] src[r, off + b'*L + a] for the rows of block b. Column-major
+ * view of one row: X (L x p, ld L) holds chunk b' in column b'; the row-major S buffer read
+ * column-major is Sᵀ, so Y = X · Sᵀ. One strided batch over the rows. */
+static int kron_gemm(glq_cuda_ctx *ctx, const DevBlock &b, const float *src, int64_t ld_src, float *dst,
+                     int64_t ld_dst, int64_t rows, cudaStream_t st) {
+  const float one = 1.f, zero = 0.f;
+  int rc = blas_on(ctx, st);
+  if (rc) return rc;
+  for (int64_t r0 = 0; r0 < rows; r0 += MAX_BATCH_GEMMS) {
+    const int nb = (int)(rows - r0 < (int64_t)MAX_BATCH_GEMMS ? rows - r0 : (int64_t)MAX_BATCH_GEMMS);
+    GLQ_CUBLAS_TRY(cublasGemmStridedBatchedEx(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)b.L, b.p, b.p, &one,
+                                              src + r0 * ld_src + b.off, CUDA_R_32F, (int)b.L, ld_src, b.S,
+                                              CUDA_R_32F, b.p, 0, &zero, dst + r0 * ld_dst + b.off, CUDA_R_32F,
+                                              (int)b.L, ld_dst, nb, CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+  }
+  return GLQ_OK;
+}
+
+/* Over the plan's n positions of rows rows:
+ *   dst (ld_dst; positions < n_dst written) = post ⊙ (H · (pre ⊙ pad(src))) + bias,
+ * src read at positions < n_src (the rest is zero). t1, t2: f32 scratch of rows x n as plan_t1/plan_t2
+ * say; neither may alias src or dst. src is not modified. */
+struct PlanIo {
+  const float *src;
+  int64_t ld_src, n_src;
+  const float *pre;
+  void *dst;
+  int64_t ld_dst, n_dst;
+  int dst_bf16;
+  const float *post, *bias;
+};
+
+static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, int64_t rows, float *t1, float *t2,
+                      cudaStream_t st) {
+  const int64_t n = pl->n;
+  int rc = GLQ_OK;
+  for (int i = 0; i < pl->nblocks && !rc; ++i) {
+    const DevBlock &b = pl->b[i];
+    LineOp o;
+    memset(&o, 0, sizeof o);
+    o.src = io.src;
+    o.ld_src = io.ld_src;
+    o.n_src = io.n_src;
+    o.pre = io.pre;
+    if (b.S) {
+      if (o.pre || o.n_src < b.off + b.len) { /* materialise pre ⊙ pad(src) over the block for the GEMM */
+        LineOp m = o;
+        m.dst = t1;
+        m.ld_dst = m.n_dst = n;
+        m.scale = 1.f;
+        m.off = b.off;
+        m.L = 1;
+        m.chunks = b.len;
+        if ((rc = line_launch(m, rows, st))) break;
+        o.src = t1;
+        o.ld_src = o.n_src = n;
+        o.pre = NULL;
+      }
+      if ((rc = kron_gemm(ctx, b, o.src, o.ld_src, t2, n, rows, st))) break;
+      o.src = t2;
+      o.ld_src = o.n_src = n;
+      o.pre = NULL;
+    }
+    o.dst = io.dst;
+    o.ld_dst = io.ld_dst;
+    o.n_dst = io.n_dst;
+    o.dst_bf16 = io.dst_bf16;
+    o.post = io.post;
+    o.bias = io.bias;
+    o.scale = b.scale;
+    o.off = b.off;
+    o.L = b.L;
+    o.chunks = b.len / b.L;
+    const int l_log = 63 - __builtin_clzll((unsigned long long)b.L);
+    if (b.L <= LT) {
+      o.nl_log = l_log;
+      rc = line_launch(o, rows, st);
+    } else { /* low LT_LOG index bits into t2 (in place if the GEMM left the block there), then the high bits */
+      LineOp lo = o;
+      lo.dst = t2;
+      lo.ld_dst = lo.n_dst = n;
+      lo.dst_bf16 = 0;
+      lo.post = lo.bias = NULL;
+      lo.scale = 1.f;
+      lo.nl_log = LT_LOG;
+      if ((rc = line_launch(lo, rows, st))) break;
+      o.src = t2;
+      o.ld_src = o.n_src = n;
+      o.pre = NULL;
+      o.nl_log = l_log - LT_LOG;
+      o.strided = 1;
+      rc = line_launch(o, rows, st);
+    }
+  }
+  return rc;
+}
+
+/* One launch of the row kernel: B CTAs. */
+static int hr_launch(const DevPlan *pl, const PlanIo &io, int64_t rows, cudaStream_t st) {
+  HrOp o;
+  o.src = io.src;
+  o.ld_src = io.ld_src;
+  o.n_src = (int)io.n_src;
+  o.pre = io.pre;
+  o.dst = io.dst;
+  o.ld_dst = io.ld_dst;
+  o.n_dst = (int)io.n_dst;
+  o.dst_bf16 = io.dst_bf16;
+  o.post = io.post;
+  o.bias = io.bias;
+  o.pl = pl->hr;
+  pl->hr_fn<<<(unsigned)rows, HR_THREADS, pl->hr_smem, st>>>(o);
+  GLQ_CUDA_LAUNCHED();
+  return GLQ_OK;
+}
+
+/* apply_plan, by the row kernel when the plan has one and the batch is small. */
+static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, int64_t rows, float *t1, float *t2,
+                     cudaStream_t st) {
+  if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(pl, io, rows, st);
+  return apply_plan(ctx, pl, io, rows, t1, t2, st);
+}
+
+/* ---- the layer ---- */
+
+enum LinKind { LIN_DENSE, LIN_DENSE_BF16, LIN_E8, LIN_HIF4 };
+
+struct glq_cuda_linear {
+  LinKind kind;
+  int64_t in, out;
+  int64_t k_dev;          /* columns of the matmul input xb (e8: in_pad; hif4: rotated/padded in) */
+  int64_t m_dev;          /* columns of the matmul output (e8: out_pad, yt) */
+  void *w;                /* dense: out x in, f32 or bf16 */
+  glq_cuda_e8 *e8;
+  glq_cuda_hif4 *hif4;
+  float *bias, *su, *sv;  /* device vectors or NULL (sv: the input signs of e8 and hif4) */
+  DevPlan pin, pout;      /* input transform (n = k_dev; none for dense f32) and output (n = m_dev) */
+  size_t bytes;
+};
+
+extern "C" void glq_cuda_linear_free(glq_cuda_linear *l) {
+  if (!l) return;
+  glq_cuda_e8_free(l->e8);
+  glq_cuda_hif4_free(l->hif4);
+  cudaFree(l->w);
+  cudaFree(l->bias);
+  cudaFree(l->su);
+  cudaFree(l->sv);
+  free(l->pin.b);
+  free(l->pout.b);
+  free(l);
+}
+
+extern "C" int64_t glq_cuda_linear_in(const glq_cuda_linear *l) { return l->in; }
+extern "C" int64_t glq_cuda_linear_out(const glq_cuda_linear *l) { return l->out; }
+extern "C" size_t glq_cuda_linear_bytes(const glq_cuda_linear *l) { return l->bytes; }
+extern "C" const char *glq_cuda_linear_kind(const glq_cuda_linear *l) {
+  static const char *const names[] = {"dense", "dense-bf16", "e8", "hif4"};
+  return names[l->kind];
+}
+
+/* Copy bytes from host h (nothing when h is NULL) to a new device array, counted in l->bytes. */
+static int upload(glq_cuda_linear *l, const void *h, size_t bytes, void **d) {
+  *d = NULL;
+  if (!h) return GLQ_OK;
+  cudaError_t e = cudaMalloc(d, bytes);
+  if (e == cudaSuccess) e = cudaMemcpy(*d, h, bytes, cudaMemcpyHostToDevice);
+  if (e != cudaSuccess) {
+    cudaFree(*d);
+    *d = NULL;
+    return glq_error(e == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO, "cuda linear: uploading %zu bytes: %s",
+                     bytes, cudaGetErrorString(e));
+  }
+  l->bytes += bytes;
+  return GLQ_OK;
+}
+
+static int upload_f32(glq_cuda_linear *l, const float *h, int64_t n, float **d) {
+  return upload(l, h, (size_t)n * sizeof(float), (void **)d);
+}
+
+static int upload_dense(glq_cuda_linear *l, const glq_linear *cpu, int dense_bf16) {
+  const void *w;
+  glq_dtype dt;
+  int rc = glq_dense_linear_weight_of(cpu, &w, &dt);
+  if (rc) return rc;
+  if (dt != GLQ_F32 && dt != GLQ_BF16) return glq_error(GLQ_EUNSUPPORTED, "dense weight of dtype %s", glq_dtype_name(dt));
+  l->kind = dense_bf16 ? LIN_DENSE_BF16 : LIN_DENSE;
+  const glq_dtype want = dense_bf16 ? GLQ_BF16 : GLQ_F32;
+  const int64_t n = l->out * l->in;
+  const size_t bytes = (size_t)n * glq_dtype_size(want);
+  void *conv = NULL;
+  if (dt != want) { /* f32 -> bf16 rounds to nearest even; bf16 -> f32 is exact */
+    if (!(conv = malloc(bytes))) return glq_error(GLQ_ENOMEM, "out of host memory converting the weight");
+    glq_convert(w, dt, conv, want, n);
+  }
+  rc = upload(l, conv ? conv : w, bytes, &l->w);
+  free(conv);
+  if (!rc) rc = upload_f32(l, cpu->bias, l->out, &l->bias);
+  if (!rc && dense_bf16) rc = plan_identity(l->in, &l->pin);
+  if (!rc) rc = plan_identity(l->out, &l->pout);
+  l->k_dev = l->in;
+  l->m_dev = l->out;
+  return rc;
+}
+
+static int upload_e8(glq_cuda_linear *l, const glq_linear *cpu) {
+  glq_e8_linear_desc d;
+  const glq_cuda_codebook *cb;
+  const glq_hadamard *hm, *hn;
+  int rc = glq_e8_linear_desc_of(cpu, &d);
+  if (!rc) rc = shared_codebook(&cb);
+  if (rc) return rc;
+  l->kind = LIN_E8;
+  l->k_dev = d.in_pad;
+  l->m_dev = d.out_pad;
+  if ((rc = glq_cuda_e8_create(cb, d.bits, d.out_pad, d.in_pad, d.qidxs, d.qidxs2, d.wscale, d.inv_rs, &l->e8)))
+    return rc;
+  l->bytes += glq_cuda_e8_bytes(l->e8);
+  if ((rc = glq_hadamard_plan_kind(d.in_pad, d.transform, &hn)) || (rc = glq_hadamard_plan_kind(d.out_pad, d.transform, &hm)))
+    return rc;
+  if ((rc = plan_from_cpu(hn, 0, &l->pin)) || (rc = plan_from_cpu(hm, 1, &l->pout))) return rc;
+  if ((rc = upload_f32(l, d.su, d.out_pad, &l->su)) || (rc = upload_f32(l, d.sv, d.in_pad, &l->sv))) return rc;
+  return upload_f32(l, d.bias, d.out, &l->bias);
+}
+
+static int upload_hif4(glq_cuda_linear *l, const glq_linear *cpu) {
+  glq_hif4_linear_desc d;
+  int rc = glq_hif4_linear_desc_of(cpu, &d);
+  if (rc) return rc;
+  l->kind = LIN_HIF4;
+  const int64_t units = d.out * d.nb, k_in = d.signs ? glq_rht_pad(d.in) : d.in;
+  l->k_dev = glq_round_up(k_in, 8); /* the kernel's column granularity; x is zero beyond k_in */
+  l->m_dev = d.out;
+  uint8_t *h = (uint8_t *)malloc((size_t)units * GLQ_HIF4_UNIT_BYTES);
+  if (!h) return glq_error(GLQ_ENOMEM, "out of host memory for %lld HiF4 units", (long long)units);
+  glq_hif4_buf b = {h, h + units, h + 2 * units, h + 4 * units};
+  rc = glq_hif4_linear_fields_of(cpu, &b);
+  for (int64_t u = 0; u < units && !rc; ++u)
+    if (b.e6m2[u] == GLQ_HIF4_NAN_CODE)
+      rc = glq_error(GLQ_EUNSUPPORTED, "unit %lld (row %lld) has the NaN scale code 0x%02X, which the GPU kernel does not decode",
+                     (long long)u, (long long)(u / d.nb), GLQ_HIF4_NAN_CODE);
+  if (!rc) rc = glq_cuda_hif4_create(d.out, l->k_dev, b.e6m2, b.e1_8, b.e1_16, b.s1p2, &l->hif4);
+  free(h);
+  if (rc) return rc;
+  l->bytes += glq_cuda_hif4_bytes(l->hif4);
+  if (d.signs) {
+    const glq_hadamard *hn;
+    if ((rc = glq_hadamard_plan(l->k_dev, &hn)) || (rc = plan_from_cpu(hn, 0, &l->pin))) return rc;
+    if ((rc = upload_f32(l, d.signs, l->k_dev, &l->sv))) return rc;
+  } else if ((rc = plan_identity(l->k_dev, &l->pin))) {
+    return rc;
+  }
+  if ((rc = plan_identity(l->out, &l->pout))) return rc;
+  return upload_f32(l, d.bias, d.out, &l->bias);
+}
+
+extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear *cpu, int dense_bf16,
+                                      glq_cuda_linear **out) {
+  (void)ctx; /* layers are per device, not per context */
+  *out = NULL;
+  if (!cpu || !cpu->vt) return glq_error(GLQ_EINVAL, "glq_cuda_linear_upload: no layer");
+  const char *kind = cpu->vt->kind;
+  glq_cuda_linear *l = (glq_cuda_linear *)calloc(1, sizeof *l);
+  if (!l) return glq_error(GLQ_ENOMEM, "glq_cuda_linear_upload: out of host memory");
+  l->in = cpu->in;
+  l->out = cpu->out;
+  int rc;
+  if (!strcmp(kind, "dense")) rc = upload_dense(l, cpu, dense_bf16);
+  else if (!strcmp(kind, "e8")) rc = upload_e8(l, cpu);
+  else if (!strcmp(kind, "hif4")) rc = upload_hif4(l, cpu);
+  else rc = glq_error(GLQ_EUNSUPPORTED, "layer kind \"%s\" has no GPU implementation", kind);
+  if (rc) {
+    glq_error_prefix("glq_cuda_linear_upload (%s %lld x %lld)", kind, (long long)cpu->out, (long long)cpu->in);
+    glq_cuda_linear_free(l);
+    return rc;
+  }
+  *out = l;
+  return GLQ_OK;
+}
+
+/* ---- scratch and forward ---- */
+
+/* Per-row scratch of forward: f32 t1 and t2 (t1 also holds the E8 matmul output yt) and bf16 xb. */
+static void scratch_per_row(const glq_cuda_linear *l, int64_t *t1, int64_t *t2, int64_t *xb) {
+  *t1 = *t2 = *xb = 0;
+  if (l->kind == LIN_DENSE) return;
+  *xb = l->k_dev;
+  if (l->kind == LIN_DENSE_BF16) return;
+  const int pre_or_pad = l->sv != NULL || l->in < l->k_dev;
+  *t1 = plan_t1(&l->pin, pre_or_pad);
+  *t2 = plan_t2(&l->pin);
+  if (l->kind == LIN_E8) {
+    if (l->m_dev > *t1) *t1 = l->m_dev;
+    if (plan_t2(&l->pout) > *t2) *t2 = plan_t2(&l->pout);
+  }
+  *t1 = glq_round_up(*t1, 8); /* keeps xb 16-byte aligned for the fused kernels */
+  *t2 = glq_round_up(*t2, 8);
+}
+
+/* Scratch for B rows: the context's linear scratch and, for batches past the fused threshold, the
+ * dequantize scratch of the E8/HiF4 matmul. Allocates only when they are too small. */
+static int ensure_scratch(glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B) {
+  int64_t t1, t2, xb;
+  scratch_per_row(l, &t1, &t2, &xb);
+  const size_t need = (size_t)B * ((size_t)(t1 + t2) * sizeof(float) + (size_t)xb * sizeof(uint16_t));
+  if (need > ctx->lin_ws_bytes) {
+    GLQ_CUDA_TRY(cudaFree(ctx->lin_ws));
+    ctx->lin_ws = NULL;
+    ctx->lin_ws_bytes = 0;
+    GLQ_CUDA_TRY(cudaMalloc(&ctx->lin_ws, need));
+    ctx->lin_ws_bytes = need;
+  }
+  if ((l->e8 || l->hif4) && B > ctx->max_fused_batch) return glq_cuda_ctx_reserve(ctx, l->m_dev, l->k_dev);
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_linear_reserve(glq_cuda_ctx *ctx, glq_cuda_linear *l, int64_t max_b) {
+  if (max_b < 1 || max_b > (1 << 24))
+    return glq_error(GLQ_EINVAL, "glq_cuda_linear_reserve: batch %lld out of range", (long long)max_b);
+  return ensure_scratch(ctx, l, max_b);
+}
+
+/* y (B x out) = x (B x k) . Wᵀ for the dense weights; x f32 or bf16 as the layer stores W. */
+static int dense_gemm(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const void *x, int64_t B, float *y, cudaStream_t st) {
+  const float one = 1.f, zero = 0.f;
+  const int bf16 = l->kind == LIN_DENSE_BF16;
+  const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  int rc = blas_on(ctx, st);
+  if (rc) return rc;
+  /* column-major: yᵀ (out x B) = W (row-major out x in, read as in x out: op T) · xᵀ (in x B) */
+  GLQ_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, (int)B, (int)l->in, &one, l->w, t,
+                              (int)l->in, x, t, (int)l->in, &zero, y, CUDA_R_32F, (int)l->out,
+                              bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
+                                       void *stream) {
+  if (B < 0 || B > (1 << 24)) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: batch %lld out of range", (long long)B);
+  if (B == 0) return GLQ_OK;
+  const char *xe = (const char *)(x + B * l->in), *ye = (const char *)(y + B * l->out);
+  if ((const char *)x < ye && (const char *)y < xe) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: y overlaps x");
+  int rc = ensure_scratch(ctx, l, B);
+  if (rc) return rc;
+  cudaStream_t st = (cudaStream_t)stream;
+  int64_t n1, n2, nx;
+  scratch_per_row(l, &n1, &n2, &nx);
+  float *t1 = (float *)ctx->lin_ws, *t2 = t1 + B * n1;
+  uint16_t *xb = (uint16_t *)(t2 + B * n2);
+  if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
+    const PlanIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL};
+    if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st))) return rc;
+  }
+  switch (l->kind) {
+    case LIN_DENSE: rc = dense_gemm(ctx, l, x, B, y, st); break;
+    case LIN_DENSE_BF16: rc = dense_gemm(ctx, l, xb, B, y, st); break;
+    case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, B, y, 0, GLQ_CUDA_AUTO, stream); break;
+    case LIN_E8: {
+      if ((rc = glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream))) return rc;
+      const PlanIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
+      return transform(ctx, &l->pout, out, B, NULL, t2, st); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
+    }
+  }
+  if (rc || !l->bias) return rc;
+  const PlanIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias}; /* in place, elementwise */
+  return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st);
+}
+
+/* ---- random layers ---- */
+
+static float uniform_pm1(uint64_t *s) { return (float)((double)(glq_splitmix64(s) >> 11) * 0x1p-52 - 1.0); }
+
+static int random_cpu(const char *kind, int bits, int64_t out, int64_t in, uint64_t seed, glq_linear **cpu) {
+  uint64_t s = seed;
+  int rc;
+  if (!strcmp(kind, "dense")) {
+    const int64_t shape[2] = {out, in};
+    glq_tensor w;
+    if ((rc = glq_tensor_new(GLQ_BF16, 2, shape, &w))) return rc;
+    uint16_t *p = (uint16_t *)glq_tensor_data(&w);
+    const float a = (float)sqrt(3.0 / (double)in); /* uniform, variance 1/in */
+    for (int64_t i = 0; i < out * in; ++i) p[i] = glq_f32_to_bf16(a * uniform_pm1(&s));
+    rc = glq_dense_linear_new(&w, NULL, cpu);
+    glq_tensor_release(&w);
+    return rc;
+  }
+  if (!strcmp(kind, "e8")) {
+    if (bits < 2 || bits > 4) return glq_error(GLQ_EINVAL, "E8 bits %d not in {2, 3, 4}", bits);
+    glq_e8_linear_desc d;
+    memset(&d, 0, sizeof d);
+    d.out = out;
+    d.in = in;
+    d.out_pad = glq_rht_pad(out);
+    d.in_pad = glq_rht_pad(in);
+    d.bits = bits;
+    d.wscale = (float)(1.0 / sqrt((double)in)); /* codebook coordinates have rms about 1: unit gain */
+    d.inv_rs = bits == 3 ? 1.f / 2.f : 1.f / 3.75f; /* the quantizer's default residual scales */
+    const size_t nq = (size_t)(d.out_pad * d.in_pad / 8);
+    int16_t *q = (int16_t *)malloc(nq * sizeof(int16_t) * (bits > 2 ? 2 : 1));
+    float *su = (float *)malloc((size_t)(d.out_pad + d.in_pad) * sizeof(float));
+    if (!q || !su) {
+      free(q);
+      free(su);
+      return glq_error(GLQ_ENOMEM, "out of host memory for a random %lld x %lld E8 layer", (long long)out, (long long)in);
+    }
+    for (size_t i = 0; i < nq; ++i) q[i] = (int16_t)(glq_splitmix64(&s) & 0xFFFF);
+    for (size_t i = 0; bits > 2 && i < nq; ++i) q[nq + i] = (int16_t)(glq_splitmix64(&s) & (bits == 3 ? 0xFF : 0xFFFF));
+    for (int64_t i = 0; i < d.out_pad + d.in_pad; ++i) su[i] = (glq_splitmix64(&s) & 1) ? -1.f : 1.f;
+    d.qidxs = q;
+    d.qidxs2 = bits > 2 ? q + nq : NULL;
+    d.su = su;
+    d.sv = su + d.out_pad;
+    rc = glq_e8_linear_new(&d, cpu);
+    free(q);
+    free(su);
+    return rc;
+  }
+  const int rht = !strcmp(kind, "hif4-rht");
+  if (rht || !strcmp(kind, "hif4")) {
+    const int64_t shape[2] = {out, in}, units = out * glq_hif4_nblocks(in), np = glq_rht_pad(in);
+    glq_hif4_fields f;
+    glq_tensor signs = {0};
+    if ((rc = glq_hif4_fields_new(2, shape, 1, &f))) return rc;
+    if (rht && (rc = glq_tensor_new(GLQ_F32, 1, &np, &signs))) {
+      glq_hif4_fields_release(&f);
+      return rc;
+    }
+    for (int64_t i = 0; rht && i < np; ++i) ((float *)glq_tensor_data(&signs))[i] = (glq_splitmix64(&s) & 1) ? -1.f : 1.f;
+    glq_hif4_buf b = glq_hif4_fields_buf(&f);
+    /* a weight is E6M2/4 * q with |q| <= 28 (rms about 10): E6M2 near 0.4/sqrt(in) gives unit gain */
+    const int e0 = 48 + (int)floor(log2(0.4 / sqrt((double)in)));
+    for (int64_t u = 0; u < units; ++u) {
+      const uint64_t r = glq_splitmix64(&s);
+      int e = e0 + (int)(r & 1);
+      e = e < 1 ? 1 : e > 62 ? 62 : e; /* code 0xFF (NaN) is never drawn */
+      b.e6m2[u] = (uint8_t)(e << 2 | (int)(r >> 1 & 3));
+      b.e1_8[u] = (uint8_t)(r >> 8);
+      b.e1_16[2 * u] = (uint8_t)(r >> 16);
+      b.e1_16[2 * u + 1] = (uint8_t)(r >> 24);
+    }
+    for (int64_t i = 0; i < 32 * units; i += 8) {
+      const uint64_t r = glq_splitmix64(&s);
+      for (int j = 0; j < 8 && i + j < 32 * units; ++j) b.s1p2[i + j] = (uint8_t)(r >> (8 * j));
+    }
+    rc = glq_hif4_linear_new(&f, NULL, rht ? &signs : NULL, GLQ_HIF4_KERNEL_AUTO, cpu);
+    glq_hif4_fields_release(&f);
+    if (rht) glq_tensor_release(&signs);
+    return rc;
+  }
+  return glq_error(GLQ_EINVAL, "unknown kind \"%s\" (dense, e8, hif4, hif4-rht)", kind);
+}
+
+extern "C" int glq_cuda_linear_random(glq_cuda_ctx *ctx, const char *kind, int bits, int64_t out, int64_t in,
+                                      uint64_t seed, glq_cuda_linear **out_l) {
+  *out_l = NULL;
+  glq_linear *cpu = NULL;
+  int rc = !kind ? glq_error(GLQ_EINVAL, "no kind (dense, e8, hif4, hif4-rht)")
+           : out < 1 || in < 1 ? glq_error(GLQ_EINVAL, "shape %lld x %lld", (long long)out, (long long)in)
+                               : random_cpu(kind, bits, out, in, seed, &cpu);
+  if (!rc) rc = glq_cuda_linear_upload(ctx, cpu, 1, out_l);
+  glq_linear_free(cpu);
+  if (rc) glq_error_prefix("glq_cuda_linear_random");
+  return rc;
+}

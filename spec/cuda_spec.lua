@@ -1,0 +1,143 @@
+-- The forward pass on the GPU (glq.cuda.model, --device cuda) against the CPU forward and
+-- llama2.c's references. Runs on a machine with a CUDA GPU (`make test-gpu`); elsewhere every
+-- case is pending with the reason.
+local glq = require "glq"
+local util = require "spec.support.util"
+local read = util.slurp
+
+local S = "../shared/models/stories260K"
+local have_model = util.exists(S .. "/stories260K.gguf")
+local ok, why = glq.core.cuda.available()
+local SMOL = (os.getenv("GLQ_CACHE") or ((os.getenv("HOME") or "") .. "/.cache/glq")) .. "/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+-- max |a - b| / max |b| over two CPU tensors of equal shape
+local function rel_diff(a, b)
+  return a:max_abs_diff(b) / math.max(b:absmax(), 1e-30)
+end
+
+describe("GPU forward", function()
+  if not ok then
+    it("needs a CUDA GPU", function() pending("no CUDA device: " .. tostring(why)) end)
+    return
+  end
+  if not have_model then
+    it("needs ../shared/models/stories260K", function() pending("../shared/models/stories260K is absent: skipped") end)
+    return
+  end
+  local model, gen, eval = require "glq.model", require "glq.generate", require "glq.eval"
+  local m = model.load(S .. "/stories260K.gguf")
+  local g = m:cuda()
+
+  it("device tensors round-trip and narrow without copying", function()
+    local t = glq.randn({ 3, 5, 7 }, 11)
+    local d = t:cuda()
+    assert.same({ 3, 5, 7 }, d:size())
+    assert.equal(0, d:cpu():max_abs_diff(t))
+    local v = d:narrow(1, 2, 2)
+    assert.equal(0, v:cpu():max_abs_diff(t:narrow(1, 2, 2):contiguous()))
+    assert.has_error(function() d:narrow(2, 1, 2) end)
+    assert.has_error(function() d:narrow(1, 3, 2) end)
+  end)
+
+  it("row statistics (NLL, KL, top-1) on the GPU equal the CPU's", function()
+    local p = glq.randn({ 37, 1000 }, 5):mul(4)
+    local q = p:add(glq.randn({ 37, 1000 }, 6))
+    q:set(100, 3, 1); q:set(100, 3, 7); p:set(100, 3, 7) -- a tied argmax goes to the lowest index
+    local t = glq.zeros("i32", { 37 })
+    for i = 1, 37 do t:set((i * 37) % 1000, i) end
+    local a, b = glq.nll_rows(q, t), glq.core.cuda.nll_rows(q:cuda(), t)
+    assert.is_true(a:max_abs_diff(b) < 1e-9)
+    local ka, aa = glq.kl_rows(p, q)
+    local kb, ab = glq.core.cuda.kl_rows(p:cuda(), q:cuda())
+    assert.is_true(ka:max_abs_diff(kb) < 1e-9)
+    assert.equal(0, aa:to("f64"):max_abs_diff(ab:to("f64")))
+  end)
+
+  it("all-position logits match the CPU forward", function()
+    local ids = m:encode("Once upon a time, there was a little dog named Max. He liked to run in the park.")
+    local toks = model.ids_tensor(ids)
+    local a = m.c:forward(toks, { all_logits = true })
+    local b = g.c:forward(toks, { all_logits = true })
+    assert.is_true(rel_diff(b, a) < 1e-5, "relative difference " .. rel_diff(b, a))
+    -- identical bytes from run to run
+    assert.equal(0, g.c:forward(toks, { all_logits = true }):max_abs_diff(b))
+  end)
+
+  it("batched sequences give each sequence's own logits", function()
+    local a = m:encode("Lily saw a big red ball in the garden")
+    local b = m:encode("The cat sat on the warm mat and sleep")
+    local n = math.min(#a, #b)
+    local rows = { {}, {} }
+    for i = 1, n do rows[1][i] = a[i]; rows[2][i] = b[i] end
+    local both = g.c:forward(rows, { all_logits = true })
+    local one = g.c:forward({ rows[2] }, { all_logits = true })
+    assert.is_true(rel_diff(both:narrow(1, 2, 1):contiguous(), one) < 1e-5)
+  end)
+
+  it("greedy decoding from BOS reproduces llama2.c's 256 steps byte for byte", function()
+    local want = read(S .. "/reference/greedy_t0_empty_prompt_256steps.txt")
+    local _, text = gen.run(g, { m:tokenizer():bos() }, { max_new_tokens = 256, stop_at_eos = false })
+    assert.equal(want, text .. "\n")
+  end)
+
+  it("greedy decoding of the prompt 'Zoo' reproduces the reference", function()
+    local want = read(S .. "/reference/greedy_t0_prompt_Zoo_60steps.txt")
+    local ids = m:encode("Zoo")
+    local _, text = gen.run(g, ids, { max_new_tokens = 60 - #ids + 1, stop_at_eos = false })
+    assert.equal(want, "Zoo" .. text .. "\n")
+  end)
+
+  it("perplexity equals the CPU's within 0.01% on WikiText-2 windows", function()
+    local ids = eval.tokenize_file(m, S .. "/../../text/wikitext-2-raw/wikitext2_test_hf_joined.txt")
+    local a = eval.run(m, ids, { seqlen = 512, max_windows = 40, quiet = true })
+    local b = eval.run(g, ids, { seqlen = 512, max_windows = 40, quiet = true })
+    assert.equal(a.tokens, b.tokens)
+    assert.is_true(math.abs(b.ppl / a.ppl - 1) < 1e-4, string.format("GPU %.6f vs CPU %.6f", b.ppl, a.ppl))
+  end)
+
+  it("captures the same Hessians as the CPU", function()
+    local ids = m:encode("Once upon a time, there was a girl who liked to sing songs to the birds every morning.")
+    local toks = glq.zeros("i32", { 2, 16 })
+    local p = toks:ptr()
+    for i = 0, 31 do p[i] = ids[(i % #ids) + 1] end
+    local hc, hg = m.c:embed(toks), g.c:embed(toks)
+    for l = 0, 1 do
+      local capc = {}
+      for s = 1, 2 do
+        local _, c = m.c:layer(l, hc:narrow(1, s, 1), { capture = capc })
+        capc = c
+      end
+      local _, capg = g.c:layer(l, hg, { capture = true })
+      for _, k in ipairs { "qkv", "o", "gate_up", "down" } do
+        assert.equal(capc.rows[k], capg.rows[k])
+        assert.is_true(rel_diff(capg[k], capc[k]) < 1e-5, string.format("layer %d %s: %g", l, k, rel_diff(capg[k], capc[k])))
+      end
+      assert.is_true(rel_diff(hg:cpu(), hc) < 1e-5)
+    end
+  end)
+
+  it("runs E8 and HiF4 checkpoints like the CPU", function()
+    local out = util.tmppath()
+    local rc, log = util.sh(string.format("%s quantize --model %s/stories260K.gguf --output %s --bpw 2.5 --calib %s " ..
+      "--nsamples 8 --seqlen 128 --device cuda --quiet", util.bin, S, out, S .. "/../../text/calib/tiny.utf8"))
+    assert.equal(0, rc, log)
+    local q = model.load(out)
+    local qg = q:cuda()
+    local ids = m:encode("Once upon a time, there was a little dog named Max.")
+    local a = q.c:forward(model.ids_tensor(ids), { all_logits = true })
+    local b = qg.c:forward(model.ids_tensor(ids), { all_logits = true })
+    -- E8/HiF4 kernels take bf16 inputs (2^-9 relative rounding), the CPU layers f32
+    assert.is_true(rel_diff(b, a) < 3e-2, "relative difference " .. rel_diff(b, a))
+    util.sh("rm -rf " .. out)
+  end)
+
+  it("SmolLM2-135M perplexity on the GPU equals the CPU's within 0.01% (first windows)", function()
+    if not util.exists(SMOL) then pending("SmolLM2 not fetched (make model): skipped") return end
+    local s = model.load(SMOL, { max_seq = 2048 })
+    local sg = s:cuda()
+    local ids = eval.tokenize_file(s, S .. "/../../text/wikitext-2-raw/wikitext2_test_hf_joined.txt")
+    local a = eval.run(s, ids, { seqlen = 2048, max_windows = 2, quiet = true })
+    local b = eval.run(sg, ids, { seqlen = 2048, max_windows = 2, quiet = true })
+    assert.is_true(math.abs(b.ppl / a.ppl - 1) < 1e-4, string.format("GPU %.6f vs CPU %.6f", b.ppl, a.ppl))
+  end)
+end)
