@@ -1,8 +1,8 @@
 -- decode_spec.lua - the one-row paths that decoding takes give the same bytes for any thread count
 -- and agree with their batched counterparts: dense rows (8-row register tiles for one row, 3- and
--- 2-row tiles for batches), E8 layers at 2, 3 and 4 bits (rows handed out in chunks, 64-bit index
--- loads, index prefetch), and a cached decode whose 3 kv heads' query heads are split between the
--- threads of the attention.
+-- 2-row tiles for batches), E8 layers at 2, 3 and 4 bits (64-bit index loads and index prefetch at
+-- batch 1, the dense kernel on decoded tiles past batch 8), and a cached decode whose 3 kv heads'
+-- query heads are split between the threads of the attention.
 local glq = require "glq"
 
 local function with_threads(n, fn)
@@ -47,14 +47,14 @@ describe("decode paths", function()
     end
   end)
 
-  it("E8: batch 1 and 3 give the same bytes for 1, 2 and 3 threads and stay within f32 error of x·Wᵀ + b", function()
+  it("E8: batch 1, 3 and 12 give the same bytes for 1, 2 and 3 threads and stay within f32 error of x·Wᵀ + b", function()
     for _, s in ipairs({ { 576, 1536 }, { 200, 96 } }) do
       local m, n = s[1], s[2]
       for bits = 2, 4 do
         local a = e8_artifacts(m, n, bits, 10 * bits)
         local lin = glq.e8.linear(a)
         local w = lin:dequantize()
-        for _, B in ipairs({ 1, 3 }) do
+        for _, B in ipairs({ 1, 3, 12 }) do
           local x = glq.randn({ B, n }, B)
           local ref = with_threads(1, function() return lin:forward(x) end)
           for _, t in ipairs({ 2, 3 }) do

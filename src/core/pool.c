@@ -1,10 +1,10 @@
 /* pool.c - fixed worker threads running data-parallel loops.
- * A loop is cut into parts (fixed ranges: they depend only on n and the chunk size, and for
- * glq_parallel_for the pool size). Every thread, the caller included, claims the next unclaimed part
- * from one atomic ticket until none is left, so each index is processed by exactly one call and
- * independent iterations give identical bytes for any pool size; which thread runs a part is decided
- * at run time. The caller never waits for a worker that has not claimed a part: on a machine shared
- * with other processes a descheduled worker costs nothing, and a fast thread takes more parts.
+ * A loop is cut into at most one part per thread; the split of [0, n) depends only on n, min_chunk
+ * and the pool size, and each index is processed by exactly one call, so independent iterations give
+ * identical bytes for any size. Every thread, the caller included, claims the next unclaimed part
+ * from one atomic ticket until none is left: which thread runs a part is decided at run time, and
+ * the caller never waits for a worker that has not claimed one (on a machine shared with other
+ * processes a descheduled worker costs nothing: the caller runs its part too).
  * Workers and the caller spin briefly before sleeping: a decode step dispatches hundreds of
  * small loops, and a condition-variable round trip costs tens of microseconds each time. */
 #include "pool.h"
@@ -21,7 +21,6 @@
 
 #define MAX_THREADS 256
 #define SPIN 4000 /* pause iterations (~0.1 ms on a Zen 4) before blocking */
-#define MAX_PARTS 0x7fffffff
 
 typedef struct {
   glq_range_fn fn;
@@ -47,8 +46,8 @@ static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER; /* one parallel loop 
 static _Thread_local int in_parallel;
 
 /* Claim and run parts of the posted job until none is left. The ticket carries the job's part count,
- * so a late thread can only claim a part of the job that is posted now (the count of claims past the
- * end stays below 2^32 - MAX_PARTS: each thread makes one before it stops). */
+ * so a late thread can only claim a part of the job that is posted now (claims past the end cannot
+ * carry into the count: each thread makes one before it stops, and parts <= MAX_THREADS). */
 static void run_parts(void) {
   for (;;) {
     uint64_t t = atomic_fetch_add(&P.ticket, 1);
@@ -138,7 +137,7 @@ void glq_set_num_threads(int n) {
 }
 
 /* Post n indices in parts of `chunk` (run_mu held), claim parts on the calling thread too, wait
- * until every claimed part has finished, release run_mu. */
+ * until every part has finished, release run_mu. */
 static void dispatch(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
   int64_t nparts = (n + chunk - 1) / chunk;
   P.job = (job_t){fn, ctx, n, chunk};
@@ -172,25 +171,6 @@ void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx) 
   if (chunk >= n) {
     pthread_mutex_unlock(&run_mu);
     fn(ctx, 0, n);
-    return;
-  }
-  dispatch(n, chunk, fn, ctx);
-}
-
-static void chunks_here(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
-  for (int64_t b = 0; b < n; b += chunk) fn(ctx, b, b + chunk < n ? b + chunk : n);
-}
-
-void glq_parallel_chunks(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx) {
-  if (n <= 0) return;
-  if (chunk < 1) chunk = 1;
-  if (chunk < n / MAX_PARTS + 1) chunk = n / MAX_PARTS + 1; /* the part count fits the ticket */
-  if (in_parallel || n <= chunk) { chunks_here(n, chunk, fn, ctx); return; }
-  pthread_mutex_lock(&run_mu);
-  ensure_started();
-  if (P.nthreads <= 1) {
-    pthread_mutex_unlock(&run_mu);
-    chunks_here(n, chunk, fn, ctx);
     return;
   }
   dispatch(n, chunk, fn, ctx);

@@ -11,12 +11,6 @@
 typedef void (*glq_range_fn)(void *ctx, int64_t begin, int64_t end);
 void glq_parallel_for(int64_t n, int64_t min_chunk, glq_range_fn fn, void *ctx);
 
-/* fn(ctx, begin, end) once for each chunk [i*chunk, min(n, (i+1)*chunk)), on whichever thread takes it
- * first: the split depends only on n and chunk (not the pool size; chunk grows only past 2^31 parts),
- * and a thread that runs faster (a warm cache, a core not shared with another process) takes more
- * chunks. Nested calls and a one-thread pool run the same chunks in order on the calling thread. */
-void glq_parallel_chunks(int64_t n, int64_t chunk, glq_range_fn fn, void *ctx);
-
 int glq_num_threads(void);        /* current pool size */
 void glq_set_num_threads(int n);  /* resize (n <= 0: all cores); not while a loop runs */
 

@@ -2,8 +2,8 @@
  *
  * B <= 8 rows: W̃ is never materialised. Each output row walks its index row once, decodes an 8-block
  * from the int8 table (2c, 512 KB, stays in L2), adds the stage-2 block, and does B dot products.
- * B > 8: tiles of TILE rows of W̃; each chunk of a tile's rows is decoded to f32 and multiplied with
- * the dense kernel (glq_gemm_nt) by the thread that decoded it, in one parallel loop per tile.
+ * B > 8: tiles of TILE rows of W̃; each thread decodes its rows of a tile to f32 and multiplies them
+ * with the dense kernel (glq_gemm_nt), one parallel loop per tile (no BLAS threads to contend with).
  * Every output element is a fixed-order sum, so results do not depend on the thread count. The AVX2
  * and portable kernels round differently (FMA and lane order), both within f32 dot-product error of
  * x·dequantize()ᵀ; GLQ_NO_AVX2=1 selects the portable one. */
@@ -24,7 +24,7 @@
 #endif
 
 #define TILE 256
-#define TILE_CHUNK 32 /* rows of a tile decoded and multiplied by one thread */
+#define TILE_CHUNK 32 /* fewest rows of a tile that one thread decodes and multiplies */
 #define SMALL_B 8
 
 typedef struct {
@@ -302,7 +302,7 @@ static int e8_forward(glq_linear *base, const float *x, int64_t B, float *y) {
     for (int64_t i0 = 0; i0 < l->mp; i0 += TILE) {
       int64_t t = l->mp - i0 < TILE ? l->mp - i0 : TILE;
       mm_job j = {{l, i0, l->tile}, B};
-      glq_parallel_chunks(t, TILE_CHUNK, tile_mm_range, &j);
+      glq_parallel_for(t, TILE_CHUNK, tile_mm_range, &j);
     }
   }
   glq_hadamard_apply(l->hm, l->yt, B, 1);
