@@ -528,13 +528,9 @@ __global__ void k_attn_ptrs(const float **P, const float *q, const float *kc, co
   P[4 * n + i] = att + ((int64_t)b * T * nh + h) * hd;                /* out rows t, stride nh·hd */
 }
 
-/* Causal softmax of score rows (already scaled): row r holds query t = r % T at position pos0 + t,
- * which sees keys 0 .. pos0 + t; later keys get 0. */
-__global__ void k_softmax(float *S, int T, int L, int pos0) {
-  __shared__ double sh[RED_THREADS];
-  __shared__ float shf[RED_THREADS];
-  float *s = S + (int64_t)blockIdx.x * L;
-  int valid = pos0 + (int)(blockIdx.x % T) + 1;
+/* s[0..valid) <- exp(s - max) in place; returns 1 / their double sum (fixed-order block reductions;
+ * every thread sees every write when it returns). */
+__device__ float exp_shifted(float *s, int valid, double *sh, float *shf) {
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < valid; j += RED_THREADS) mx = fmaxf(mx, s[j]);
   mx = block_max(mx, shf);
@@ -544,8 +540,17 @@ __global__ void k_softmax(float *S, int T, int L, int pos0) {
     s[j] = e;
     sum += e;
   }
-  sum = block_sum(sum, sh);
-  float inv = (float)(1.0 / sum);
+  return (float)(1.0 / block_sum(sum, sh));
+}
+
+/* Causal softmax of score rows (already scaled): row r holds query t = r % T at position pos0 + t,
+ * which sees keys 0 .. pos0 + t; later keys get 0. */
+__global__ void k_softmax(float *S, int T, int L, int pos0) {
+  __shared__ double sh[RED_THREADS];
+  __shared__ float shf[RED_THREADS];
+  float *s = S + (int64_t)blockIdx.x * L;
+  int valid = pos0 + (int)(blockIdx.x % T) + 1;
+  float inv = exp_shifted(s, valid, sh, shf);
   for (int j = threadIdx.x; j < L; j += RED_THREADS) s[j] = j < valid ? __fmul_rn(s[j], inv) : 0.0f;
 }
 
@@ -563,24 +568,13 @@ __global__ void k_attn_decode(const float *q, const float *kc, const float *vc, 
   const float *qh = q + ((int64_t)b * nh + h) * hd;
   for (int d = threadIdx.x; d < hd; d += RED_THREADS) qv[d] = qh[d];
   __syncthreads();
-  float mx = -INFINITY;
   for (int j = threadIdx.x; j < L; j += RED_THREADS) {
     const float *k = K + (int64_t)j * hd;
     float s = 0.0f;
     for (int d = 0; d < hd; d++) s = fmaf(qv[d], k[d], s);
-    s = __fmul_rn(s, scale);
-    sc[j] = s;
-    mx = fmaxf(mx, s);
+    sc[j] = __fmul_rn(s, scale);
   }
-  mx = block_max(mx, shf);
-  double sum = 0.0;
-  for (int j = threadIdx.x; j < L; j += RED_THREADS) {
-    float e = expf(__fsub_rn(sc[j], mx));
-    sc[j] = e;
-    sum += e;
-  }
-  sum = block_sum(sum, sh);   /* ends with a barrier: every score is written */
-  float inv = (float)(1.0 / sum);
+  float inv = exp_shifted(sc, L, sh, shf);
   float *o = att + ((int64_t)b * nh + h) * hd;
   for (int d = threadIdx.x; d < hd; d += RED_THREADS) {
     float a = 0.0f;

@@ -46,7 +46,6 @@ end
 -- data-free calibration: nsamples sequences sampled from the model itself (temperature 1,
 -- seeded), each starting at BOS, generated in batches with a KV cache.
 function M.calib_self(m, nsamples, seqlen, seed, quiet)
-  local core = glq.core
   local t = glq.zeros("i32", { nsamples, seqlen })
   local p = t:ptr()
   local bos = m:tokenizer():bos() or 0
