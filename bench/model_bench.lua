@@ -2,13 +2,17 @@
 -- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2-bit, and HiF4. The E8 layers use
 -- random valid codes, signs and scales (throughput does not depend on the values); HiF4 layers
 -- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cuda]
--- (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA graphs)
+-- [rounds] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
+-- graphs). The variants are built first and measured in interleaved rounds (default 5): every
+-- number is a median over rounds, and the E8/HiF4 ratio to dense is the median of the ratios
+-- within a round, so slow drifts of a shared machine's memory bandwidth cancel.
 local model = require "glq.model"
 local modelcfg = require "glq.modelcfg"
 local progress = require "glq.progress"
 
 local STEPS = tonumber(arg and arg[1]) or 32
 local DEVICE = arg and arg[2] == "cuda" and "cuda" or "cpu"
+local ROUNDS = tonumber(arg and arg[3]) or 5
 if DEVICE == "cuda" then
   local ok, why = glq.core.cuda.available()
   if not ok then print("model_bench: no CUDA device (" .. why .. "); skipped") return end
@@ -34,23 +38,28 @@ end
 local prompt = {}
 for i = 1, 512 do prompt[i] = (i * 7919) % 49152 end
 
+-- one measurement: prefill 1x512, then STEPS greedy decode steps into one logits tensor
 local function run(m)
-  local best_p, best_d = math.huge, math.huge
-  for _ = 1, 2 do
-    local cache = m:new_cache { dtype = "f32", max_seq = 1024 }
-    local t0 = progress.now()
-    local logits = m.c:forward(model.ids_tensor(prompt), { cache = cache })
-    local t1 = progress.now()
-    local greedy = glq.sampler.new({})
-    for _ = 1, STEPS do
-      local one = glq.zeros("i32", { 1, 1 })
-      one:ptr()[0] = greedy:sample(logits:reshape({ 49152 }))
-      logits = m.c:forward(one, { cache = cache })
-    end
-    local t2 = progress.now()
-    best_p, best_d = math.min(best_p, t1 - t0), math.min(best_d, t2 - t1)
+  local cache = m:new_cache { dtype = "f32", max_seq = 1024 }
+  local t0 = progress.now()
+  local logits = m.c:forward(model.ids_tensor(prompt), { cache = cache })
+  local t1 = progress.now()
+  local greedy = glq.sampler.new({})
+  local one, step = glq.zeros("i32", { 1, 1 }), { cache = cache, out = logits }
+  for _ = 1, STEPS do
+    one:ptr()[0] = greedy:sample(logits:reshape({ 49152 }))
+    m.c:forward(one, step)
   end
-  return 512 / best_p, STEPS / best_d
+  local t2 = progress.now()
+  return 512 / (t1 - t0), STEPS / (t2 - t1)
+end
+
+local function median(t)
+  local c = {}
+  for i, v in ipairs(t) do c[i] = v end
+  table.sort(c)
+  local n = #c
+  return n % 2 == 1 and c[(n + 1) / 2] or (c[n / 2] + c[n / 2 + 1]) / 2
 end
 
 if DEVICE == "cuda" then
@@ -58,8 +67,9 @@ if DEVICE == "cuda" then
 else
   print(string.format("SmolLM2-135M-Instruct forward on the CPU, %d threads, prefill 1x512, %d decode steps", glq.num_threads(), STEPS))
 end
-print(string.format("%-22s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "linear MB"))
-for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4" } do
+print(string.format("%-22s %14s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "decode/dense", "linear MB"))
+local variants, models, mbytes = { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4" }, {}, {}
+for vi, variant in ipairs(variants) do
   local m = model.load(path, { max_seq = 1024 })
   local bytes = 0
   local shapes = model.layer_shapes(m.cfg)
@@ -78,7 +88,18 @@ for _, variant in ipairs { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF
     end
   end
   collectgarbage()
-  if DEVICE == "cuda" then m = m:cuda() end
-  local p, d = run(m)
-  print(string.format("%-22s %14.1f %14.1f %14.1f", variant, p, d, bytes / 1e6))
+  models[vi] = DEVICE == "cuda" and m:cuda() or m
+  mbytes[vi] = bytes
+end
+local pre, dec, ratio = {}, {}, {}
+for vi = 1, #variants do pre[vi], dec[vi], ratio[vi] = {}, {}, {} end
+for r = 1, ROUNDS do
+  for vi = 1, #variants do
+    pre[vi][r], dec[vi][r] = run(models[vi])
+    ratio[vi][r] = dec[vi][r] / dec[1][r]
+  end
+end
+for vi, variant in ipairs(variants) do
+  print(string.format("%-22s %14.1f %14.1f %14.2f %14.1f", variant, median(pre[vi]), median(dec[vi]), median(ratio[vi]),
+    mbytes[vi] / 1e6))
 end

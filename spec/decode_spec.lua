@@ -113,4 +113,87 @@ describe("decode paths", function()
       for i = 1, #ref do assert.equal(0, got[i]:max_abs_diff(ref[i]), ("%d threads, step %d"):format(t, i)) end
     end
   end)
+
+  -- a small tied model with SmolLM2's head arrangement (9 query heads over 3 kv heads)
+  local function small_model(vocab)
+    local cfg = { dim = 96, n_layers = 1, n_heads = 9, n_kv_heads = 3, head_dim = 32, ffn_dim = 64, vocab = vocab,
+      max_seq = 16, rope_theta = 10000, rope_layout = "half", tied = true }
+    local m = glq.llama.new(cfg)
+    local seed = 70
+    local function rnd(...) seed = seed + 1; return glq.randn({ ... }, seed):mul(0.1) end
+    local ones = glq.full("f32", { cfg.dim }, 1)
+    m:set_final_norm(ones)
+    local D, qd, kd = glq.linear.dense, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    m:set_layer(0, { attn_norm = ones, ffn_norm = ones, q = D(rnd(qd, cfg.dim)), k = D(rnd(kd, cfg.dim)),
+      v = D(rnd(kd, cfg.dim)), o = D(rnd(cfg.dim, qd)), gate = D(rnd(cfg.ffn_dim, cfg.dim)),
+      up = D(rnd(cfg.ffn_dim, cfg.dim)), down = D(rnd(cfg.dim, cfg.ffn_dim)) })
+    return m, cfg
+  end
+
+  -- ggml Q8_0 blocks (f16 scale, 32 int8) with random scales and codes, and their exact f32 values
+  local function q8_0_blocks(rows, cols, seed)
+    local bytes, vals = {}, {}
+    local r = glq.rand({ rows * cols / 32 * 34 }, seed):mul(256):to("i32"):totable()
+    local n = 0
+    for b = 0, rows * cols / 32 - 1 do
+      local e, mant = 4 + r[b * 34 + 1] % 12, r[b * 34 + 2] * 4 % 1024 -- normal f16: 2^(e-15) * (1 + mant/1024)
+      local d = 2 ^ (e - 15) * (1 + mant / 1024)
+      local h = e * 1024 + mant
+      bytes[#bytes + 1], bytes[#bytes + 2] = h % 256, math.floor(h / 256)
+      for k = 1, 32 do
+        local q = r[b * 34 + 2 + k] % 256
+        bytes[#bytes + 1] = q
+        n = n + 1
+        vals[n] = (q >= 128 and q - 256 or q) * d
+      end
+    end
+    return glq.tensor(bytes, { #bytes }, "u8"), glq.tensor(vals, { rows, cols }, "f32")
+  end
+
+  it("a Q8_0 head gives the f32 head's logits bit for bit, and is refused for other weights", function()
+    local m, cfg = small_model(50)
+    local blocks, emb = q8_0_blocks(cfg.vocab, cfg.dim, 5)
+    m:set_embedding(emb)
+    local function decode()
+      local c = glq.llama.kvcache(m, {})
+      local rows = { m:forward({ 3, 1, 4 }, { cache = c }) }
+      for _, t in ipairs({ 1, 5, 9, 2 }) do rows[#rows + 1] = m:forward({ t }, { cache = c }) end
+      return rows
+    end
+    local ref = decode()
+    local hidden = glq.randn({ 4, cfg.dim }, 9)
+    local head_ref = m:head(hidden)
+    m:set_head_q8_0(blocks)
+    local got = decode()
+    for i = 1, #ref do assert.equal(0, got[i]:max_abs_diff(ref[i]), "step " .. i) end
+    assert.equal(0, m:head(hidden):max_abs_diff(head_ref))
+    for r = 1, 4 do assert.equal(0, m:head(hidden:narrow(1, r, 1)):max_abs_diff(head_ref:narrow(1, r, 1))) end
+    -- blocks that are not the embedding's (one code changed) are refused, naming the row
+    local bad = blocks:clone()
+    bad:ptr()[34 * 3 * 7 + 5] = (bad:ptr()[34 * 3 * 7 + 5] + 1) % 256
+    assert.has_error(function() m:set_head_q8_0(bad) end, "llama:set_head_q8_0: Q8_0 head: row 7 of the blocks is not the embedding's")
+    assert.has_error(function() m:set_head_q8_0(blocks:narrow(1, 1, 34)) end)
+    -- an untied model has no embedding-backed head to replace
+    m:set_head(glq.linear.dense(emb))
+    assert.has_error(function() m:set_head_q8_0(blocks) end, "llama:set_head_q8_0: Q8_0 head: the model's head is not tied to its embedding")
+  end)
+
+  it("forward writes into a caller's tensor with out = t and checks its shape", function()
+    local m, cfg = small_model(40)
+    m:set_embedding(glq.randn({ cfg.vocab, cfg.dim }, 3))
+    local c1, c2 = glq.llama.kvcache(m, {}), glq.llama.kvcache(m, {})
+    local out = glq.full("f32", { 1, cfg.vocab }, 0 / 0)
+    for _, t in ipairs({ 2, 7, 1 }) do
+      local want = m:forward({ t }, { cache = c1 })
+      assert.equal(out, m:forward({ t }, { cache = c2, out = out }))
+      assert.equal(0, out:max_abs_diff(want))
+    end
+    local all = glq.zeros("f32", { 1, 3, cfg.vocab })
+    m:forward({ 4, 5, 6 }, { all_logits = true, out = all })
+    assert.equal(0, all:max_abs_diff(m:forward({ 4, 5, 6 }, { all_logits = true })))
+    assert.has_error(function() m:forward({ 1 }, { out = glq.zeros("f32", { 2, cfg.vocab }) }) end,
+      "llama:forward: out must be a writable contiguous f32 tensor of 1 x 40")
+    assert.has_error(function() m:forward({ 1 }, { out = glq.zeros("f64", { 1, cfg.vocab }) }) end)
+    assert.has_error(function() m:forward({ 1 }, { out = "logits" }) end)
+  end)
 end)

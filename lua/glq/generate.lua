@@ -63,6 +63,9 @@ function M.run(m, prompt_ids, opts)
     return tok:decode(out, { skip_special = true })
   end
   local text = ""
+  -- every step writes into the prefill's logits tensor: no per-token garbage for the collector
+  local one = glq.zeros("i32", { 1, 1 })
+  local step = { cache = cache, out = logits }
   for _ = 1, maxn do
     local id = sampler:sample(logits:reshape({ m.cfg.vocab }))
     if opts.stop_at_eos ~= false and id == eos then break end
@@ -77,9 +80,8 @@ function M.run(m, prompt_ids, opts)
       end
     end
     if #out == maxn then break end
-    local one = glq.zeros("i32", { 1, 1 })
     one:ptr()[0] = id
-    logits = m.c:forward(one, { cache = cache })
+    m.c:forward(one, step)
   end
   local t2 = now()
   text = new_text()

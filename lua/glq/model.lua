@@ -218,6 +218,11 @@ function M.load(path, opts)
   local emb = src:need("model.embed_tokens.weight")
   check_shape(emb, { c.vocab, c.dim }, "model.embed_tokens.weight", src.path)
   cm:set_embedding(emb)
+  if c.tied and src.kind == "gguf" then
+    -- decode-sized head calls read the file's Q8_0 blocks (bit-identical logits, 3.8x fewer bytes)
+    local raw, ty = src.g:raw(src.by_hf["model.embed_tokens.weight"])
+    if ty == "q8_0" and emb:dtype() == "f32" and c.dim % 32 == 0 and c.dim <= 4096 then cm:set_head_q8_0(raw) end
+  end
   cm:set_final_norm(f32(src:need("model.norm.weight")))
   if not c.tied then
     local hw = src:need("lm_head.weight")

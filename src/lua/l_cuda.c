@@ -354,7 +354,7 @@ static int l_kl_rows(lua_State *L) {
   return 2;
 }
 
-/* gm:forward(tokens, {cache = kv, all_logits = false}) -> CPU logits (B, vocab) or (B, T, vocab) */
+/* gm:forward(tokens, {cache = kv, all_logits = false, out = t}) -> CPU logits (B, vocab) or (B, T, vocab) */
 static int gm_forward(lua_State *L) {
   glq_cuda_llama *g = checkgm(L, 1);
   const glq_llama_config *c = glq_llama_config_of(cpu_of(L, 1));
@@ -362,11 +362,9 @@ static int gm_forward(lua_State *L) {
   int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
   int B, T;
   const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
-  glq_tensor y;
   int64_t shape[3] = {B, all ? T : c->vocab, c->vocab};
-  lglq_check(L, glq_tensor_new(GLQ_F32, all ? 3 : 2, shape, &y), "cuda model:forward");
-  lglq_pushtensor(L, &y);
-  lglq_check(L, glq_cuda_llama_forward(g, kv, tok, B, T, glq_tensor_data(lglq_checktensor(L, -1)), all), "cuda model:forward");
+  float *y = lglq_push_out(L, 3, all ? 3 : 2, shape, "cuda model:forward");
+  lglq_check(L, glq_cuda_llama_forward(g, kv, tok, B, T, y, all), "cuda model:forward");
   return 1;
 }
 

@@ -119,6 +119,20 @@ static int m_tensor(lua_State *L) {
   return 1;
 }
 
+/* g:raw(name) -> the tensor's bytes as a read-only 1-D u8 view of the file, and its ggml type name */
+static int m_raw(lua_State *L) {
+  glq_gguf *g = check_gguf(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  const glq_gguf_tensor_info *ti = glq_gguf_find_tensor(g, name);
+  if (!ti) return luaL_error(L, "gguf '%s': no tensor named '%s'", g->path, name);
+  int64_t n = (int64_t)ti->nbytes;
+  glq_tensor t;
+  lglq_check(L, glq_tensor_view(g->st, (size_t)(g->data_offset + ti->offset), GLQ_U8, 1, &n, &t), "gguf '%s': tensor '%s'", g->path, name);
+  lglq_pushtensor(L, &t);
+  lua_pushstring(L, glq_ggml_type_name(ti->type));
+  return 2;
+}
+
 static int m_version(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)check_gguf(L, 1)->version);
   return 1;
@@ -137,7 +151,7 @@ static int m_tostring(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-  {"metadata", m_metadata}, {"get", m_get}, {"tensors", m_tensors}, {"tensor", m_tensor},
+  {"metadata", m_metadata}, {"get", m_get}, {"tensors", m_tensors}, {"tensor", m_tensor}, {"raw", m_raw},
   {"version", m_version}, {"path", m_path}, {"close", m_close}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};

@@ -195,6 +195,12 @@ static int m_set_final_norm(lua_State *L) {
   return 0;
 }
 
+/* m:set_head_q8_0(u8 blocks): decode-time head over the GGUF Q8_0 bytes of the tied embedding */
+static int m_set_head_q8_0(lua_State *L) {
+  lglq_check(L, glq_llama_set_head_q8_0(lglq_checkllama(L, 1), lglq_checktensor(L, 2)), "llama:set_head_q8_0");
+  return 0;
+}
+
 /* m:set_head(linear | nil): nil returns a tied model to its embedding-backed head */
 static int m_set_head(lua_State *L) {
   glq_llama *m = lglq_checkllama(L, 1);
@@ -356,18 +362,17 @@ static int m_head(lua_State *L) {
   return 1;
 }
 
-/* m:forward(tokens, {cache = c, all_logits = false}) -> logits (B, vocab) or (B, T, vocab) */
+/* m:forward(tokens, {cache = c, all_logits = false, out = t}) -> logits (B, vocab) or (B, T, vocab),
+ * written into `out` when given */
 static int m_forward(lua_State *L) {
   glq_llama *m = lglq_checkllama(L, 1);
   glq_kvcache *cache = optcache(L, 3);
   int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
   int B, T;
   const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
-  glq_tensor y;
   int64_t shape[3] = {B, all ? T : glq_llama_config_of(m)->vocab, glq_llama_config_of(m)->vocab};
-  lglq_check(L, glq_tensor_new(GLQ_F32, all ? 3 : 2, shape, &y), "llama:forward");
-  lglq_pushtensor(L, &y);
-  lglq_check(L, glq_llama_forward(m, cache, tok, B, T, glq_tensor_data(lglq_checktensor(L, -1)), all), "llama:forward");
+  float *y = lglq_push_out(L, 3, all ? 3 : 2, shape, "llama:forward");
+  lglq_check(L, glq_llama_forward(m, cache, tok, B, T, y, all), "llama:forward");
   return 1;
 }
 
@@ -471,6 +476,7 @@ static void new_class(lua_State *L, const char *name, lua_CFunction gc, const lu
 void lglq_open_model(lua_State *L) {
   static const luaL_Reg llama_methods[] = {
     {"config", m_config}, {"set_embedding", m_set_embedding}, {"set_final_norm", m_set_final_norm},
+    {"set_head_q8_0", m_set_head_q8_0},
     {"set_head", m_set_head}, {"set_layer", m_set_layer}, {"layer_linears", m_layer_linears},
     {"embed", m_embed}, {"layer", m_layer}, {"head", m_head}, {"forward", m_forward}, {NULL, NULL}};
   static const luaL_Reg cache_methods[] = {

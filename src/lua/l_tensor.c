@@ -28,6 +28,30 @@ void lglq_pushtensor(lua_State *L, glq_tensor *t) {
   if (owned >= ((size_t)1 << 16)) lua_gc(L, LUA_GCSTEP, (int)(owned >> 10 > 1 << 30 ? 1 << 30 : owned >> 10));
 }
 
+float *lglq_push_out(lua_State *L, int opts, int ndim, const int64_t *shape, const char *what) {
+  if (lua_istable(L, opts)) {
+    lua_getfield(L, opts, "out");
+    if (!lua_isnil(L, -1)) {
+      glq_tensor *o = lglq_totensor(L, -1);
+      int ok = o && o->st && o->dtype == GLQ_F32 && glq_tensor_is_contiguous(o) && !o->st->readonly && o->ndim == ndim;
+      for (int i = 0; ok && i < ndim; i++) ok = o->shape[i] == shape[i];
+      if (!ok) {
+        char want[96] = "";
+        for (int i = 0, n = 0; i < ndim && n < (int)sizeof want - 24; i++)
+          n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? " x " : "", (long long)shape[i]);
+        lglq_raisef(L, "%s: out must be a writable contiguous f32 tensor of %s", what, want);
+        return NULL;
+      }
+      return glq_tensor_data(o);
+    }
+    lua_pop(L, 1);
+  }
+  glq_tensor y;
+  lglq_check(L, glq_tensor_new(GLQ_F32, ndim, shape, &y), "%s", what);
+  lglq_pushtensor(L, &y);
+  return glq_tensor_data(lglq_checktensor(L, -1));
+}
+
 void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out) {
   glq_tensor *t = lglq_checktensor(L, idx);
   int rc = (t->dtype == dt) ? glq_tensor_contiguous(t, out) : glq_tensor_to(t, dt, out);

@@ -16,6 +16,10 @@
 glq_tensor *lglq_checktensor(lua_State *L, int idx);         /* raises "bad argument #idx (tensor expected, got X)" */
 glq_tensor *lglq_totensor(lua_State *L, int idx);            /* NULL if not a tensor */
 void lglq_pushtensor(lua_State *L, glq_tensor *t);           /* moves t's reference into a new userdata; clears *t */
+/* Pushes the tensor a call writes its f32 result into and returns its data: the table at opts'
+ * field `out` when given (a writable contiguous f32 tensor of exactly this shape, so loops reuse
+ * one buffer and make no garbage), else a new tensor. */
+float *lglq_push_out(lua_State *L, int opts, int ndim, const int64_t *shape, const char *what);
 /* a contiguous tensor of dtype dt from argument idx (converting/copying if needed); release it after use */
 void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out);
 int lglq_checkshape(lua_State *L, int idx, int64_t *shape);  /* Lua table of sizes -> ndim */

@@ -206,6 +206,78 @@ void glq_gemm_nt(const float *x, int64_t ldx, int64_t B, const void *w, glq_dtyp
   gemm_portable(x, ldx, B, w, bf16, ldw, out, n, bias, y, ldy);
 }
 
+#define Q8_BLOCK 34 /* bytes per 32 weights: f16 scale, 32 int8 */
+
+static float q8_scale(const uint8_t *b) { return glq_f16_to_f32((uint16_t)(b[0] | b[1] << 8)); }
+
+static void gemv_q8_0_portable(const float *x, const uint8_t *blocks, int64_t j0, int64_t j1, int64_t n, float *y) {
+  int64_t nb = n / 32;
+  for (int64_t j = j0; j < j1; j++) {
+    const uint8_t *row = blocks + (size_t)j * (size_t)nb * Q8_BLOCK;
+    float a[8] = {0};
+    for (int64_t b = 0; b < nb; b++) {
+      const uint8_t *blk = row + (size_t)b * Q8_BLOCK;
+      float d = q8_scale(blk);
+      for (int k = 0; k < 32; k++) a[k & 7] += x[b * 32 + k] * ((float)(int8_t)blk[2 + k] * d);
+    }
+    float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    y[j] = (s + 0.0f) + 0.0f; /* the f32 path's (empty) tail and (absent) bias */
+  }
+}
+
+#if defined(__x86_64__)
+/* the block's f16 scale, converted by the F16C instruction (the same exact value) */
+static inline __attribute__((always_inline, target("avx2,fma,f16c"))) float q8_scale_f16c(const uint8_t *b) {
+  uint16_t h;
+  memcpy(&h, b, 2);
+  return _cvtsh_ss(h);
+}
+
+/* nr (1 or 4, constant after inlining) rows at r; the per-row arithmetic is the portable path's
+ * in 8-lane vectors, which is the f32 tile's. */
+static inline __attribute__((always_inline, target("avx2,fma,f16c"))) void
+q8_rows(const float *x, const uint8_t *r, size_t rb, int64_t nb, int nr, float *y) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; b++) {
+#pragma GCC unroll 4
+    for (int i = 0; i < nr; i++) _mm_prefetch((const char *)r + (size_t)(nr + i) * rb + (size_t)b * Q8_BLOCK, _MM_HINT_T0);
+    __m256 xv[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) xv[k] = _mm256_loadu_ps(x + b * 32 + 8 * k);
+#pragma GCC unroll 4
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *blk = r + (size_t)i * rb + (size_t)b * Q8_BLOCK;
+      __m256 d = _mm256_set1_ps(q8_scale_f16c(blk));
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; k++) {
+        __m128i q = _mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * k));
+        acc[i] = _mm256_fmadd_ps(xv[k], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d), acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < nr; i++) y[i] = (hsum8(acc[i]) + 0.0f) + 0.0f; /* the f32 path's empty tail, absent bias */
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+gemv_q8_0_avx2(const float *x, const uint8_t *blocks, int64_t j0, int64_t j1, int64_t n, float *y) {
+  int64_t nb = n / 32;
+  size_t rb = (size_t)nb * Q8_BLOCK;
+  int64_t j = j0;
+  for (; j + 4 <= j1; j += 4) q8_rows(x, blocks + (size_t)j * rb, rb, nb, 4, y + j);
+  for (; j < j1; j++) q8_rows(x, blocks + (size_t)j * rb, rb, nb, 1, y + j);
+}
+#endif
+
+void glq_gemv_q8_0(const float *x, const uint8_t *blocks, int64_t j0, int64_t j1, int64_t n, float *y) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    gemv_q8_0_avx2(x, blocks, j0, j1, n, y);
+    return;
+  }
+#endif
+  gemv_q8_0_portable(x, blocks, j0, j1, n, y);
+}
+
 typedef struct {
   const dense_t *d;
   const float *x;

@@ -22,4 +22,10 @@ int glq_dense_linear_weight_of(const glq_linear *l, const void **w, glq_dtype *d
 void glq_gemm_nt(const float *x, int64_t ldx, int64_t B, const void *w, glq_dtype wdt,
                  int64_t ldw, int64_t out, int64_t n, const float *bias, float *y, int64_t ldy);
 
+/* Rows [j0, j1) of y = x·Wᵀ for one x row, W held as ggml Q8_0 blocks (each 32 weights: an f16
+ * scale d, then 32 int8 q; n a multiple of 32, rows of n/32 blocks). Each weight is formed as
+ * (float)q·d, which is exact, and goes through the same 8-lane FMA chains and reduction as an f32
+ * weight in glq_gemm_nt, so y has the bits the f32 dequantized weight (ggml's q·d) gives there. */
+void glq_gemv_q8_0(const float *x, const uint8_t *blocks, int64_t j0, int64_t j1, int64_t n, float *y);
+
 #endif

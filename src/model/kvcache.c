@@ -205,6 +205,15 @@ int glq_kvcache_advance(glq_kvcache *c, int T) {
   return GLQ_OK;
 }
 
+int glq_kvcache_rows_f32(const glq_kvcache *c, int layer, int b, int kvh, const float **k, const float **v) {
+  const glq_kvcache_config *f = &c->cfg;
+  if (f->dtype != GLQ_KV_F32) return 0;
+  size_t base = stream(c, layer, b, kvh) * f->max_seq * (size_t)f->head_dim;
+  *k = (const float *)c->k + base;
+  *v = (const float *)c->v + base;
+  return 1;
+}
+
 void glq_kvcache_read(const glq_kvcache *c, int layer, int b, int kvh, int n, float *k, float *v) {
   const glq_kvcache_config *f = &c->cfg;
   size_t s = stream(c, layer, b, kvh), hd = (size_t)f->head_dim, base = s * f->max_seq * hd;

@@ -39,5 +39,9 @@ int glq_kvcache_write(glq_kvcache *c, int layer, int T, const float *k, const fl
 int glq_kvcache_advance(glq_kvcache *c, int T);
 /* Dequantize positions [0, n) (n <= len) of one layer, sequence and kv head into k, v (n × head_dim). */
 void glq_kvcache_read(const glq_kvcache *c, int layer, int b, int kvh, int n, float *k, float *v);
+/* f32 caches only: the stored rows of one layer, sequence and kv head in place (position p at
+ * row p, head_dim floats each), including positions written but not yet committed. Returns 0 and
+ * leaves k, v untouched for the other dtypes. */
+int glq_kvcache_rows_f32(const glq_kvcache *c, int layer, int b, int kvh, const float **k, const float **v);
 
 #endif

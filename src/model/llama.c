@@ -3,6 +3,7 @@
 #include "llama.h"
 #include "dense_linear.h"
 #include "../core/pool.h"
+#include "../io/ggml_quants.h"
 #include <cblas.h>
 #include <math.h>
 #if defined(__x86_64__)
@@ -29,6 +30,7 @@ struct glq_llama {
   float *final_norm;
   glq_linear *head;            /* set by the caller (owned iff owns) */
   glq_linear *tied_head;       /* dense over emb, always owned */
+  glq_tensor head_q8;          /* Q8_0 blocks of emb for decode-sized head calls; st == NULL if none */
   float *rope_cos, *rope_sin;  /* max_seq × head_dim/2 */
   void *ws, *hid, *capbuf;     /* scratch: layer activations, forward hidden, f64 rows */
   size_t ws_n, hid_n, capbuf_n;
@@ -118,6 +120,7 @@ void glq_llama_free(glq_llama *m) {
     for (int l = 0; l < m->cfg.n_layers; l++) free_layer(m, &m->layers[l]);
   free(m->layers);
   if (m->emb.st) glq_tensor_release(&m->emb);
+  if (m->head_q8.st) glq_tensor_release(&m->head_q8);
   free(m->final_norm);
   drop_linear(m, m->head, NULL);
   glq_linear_free(m->tied_head);
@@ -163,9 +166,47 @@ int glq_llama_set_embedding(glq_llama *m, const glq_tensor *emb) {
     return rc;
   }
   if (m->emb.st) glq_tensor_release(&m->emb);
+  if (m->head_q8.st) glq_tensor_release(&m->head_q8);
   glq_linear_free(m->tied_head);
   m->emb = e;
   m->tied_head = tied;
+  return GLQ_OK;
+}
+
+typedef struct {
+  const uint8_t *blocks;
+  const float *emb;
+  int64_t dim;
+  atomic_int bad;   /* 1 + the first mismatching row seen, or 0 */
+} q8_check_ctx;
+
+static void q8_check_range(void *vctx, int64_t j0, int64_t j1) {
+  q8_check_ctx *c = vctx;
+  float row[4096];
+  for (int64_t j = j0; j < j1 && !atomic_load(&c->bad); j++) {
+    glq_ggml_dequantize(GLQ_GGML_Q8_0, c->blocks + (size_t)j * (size_t)(c->dim / 32) * 34, row, c->dim);
+    if (memcmp(row, c->emb + (size_t)j * (size_t)c->dim, (size_t)c->dim * sizeof(float))) atomic_store(&c->bad, (int)j + 1);
+  }
+}
+
+int glq_llama_set_head_q8_0(glq_llama *m, const glq_tensor *blocks) {
+  const glq_llama_config *c = &m->cfg;
+  if (!c->tied || m->head) return glq_error(GLQ_EINVAL, "Q8_0 head: the model's head is not tied to its embedding");
+  if (!m->emb.st || m->emb.dtype != GLQ_F32) return glq_error(GLQ_EINVAL, "Q8_0 head: set an f32 embedding first");
+  if (c->dim % 32 || c->dim > 4096)
+    return glq_error(GLQ_EINVAL, "Q8_0 head: dim %d is not a multiple of 32 up to 4096", c->dim);
+  size_t want = (size_t)c->vocab * (size_t)(c->dim / 32) * 34;
+  if (!blocks || !blocks->st || blocks->dtype != GLQ_U8 || !glq_tensor_is_contiguous(blocks) ||
+      (size_t)glq_tensor_numel(blocks) != want)
+    return glq_error(GLQ_EINVAL, "Q8_0 head: expected %zu bytes of u8 blocks for %d x %d", want, c->vocab, c->dim);
+  q8_check_ctx ck = {glq_tensor_data(blocks), glq_tensor_data(&m->emb), c->dim, 0};
+  glq_parallel_for(c->vocab, 1024, q8_check_range, &ck);
+  int bad = atomic_load(&ck.bad);
+  if (bad) return glq_error(GLQ_EINVAL, "Q8_0 head: row %d of the blocks is not the embedding's", bad - 1);
+  glq_tensor t = *blocks;
+  glq_tensor_retain(&t);
+  if (m->head_q8.st) glq_tensor_release(&m->head_q8);
+  m->head_q8 = t;
   return GLQ_OK;
 }
 
@@ -190,6 +231,7 @@ int glq_llama_set_head(glq_llama *m, glq_linear *head) {
   if (head && (head->in != m->cfg.dim || head->out != m->cfg.vocab))
     return glq_error(GLQ_EINVAL, "output head: linear is %lld -> %lld, expected %d -> %d", (long long)head->in,
                      (long long)head->out, m->cfg.dim, m->cfg.vocab);
+  if (head && m->head_q8.st) glq_tensor_release(&m->head_q8);
   drop_linear(m, m->head, head);
   m->head = head;
   return GLQ_OK;
@@ -304,6 +346,7 @@ typedef struct {
   int l, B, T, pos0;
   const float *q, *k, *v;
   float *att;
+  int in_place;        /* f32 cache already holding the new positions: keys/values read where they lie */
   atomic_int failed;   /* a worker could not allocate its scratch */
 } attn_ctx;
 
@@ -379,26 +422,32 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   attn_ctx *c = vctx;
   const glq_llama_config *f = &c->m->cfg;
   int hd = f->head_dim, nh = f->n_heads, nkv = f->n_kv_heads, rep = nh / nkv;
-  int T = c->T, pos0 = c->pos0, L = pos0 + T;
-  float *buf = malloc(((size_t)3 * L * hd + (size_t)QBLOCK * L) * sizeof(float));
+  int T = c->T, pos0 = c->pos0, L = pos0 + T, transpose = T > FEW_QUERIES;
+  size_t gather = c->in_place ? 0 : (size_t)2 * L * hd;
+  float *buf = malloc((gather + (transpose ? (size_t)L * hd : 0) + (size_t)QBLOCK * L) * sizeof(float));
   if (!buf) {
     atomic_store(&c->failed, 1);
     return;
   }
-  float *K = buf, *V = K + (size_t)L * hd, *Vt = V + (size_t)L * hd, *S = Vt + (size_t)L * hd;
+  float *Kbuf = buf, *Vbuf = buf + gather / 2, *Vt = buf + gather, *S = Vt + (transpose ? (size_t)L * hd : 0);
+  const float *K = Kbuf, *V = Vbuf;
   float scale = 1.0f / sqrtf((float)hd);
   int64_t gathered = -1; /* the (sequence, kv head) whose keys/values are in K, V */
   for (int64_t it = i0; it < i1; it++) {
     int b = (int)(it / nh), h = (int)(it % nh), kvh = h / rep;
     if (gathered != (int64_t)b * nkv + kvh) {
       gathered = (int64_t)b * nkv + kvh;
-      if (c->cache && pos0 > 0) glq_kvcache_read(c->cache, c->l, b, kvh, pos0, K, V);
-      for (int t = 0; t < T; t++) {
-        size_t src = (((size_t)b * T + t) * nkv + kvh) * hd;
-        memcpy(K + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
-        memcpy(V + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
+      if (c->in_place) {
+        glq_kvcache_rows_f32(c->cache, c->l, b, kvh, &K, &V);
+      } else {
+        if (c->cache && pos0 > 0) glq_kvcache_read(c->cache, c->l, b, kvh, pos0, Kbuf, Vbuf);
+        for (int t = 0; t < T; t++) {
+          size_t src = (((size_t)b * T + t) * nkv + kvh) * hd;
+          memcpy(Kbuf + (size_t)(pos0 + t) * hd, c->k + src, (size_t)hd * sizeof(float));
+          memcpy(Vbuf + (size_t)(pos0 + t) * hd, c->v + src, (size_t)hd * sizeof(float));
+        }
       }
-      if (T > FEW_QUERIES)
+      if (transpose)
         for (int j = 0; j < L; j++)
           for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
     }
@@ -407,7 +456,7 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
       size_t row0 = (((size_t)b * T + t0) * nh + h) * hd;
       glq_gemm_nt(c->q + row0, (int64_t)nh * hd, nb, K, GLQ_F32, hd, Lt, hd, NULL, S, Lt);
       for (int i = 0; i < nb; i++) softmax_row(S + (size_t)i * Lt, pos0 + t0 + i + 1, Lt, scale);
-      if (T > FEW_QUERIES)
+      if (transpose)
         glq_gemm_nt(S, Lt, nb, Vt, GLQ_F32, L, hd, Lt, NULL, c->att + row0, (int64_t)nh * hd);
       else
         for (int i = 0; i < nb; i++)
@@ -494,10 +543,15 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
   }
   rope(m, q, N, f->n_heads, T, pos0);
   rope(m, k, N, f->n_kv_heads, T, pos0);
-  attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, 0};
+  /* An f32 cache takes the new positions first and attention reads every key/value in place; the
+   * other dtypes are read back dequantized, with the new positions taken from k, v as computed. */
+  const float *probe_k, *probe_v;
+  int in_place = cache && glq_kvcache_rows_f32(cache, l, 0, 0, &probe_k, &probe_v);
+  if (in_place && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
+  attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, in_place, 0};
   glq_parallel_for((int64_t)B * f->n_heads, 1, attn_range, &ac);
   if (atomic_load(&ac.failed)) return glq_error(GLQ_ENOMEM, "llama layer %d: cannot allocate attention scratch", l);
-  if (cache && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
+  if (cache && !in_place && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
   if ((rc = capture(m, cap, GLQ_CAP_O, att, N))) return rc;
   if ((rc = run_linear(L->o, att, N, tmp, l, "o"))) return rc;
   for (int64_t i = 0; i < N * dim; i++) hidden[i] += tmp[i];
@@ -513,12 +567,30 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
   return GLQ_OK;
 }
 
+typedef struct {
+  const glq_llama *m;
+  const float *x;
+  float *y;
+} q8_head_ctx;
+
+static void q8_head_range(void *vctx, int64_t j0, int64_t j1) {
+  const q8_head_ctx *c = vctx;
+  glq_gemv_q8_0(c->x, glq_tensor_data(&c->m->head_q8), j0, j1, c->m->cfg.dim, c->y);
+}
+
 int glq_llama_head(glq_llama *m, const float *hidden, int64_t n, float *logits) {
   glq_linear *head = glq_llama_head_linear(m);
   if (!head || !m->final_norm) return glq_error(GLQ_EINVAL, "llama head: final norm or output head not set");
   int rc = grow(&m->ws, &m->ws_n, (size_t)n * (size_t)m->cfg.dim * sizeof(float));
   if (rc) return rc;
   rmsnorm(m->ws, hidden, m->final_norm, n, m->cfg.dim, m->cfg.norm_eps);
+  if (m->head_q8.st && !m->head && n <= 4) {
+    for (int64_t i = 0; i < n; i++) {
+      q8_head_ctx hc = {m, (const float *)m->ws + i * m->cfg.dim, logits + i * m->cfg.vocab};
+      glq_parallel_for(m->cfg.vocab, 256, q8_head_range, &hc);
+    }
+    return GLQ_OK;
+  }
   if ((rc = glq_linear_forward(head, m->ws, n, logits))) glq_error_prefix("output head");
   return rc;
 }

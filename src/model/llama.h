@@ -53,6 +53,11 @@ const glq_llama_config *glq_llama_config_of(const glq_llama *m);
 int glq_llama_set_embedding(glq_llama *m, const glq_tensor *emb);
 /* Final RMSNorm weight (dim). */
 int glq_llama_set_final_norm(glq_llama *m, const glq_tensor *w);
+/* A tied model whose f32 embedding came from a GGUF Q8_0 tensor: blocks = that tensor's raw bytes
+ * (vocab × dim/32 blocks of 34 bytes, held by reference). Every block is checked to dequantize to
+ * the embedding. Head calls of up to 4 rows (decode) then read the 3.8× smaller blocks, with
+ * logits bit-identical to the f32 head's; a new embedding or head drops them. */
+int glq_llama_set_head_q8_0(glq_llama *m, const glq_tensor *blocks);
 /* Output head (dim → vocab); NULL returns a tied model to the embedding-backed head. */
 int glq_llama_set_head(glq_llama *m, glq_linear *head);
 /* Set every weight of layer l (shapes are checked). */

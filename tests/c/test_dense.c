@@ -1,9 +1,11 @@
 /* test_dense.c - dense linear: matches a double reference, rows are bit-identical whatever the
  * batch size (one row and batches take different register tiles), and bf16 weights agree with their
- * f32 expansion. Prints GFLOP/s as information. */
+ * f32 expansion; the Q8_0 matvec gives the f32 path's bits on ggml's dequantized weights. Prints
+ * GFLOP/s as information. */
 #include "../../src/model/dense_linear.h"
 #include "../../src/core/ops.h"
 #include "../../src/core/pool.h"
+#include "../../src/io/ggml_quants.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,34 @@ static void check_shape(int64_t B, int64_t out, int64_t in, glq_dtype wdt) {
   glq_tensor_release(&w32); glq_tensor_release(&w); glq_tensor_release(&x); glq_tensor_release(&b);
 }
 
+/* Q8_0 blocks with random scales (incl. a zero, subnormal-range and large ones) and every int8 value:
+ * glq_gemv_q8_0 over any row range equals glq_gemm_nt on the dequantized f32 rows bit for bit. */
+static void check_q8_0(int64_t out, int64_t in, unsigned seed) {
+  int64_t nb = in / 32;
+  size_t bytes = (size_t)out * (size_t)nb * 34;
+  uint8_t *blk = malloc(bytes);
+  float *w = malloc(sizeof(float) * out * in), *x = malloc(sizeof(float) * in);
+  float *y = malloc(sizeof(float) * out), *yq = malloc(sizeof(float) * out);
+  srand(seed);
+  for (size_t b = 0; b < bytes / 34; b++) {
+    uint16_t h = (uint16_t)(rand() & 0x7fff) | (uint16_t)(rand() & 1) << 15;
+    if ((h & 0x7c00) == 0x7c00) h &= 0xbfff;  /* no inf/nan scales */
+    if (b % 97 == 0) h = 0;
+    blk[b * 34] = (uint8_t)h;
+    blk[b * 34 + 1] = (uint8_t)(h >> 8);
+    for (int k = 0; k < 32; k++) blk[b * 34 + 2 + k] = (uint8_t)(rand() & 0xff);
+  }
+  for (int64_t k = 0; k < in; k++) x[k] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+  CHECK(glq_ggml_dequantize(GLQ_GGML_Q8_0, blk, w, out * in) == 0, "q8_0 dequantize: %s", glq_errmsg());
+  glq_gemm_nt(x, in, 1, w, GLQ_F32, in, out, in, NULL, y, out);
+  for (int64_t i = 0; i < out; i++) yq[i] = NAN;
+  int64_t cut = out / 3 + 1; /* two ranges, neither a multiple of the kernel's 4-row step */
+  glq_gemv_q8_0(x, blk, 0, cut, in, yq);
+  glq_gemv_q8_0(x, blk, cut, out, in, yq);
+  CHECK(!memcmp(y, yq, sizeof(float) * out), "q8_0 %lld x %lld: matvec differs from the f32 path", (long long)out, (long long)in);
+  free(blk); free(w); free(x); free(y); free(yq);
+}
+
 static void bench(int64_t B, int64_t out, int64_t in, glq_dtype wdt) {
   glq_tensor w32, w, x;
   int64_t ws[2] = {out, in}, xs[2] = {B, in};
@@ -82,6 +112,10 @@ int main(int argc, char **argv) {
     check_shape(shapes[s][0], shapes[s][1], shapes[s][2], GLQ_F32);
     check_shape(shapes[s][0], shapes[s][1], shapes[s][2], GLQ_BF16);
   }
+  check_q8_0(1, 32, 1);
+  check_q8_0(7, 64, 2);
+  check_q8_0(1031, 576, 3);
+  check_q8_0(130, 4096, 4);
   /* an f16 weight is converted to an owned f32 copy */
   {
     glq_tensor w, w16; int64_t ws[2] = {3, 9};
