@@ -1,7 +1,7 @@
 -- model_bench.lua - CPU prefill (1 x 512) and decode throughput of SmolLM2-135M-Instruct with its
 -- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2-bit, and HiF4. The E8 layers use
 -- random valid codes, signs and scales (throughput does not depend on the values); HiF4 layers
--- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cuda]
+-- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda]
 -- [rounds] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
 -- graphs). The variants are built first and measured in interleaved rounds (default 5): every
 -- number is a median over rounds, and the E8/HiF4 ratio to dense is the median of the ratios
@@ -102,4 +102,10 @@ end
 for vi, variant in ipairs(variants) do
   print(string.format("%-22s %14.1f %14.1f %14.2f %14.1f", variant, median(pre[vi]), median(dec[vi]), median(ratio[vi]),
     mbytes[vi] / 1e6))
+end
+print("decode/dense in each round:")
+for vi = 2, #variants do
+  local r = {}
+  for i, v in ipairs(ratio[vi]) do r[i] = string.format("%.2f", v) end
+  print(string.format("  %-20s %s", variants[vi], table.concat(r, " ")))
 end

@@ -270,4 +270,41 @@ describe("determinism", function()
     assert.is_true(#one > 0)
     assert.is_true(one == two)
   end)
+
+  it("quantize_linears gives every job's quantize_linear bytes, for 1, 2 and 3 threads", function()
+    local h96, h40 = hessian(96, 11), hessian(40, 12)
+    local jobs = { { weight(80, 96, 13), h96, { bpw = 2, name = "a" } }, { weight(24, 96, 14), h96, { bpw = 3, name = "b" } },
+      { weight(96, 40, 15), h40, { bpw = 4, name = "c" } }, { weight(8, 96, 16), nil, { bpw = 2, name = "d" } },
+      { weight(40, 96, 17), h96, { bpw = 2, name = "e", tune_iters = 1 } } }
+    local want = {}
+    for i, j in ipairs(jobs) do want[i] = glq.quantize_linear(j[1], j[2], j[3]) end
+    local n0 = glq.num_threads()
+    for _, t in ipairs({ 1, 2, 3 }) do
+      glq.num_threads(t)
+      local ok, got = pcall(glq.quantize_linears, jobs)
+      glq.num_threads(n0)
+      assert(ok, got)
+      assert.equal(#jobs, #got)
+      for i = 1, #jobs do
+        for _, f in ipairs({ "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale" }) do
+          if want[i][f] then
+            assert.equal(0, got[i][f]:max_abs_diff(want[i][f]), ("%d threads, job %d, %s"):format(t, i, f))
+          else
+            assert.is_nil(got[i][f])
+          end
+        end
+        assert.equal(want[i].stats.proxy_loss, got[i].stats.proxy_loss)
+      end
+    end
+    assert.same({}, glq.quantize_linears({}))
+  end)
+
+  it("quantize_linears names the job that fails", function()
+    local bad = weight(16, 32, 1)
+    bad:set(0 / 0, 2, 3)
+    assert.has_error(function() glq.quantize_linears({ { weight(16, 32, 2), nil, {} }, { bad, nil, { name = "bad" } } }) end,
+      "glq.quantize_linears: job 2: quantize_linear bad: weight has a non-finite value at (1, 2)")
+    assert.has_error(function() glq.quantize_linears({ 5 }) end, "glq.quantize_linears: job 1 must be a table {W, H, opts}")
+    assert.has_error(function() glq.quantize_linears({ { weight(16, 32, 2), glq.zeros("f64", { 8, 8 }), {} } }) end)
+  end)
 end)

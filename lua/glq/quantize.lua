@@ -96,14 +96,30 @@ local function f16_signs(signs) return signs:to("f16") end
 
 -- quantize one linear W (out x in, f32) with Hessian H (f64 or nil) per decision d.
 -- returns entry (checkpoint layer entry or nil for dense), the built linear, stats
-function M.quantize_linear(name, W, bias, H, d, opts)
+-- the options of glq.quantize_linear for decision d
+local function e8_options(name, d, opts)
+  return { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42, damp = opts.damp or 0.01, name = name,
+    transform = opts.transform or checkpoint.TRANSFORM } -- "block-diagonal" with --glq-compat
+end
+
+-- E8 jobs {name, W, H, d} quantized side by side (glq.quantize_linears: SmolLM2-sized layers keep
+-- every thread busy that way); returns their glq.quantize_linear results in order.
+local function e8_side_by_side(jobs, opts)
+  local args = {}
+  for i, j in ipairs(jobs) do args[i] = { j[2], j[3], e8_options(j[1], j[4], opts) } end
+  return #args > 0 and glq.quantize_linears(args) or {}
+end
+
+-- pre: this layer's glq.quantize_linear result when it was computed already (e8_side_by_side)
+function M.quantize_linear(name, W, bias, H, d, opts, pre)
   local m, n = W:size(1), W:size(2)
   local t0 = progress.now()
   local entry, lin
   if d.format == "e8" then
-    local tr = opts.transform or checkpoint.TRANSFORM -- "block-diagonal" with --glq-compat
-    local a = glq.quantize_linear(W, H, { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42,
-      damp = opts.damp or 0.01, name = name, transform = tr })
+    local eo = e8_options(name, d, opts)
+    local tr = eo.transform
+    local a = pre or glq.quantize_linear(W, H, eo)
+    if pre then t0 = t0 - a.stats.seconds end
     entry = { format = "e8", bits = d.bpw, transform = tr, shape = { m, n }, bias = bias,
       artifacts = { Qidxs = a.Qidxs, Qidxs2 = a.Qidxs2, SU = a.SU, SV = a.SV, Wscale = a.Wscale,
         inv_resid_scale = a.inv_resid_scale } }
@@ -277,6 +293,19 @@ function M.run(o)
     local dense_outputs = o.propagate == false
     local cap = (hidden and not all_saved) and run_layer(m, l, hidden, true, dense_outputs) or nil
     if hidden and all_saved and dense_outputs then run_layer(m, l, hidden, false) end
+    -- decisions first, so that the layer's E8 projections are quantized side by side
+    local decisions, weights, pre, jobs = {}, {}, {}, {}
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role)
+      if not run:has(name) then
+        local H = cap and cap[CAPTURE_OF[r.role]] or nil
+        decisions[name] = policy.decide(decide, describe(cfg, l, r.role, H))
+        weights[name] = src:need(name .. ".weight"):to("f32")
+        if decisions[name].format == "e8" then jobs[#jobs + 1] = { name, weights[name], H, decisions[name] } end
+      end
+    end
+    for i, a in ipairs(e8_side_by_side(jobs, o)) do pre[jobs[i][1]] = a end
+    jobs = nil
     for _, r in ipairs(modelcfg.roles) do
       local name = modelcfg.linear_name(l, r.role)
       local H = cap and cap[CAPTURE_OF[r.role]] or nil
@@ -289,10 +318,9 @@ function M.run(o)
         end
         st = stats
       else
-        local d = policy.decide(decide, describe(cfg, l, r.role, H))
-        local W = src:need(name .. ".weight"):to("f32")
         local bias = src:tensor(name .. ".bias")
-        entry, lin, st = M.quantize_linear(name, W, bias and bias:to("f32") or nil, H, d, o)
+        entry, lin, st = M.quantize_linear(name, weights[name], bias and bias:to("f32") or nil, H, decisions[name], o, pre[name])
+        weights[name], pre[name] = nil, nil
         if entry then
           entry.stats = json_safe_stats(st)
           run:save_layer(name, entry)
@@ -401,10 +429,23 @@ function M.profile_and_allocate(m, src, cfg, calib_tokens, o)
   for l = 0, cfg.n_layers - 1 do
     m:load_layer(l)
     local cap = hidden and run_layer(m, l, hidden, true) or nil
+    -- every E8 candidate of the layer's projections side by side
+    local jobs, pre, weights = {}, {}, {}
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role)
+      local W = src:need(name .. ".weight"):to("f32")
+      weights[name] = W
+      for ci, d in ipairs(cands) do
+        if d.format == "e8" then jobs[#jobs + 1] = { name, W, cap and cap[CAPTURE_OF[r.role]] or nil, d, ci } end
+      end
+    end
+    for i, a in ipairs(e8_side_by_side(jobs, o)) do pre[jobs[i][1] .. "#" .. jobs[i][5]] = a end
+    jobs = nil
     for _, r in ipairs(modelcfg.roles) do
       local name = modelcfg.linear_name(l, r.role)
       local H = cap and cap[CAPTURE_OF[r.role]] or nil
-      local W = src:need(name .. ".weight"):to("f32")
+      local W = weights[name]
+      weights[name] = nil
       -- "relative" (default): each loss over the layer's output energy tr(W H Wᵀ) (1/SQNR at its
       -- outputs), so layers with large activations do not dominate; "total": the raw tr(ΔW H ΔWᵀ).
       -- On SmolLM2-135M (full protocol) relative gave perplexity 26.71 vs 28.45 at 3.5 bits.
@@ -414,8 +455,8 @@ function M.profile_and_allocate(m, src, cfg, calib_tokens, o)
         scale = e > 0 and 1 / e or 1
       end
       local opts = {}
-      for _, d in ipairs(cands) do
-        local entry, _, st = M.quantize_linear(name, W, nil, H, d, o)
+      for ci, d in ipairs(cands) do
+        local entry, _, st = M.quantize_linear(name, W, nil, H, d, o, pre[name .. "#" .. ci])
         opts[#opts + 1] = { bits = st.bits, loss = st.proxy_loss * scale, key = d.format == "e8" and d.bpw or (entry.label or "hif4") }
       end
       layers[#layers + 1] = { name = name, numel = W:numel(), options = opts }

@@ -9,6 +9,12 @@
 
 #define HESS_CHUNK 256 /* rows converted to f64 per dsyrk call */
 
+int glq_blas_threads(int n) {
+  int old = openblas_get_num_threads();
+  openblas_set_num_threads(n);
+  return old;
+}
+
 void glq_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;

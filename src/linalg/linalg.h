@@ -7,6 +7,10 @@
 #define GLQ_LINALG_H
 #include <stdint.h>
 
+/* Set OpenBLAS's thread count (n >= 1) and return the previous one. Callers that run BLAS from
+ * several pool threads at once set 1 for that time: OpenBLAS's own threads would fight the pool's. */
+int glq_blas_threads(int n);
+
 /* C (m x n, ldc) = alpha * op(A) * op(B) + beta * C, f32; op(X) = Xᵀ when the flag is set. */
 void glq_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);

@@ -1,8 +1,12 @@
 /* l_quant.c - Lua binding of Hadamard/RHT, Hessian linear algebra and E8 layer quantization:
  * glq.hadamard, glq.hadamard_info, glq.hessian_accumulate, glq.cholesky, glq.block_ldl,
- * glq.quantize_linear, glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
+ * glq.quantize_linear, glq.quantize_linears (several layers side by side), glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lglq.h"
+#include "../core/pool.h"
 #include "../linalg/linalg.h"
 #include "../quant/hadamard.h"
 #include "../quant/ldlq.h"
@@ -131,6 +135,88 @@ static void set_number(lua_State *L, const char *name, double v) {
   lua_setfield(L, -2, name);
 }
 
+/* One layer's quantization: arguments read from the Lua stack, then run (possibly on a pool thread). */
+typedef struct {
+  glq_tensor w, h;      /* f32 W, f64 H (h.st NULL: identity) */
+  int64_t m, n;
+  glq_quant_opts o;     /* name/input_name borrowed from the options table */
+  glq_quant_artifacts a;
+  glq_quant_stats st;
+  int rc;
+  char msg[512];
+} qjob;
+
+/* Check W (wi), H (hi) and the options table (oi) of one job without allocating (raises on bad input). */
+static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, qjob *j) {
+  glq_tensor *w0 = lglq_checktensor(L, wi);
+  check2d(L, w0, fn, "W", -1, -1);
+  j->m = w0->shape[0];
+  j->n = w0->shape[1];
+  if (!lua_isnoneornil(L, hi)) check2d(L, lglq_checktensor(L, hi), fn, "H", j->n, j->n);
+  glq_quant_opts *o = &j->o;
+  glq_quant_opts_default(o);
+  if (!lua_isnoneornil(L, oi)) luaL_checktype(L, oi, LUA_TTABLE);
+  o->bits = (int)lglq_optinteger(L, oi, "bpw", lglq_optinteger(L, oi, "bits", 2));
+  o->tune_iters = (int)lglq_optinteger(L, oi, "tune_iters", 0);
+  o->seed = (uint64_t)lglq_optinteger(L, oi, "seed", 42);
+  o->damp = lglq_optnumber(L, oi, "damp", 0.01);
+  o->name = lglq_optstring(L, oi, "name", "");
+  o->input_name = lglq_optstring(L, oi, "input_name", NULL);
+  o->scale_search = lglq_optboolean(L, oi, "scale_search", 1);
+  o->feedback = lglq_optboolean(L, oi, "feedback", 1);
+  o->resid_scale = lglq_optnumber(L, oi, "resid_scale", 0);
+  o->transform = kind_of(L, fn, lglq_optstring(L, oi, "transform", NULL));
+}
+
+/* Contiguous f32 W and f64 H for a checked job; on failure nothing is held. */
+static int job_inputs(lua_State *L, int wi, int hi, qjob *j) {
+  glq_tensor *w0 = lglq_checktensor(L, wi);
+  int rc = w0->dtype == GLQ_F32 ? glq_tensor_contiguous(w0, &j->w) : glq_tensor_to(w0, GLQ_F32, &j->w);
+  if (rc) return rc;
+  if (!lua_isnoneornil(L, hi)) {
+    glq_tensor *hh = lglq_checktensor(L, hi);
+    if ((rc = hh->dtype == GLQ_F64 ? glq_tensor_contiguous(hh, &j->h) : glq_tensor_to(hh, GLQ_F64, &j->h))) glq_tensor_release(&j->w);
+  }
+  return rc;
+}
+
+static void job_run(qjob *j) {
+  j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
+  if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", glq_errmsg());
+  glq_tensor_release(&j->w);
+  if (j->h.st) glq_tensor_release(&j->h);
+}
+
+/* Push a finished job's result table (moves the artifacts into it). */
+static void job_push(lua_State *L, qjob *j) {
+  lua_createtable(L, 0, 10);
+  push_field(L, "Qidxs", &j->a.qidxs);
+  push_field(L, "Qidxs2", &j->a.qidxs2);
+  push_field(L, "SU", &j->a.su);
+  push_field(L, "SV", &j->a.sv);
+  push_field(L, "Wscale", &j->a.wscale);
+  push_field(L, "inv_resid_scale", &j->a.inv_resid_scale);
+  set_number(L, "bits", j->o.bits);
+  set_number(L, "out_features", (double)j->m);
+  set_number(L, "in_features", (double)j->n);
+  if (j->o.transform != GLQ_HADAMARD_DEFAULT) { /* only then, so default results keep their exact fields */
+    lua_pushstring(L, kind_name(j->o.transform));
+    lua_setfield(L, -2, "transform");
+  }
+  const glq_quant_stats *st = &j->st;
+  lua_createtable(L, 0, 9);
+  set_number(L, "sqnr_db", st->sqnr_db);
+  set_number(L, "proxy_loss", st->proxy_loss);
+  set_number(L, "proxy_loss_orig", st->proxy_loss_orig);
+  set_number(L, "bpw", st->bpw);
+  set_number(L, "seconds", st->seconds);
+  set_number(L, "damp_used", st->damp_used);
+  set_number(L, "fallback", st->fallback);
+  set_number(L, "wscale_rel", st->wscale_rel);
+  set_number(L, "resid_scale", st->resid_scale);
+  lua_setfield(L, -2, "stats");
+}
+
 /* glq.quantize_linear(W, H|nil, opts) with opts {bpw (or bits) = 2|3|4, tune_iters = 0, seed = 42,
  * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default),
  * transform = "glq-hadamard-v1" | "block-diagonal"}
@@ -139,62 +225,98 @@ static void set_number(lua_State *L, const char *name, double v) {
  * fallback, wscale_rel, resid_scale}} */
 static int l_quantize_linear(lua_State *L) {
   const char *fn = "glq.quantize_linear";
-  glq_tensor *w0 = lglq_checktensor(L, 1);
-  check2d(L, w0, fn, "W", -1, -1);
-  const int64_t m = w0->shape[0], n = w0->shape[1];
-  if (!lua_isnoneornil(L, 2)) check2d(L, lglq_checktensor(L, 2), fn, "H", n, n);
-  glq_quant_opts o;
-  glq_quant_opts_default(&o);
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  o.bits = (int)lglq_optinteger(L, 3, "bpw", lglq_optinteger(L, 3, "bits", 2));
-  o.tune_iters = (int)lglq_optinteger(L, 3, "tune_iters", 0);
-  o.seed = (uint64_t)lglq_optinteger(L, 3, "seed", 42);
-  o.damp = lglq_optnumber(L, 3, "damp", 0.01);
-  o.name = lglq_optstring(L, 3, "name", "");
-  o.input_name = lglq_optstring(L, 3, "input_name", NULL);
-  o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
-  o.feedback = lglq_optboolean(L, 3, "feedback", 1);
-  o.resid_scale = lglq_optnumber(L, 3, "resid_scale", 0);
-  o.transform = kind_of(L, fn, lglq_optstring(L, 3, "transform", NULL));
-  glq_tensor w, h = {0};
-  lglq_checktensor_as(L, 1, GLQ_F32, "glq.quantize_linear W", &w);
-  if (!lua_isnoneornil(L, 2)) {
-    glq_tensor *hh = lglq_checktensor(L, 2);
-    int rc = hh->dtype == GLQ_F64 ? glq_tensor_contiguous(hh, &h) : glq_tensor_to(hh, GLQ_F64, &h);
-    if (rc) glq_tensor_release(&w);
-    lglq_check(L, rc, "%s H", fn);
+  qjob j;
+  memset(&j, 0, sizeof j);
+  job_check(L, 1, 2, 3, fn, &j);
+  lglq_check(L, job_inputs(L, 1, 2, &j), "%s", fn);
+  job_run(&j);
+  if (j.rc) return lglq_raisef(L, "%s: %s", fn, j.msg);
+  job_push(L, &j);
+  return 1;
+}
+
+/* Layers up to this many weights are quantized side by side, one per pool thread (their own loops
+ * then run serially); larger ones one after another with every thread inside each. */
+#define SIDE_BY_SIDE_MAX ((int64_t)1 << 22)
+
+typedef struct {
+  qjob *jobs;
+  const int *order;
+  int n;
+  atomic_int next;  /* the next job in `order` to claim */
+} qjobs_ctx;
+
+/* One part per thread; each claims the next job until none is left (the pool's parts are fixed
+ * ranges, which would pin the largest jobs to one thread). */
+static void jobs_range(void *vctx, int64_t i0, int64_t i1) {
+  qjobs_ctx *c = vctx;
+  for (int64_t p = i0; p < i1; p++)
+    for (int k; (k = atomic_fetch_add(&c->next, 1)) < c->n;) job_run(&c->jobs[c->order[k]]);
+}
+
+static const qjob *sort_jobs;
+static int by_size_desc(const void *a, const void *b) {
+  const qjob *x = &sort_jobs[*(const int *)a], *y = &sort_jobs[*(const int *)b];
+  int64_t sx = x->m * x->n, sy = y->m * y->n;
+  return sx != sy ? (sx < sy ? 1 : -1) : (*(const int *)a - *(const int *)b);
+}
+
+/* glq.quantize_linears({{W, H|nil, opts}, ...}) -> {result, ...}: glq.quantize_linear on every job, the
+ * results in order and byte-identical to one call each. Small layers (SmolLM2's) run side by side,
+ * largest first, which keeps many threads busy where one layer's 8-column sweep cannot. The first
+ * failing job's error is raised after all have finished. */
+static int l_quantize_linears(lua_State *L) {
+  const char *fn = "glq.quantize_linears";
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int nj = (int)lua_objlen(L, 1);
+  qjob *jobs = lua_newuserdata(L, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
+  int *order = lua_newuserdata(L, sizeof(int) * (size_t)(nj > 0 ? nj : 1));
+  memset(jobs, 0, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
+  int base = lua_gettop(L);
+  for (int i = 0; i < nj; i++) { /* job i's W, H, opts at base + 3i + 1.. (kept on the stack) */
+    lua_rawgeti(L, 1, i + 1);
+    if (!lua_istable(L, -1)) return lglq_raisef(L, "%s: job %d must be a table {W, H, opts}", fn, i + 1);
+    int t = lua_gettop(L);
+    lua_rawgeti(L, t, 1);
+    lua_rawgeti(L, t, 2);
+    lua_rawgeti(L, t, 3);
+    lua_remove(L, t);
+    job_check(L, base + 3 * i + 1, base + 3 * i + 2, base + 3 * i + 3, fn, &jobs[i]);
   }
-  glq_quant_artifacts a;
-  glq_quant_stats st;
-  int rc = glq_quantize_linear(glq_tensor_data(&w), m, n, h.st ? glq_tensor_data(&h) : NULL, &o, &a, &st);
-  glq_tensor_release(&w);
-  if (h.st) glq_tensor_release(&h);
+  int rc = GLQ_OK, side = glq_num_threads() > 1 && nj > 1;
+  for (int i = 0; i < nj && !rc; i++) {
+    if ((rc = job_inputs(L, base + 3 * i + 1, base + 3 * i + 2, &jobs[i])))
+      for (int k = 0; k < i; k++) {
+        glq_tensor_release(&jobs[k].w);
+        if (jobs[k].h.st) glq_tensor_release(&jobs[k].h);
+      }
+    if (jobs[i].m * jobs[i].n > SIDE_BY_SIDE_MAX) side = 0;
+    order[i] = i;
+  }
   lglq_check(L, rc, "%s", fn);
-  lua_createtable(L, 0, 10);
-  push_field(L, "Qidxs", &a.qidxs);
-  push_field(L, "Qidxs2", &a.qidxs2);
-  push_field(L, "SU", &a.su);
-  push_field(L, "SV", &a.sv);
-  push_field(L, "Wscale", &a.wscale);
-  push_field(L, "inv_resid_scale", &a.inv_resid_scale);
-  set_number(L, "bits", o.bits);
-  set_number(L, "out_features", (double)m);
-  set_number(L, "in_features", (double)n);
-  if (o.transform != GLQ_HADAMARD_DEFAULT) { /* only then, so default results keep their exact fields */
-    lua_pushstring(L, kind_name(o.transform));
-    lua_setfield(L, -2, "transform");
+  if (side) {
+    sort_jobs = jobs; /* under the Lua state's single thread */
+    qsort(order, (size_t)nj, sizeof *order, by_size_desc);
+    qjobs_ctx c = {jobs, order, nj, 0};
+    int parts = glq_num_threads() < nj ? glq_num_threads() : nj;
+    int blas = glq_blas_threads(1);
+    glq_parallel_for(parts, 1, jobs_range, &c);
+    glq_blas_threads(blas);
+  } else {
+    for (int i = 0; i < nj; i++) job_run(&jobs[i]);
   }
-  lua_createtable(L, 0, 9);
-  set_number(L, "sqnr_db", st.sqnr_db);
-  set_number(L, "proxy_loss", st.proxy_loss);
-  set_number(L, "proxy_loss_orig", st.proxy_loss_orig);
-  set_number(L, "bpw", st.bpw);
-  set_number(L, "seconds", st.seconds);
-  set_number(L, "damp_used", st.damp_used);
-  set_number(L, "fallback", st.fallback);
-  set_number(L, "wscale_rel", st.wscale_rel);
-  set_number(L, "resid_scale", st.resid_scale);
-  lua_setfield(L, -2, "stats");
+  int bad = -1;
+  for (int i = 0; i < nj; i++)
+    if (jobs[i].rc && bad < 0) bad = i;
+  if (bad >= 0) {
+    for (int i = 0; i < nj; i++) glq_quant_artifacts_free(&jobs[i].a);
+    return lglq_raisef(L, "%s: job %d: %s", fn, bad + 1, jobs[bad].msg);
+  }
+  lua_createtable(L, nj, 0);
+  for (int i = 0; i < nj; i++) {
+    job_push(L, &jobs[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
   return 1;
 }
 
@@ -331,6 +453,7 @@ void lglq_open_quant(lua_State *L) {
                                  {"cholesky", l_cholesky},
                                  {"block_ldl", l_block_ldl},
                                  {"quantize_linear", l_quantize_linear},
+                                 {"quantize_linears", l_quantize_linears},
                                  {"dequantize_linear", l_dequantize_linear},
                                  {NULL, NULL}};
   static const luaL_Reg rht[] = {{"signs", l_rht_signs},

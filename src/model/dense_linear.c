@@ -240,7 +240,7 @@ q8_rows(const float *x, const uint8_t *r, size_t rb, int64_t nb, int nr, float *
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t b = 0; b < nb; b++) {
 #pragma GCC unroll 4
-    for (int i = 0; i < nr; i++) _mm_prefetch((const char *)r + (size_t)(nr + i) * rb + (size_t)b * Q8_BLOCK, _MM_HINT_T0);
+    for (int i = 0; i < nr; i++) _mm_prefetch((const char *)r + (size_t)(4 * nr + i) * rb + (size_t)b * Q8_BLOCK, _MM_HINT_T0);
     __m256 xv[4];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) xv[k] = _mm256_loadu_ps(x + b * 32 + 8 * k);
