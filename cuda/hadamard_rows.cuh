@@ -7,9 +7,9 @@
  * out of HR_ORDERS (plain FWHT blocks: any number, any L). One CTA per row, the row in shared memory:
  *  1. load: pad and pre-multiply into shared memory. Kronecker blocks apply S (x) I on the way, which
  *     commutes with I (x) H_L: a thread holds the P values b*L + a of one column a in registers and
- *     writes rows 4g .. 4g+3 of it. S sits in a __constant__ table (hr_fac) and the loops are
- *     unrolled, so a term is one FFMA by an exact +-1 whose address is known at compile time (the
- *     compiler fetches two per ULDC.64): no GEMM, no memory traffic for S.
+ *     writes rows 4g .. 4g+3 of it. S (P x P, at most 60 x 60) is copied to shared memory first; a term
+ *     is one FFMA by an exact +-1 read from there. (A __constant__ table, the first design, missed the
+ *     constant cache on every launch and cost a 576 = 36*16 row ~11 us instead of ~3 us.)
  *  2. the FWHT of every chunk of L values, in passes of up to 5 index bits: a thread takes the 2^r
  *     values of one line into registers, runs r butterfly stages and writes them back. Pass 0 takes
  *     bits 0..4 (a line is 2^r consecutive values, one line per lane), pass q >= 1 bits 5q .. 5q+4
@@ -49,13 +49,9 @@ struct HrOp {
   int64_t ld_dst;
   int n_dst, dst_bf16;
   const float *post, *bias; /* n_dst values or NULL */
+  const float *fac;         /* the Kronecker blocks' S (Sᵀ for Hᵀ), P x P on the device, or NULL */
   HrPlan pl;
 };
-
-/* S (TR = 0) or Sᵀ (TR = 1) of order P, row-major: the kernels read both row by row, which lets the
- * compiler fetch two entries per ULDC.64 (the six orders' tables take 65,280 of the 65,536 bytes of
- * constant memory). */
-template <int P, int TR> __constant__ float hr_fac[P * P];
 
 /* Shared-memory word of position k: one pad word per 32. */
 __host__ __device__ inline int hr_pos(int k) { return k + (k >> 5); }
@@ -68,26 +64,24 @@ __device__ __forceinline__ float hr_in(const HrOp &o, const float *src, int k) {
   return k < o.n_src ? src[k] * (o.pre ? o.pre[k] : 1.f) : 0.f;
 }
 
-/* Rows 4g .. 4g+3 of the factor (S, or Sᵀ when TR) times the column x, into shared memory at
- * col + row*L. The +-1 come from the constant bank, two per ULDC.64, each used by one FFMA. */
-template <int P, int TR, int G>
-__device__ __forceinline__ void hr_kron_rows(int g, const float (&x)[P], float *sm, int col, int lg) {
-  if constexpr (G < P / 4) {
-    if (g != G) return hr_kron_rows<P, TR, G + 1>(g, x, sm, col, lg);
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+/* Rows 4g .. 4g+3 of the factor (fac: S or Sᵀ, P x P row-major in shared memory) times the column x,
+ * into shared memory at col + row*L. The lanes of a warp read at most two factor rows' words per step
+ * (broadcasts from two banks). */
+template <int P>
+__device__ __forceinline__ void hr_kron_rows(int g, const float (&x)[P], const float *fac, float *sm, int col, int lg) {
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < P; ++j)
+  for (int j = 0; j < P; ++j)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[i] = fmaf(hr_fac<P, TR>[(4 * G + i) * P + j], x[j], acc[i]);
+    for (int i = 0; i < 4; ++i) acc[i] = fmaf(fac[(4 * g + i) * P + j], x[j], acc[i]);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) sm[hr_pos(col + ((4 * G + i) << lg))] = acc[i];
-  }
+  for (int i = 0; i < 4; ++i) sm[hr_pos(col + ((4 * g + i) << lg))] = acc[i];
 }
 
 /* Load a Kronecker block through (S (x) I): a thread holds column a (P registers) and computes row
  * groups j, j + per_col, ... of it, so that blocks of few columns (576 = 36*16) still fill the CTA. */
-template <int P, int TR>
-__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const HrBlock &b, float *sm) {
+template <int P>
+__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const HrBlock &b, const float *fac, float *sm) {
   if constexpr (P > 0) {
     constexpr int groups = P / 4;
     const int L = 1 << b.lg, per_col = min(max(HR_THREADS >> b.lg, 1), groups);
@@ -96,7 +90,7 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
       float x[P];
 #pragma unroll
       for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, b.off + (j << b.lg) + a);
-      for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P, TR, 0>(g, x, sm, b.off + a, b.lg);
+      for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, sm, b.off + a, b.lg);
     }
   }
 }
@@ -126,16 +120,22 @@ __device__ __forceinline__ void hr_pass(float *sm, int off, int len, int j0) {
   }
 }
 
-/* Row blockIdx.x of o. P: order of the Kronecker blocks (0: none); TR: apply Sᵀ. */
-template <int P, int TR>
+/* Row blockIdx.x of o. P: order of the Kronecker blocks (0: none), whose factor o.fac is copied to
+ * shared memory first. */
+template <int P>
 __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   extern __shared__ float hr_sm[];
+  __shared__ float fac[P > 0 ? P * P : 1];
   float *sm = hr_sm;
   const int64_t r = blockIdx.x;
   const float *src = o.src + r * o.ld_src;
+  if constexpr (P > 0) {
+    for (int i = threadIdx.x; i < P * P; i += HR_THREADS) fac[i] = o.fac[i];
+    __syncthreads();
+  }
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
-    if (b.kron) hr_kron_load<P, TR>(o, src, b, sm);
+    if (b.kron) hr_kron_load<P>(o, src, b, fac, sm);
     else
       for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o, src, k);
   }
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
 }
 
 /* The row plan of h (transpose: of Hᵀ): 1, with *p the order of its Kronecker blocks (0: none) and *s
- * their S (Sᵀ), or 0 when the kernel cannot run it (more than HR_MAX_BLOCKS blocks, Kronecker blocks
+ * their S (Sᵀ) on the host, or 0 when the kernel cannot run it (more than HR_MAX_BLOCKS blocks, Kronecker blocks
  * of different orders). */
 static inline int hr_plan_of(const glq_hadamard *h, int transpose, HrPlan *pl, int *p, const float **s) {
   const int nb = glq_hadamard_nblocks(h);

@@ -146,12 +146,13 @@ struct DevPlan {
   DevBlock *b;      /* host array */
   HrKernel hr_fn;   /* the one-CTA-per-row kernel, or NULL: multi-pass only */
   size_t hr_smem;   /* its dynamic shared memory */
+  const float *hr_fac; /* its Kronecker factor on the device (one of b[].S), or NULL */
   HrPlan hr;
 };
 
 /* Process-wide device state: the E8 codebook and the Hadamard factors (keyed by the CPU plan's
- * arrays, which live as long as the process), for the multi-pass GEMMs and in the row kernels'
- * constant tables. Created for the device current at first use and never freed: the driver
+ * arrays, which live as long as the process), for the multi-pass GEMMs and the row kernels.
+ * Created for the device current at first use and never freed: the driver
  * releases them at exit. */
 struct FactorEntry {
   const float *host;
@@ -200,58 +201,37 @@ static int shared_factor(const float *host, int p, const float **out) {
   return rc;
 }
 
-/* The row kernel for Kronecker order p out of Ps, with its table hr_fac<p, transpose> holding S or Sᵀ
- * (uploaded by the first plan that needs it); NULL when no kernel has order p. g_mu held. */
+/* The row kernel for Kronecker order p out of Ps; NULL when no kernel has order p. */
 template <int P, int... Ps>
-static int hr_select(int p, int transpose, const float *s, HrKernel *fn) {
-  if (p != P) {
-    if constexpr (sizeof...(Ps) > 0) return hr_select<Ps...>(p, transpose, s, fn);
-    *fn = NULL;
-    return GLQ_OK;
-  }
-  static const float *uploaded[2]; /* the host matrices the tables hold (hadamard.c keeps one factor per order) */
-  *fn = NULL;
-  if (uploaded[transpose] && uploaded[transpose] != s) return GLQ_OK;
-  if (!uploaded[transpose]) {
-    if (transpose) GLQ_CUDA_TRY(cudaMemcpyToSymbol(hr_fac<P, 1>, s, sizeof(float) * P * P));
-    else GLQ_CUDA_TRY(cudaMemcpyToSymbol(hr_fac<P, 0>, s, sizeof(float) * P * P));
-    uploaded[transpose] = s;
-  }
-  *fn = transpose ? hr_kernel<P, 1> : hr_kernel<P, 0>;
-  return GLQ_OK;
+static HrKernel hr_select(int p) {
+  if (p == P) return hr_kernel<P>;
+  if constexpr (sizeof...(Ps) > 0) return hr_select<Ps...>(p);
+  return NULL;
 }
 
-/* Choose the row kernel for order p (0: none) and let it use smem bytes of dynamic shared memory
- * (the attribute only grows, and is set here, at upload, never during a forward). g_mu held. */
-static int hr_prepare(int p, int transpose, const float *s, size_t smem, HrKernel *fn) {
-  int rc = GLQ_OK;
-  if (p) rc = hr_select<HR_ORDERS>(p, transpose, s, fn);
-  else *fn = hr_kernel<0, 0>;
-  if (rc || !*fn) return rc;
-  cudaFuncAttributes fa;
-  GLQ_CUDA_TRY(cudaFuncGetAttributes(&fa, *fn));
-  if ((size_t)fa.maxDynamicSharedSizeBytes < smem)
-    GLQ_CUDA_TRY(cudaFuncSetAttribute(*fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  return GLQ_OK;
-}
-
-/* The row kernel of plan h for pl, when there is one and its row fits in shared memory. Only on the
- * device of the first such plan: the constant tables are filled there. */
+/* The row kernel of plan h for pl (its factor: the device copy in pl's blocks), when there is one
+ * and its row fits in shared memory. Sets the kernel's dynamic shared memory (the attribute only
+ * grows, and is set here, at upload, never during a forward). */
 static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
-  static int hr_device = -1;
-  int p, dev, max_smem, rc = GLQ_OK;
+  int p, dev, max_smem;
   const float *s;
   pl->hr_fn = NULL;
   if (!hr_plan_of(h, transpose, &pl->hr, &p, &s)) return GLQ_OK;
   GLQ_CUDA_TRY(cudaGetDevice(&dev));
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   pl->hr_smem = hr_smem_bytes(pl->hr.n);
-  if (pl->hr_smem > (size_t)max_smem) return GLQ_OK;
-  pthread_mutex_lock(&g_mu);
-  if (hr_device < 0) hr_device = dev;
-  if (dev == hr_device) rc = hr_prepare(p, transpose, s, pl->hr_smem, &pl->hr_fn);
-  pthread_mutex_unlock(&g_mu);
-  return rc;
+  if (pl->hr_smem + sizeof(float) * 60 * 60 > (size_t)max_smem) return GLQ_OK;
+  HrKernel fn = p ? hr_select<HR_ORDERS>(p) : hr_kernel<0>;
+  if (!fn) return GLQ_OK;
+  pl->hr_fac = NULL;
+  for (int i = 0; i < pl->nblocks && p; ++i)
+    if (pl->b[i].S) pl->hr_fac = pl->b[i].S;
+  cudaFuncAttributes fa;
+  GLQ_CUDA_TRY(cudaFuncGetAttributes(&fa, fn));
+  if ((size_t)fa.maxDynamicSharedSizeBytes < pl->hr_smem)
+    GLQ_CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->hr_smem));
+  pl->hr_fn = fn;
+  return GLQ_OK;
 }
 
 /* The identity over n positions: one block of n chunks of 1 (the elementwise op). */
@@ -426,6 +406,7 @@ static int hr_launch(const DevPlan *pl, const PlanIo &io, int64_t rows, cudaStre
   o.dst_bf16 = io.dst_bf16;
   o.post = io.post;
   o.bias = io.bias;
+  o.fac = pl->hr_fac;
   o.pl = pl->hr;
   pl->hr_fn<<<(unsigned)rows, HR_THREADS, pl->hr_smem, st>>>(o);
   GLQ_CUDA_LAUNCHED();

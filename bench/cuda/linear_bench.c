@@ -277,8 +277,11 @@ int main(int argc, char **argv) {
   printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   const layer_kind kinds[] = {{"e8-2", "e8", 2}, {"e8-4", "e8", 4}, {"hif4", "hif4", 0}, {"hif4-rht", "hif4-rht", 0}};
   const int64_t shapes[][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}, {576, 1536}, {1536, 576}};
-  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+  const char *only = getenv("GLQ_BENCH_LAYERS"); /* e.g. "e8-2,hif4-rht": only those rows */
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    if (only && !strstr(only, kinds[i].label)) continue;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) bench_shape(&kinds[i], shapes[s][0], shapes[s][1], Bs, nb, st);
+  }
 
   CK(cudaStreamDestroy(st));
   glq_cuda_codebook_free(g_cb);
