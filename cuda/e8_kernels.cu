@@ -279,22 +279,10 @@ extern "C" int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *l, const
     rc = glq_cuda_e8_dequant(ctx, l, ctx->scratch, stream);
     return rc ? rc : glq_cuda_gemm_scratch(ctx, l->out, l->in, x, B, y, y_bf16, l->wscale, st);
   }
-  FusedParams p;
-  memset(&p, 0, sizeof p);
-  p.x = x;
-  p.y = y;
-  p.y_bf16 = y_bf16;
-  p.B = (int)B;
-  p.out = (int)l->out;
-  p.in = (int)l->in;
-  p.steps = (int)(l->groups_pad / 32);
-  p.w1 = l->q1;
-  p.w2 = l->q2;
-  p.pitch1 = l->pitch1;
-  p.pitch2 = l->pitch2;
+  FusedParams p = fused_params(x, y, y_bf16, B, l->out, l->in, (int)(l->groups_pad / 32), l->q1, l->q2, l->pitch1,
+                               l->pitch2, l->wscale);
   p.table = l->cb->words;
   p.n_smem = e8_smem_entries(ctx, l);
-  p.scale = l->wscale;
   p.scale2 = l->inv_rs;
   return l->bits == 2 ? fused_launch<E8Fmt<0>>(ctx, p, st)
        : l->bits == 3 ? fused_launch<E8Fmt<1>>(ctx, p, st)

@@ -46,6 +46,27 @@ struct FusedParams {
 
 enum { FUSED_RED_FLOATS = 2048 }; /* WARPS * R * 128 partial sums */
 
+/* The parameters every format fills the same way (the rest: table, n_smem, scale2 for E8). */
+static inline FusedParams fused_params(const uint16_t *x, void *y, int y_bf16, int64_t B, int64_t out, int64_t in,
+                                       int steps, const uint8_t *w1, const uint8_t *w2, int64_t pitch1, int64_t pitch2,
+                                       float scale) {
+  FusedParams p;
+  memset(&p, 0, sizeof p);
+  p.x = x;
+  p.y = y;
+  p.y_bf16 = y_bf16;
+  p.B = (int)B;
+  p.out = (int)out;
+  p.in = (int)in;
+  p.steps = steps;
+  p.w1 = w1;
+  p.w2 = w2;
+  p.pitch1 = pitch1;
+  p.pitch2 = pitch2;
+  p.scale = scale;
+  return p;
+}
+
 __device__ __forceinline__ uint32_t u4get(const uint4 &v, int c) {
   return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
 }

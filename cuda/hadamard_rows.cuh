@@ -40,16 +40,22 @@ struct HrPlan {
   HrBlock b[HR_MAX_BLOCKS];
 };
 
-struct HrOp {
-  const float *src; /* rows of ld_src, n_src values read (the rest of the n is zero) */
-  int64_t ld_src;
-  int n_src;
+/* Where a transform reads and writes (the row kernel, linear.cu's line kernel and plans):
+ *   dst (ld_dst; positions < n_dst written) = post ⊙ (H · (pre ⊙ pad(src))) + bias,
+ * src read at positions < n_src (the rest is zero); dst f32, or bf16 when dst_bf16; NULL = none. */
+struct RowIo {
+  const float *src;
+  int64_t ld_src, n_src;
   const float *pre; /* n values or NULL */
-  void *dst;        /* rows of ld_dst, n_dst values written; f32, or bf16 when dst_bf16 */
-  int64_t ld_dst;
-  int n_dst, dst_bf16;
+  void *dst;
+  int64_t ld_dst, n_dst;
+  int dst_bf16;
   const float *post, *bias; /* n_dst values or NULL */
-  const float *fac;         /* the Kronecker blocks' S (Sᵀ for Hᵀ), P x P on the device, or NULL */
+};
+
+struct HrOp {
+  RowIo io;
+  const float *fac; /* the Kronecker blocks' S (Sᵀ for Hᵀ), P x P on the device, or NULL */
   HrPlan pl;
 };
 
@@ -61,7 +67,7 @@ static inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + 
 static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((double)len)); }
 
 __device__ __forceinline__ float hr_in(const HrOp &o, const float *src, int k) {
-  return k < o.n_src ? src[k] * (o.pre ? o.pre[k] : 1.f) : 0.f;
+  return k < o.io.n_src ? src[k] * (o.io.pre ? o.io.pre[k] : 1.f) : 0.f;
 }
 
 /* Rows 4g .. 4g+3 of the factor (fac: S or Sᵀ, P x P row-major in shared memory) times the column x,
@@ -128,7 +134,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   __shared__ float fac[P > 0 ? P * P : 1];
   float *sm = hr_sm;
   const int64_t r = blockIdx.x;
-  const float *src = o.src + r * o.ld_src;
+  const float *src = o.io.src + r * o.io.ld_src;
   if constexpr (P > 0) {
     for (int i = threadIdx.x; i < P * P; i += HR_THREADS) fac[i] = o.fac[i];
     __syncthreads();
@@ -159,13 +165,13 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   }
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
-    const int end = min(b.off + b.len, o.n_dst);
+    const int end = (int)min((int64_t)(b.off + b.len), o.io.n_dst);
     for (int k = b.off + threadIdx.x; k < end; k += HR_THREADS) {
       float v = sm[hr_pos(k)] * b.scale;
-      if (o.post) v *= o.post[k];
-      if (o.bias) v += o.bias[k];
-      if (o.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.dst)[r * o.ld_dst + k] = __float2bfloat16_rn(v);
-      else reinterpret_cast<float *>(o.dst)[r * o.ld_dst + k] = v;
+      if (o.io.post) v *= o.io.post[k];
+      if (o.io.bias) v += o.io.bias[k];
+      if (o.io.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.io.dst)[r * o.io.ld_dst + k] = __float2bfloat16_rn(v);
+      else reinterpret_cast<float *>(o.io.dst)[r * o.io.ld_dst + k] = v;
     }
   }
 }

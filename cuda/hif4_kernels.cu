@@ -154,19 +154,7 @@ extern "C" int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *l, c
     rc = glq_cuda_hif4_dequant(ctx, l, ctx->scratch, stream);
     return rc ? rc : glq_cuda_gemm_scratch(ctx, l->out, l->in, x, B, y, y_bf16, 1.f, st);
   }
-  FusedParams p;
-  memset(&p, 0, sizeof p);
-  p.x = x;
-  p.y = y;
-  p.y_bf16 = y_bf16;
-  p.B = (int)B;
-  p.out = (int)l->out;
-  p.in = (int)l->in;
-  p.steps = (int)(l->units_pad / 4);
-  p.w1 = l->nib;
-  p.w2 = l->meta;
-  p.pitch1 = l->pitch1;
-  p.pitch2 = l->pitch2;
-  p.scale = 1.f;
+  const FusedParams p = fused_params(x, y, y_bf16, B, l->out, l->in, (int)(l->units_pad / 4), l->nib, l->meta,
+                                     l->pitch1, l->pitch2, 1.f);
   return fused_launch<Hif4Fmt>(ctx, p, st);
 }

@@ -53,18 +53,11 @@ enum { LT_LOG = 12, LT = 1 << LT_LOG, LT_THREADS = 512, MAX_BATCH_GEMMS = 65535 
  * k < n_dst (f32, or bf16 when dst_bf16). pre, post, bias are indexed by position k; NULL = none.
  * In place (src == dst, same ld) is allowed: a CTA reads its whole tile before it writes. */
 struct LineOp {
-  const float *src;
-  int64_t ld_src, n_src;
-  const float *pre;
-  void *dst;
-  int64_t ld_dst, n_dst;
-  int dst_bf16;
-  const float *post, *bias;
+  RowIo io;
   float scale;
   int64_t off, L, chunks, lines; /* lines = rows * chunks * (L / nl) */
   int nl_log, strided;
 };
-
 /* Row r and position k of value a of line q; false past the last line. */
 __device__ __forceinline__ bool line_pos(const LineOp &o, int64_t q, int a, int64_t *r, int64_t *k) {
   if (q >= o.lines) return false;
@@ -91,7 +84,7 @@ __global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o) {
     const int a = o.strided ? e >> g_log : e & ((1 << o.nl_log) - 1);
     int64_t r, k;
     float v = 0.f;
-    if (line_pos(o, q0 + g, a, &r, &k) && k < o.n_src) v = o.src[r * o.ld_src + k] * (o.pre ? o.pre[k] : 1.f);
+    if (line_pos(o, q0 + g, a, &r, &k) && k < o.io.n_src) v = o.io.src[r * o.io.ld_src + k] * (o.io.pre ? o.io.pre[k] : 1.f);
     sm[lt_word((g << o.nl_log) + a)] = v;
   }
   /* butterfly t of stage h pairs (i, i + h), i = (t / h) * 2h + t % h: within a line, as nl/2 is a multiple of h */
@@ -110,12 +103,12 @@ __global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o) {
     const int g = o.strided ? e & ((1 << g_log) - 1) : e >> o.nl_log;
     const int a = o.strided ? e >> g_log : e & ((1 << o.nl_log) - 1);
     int64_t r, k;
-    if (!line_pos(o, q0 + g, a, &r, &k) || k >= o.n_dst) continue;
+    if (!line_pos(o, q0 + g, a, &r, &k) || k >= o.io.n_dst) continue;
     float v = sm[lt_word((g << o.nl_log) + a)] * o.scale;
-    if (o.post) v *= o.post[k];
-    if (o.bias) v += o.bias[k];
-    if (o.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.dst)[r * o.ld_dst + k] = __float2bfloat16_rn(v);
-    else reinterpret_cast<float *>(o.dst)[r * o.ld_dst + k] = v;
+    if (o.io.post) v *= o.io.post[k];
+    if (o.io.bias) v += o.io.bias[k];
+    if (o.io.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.io.dst)[r * o.io.ld_dst + k] = __float2bfloat16_rn(v);
+    else reinterpret_cast<float *>(o.io.dst)[r * o.io.ld_dst + k] = v;
   }
 }
 
@@ -314,21 +307,9 @@ static int kron_gemm(glq_cuda_ctx *ctx, const DevBlock &b, const float *src, int
   return GLQ_OK;
 }
 
-/* Over the plan's n positions of rows rows:
- *   dst (ld_dst; positions < n_dst written) = post ⊙ (H · (pre ⊙ pad(src))) + bias,
- * src read at positions < n_src (the rest is zero). t1, t2: f32 scratch of rows x n as plan_t1/plan_t2
- * say; neither may alias src or dst. src is not modified. */
-struct PlanIo {
-  const float *src;
-  int64_t ld_src, n_src;
-  const float *pre;
-  void *dst;
-  int64_t ld_dst, n_dst;
-  int dst_bf16;
-  const float *post, *bias;
-};
-
-static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, int64_t rows, float *t1, float *t2,
+/* io (RowIo) over the plan's n positions of rows rows. t1, t2: f32 scratch of rows x n as
+ * plan_t1/plan_t2 say; neither may alias src or dst. src is not modified. */
+static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
                       cudaStream_t st) {
   const int64_t n = pl->n;
   int rc = GLQ_OK;
@@ -336,35 +317,28 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, in
     const DevBlock &b = pl->b[i];
     LineOp o;
     memset(&o, 0, sizeof o);
-    o.src = io.src;
-    o.ld_src = io.ld_src;
-    o.n_src = io.n_src;
-    o.pre = io.pre;
+    o.io = io;
     if (b.S) {
-      if (o.pre || o.n_src < b.off + b.len) { /* materialise pre ⊙ pad(src) over the block for the GEMM */
+      if (o.io.pre || o.io.n_src < b.off + b.len) { /* materialise pre ⊙ pad(src) over the block for the GEMM */
         LineOp m = o;
-        m.dst = t1;
-        m.ld_dst = m.n_dst = n;
+        m.io.dst = t1;
+        m.io.ld_dst = m.io.n_dst = n;
+        m.io.dst_bf16 = 0;
+        m.io.post = m.io.bias = NULL;
         m.scale = 1.f;
         m.off = b.off;
         m.L = 1;
         m.chunks = b.len;
         if ((rc = line_launch(m, rows, st))) break;
-        o.src = t1;
-        o.ld_src = o.n_src = n;
-        o.pre = NULL;
+        o.io.src = t1;
+        o.io.ld_src = o.io.n_src = n;
+        o.io.pre = NULL;
       }
-      if ((rc = kron_gemm(ctx, b, o.src, o.ld_src, t2, n, rows, st))) break;
-      o.src = t2;
-      o.ld_src = o.n_src = n;
-      o.pre = NULL;
+      if ((rc = kron_gemm(ctx, b, o.io.src, o.io.ld_src, t2, n, rows, st))) break;
+      o.io.src = t2;
+      o.io.ld_src = o.io.n_src = n;
+      o.io.pre = NULL;
     }
-    o.dst = io.dst;
-    o.ld_dst = io.ld_dst;
-    o.n_dst = io.n_dst;
-    o.dst_bf16 = io.dst_bf16;
-    o.post = io.post;
-    o.bias = io.bias;
     o.scale = b.scale;
     o.off = b.off;
     o.L = b.L;
@@ -375,16 +349,16 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, in
       rc = line_launch(o, rows, st);
     } else { /* low LT_LOG index bits into t2 (in place if the GEMM left the block there), then the high bits */
       LineOp lo = o;
-      lo.dst = t2;
-      lo.ld_dst = lo.n_dst = n;
-      lo.dst_bf16 = 0;
-      lo.post = lo.bias = NULL;
+      lo.io.dst = t2;
+      lo.io.ld_dst = lo.io.n_dst = n;
+      lo.io.dst_bf16 = 0;
+      lo.io.post = lo.io.bias = NULL;
       lo.scale = 1.f;
       lo.nl_log = LT_LOG;
       if ((rc = line_launch(lo, rows, st))) break;
-      o.src = t2;
-      o.ld_src = o.n_src = n;
-      o.pre = NULL;
+      o.io.src = t2;
+      o.io.ld_src = o.io.n_src = n;
+      o.io.pre = NULL;
       o.nl_log = l_log - LT_LOG;
       o.strided = 1;
       rc = line_launch(o, rows, st);
@@ -394,18 +368,9 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, in
 }
 
 /* One launch of the row kernel: B CTAs. */
-static int hr_launch(const DevPlan *pl, const PlanIo &io, int64_t rows, cudaStream_t st) {
+static int hr_launch(const DevPlan *pl, const RowIo &io, int64_t rows, cudaStream_t st) {
   HrOp o;
-  o.src = io.src;
-  o.ld_src = io.ld_src;
-  o.n_src = (int)io.n_src;
-  o.pre = io.pre;
-  o.dst = io.dst;
-  o.ld_dst = io.ld_dst;
-  o.n_dst = (int)io.n_dst;
-  o.dst_bf16 = io.dst_bf16;
-  o.post = io.post;
-  o.bias = io.bias;
+  o.io = io;
   o.fac = pl->hr_fac;
   o.pl = pl->hr;
   pl->hr_fn<<<(unsigned)rows, HR_THREADS, pl->hr_smem, st>>>(o);
@@ -414,7 +379,7 @@ static int hr_launch(const DevPlan *pl, const PlanIo &io, int64_t rows, cudaStre
 }
 
 /* apply_plan, by the row kernel when the plan has one and the batch is small. */
-static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const PlanIo &io, int64_t rows, float *t1, float *t2,
+static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
                      cudaStream_t st) {
   if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(pl, io, rows, st);
   return apply_plan(ctx, pl, io, rows, t1, t2, st);
@@ -648,7 +613,7 @@ extern "C" int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, co
   float *t1 = (float *)ctx->lin_ws, *t2 = t1 + B * n1;
   uint16_t *xb = (uint16_t *)(t2 + B * n2);
   if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
-    const PlanIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL};
+    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL};
     if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st))) return rc;
   }
   switch (l->kind) {
@@ -657,12 +622,12 @@ extern "C" int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, co
     case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, B, y, 0, GLQ_CUDA_AUTO, stream); break;
     case LIN_E8: {
       if ((rc = glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream))) return rc;
-      const PlanIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
+      const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
       return transform(ctx, &l->pout, out, B, NULL, t2, st); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
     }
   }
   if (rc || !l->bias) return rc;
-  const PlanIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias}; /* in place, elementwise */
+  const RowIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias}; /* in place, elementwise */
   return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st);
 }
 

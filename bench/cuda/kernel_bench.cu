@@ -15,18 +15,11 @@
 #include <string>
 #include <algorithm>
 #include "../../cuda/glq_cuda.h"
+#include "host_util.h"
 extern "C" {
 #include "../../src/core/error.h"
 }
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-      exit(1);                                                                                 \
-    }                                                                                          \
-  } while (0)
 #define GQ(x)                                                                                  \
   do {                                                                                         \
     int r_ = (x);                                                                              \

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../cuda/glq_cuda.h"
+#include "host_util.h"
 #include "../../src/core/error.h"
 #include "../../src/core/ops.h"
 #include "../../src/core/tensor.h"
@@ -25,14 +26,6 @@
 
 enum { ITERS = 50, GRAPH_N = 100, REPS = 11, WARM = 10, MAX_BS = 16, ROW_BATCH = 64 /* the library's default */ };
 
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-      exit(2);                                                                             \
-    }                                                                                      \
-  } while (0)
 #define GLQ(x)                                                                             \
   do {                                                                                     \
     if ((x) != 0) {                                                                        \
@@ -53,14 +46,6 @@ static float nrand(void) {
   return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  return p;
-}
 
 /* ---- what is timed ---- */
 

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../cuda/glq_cuda.h"
+#include "host_util.h"
 #include "../../src/core/error.h"
 #include "../../src/core/tensor.h"
 #include "../../src/model/dense_linear.h"
@@ -48,23 +49,7 @@
 static int n_pass, n_fail;
 static glq_cuda_ctx *g_ctx;
 
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));   \
-      exit(2);                                                                             \
-    }                                                                                      \
-  } while (0)
 
-static void *xmalloc(size_t n) {
-  void *p = malloc(n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-    exit(2);
-  }
-  return p;
-}
 
 static void report(int ok, const char *fmt, ...) {
   va_list ap;
