@@ -2,7 +2,15 @@
  * ties) or softmax(logits / temperature) restricted to the top_k most likely tokens and then to
  * the smallest prefix whose probability reaches top_p. Random numbers come from a SplitMix64
  * stream started at `seed` (one draw per sample; uniform = top 24 bits / 2^24), so a seed
- * replays the same tokens on any machine. */
+ * replays the same tokens on any machine.
+ *
+ * Exactly: with top_k or top_p the candidates are ordered by logit (descending), equal logits by
+ * id, else they keep id order; weights are w_i = exp((l_i - l_max) / T) in double. top_k keeps the first k. top_p keeps the shortest prefix
+ * whose weight, summed in that order, reaches top_p * W, where W is the kept candidates' weight:
+ * summed in order when top_k limits them, else summed by id (every candidate). The draw is
+ * r = uniform * (kept weight) and the token the first whose running sum exceeds r. Only as much of
+ * the order is built as these need (a selection for top_k, the high-weight candidates for top_p),
+ * so sampling costs about one pass over the row. */
 #ifndef GLQ_SAMPLER_H
 #define GLQ_SAMPLER_H
 #include <stdint.h>
