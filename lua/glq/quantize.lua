@@ -94,8 +94,6 @@ end
 
 local function f16_signs(signs) return signs:to("f16") end
 
--- quantize one linear W (out x in, f32) with Hessian H (f64 or nil) per decision d.
--- returns entry (checkpoint layer entry or nil for dense), the built linear, stats
 -- the options of glq.quantize_linear for decision d
 local function e8_options(name, d, opts)
   return { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42, damp = opts.damp or 0.01, name = name,
@@ -110,7 +108,9 @@ local function e8_side_by_side(jobs, opts)
   return #args > 0 and glq.quantize_linears(args) or {}
 end
 
--- pre: this layer's glq.quantize_linear result when it was computed already (e8_side_by_side)
+-- quantize one linear W (out x in, f32) with Hessian H (f64 or nil) per decision d; pre: its
+-- glq.quantize_linear result when that was computed already (e8_side_by_side).
+-- returns entry (checkpoint layer entry or nil for dense), the built linear, stats
 function M.quantize_linear(name, W, bias, H, d, opts, pre)
   local m, n = W:size(1), W:size(2)
   local t0 = progress.now()

@@ -254,11 +254,14 @@ static void jobs_range(void *vctx, int64_t i0, int64_t i1) {
     for (int k; (k = atomic_fetch_add(&c->next, 1)) < c->n;) job_run(&c->jobs[c->order[k]]);
 }
 
-static const qjob *sort_jobs;
+typedef struct {
+  int64_t size; /* weights */
+  int job;
+} job_size;
+
 static int by_size_desc(const void *a, const void *b) {
-  const qjob *x = &sort_jobs[*(const int *)a], *y = &sort_jobs[*(const int *)b];
-  int64_t sx = x->m * x->n, sy = y->m * y->n;
-  return sx != sy ? (sx < sy ? 1 : -1) : (*(const int *)a - *(const int *)b);
+  const job_size *x = a, *y = b;
+  return x->size != y->size ? (x->size < y->size ? 1 : -1) : x->job - y->job;
 }
 
 /* glq.quantize_linears({{W, H|nil, opts}, ...}) -> {result, ...}: glq.quantize_linear on every job, the
@@ -271,6 +274,7 @@ static int l_quantize_linears(lua_State *L) {
   int nj = (int)lua_objlen(L, 1);
   qjob *jobs = lua_newuserdata(L, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
   int *order = lua_newuserdata(L, sizeof(int) * (size_t)(nj > 0 ? nj : 1));
+  job_size *js = lua_newuserdata(L, sizeof(job_size) * (size_t)(nj > 0 ? nj : 1));
   memset(jobs, 0, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
   int base = lua_gettop(L);
   for (int i = 0; i < nj; i++) { /* job i's W, H, opts at base + 3i + 1.. (kept on the stack) */
@@ -295,8 +299,9 @@ static int l_quantize_linears(lua_State *L) {
   }
   lglq_check(L, rc, "%s", fn);
   if (side) {
-    sort_jobs = jobs; /* under the Lua state's single thread */
-    qsort(order, (size_t)nj, sizeof *order, by_size_desc);
+    for (int i = 0; i < nj; i++) js[i] = (job_size){jobs[i].m * jobs[i].n, i};
+    qsort(js, (size_t)nj, sizeof *js, by_size_desc);
+    for (int i = 0; i < nj; i++) order[i] = js[i].job;
     qjobs_ctx c = {jobs, order, nj, 0};
     int parts = glq_num_threads() < nj ? glq_num_threads() : nj;
     int blas = glq_blas_threads(1);
