@@ -137,7 +137,7 @@ bench-gpu: all $(BUILD)/bench/e2e_bench $(BUILD)/cuda/linear_bench
 	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
 	$(BUILD)/cuda/linear_bench
 	$(BUILD)/bench/e2e_bench
-	$(EXE) bench/model_bench.lua 64 cuda
+	$(EXE) bench/model_bench.lua 64 cuda 3
 
 # ---- benchmarks, demo, model, deps ----
 bench: all

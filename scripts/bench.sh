@@ -19,5 +19,5 @@ for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench q
 echo; echo "| batch | threads (glq/openblas) | hif4 ms | openblas f32 ms | speed-up |"; echo "|---|---|---|---|---|"
 for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench forward 4096 4096; done
 echo; echo "== forward, SmolLM2 shapes with random weights (bench/forward_bench.lua)"; build/glq bench/forward_bench.lua
-echo; echo "== SmolLM2-135M dense vs E8 vs HiF4 (bench/model_bench.lua)"; build/glq bench/model_bench.lua
+echo; echo "== SmolLM2-135M dense vs E8 vs HiF4 (bench/model_bench.lua 64 cpu 5)"; build/glq bench/model_bench.lua 64 cpu 5
 echo; echo "== KV caches (bench/kvcache_bench.lua)"; build/glq bench/kvcache_bench.lua
