@@ -40,8 +40,11 @@ struct glq_cuda_ctx {
   size_t scratch_elems;
   void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */
   size_t blas_ws_bytes;
-  void *lin_ws;             /* glq_cuda_linear scratch, shared by the context's layers (linear.cu) */
-  size_t lin_ws_bytes;
+  /* glq_cuda_linear scratch (linear.cu), one per lane: layers forwarded at the same time on different
+   * streams use different lanes; lanes 1.. also get their own cuBLAS workspace (lane 0: blas_ws) */
+  void *lin_ws[GLQ_CUDA_LANES];
+  size_t lin_ws_bytes[GLQ_CUDA_LANES];
+  void *lane_blas_ws[GLQ_CUDA_LANES];
 };
 
 /* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */

@@ -78,7 +78,10 @@ extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
   if (!c) return;
   cudaFree(c->scratch);
   cudaFree(c->blas_ws);
-  cudaFree(c->lin_ws);
+  for (int i = 0; i < GLQ_CUDA_LANES; i++) {
+    cudaFree(c->lin_ws[i]);
+    cudaFree(c->lane_blas_ws[i]);
+  }
   cublasDestroy(c->blas);
   free(c);
 }

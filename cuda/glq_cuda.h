@@ -107,6 +107,12 @@ int glq_cuda_linear_reserve(glq_cuda_ctx *ctx, glq_cuda_linear *l, int64_t max_b
 /* y (B x out, f32, device, row-major) = x (B x in, f32, device, row-major) . W^T (+ bias). x is not modified; y must not alias x.
  * No allocation and no host synchronisation once reserved (graph-capturable); deterministic (no float atomics). */
 int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y, void *stream);
+/* The same on scratch lane `lane` (0 .. GLQ_CUDA_LANES-1; forward() is lane 0): layers forwarded concurrently on
+ * different streams must use different lanes. Batches above the fused threshold (prefill) share one dequantize
+ * scratch, so only lane 0 may run those. */
+enum { GLQ_CUDA_LANES = 3 };
+int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
+                                 void *stream, int lane);
 int64_t glq_cuda_linear_in(const glq_cuda_linear *l);         /* the CPU layer's in and out */
 int64_t glq_cuda_linear_out(const glq_cuda_linear *l);
 const char *glq_cuda_linear_kind(const glq_cuda_linear *l);   /* "dense", "dense-bf16", "e8", "hif4" */

@@ -283,9 +283,12 @@ static int plan_has_long(const DevPlan *pl) {
 static int64_t plan_t1(const DevPlan *pl, int pre_or_pad) { return pre_or_pad && plan_has_factor(pl) ? pl->n : 0; }
 static int64_t plan_t2(const DevPlan *pl) { return plan_has_factor(pl) || plan_has_long(pl) ? pl->n : 0; }
 
-static int blas_on(glq_cuda_ctx *ctx, cudaStream_t st) {
+/* The context's cuBLAS handle on stream st with lane's workspace (lanes 1..: allocated on first use,
+ * which the eager step before a graph capture does). */
+static int blas_on(glq_cuda_ctx *ctx, cudaStream_t st, int lane) {
+  if (lane > 0 && !ctx->lane_blas_ws[lane]) GLQ_CUDA_TRY(cudaMalloc(&ctx->lane_blas_ws[lane], ctx->blas_ws_bytes));
   GLQ_CUBLAS_TRY(cublasSetStream(ctx->blas, st)); /* this resets the workspace: set ours after it */
-  GLQ_CUBLAS_TRY(cublasSetWorkspace(ctx->blas, ctx->blas_ws, ctx->blas_ws_bytes));
+  GLQ_CUBLAS_TRY(cublasSetWorkspace(ctx->blas, lane > 0 ? ctx->lane_blas_ws[lane] : ctx->blas_ws, ctx->blas_ws_bytes));
   return GLQ_OK;
 }
 
@@ -293,9 +296,9 @@ static int blas_on(glq_cuda_ctx *ctx, cudaStream_t st) {
  * view of one row: X (L x p, ld L) holds chunk b' in column b'; the row-major S buffer read
  * column-major is Sᵀ, so Y = X · Sᵀ. One strided batch over the rows. */
 static int kron_gemm(glq_cuda_ctx *ctx, const DevBlock &b, const float *src, int64_t ld_src, float *dst,
-                     int64_t ld_dst, int64_t rows, cudaStream_t st) {
+                     int64_t ld_dst, int64_t rows, cudaStream_t st, int lane) {
   const float one = 1.f, zero = 0.f;
-  int rc = blas_on(ctx, st);
+  int rc = blas_on(ctx, st, lane);
   if (rc) return rc;
   for (int64_t r0 = 0; r0 < rows; r0 += MAX_BATCH_GEMMS) {
     const int nb = (int)(rows - r0 < (int64_t)MAX_BATCH_GEMMS ? rows - r0 : (int64_t)MAX_BATCH_GEMMS);
@@ -310,7 +313,7 @@ static int kron_gemm(glq_cuda_ctx *ctx, const DevBlock &b, const float *src, int
 /* io (RowIo) over the plan's n positions of rows rows. t1, t2: f32 scratch of rows x n as
  * plan_t1/plan_t2 say; neither may alias src or dst. src is not modified. */
 static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
-                      cudaStream_t st) {
+                      cudaStream_t st, int lane) {
   const int64_t n = pl->n;
   int rc = GLQ_OK;
   for (int i = 0; i < pl->nblocks && !rc; ++i) {
@@ -334,7 +337,7 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int
         o.io.ld_src = o.io.n_src = n;
         o.io.pre = NULL;
       }
-      if ((rc = kron_gemm(ctx, b, o.io.src, o.io.ld_src, t2, n, rows, st))) break;
+      if ((rc = kron_gemm(ctx, b, o.io.src, o.io.ld_src, t2, n, rows, st, lane))) break;
       o.io.src = t2;
       o.io.ld_src = o.io.n_src = n;
       o.io.pre = NULL;
@@ -380,9 +383,9 @@ static int hr_launch(const DevPlan *pl, const RowIo &io, int64_t rows, cudaStrea
 
 /* apply_plan, by the row kernel when the plan has one and the batch is small. */
 static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
-                     cudaStream_t st) {
+                     cudaStream_t st, int lane) {
   if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(pl, io, rows, st);
-  return apply_plan(ctx, pl, io, rows, t1, t2, st);
+  return apply_plan(ctx, pl, io, rows, t1, t2, st, lane);
 }
 
 /* ---- the layer ---- */
@@ -564,16 +567,16 @@ static void scratch_per_row(const glq_cuda_linear *l, int64_t *t1, int64_t *t2, 
 
 /* Scratch for B rows: the context's linear scratch and, for batches past the fused threshold, the
  * dequantize scratch of the E8/HiF4 matmul. Allocates only when they are too small. */
-static int ensure_scratch(glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B) {
+static int ensure_scratch(glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B, int lane) {
   int64_t t1, t2, xb;
   scratch_per_row(l, &t1, &t2, &xb);
   const size_t need = (size_t)B * ((size_t)(t1 + t2) * sizeof(float) + (size_t)xb * sizeof(uint16_t));
-  if (need > ctx->lin_ws_bytes) {
-    GLQ_CUDA_TRY(cudaFree(ctx->lin_ws));
-    ctx->lin_ws = NULL;
-    ctx->lin_ws_bytes = 0;
-    GLQ_CUDA_TRY(cudaMalloc(&ctx->lin_ws, need));
-    ctx->lin_ws_bytes = need;
+  if (need > ctx->lin_ws_bytes[lane]) {
+    GLQ_CUDA_TRY(cudaFree(ctx->lin_ws[lane]));
+    ctx->lin_ws[lane] = NULL;
+    ctx->lin_ws_bytes[lane] = 0;
+    GLQ_CUDA_TRY(cudaMalloc(&ctx->lin_ws[lane], need));
+    ctx->lin_ws_bytes[lane] = need;
   }
   if ((l->e8 || l->hif4) && B > ctx->max_fused_batch) return glq_cuda_ctx_reserve(ctx, l->m_dev, l->k_dev);
   return GLQ_OK;
@@ -582,15 +585,16 @@ static int ensure_scratch(glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B
 extern "C" int glq_cuda_linear_reserve(glq_cuda_ctx *ctx, glq_cuda_linear *l, int64_t max_b) {
   if (max_b < 1 || max_b > (1 << 24))
     return glq_error(GLQ_EINVAL, "glq_cuda_linear_reserve: batch %lld out of range", (long long)max_b);
-  return ensure_scratch(ctx, l, max_b);
+  return ensure_scratch(ctx, l, max_b, 0);
 }
 
 /* y (B x out) = x (B x k) . Wᵀ for the dense weights; x f32 or bf16 as the layer stores W. */
-static int dense_gemm(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const void *x, int64_t B, float *y, cudaStream_t st) {
+static int dense_gemm(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const void *x, int64_t B, float *y, cudaStream_t st,
+                      int lane) {
   const float one = 1.f, zero = 0.f;
   const int bf16 = l->kind == LIN_DENSE_BF16;
   const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  int rc = blas_on(ctx, st);
+  int rc = blas_on(ctx, st, lane);
   if (rc) return rc;
   /* column-major: yᵀ (out x B) = W (row-major out x in, read as in x out: op T) · xᵀ (in x B) */
   GLQ_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)l->out, (int)B, (int)l->in, &one, l->w, t,
@@ -601,34 +605,42 @@ static int dense_gemm(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const void *x
 
 extern "C" int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
                                        void *stream) {
+  return glq_cuda_linear_forward_lane(ctx, l, x, B, y, stream, 0);
+}
+
+extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
+                                            void *stream, int lane) {
   if (B < 0 || B > (1 << 24)) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: batch %lld out of range", (long long)B);
+  if (lane < 0 || lane >= GLQ_CUDA_LANES || (lane > 0 && B > ctx->max_fused_batch))
+    return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: lane %d with batch %lld (lanes 1.. take batches up to %lld)",
+                     lane, (long long)B, (long long)ctx->max_fused_batch);
   if (B == 0) return GLQ_OK;
   const char *xe = (const char *)(x + B * l->in), *ye = (const char *)(y + B * l->out);
   if ((const char *)x < ye && (const char *)y < xe) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: y overlaps x");
-  int rc = ensure_scratch(ctx, l, B);
+  int rc = ensure_scratch(ctx, l, B, lane);
   if (rc) return rc;
   cudaStream_t st = (cudaStream_t)stream;
   int64_t n1, n2, nx;
   scratch_per_row(l, &n1, &n2, &nx);
-  float *t1 = (float *)ctx->lin_ws, *t2 = t1 + B * n1;
+  float *t1 = (float *)ctx->lin_ws[lane], *t2 = t1 + B * n1;
   uint16_t *xb = (uint16_t *)(t2 + B * n2);
   if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
     const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL};
-    if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st))) return rc;
+    if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st, lane))) return rc;
   }
   switch (l->kind) {
-    case LIN_DENSE: rc = dense_gemm(ctx, l, x, B, y, st); break;
-    case LIN_DENSE_BF16: rc = dense_gemm(ctx, l, xb, B, y, st); break;
+    case LIN_DENSE: rc = dense_gemm(ctx, l, x, B, y, st, lane); break;
+    case LIN_DENSE_BF16: rc = dense_gemm(ctx, l, xb, B, y, st, lane); break;
     case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, B, y, 0, GLQ_CUDA_AUTO, stream); break;
     case LIN_E8: {
       if ((rc = glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream))) return rc;
       const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
-      return transform(ctx, &l->pout, out, B, NULL, t2, st); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
+      return transform(ctx, &l->pout, out, B, NULL, t2, st, lane); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
     }
   }
   if (rc || !l->bias) return rc;
   const RowIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias}; /* in place, elementwise */
-  return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st);
+  return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st, lane);
 }
 
 /* ---- random layers ---- */

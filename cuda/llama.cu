@@ -71,6 +71,8 @@ struct glq_cuda_llama {
   glq_llama_config cfg;
   glq_cuda_ctx *ctx;
   cudaStream_t st;
+  cudaStream_t side[GLQ_CUDA_LANES - 1]; /* decode: k, v (and up) beside q (and gate), on their own lanes */
+  cudaEvent_t fork, join[GLQ_CUDA_LANES - 1];
   int dense_bf16;
   glayer *layers;
   void *emb;                 /* vocab × dim, f32 or bf16 */
@@ -153,6 +155,11 @@ extern "C" int glq_cuda_llama_new(const glq_llama *cpu, int dense_bf16, glq_cuda
   if (rc) { free(g); return rc; }
   g->layers = (glayer *)calloc((size_t)g->cfg.n_layers, sizeof *g->layers);
   cudaError_t e = cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&g->fork, cudaEventDisableTiming);
+  for (int i = 0; i < GLQ_CUDA_LANES - 1 && e == cudaSuccess; i++) {
+    e = cudaStreamCreateWithFlags(&g->side[i], cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&g->join[i], cudaEventDisableTiming);
+  }
   if (!g->layers || e != cudaSuccess) {
     glq_cuda_llama_free(g);
     return glq_error(GLQ_ENOMEM, "GPU model: cannot allocate layers or stream");
@@ -179,6 +186,11 @@ extern "C" void glq_cuda_llama_free(glq_cuda_llama *g) {
   cudaFree(g->ws); cudaFree(g->capx); cudaFree(g->tok); cudaFree(g->hid); cudaFree(g->logits); cudaFree(g->ptrs);
   if (g->graph) cudaGraphExecDestroy(g->graph);
   if (g->st) cudaStreamDestroy(g->st);
+  if (g->fork) cudaEventDestroy(g->fork);
+  for (int i = 0; i < GLQ_CUDA_LANES - 1; i++) {
+    if (g->side[i]) cudaStreamDestroy(g->side[i]);
+    if (g->join[i]) cudaEventDestroy(g->join[i]);
+  }
   if (g->ctx) glq_cuda_ctx_free(g->ctx);
   free(g);
 }
@@ -628,6 +640,33 @@ static int lin(glq_cuda_llama *g, glq_cuda_linear *l, const float *x, int64_t n,
   return rc;
 }
 
+/* Projections of one input (q, k, v; gate, up): at decode sizes (up to the fused threshold) the
+ * first on the model's stream and the others on side streams and scratch lanes, forked and joined
+ * through events (graph capture records the branches), so that their latency-bound small kernels
+ * overlap; larger batches one after another. Each output is computed as it would be alone. */
+static int lin_group(glq_cuda_llama *g, int count, glq_cuda_linear *const *ls, const float *x, int64_t n, float *const *ys,
+                     int layer, const char *const *what) {
+  if (n > g->ctx->max_fused_batch) {
+    for (int i = 0; i < count; i++) {
+      int rc = lin(g, ls[i], x, n, ys[i], layer, what[i]);
+      if (rc) return rc;
+    }
+    return GLQ_OK;
+  }
+  GLQ_CUDA_TRY(cudaEventRecord(g->fork, g->st));
+  for (int i = 1; i < count; i++) GLQ_CUDA_TRY(cudaStreamWaitEvent(g->side[i - 1], g->fork, 0));
+  int rc = GLQ_OK;
+  for (int i = 0; i < count && !rc; i++) {
+    rc = glq_cuda_linear_forward_lane(g->ctx, ls[i], x, n, ys[i], i ? g->side[i - 1] : g->st, i);
+    if (rc) glq_error_prefix("layer %d %s", layer, what[i]);
+  }
+  for (int i = 1; i < count; i++) { /* join even after an error, so that a capture can end */
+    cudaEventRecord(g->join[i - 1], g->side[i - 1]);
+    cudaStreamWaitEvent(g->st, g->join[i - 1], 0);
+  }
+  return rc;
+}
+
 extern "C" int glq_cuda_llama_embed(glq_cuda_llama *g, const int32_t *tokens, int64_t n, float *hidden) {
   const glq_llama_config *c = &g->cfg;
   g->gen++;
@@ -660,7 +699,12 @@ static int layer_tail(glq_cuda_llama *g, int l, float *h, int64_t N, float *att,
   k_rmsnorm<<<(unsigned)N, RED_THREADS, 0, st>>>(h, Ly->ffn_norm, xn, dim, f->norm_eps);
   GLQ_CUDA_LAUNCHED();
   if ((rc = capture(g, cap, GLQ_CAP_GATE_UP, xn, N))) return rc;
-  if ((rc = lin(g, Ly->lin[4], xn, N, gt, l, "gate")) || (rc = lin(g, Ly->lin[5], xn, N, up, l, "up"))) return rc;
+  {
+    glq_cuda_linear *ls[2] = {Ly->lin[4], Ly->lin[5]};
+    float *ys[2] = {gt, up};
+    const char *what[2] = {"gate", "up"};
+    if ((rc = lin_group(g, 2, ls, xn, N, ys, l, what))) return rc;
+  }
   k_swiglu<<<blocks(N * ffn, 256), 256, 0, st>>>(gt, up, N * ffn);
   GLQ_CUDA_LAUNCHED();
   if ((rc = capture(g, cap, GLQ_CAP_DOWN, gt, N))) return rc;
@@ -691,9 +735,12 @@ static int layer_chunk(glq_cuda_llama *g, int l, float *h, int nb, int T, int po
   k_rmsnorm<<<(unsigned)N, RED_THREADS, 0, st>>>(h, Ly->attn_norm, xn, dim, f->norm_eps);
   GLQ_CUDA_LAUNCHED();
   if ((rc = capture(g, cap, GLQ_CAP_QKV, xn, N))) return rc;
-  if ((rc = lin(g, Ly->lin[0], xn, N, q, l, "q")) || (rc = lin(g, Ly->lin[1], xn, N, k, l, "k")) ||
-      (rc = lin(g, Ly->lin[2], xn, N, v, l, "v")))
-    return rc;
+  {
+    glq_cuda_linear *ls[3] = {Ly->lin[0], Ly->lin[1], Ly->lin[2]};
+    float *ys[3] = {q, k, v};
+    const char *what[3] = {"q", "k", "v"};
+    if ((rc = lin_group(g, 3, ls, xn, N, ys, l, what))) return rc;
+  }
   if (hd > 1024) return glq_error(GLQ_EUNSUPPORTED, "GPU forward: head_dim %d > 1024", hd);
   dim3 grid((unsigned)N, (unsigned)(nh + 2 * kvh));
   k_qkv_prep<<<grid, RED_THREADS, 0, st>>>(q, k, v, f->qk_norm ? Ly->q_norm : NULL, f->qk_norm ? Ly->k_norm : NULL,
