@@ -32,6 +32,7 @@ extern "C" {
 struct glq_cuda_ctx {
   cublasHandle_t blas;
   int sms;
+  int pdl;                   /* programmatic dependent launch (sm_90+): see glq_launch_pdl */
   int64_t max_fused_batch;
   int64_t max_row_batch;     /* glq_cuda_linear: one-CTA-per-row Hadamard transforms up to this batch */
   int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
@@ -58,6 +59,42 @@ int glq_cuda_gemm_scratch(glq_cuda_ctx *ctx, int64_t out, int64_t in, const uint
 
 int glq_cuda_pick_path(glq_cuda_ctx *ctx, int64_t out, int64_t in, int64_t B, glq_cuda_path path,
                        glq_cuda_path *picked);
+
+/* Launch kern<<<grid, block, smem, st>>>(arg) allowing it to start before the previous kernel on
+ * the stream has finished (programmatic dependent launch, sm_90+; a plain launch elsewhere). Such a
+ * kernel must call glq_grid_wait() before it reads what earlier kernels wrote or writes anything
+ * they read; it may call glq_grid_release() so that the next such kernel can start early too. */
+template <class Arg>
+static int glq_launch_pdl(const glq_cuda_ctx *ctx, void (*kern)(const Arg), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t st, const Arg &arg) {
+  if (!ctx->pdl) {
+    kern<<<grid, block, smem, st>>>(arg);
+    return cudaGetLastError() == cudaSuccess ? GLQ_OK : glq_error(GLQ_EIO, "kernel launch: %s", cudaGetErrorString(cudaGetLastError()));
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  GLQ_CUDA_TRY(cudaLaunchKernelEx(&cfg, kern, arg));
+  return GLQ_OK;
+}
+
+__device__ __forceinline__ void glq_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void glq_grid_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 /* ---- device helpers ---- */
 __device__ __forceinline__ uint4 ldg_stream16(const void *p) {

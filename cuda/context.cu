@@ -28,6 +28,9 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev);
+  int major = 0;
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  c->pdl = major >= 9 && !getenv("GLQ_CUDA_NO_PDL");
   if (e != cudaSuccess) {
     free(c);
     return glq_error(GLQ_EIO, "glq_cuda_ctx_create: %s", cudaGetErrorString(e));

@@ -210,7 +210,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) fused_kernel(const FusedParams 
   const int ntiles = p.row_tiles * p.col_blocks;
   const int stride = gridDim.x;
   int tile = blockIdx.x;
-  if (tile >= ntiles) return;
+  if (tile >= ntiles) {
+    glq_grid_wait(); /* (a CTA that exits at once needs no wait; kept for symmetry) */
+    return;
+  }
   fused_table_fill<F, WARPS * 32>(p, stab);
   const int sbeg = w * p.steps / WARPS, send = (w + 1) * p.steps / WARPS;
   /* the warp's sequence of (tile, step) positions; adv gives the next one */
@@ -226,6 +229,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1) fused_kernel(const FusedParams 
   }
   if (F::kTable) asm volatile("cp.async.wait_all;");
   __syncthreads();
+  /* the codebook head and the first weights are constants: loaded while the kernel before this one
+   * (x's producer) finishes; x is read and y written only after it has */
+  glq_grid_wait();
+  glq_grid_release();
 
   for (; tile < ntiles; tile += stride) {
     const int row0 = (tile / p.col_blocks) * 16 * R, cb = tile % p.col_blocks;
@@ -264,9 +271,7 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
   if (occ < 1) return glq_error(GLQ_EUNSUPPORTED, "fused kernel: no resident CTA with %zu B of shared memory", smem);
   const int64_t ntiles = (int64_t)p.row_tiles * p.col_blocks;
   const int grid = (int)(ntiles < (int64_t)ctx->sms * occ ? ntiles : (int64_t)ctx->sms * occ);
-  kern<<<grid, Shape::warps * 32, smem, st>>>(p);
-  GLQ_CUDA_LAUNCHED();
-  return GLQ_OK;
+  return glq_launch_pdl(ctx, kern, dim3(grid), dim3(Shape::warps * 32), smem, st, p);
 }
 
 /* Tile shapes (cfg): 0 = 16 rows x 16 warps; 1 = 32 rows x 8 warps (x fragments reused over twice

@@ -135,10 +135,12 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   float *sm = hr_sm;
   const int64_t r = blockIdx.x;
   const float *src = o.io.src + r * o.io.ld_src;
-  if constexpr (P > 0) {
+  if constexpr (P > 0) { /* (the factor is a constant: read before the wait) */
     for (int i = threadIdx.x; i < P * P; i += HR_THREADS) fac[i] = o.fac[i];
     __syncthreads();
   }
+  glq_grid_wait();
+  glq_grid_release();
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
     if (b.kron) hr_kron_load<P>(o, src, b, fac, sm);

@@ -371,20 +371,18 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int
 }
 
 /* One launch of the row kernel: B CTAs. */
-static int hr_launch(const DevPlan *pl, const RowIo &io, int64_t rows, cudaStream_t st) {
+static int hr_launch(const glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, cudaStream_t st) {
   HrOp o;
   o.io = io;
   o.fac = pl->hr_fac;
   o.pl = pl->hr;
-  pl->hr_fn<<<(unsigned)rows, HR_THREADS, pl->hr_smem, st>>>(o);
-  GLQ_CUDA_LAUNCHED();
-  return GLQ_OK;
+  return glq_launch_pdl(ctx, pl->hr_fn, dim3((unsigned)rows), dim3(HR_THREADS), pl->hr_smem, st, o);
 }
 
 /* apply_plan, by the row kernel when the plan has one and the batch is small. */
 static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
                      cudaStream_t st, int lane) {
-  if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(pl, io, rows, st);
+  if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(ctx, pl, io, rows, st);
   return apply_plan(ctx, pl, io, rows, t1, t2, st, lane);
 }
 
