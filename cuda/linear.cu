@@ -312,6 +312,16 @@ static int kron_gemm(glq_cuda_ctx *ctx, const DevBlock &b, const float *src, int
 
 /* io (RowIo) over the plan's n positions of rows rows. t1, t2: f32 scratch of rows x n as
  * plan_t1/plan_t2 say; neither may alias src or dst. src is not modified. */
+/* o, writing plain f32 rows of n into scratch dst instead (no scale, post, bias or bf16) */
+static LineOp to_scratch(LineOp o, float *dst, int64_t n) {
+  o.io.dst = dst;
+  o.io.ld_dst = o.io.n_dst = n;
+  o.io.dst_bf16 = 0;
+  o.io.post = o.io.bias = NULL;
+  o.scale = 1.f;
+  return o;
+}
+
 static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
                       cudaStream_t st, int lane) {
   const int64_t n = pl->n;
@@ -323,12 +333,7 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int
     o.io = io;
     if (b.S) {
       if (o.io.pre || o.io.n_src < b.off + b.len) { /* materialise pre ⊙ pad(src) over the block for the GEMM */
-        LineOp m = o;
-        m.io.dst = t1;
-        m.io.ld_dst = m.io.n_dst = n;
-        m.io.dst_bf16 = 0;
-        m.io.post = m.io.bias = NULL;
-        m.scale = 1.f;
+        LineOp m = to_scratch(o, t1, n);
         m.off = b.off;
         m.L = 1;
         m.chunks = b.len;
@@ -351,12 +356,7 @@ static int apply_plan(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int
       o.nl_log = l_log;
       rc = line_launch(o, rows, st);
     } else { /* low LT_LOG index bits into t2 (in place if the GEMM left the block there), then the high bits */
-      LineOp lo = o;
-      lo.io.dst = t2;
-      lo.io.ld_dst = lo.io.n_dst = n;
-      lo.io.dst_bf16 = 0;
-      lo.io.post = lo.io.bias = NULL;
-      lo.scale = 1.f;
+      LineOp lo = to_scratch(o, t2, n);
       lo.nl_log = LT_LOG;
       if ((rc = line_launch(lo, rows, st))) break;
       o.io.src = t2;

@@ -5,7 +5,7 @@
  * Every check: a CPU layer with random contents built by the public constructors, uploaded; fresh
  * N(0,1) inputs for B = 1, 3, 16, 33, 77 (up to 16: the fused kernels, then dequantize + cuBLAS); the device
  * output poisoned with NaN before the call (so an unwritten element fails); a second call must give
- * identical bytes. The GPU result y is compared with the CPU's r = glq_linear_forward(x):
+ * identical bytes, and so must the calls on the other scratch lanes (B <= 16, glq_cuda_linear_forward_lane). The GPU result y is compared with the CPU's r = glq_linear_forward(x):
  *
  * 1. A bound from the precision. Let xt be the matmul input (x, or Hn(SV ⊙ pad(x)) for E8 and rotated
  *    HiF4), W the weight in that domain (W̃ for E8) and A = |xt|·|W|ᵀ. Rounding xt to bf16 (relative
@@ -99,22 +99,44 @@ static void absf(float *a, int64_t n) {
   for (int64_t i = 0; i < n; i++) a[i] = fabsf(a[i]);
 }
 
+/* n fresh N(0,1) values on the host (*x) and the same on the device (*dx) */
+static void random_input(int64_t n, float **x, float **dx) {
+  *x = xmalloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; i++) (*x)[i] = nrand();
+  CK(cudaMalloc((void **)dx, (size_t)n * sizeof(float)));
+  CK(cudaMemcpy(*dx, *x, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+/* Forward B rows on scratch lane `lane` twice, the output NaN-poisoned before each call: y the first
+ * result, y2 the second (identical bytes expected). */
+static int forward_twice(glq_cuda_ctx *ctx, glq_cuda_linear *g, const float *dx, int64_t B, int64_t out, float *dy,
+                         int lane, float *y, float *y2) {
+  int rc = 0;
+  for (int rep = 0; rep < 2 && !rc; rep++) {
+    CK(cudaMemset(dy, 0xFF, (size_t)(B * out) * sizeof(float))); /* NaN */
+    rc = glq_cuda_linear_forward_lane(ctx, g, dx, B, dy, NULL, lane);
+    if (!rc) CK(cudaDeviceSynchronize());
+    if (!rc) CK(cudaMemcpy(rep ? y2 : y, dy, (size_t)(B * out) * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+  return rc;
+}
+
 /* Run the layer on B fresh rows and check it as the header says. */
 static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   const int64_t in = c->cpu->in, out = c->cpu->out;
-  float *x = xmalloc((size_t)(B * in) * sizeof(float)), *r = xmalloc((size_t)(B * out) * sizeof(float));
+  float *x, *dx, *dy, *r = xmalloc((size_t)(B * out) * sizeof(float));
   float *y = xmalloc((size_t)(B * out) * sizeof(float)), *y2 = xmalloc((size_t)(B * out) * sizeof(float));
-  for (int64_t i = 0; i < B * in; i++) x[i] = nrand();
+  random_input(B * in, &x, &dx);
   int rc = glq_linear_forward(c->cpu, x, B, r);
-  float *dx, *dy;
-  CK(cudaMalloc((void **)&dx, (size_t)(B * in) * sizeof(float)));
   CK(cudaMalloc((void **)&dy, (size_t)(B * out) * sizeof(float)));
-  CK(cudaMemcpy(dx, x, (size_t)(B * in) * sizeof(float), cudaMemcpyHostToDevice));
-  for (int rep = 0; rep < 2 && !rc; rep++) {
-    CK(cudaMemset(dy, 0xFF, (size_t)(B * out) * sizeof(float))); /* NaN */
-    rc = glq_cuda_linear_forward(g_ctx, g, dx, B, dy, NULL);
-    if (!rc) CK(cudaDeviceSynchronize());
-    if (!rc) CK(cudaMemcpy(rep ? y2 : y, dy, (size_t)(B * out) * sizeof(float), cudaMemcpyDeviceToHost));
+  if (!rc) rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, y, y2);
+  /* decode-sized batches may run on the other scratch lanes (parallel branches): the same bytes there */
+  int lanes_same = 1;
+  for (int lane = 1; !rc && lane < GLQ_CUDA_LANES && B <= 16; lane++) {
+    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
+    rc = forward_twice(g_ctx, g, dx, B, out, dy, lane, z, z2);
+    lanes_same &= !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
+    free(z), free(z2);
   }
   CK(cudaFree(dx));
   CK(cudaFree(dy));
@@ -165,9 +187,10 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   }
   const double rel = sqrt(num / (den > 0 ? den : 1));
   const int same = memcmp(y, y2, (size_t)(B * out) * sizeof(float)) == 0;
-  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same;
-  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s", c->name, (long long)B, rel, stat, use,
-         tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", nonfinite ? " NON-FINITE OUTPUT" : "");
+  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same;
+  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s", c->name, (long long)B, rel, stat, use,
+         tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", lanes_same ? "" : " OTHER LANE DIFFERS",
+         nonfinite ? " NON-FINITE OUTPUT" : "");
   free(xt), free(A), free(x), free(r), free(y), free(y2);
 }
 
@@ -332,12 +355,9 @@ static void graph_case(const char *kind, int bits, int64_t out, int64_t in, int6
     glq_cuda_ctx_free(ctx);
     return;
   }
-  float *x = xmalloc((size_t)(B * in) * sizeof(float)), *y1 = xmalloc((size_t)(B * out) * sizeof(float));
-  float *y2 = xmalloc((size_t)(B * out) * sizeof(float)), *dx, *dy;
-  for (int64_t i = 0; i < B * in; i++) x[i] = nrand();
-  CK(cudaMalloc((void **)&dx, (size_t)(B * in) * sizeof(float)));
+  float *x, *dx, *dy, *y1 = xmalloc((size_t)(B * out) * sizeof(float)), *y2 = xmalloc((size_t)(B * out) * sizeof(float));
+  random_input(B * in, &x, &dx);
   CK(cudaMalloc((void **)&dy, (size_t)(B * out) * sizeof(float)));
-  CK(cudaMemcpy(dx, x, (size_t)(B * in) * sizeof(float), cudaMemcpyHostToDevice));
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   int rc = glq_cuda_linear_reserve(ctx, g, B);
@@ -384,19 +404,10 @@ static void random_case(const char *kind, int bits, int64_t out, int64_t in) {
   const int64_t Bs[] = {1, 77};
   for (int i = 0; i < 2; i++) {
     const int64_t B = Bs[i];
-    float *x = xmalloc((size_t)(B * in) * sizeof(float)), *y = xmalloc((size_t)(B * out) * sizeof(float));
-    float *y2 = xmalloc((size_t)(B * out) * sizeof(float)), *dx, *dy;
-    for (int64_t j = 0; j < B * in; j++) x[j] = nrand();
-    CK(cudaMalloc((void **)&dx, (size_t)(B * in) * sizeof(float)));
+    float *x, *dx, *dy, *y = xmalloc((size_t)(B * out) * sizeof(float)), *y2 = xmalloc((size_t)(B * out) * sizeof(float));
+    random_input(B * in, &x, &dx);
     CK(cudaMalloc((void **)&dy, (size_t)(B * out) * sizeof(float)));
-    CK(cudaMemcpy(dx, x, (size_t)(B * in) * sizeof(float), cudaMemcpyHostToDevice));
-    int rc = 0;
-    for (int rep = 0; rep < 2 && !rc; rep++) {
-      CK(cudaMemset(dy, 0xFF, (size_t)(B * out) * sizeof(float)));
-      rc = glq_cuda_linear_forward(g_ctx, g, dx, B, dy, NULL);
-      if (!rc) CK(cudaDeviceSynchronize());
-      if (!rc) CK(cudaMemcpy(rep ? y2 : y, dy, (size_t)(B * out) * sizeof(float), cudaMemcpyDeviceToHost));
-    }
+    int rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, y, y2);
     int64_t nonfinite = 0;
     double ss = 0;
     for (int64_t j = 0; !rc && j < B * out; j++) {

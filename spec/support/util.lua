@@ -37,6 +37,21 @@ function M.sh(cmd)
   return rc, (out:gsub("rc=%d+%s*$", ""))
 end
 
+-- llama2.c's greedy references for stories260K, and what model m (CPU or GPU) generates for them:
+-- which = "bos" (256 steps from BOS; llama2.c prints every token sampled after the prompt) or "Zoo"
+-- (60 steps from the prompt, echoed). Returns want, got.
+function M.stories_greedy(m, which)
+  local gen = require "glq.generate"
+  local ref = "../shared/models/stories260K/reference/"
+  if which == "bos" then
+    local _, text = gen.run(m, { m:tokenizer():bos() }, { max_new_tokens = 256, stop_at_eos = false })
+    return M.slurp(ref .. "greedy_t0_empty_prompt_256steps.txt"), text .. "\n"
+  end
+  local ids = m:encode("Zoo")
+  local _, text = gen.run(m, ids, { max_new_tokens = 60 - #ids + 1, stop_at_eos = false })
+  return M.slurp(ref .. "greedy_t0_prompt_Zoo_60steps.txt"), "Zoo" .. text .. "\n"
+end
+
 -- the glq executable under test
 M.bin = os.getenv("GLQ_BIN") or ((os.getenv("GLQ_BUILD") or "build") .. "/glq")
 

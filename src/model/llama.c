@@ -545,8 +545,7 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
   rope(m, k, N, f->n_kv_heads, T, pos0);
   /* An f32 cache takes the new positions first and attention reads every key/value in place; the
    * other dtypes are read back dequantized, with the new positions taken from k, v as computed. */
-  const float *probe_k, *probe_v;
-  int in_place = cache && glq_kvcache_rows_f32(cache, l, 0, 0, &probe_k, &probe_v);
+  int in_place = cache && glq_kvcache_config_of(cache)->dtype == GLQ_KV_F32;
   if (in_place && (rc = glq_kvcache_write(cache, l, T, k, v))) return rc;
   attn_ctx ac = {m, cache, l, B, T, pos0, q, k, v, att, in_place, 0};
   glq_parallel_for((int64_t)B * f->n_heads, 1, attn_range, &ac);
