@@ -54,10 +54,11 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# (every CUDA object depends on the cuda/ headers, which hold the context struct; -MMD adds the rest)
+# (every CUDA object depends on the cuda/ headers, which hold the context struct; -MMD adds the rest;
+# cuda/ldlq.cu repeats the CPU's f32 arithmetic, so no multiply-add contraction there)
 $(BUILD)/obj/%.o: %.cu $(wildcard cuda/*.h cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -fPIC -Isrc -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(if $(filter cuda/ldlq.cu,$<),-fmad=false) -Xcompiler -fPIC -Isrc -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 $(LIB): $(OBJS) $(CU_OBJS) $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -113,15 +114,18 @@ fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # ---- GPU: kernel checks against an fp64 CPU reference + timings vs cuBLAS (needs a CUDA GPU) ----
-# then glq_cuda_linear against the CPU layers (linear_check; links the CUDA build of the library)
+# then glq_cuda_linear against the CPU layers (linear_check) and the GPU E8 search / LDLQ sweeps against
+# the CPU's (ldlq_check); both link the CUDA build of the library
 test-gpu: all
 	$(MAKE) -f cuda/Makefile.inc CUDA_BUILD=$(BUILD)/cuda NVCC=$(NVCC) $(BUILD)/cuda/kernel_bench
 	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
 	$(MAKE) $(BUILD)/cuda/linear_check
 	$(BUILD)/cuda/linear_check
+	$(MAKE) $(BUILD)/cuda/ldlq_check
+	$(BUILD)/cuda/ldlq_check
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) spec/cuda_spec.lua
 
-# C programs against the CUDA build of the library: linear_check, linear_bench
+# C programs against the CUDA build of the library: linear_check, ldlq_check, linear_bench
 $(BUILD)/cuda/%: bench/cuda/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDFLAGS) $(LIBS)

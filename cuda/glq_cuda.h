@@ -119,6 +119,21 @@ const char *glq_cuda_linear_kind(const glq_cuda_linear *l);   /* "dense", "dense
 size_t glq_cuda_linear_bytes(const glq_cuda_linear *l);        /* device bytes of the weights (+scales, signs) */
 void glq_cuda_linear_free(glq_cuda_linear *l);                /* NULL is fine */
 
+/* ---- E8 nearest-neighbour search and LDLQ sweeps on the GPU (cuda/ldlq.cu) ----
+ * Results equal the CPU's (src/quant/e8.h, ldlq.h): the search is exact (lowest index on ties), the
+ * per-row f32 arithmetic is the CPU's operation for operation; only the group updates (cuBLAS f32
+ * GEMM, no TF32) add in another order. One object per thread: its own stream and cuBLAS handle. */
+typedef struct glq_cuda_ldlq glq_cuda_ldlq;
+int glq_cuda_ldlq_create(glq_cuda_ldlq **out);
+void glq_cuda_ldlq_free(glq_cuda_ldlq *q);                     /* NULL is fine */
+/* idx[i] = the exact nearest of the first `size` (256 or 65536) codebook entries to x[8i .. 8i+8)
+ * (host arrays) - glq_e8_encode on the GPU; a non-finite x is GLQ_EINVAL naming the vector, as there */
+int glq_cuda_e8_encode(glq_cuda_ldlq *q, const float *x, int64_t n, int size, int32_t *idx);
+/* glq_ldlq_backend callbacks (ctx = the glq_cuda_ldlq); the factor stays on the device until replaced */
+int glq_cuda_ldlq_set_factor(void *q, int64_t n, const float *l, const float *d);
+struct glq_sweep_args; /* src/quant/ldlq.h */
+int glq_cuda_ldlq_sweep(void *q, const struct glq_sweep_args *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -30,7 +30,8 @@ local opts = cli.parse({
     { "dense-dtype", type = "choice", choices = { "keep", "bf16", "f16" }, default = "keep", help = "precision of the tensors kept dense (embeddings, head); keep = as in the source (exact)" },
     { "seed", type = "int", default = 42, help = "seed for signs and self-calibration" },
     { "damp", type = "number", default = 0.01, help = "Hessian damping relative to its mean diagonal" },
-    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration forward and Hessians on the GPU (LDLQ stays on the CPU threads); falls back to the CPU with a message when there is no GPU" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration forward, Hessians and the LDLQ sweeps (nearest-codeword search included) on the GPU; falls back to the CPU with a message when there is no GPU" },
+    { "ldlq-device", type = "choice", choices = { "auto", "cpu", "cuda" }, default = "auto", help = "where the LDLQ sweeps run (auto = --device); cpu gives the CPU's artifacts byte for byte, cuda differs from them only through the summation order of the 128-column group updates" },
     { "streaming", type = "bool", help = "accepted for glq-quantize compatibility: layers are always streamed" },
     { "resume", type = "bool", help = "continue an interrupted run in --output" },
     { "overwrite", type = "bool", help = "replace an existing checkpoint or unfinished run in --output" },
@@ -45,6 +46,7 @@ if not opts then return end
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 if opts.threads then glq.num_threads(opts.threads) end
 local device = require("glq.model").pick_device(opts.device)
+local ldlq_device = opts.ldlq_device == "auto" and device or require("glq.model").pick_device(opts.ldlq_device)
 if opts.nsamples < 1 then fail("--nsamples must be at least 1") end
 if opts.seqlen < 2 then fail("--seqlen must be at least 2") end
 if opts.bpw < 2 or opts.bpw > 4.5 then fail("--bpw %g is out of range (2 to 4, or up to 4.5 with --format auto)", opts.bpw) end
@@ -95,14 +97,14 @@ local fingerprint = {
   tune_iters = opts.tune_iters, alloc_objective = mixed and opts.alloc_objective or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
   seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
-  device = device ~= "cpu" and device or nil,
+  device = device ~= "cpu" and device or nil, ldlq_device = ldlq_device ~= "cpu" and ldlq_device or nil,
 }
 
 local r = q.run {
   model = opts.model, output = opts.output, decide = decide, calib = opts.calib, nsamples = opts.nsamples,
   seqlen = opts.seqlen, seed = opts.seed, tune_iters = opts.tune_iters, damp = opts.damp, resume = opts.resume,
   overwrite = opts.overwrite, report = opts.report, fingerprint = fingerprint, quiet = opts.quiet,
-  needs_calibration = needs_calib, device = device, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
+  needs_calibration = needs_calib, device = device, ldlq_device = ldlq_device, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
   allocate = mixed, alloc_objective = opts.alloc_objective, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
   profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil,

@@ -307,4 +307,14 @@ describe("determinism", function()
     assert.has_error(function() glq.quantize_linears({ 5 }) end, "glq.quantize_linears: job 1 must be a table {W, H, opts}")
     assert.has_error(function() glq.quantize_linears({ { weight(16, 32, 2), glq.zeros("f64", { 8, 8 }), {} } }) end)
   end)
+
+  it("device: cpu or cuda; cuda without a usable GPU is an error that says so", function()
+    assert.has_error(function() glq.quantize_linear(weight(8, 8, 1), nil, { device = "tpu" }) end,
+      'glq.quantize_linear: device must be "cpu" or "cuda", got "tpu"')
+    if not glq.core.cuda.available() then
+      local okq, err = pcall(glq.quantize_linear, weight(8, 8, 1), nil, { device = "cuda", name = "w" })
+      assert.is_false(okq)
+      assert.is_truthy(tostring(err):find("CUDA", 1, true), tostring(err))
+    end
+  end)
 end)

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../cuda/glq_cuda.h"
+#define GLQ_HOST_CHECKS
 #include "host_util.h"
 #include "../../src/core/error.h"
 #include "../../src/core/tensor.h"
@@ -46,34 +47,10 @@
 #define U_BF16 (1.0 / 512.0)
 #define SLACK 1e-4
 
-static int n_pass, n_fail;
 static glq_cuda_ctx *g_ctx;
 
 
 
-static void report(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s ", ok ? "ok  " : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (ok) n_pass++;
-  else n_fail++;
-}
-
-/* ---- random numbers (SplitMix64) ---- */
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-static uint64_t rnd(void) {
-  uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd() >> 11) * (1.0 / 9007199254740992.0); }
-static float nrand(void) { return (float)(sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
-static float sign(void) { return (rnd() & 1) ? -1.f : 1.f; }
 
 /* ---- one layer under test ---- */
 typedef struct {

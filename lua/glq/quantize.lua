@@ -97,7 +97,8 @@ local function f16_signs(signs) return signs:to("f16") end
 -- the options of glq.quantize_linear for decision d
 local function e8_options(name, d, opts)
   return { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42, damp = opts.damp or 0.01, name = name,
-    transform = opts.transform or checkpoint.TRANSFORM } -- "block-diagonal" with --glq-compat
+    transform = opts.transform or checkpoint.TRANSFORM, -- "block-diagonal" with --glq-compat
+    device = opts.ldlq_device == "cuda" and "cuda" or nil } -- LDLQ sweeps on the GPU
 end
 
 -- E8 jobs {name, W, H, d} quantized side by side (glq.quantize_linears: SmolLM2-sized layers keep

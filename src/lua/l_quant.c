@@ -1,6 +1,7 @@
 /* l_quant.c - Lua binding of Hadamard/RHT, Hessian linear algebra and E8 layer quantization:
  * glq.hadamard, glq.hadamard_info, glq.hessian_accumulate, glq.cholesky, glq.block_ldl,
  * glq.quantize_linear, glq.quantize_linears (several layers side by side), glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,9 @@
 #include "../quant/hadamard.h"
 #include "../quant/ldlq.h"
 #include "../quant/rht.h"
+#ifdef GLQ_HAVE_CUDA
+#include "../../cuda/glq_cuda.h"
+#endif
 
 /* a 2-D tensor's shape, or a raised error naming the argument */
 static void check2d(lua_State *L, const glq_tensor *t, const char *fn, const char *what, int64_t rows, int64_t cols) {
@@ -142,6 +146,7 @@ typedef struct {
   glq_quant_opts o;     /* name/input_name borrowed from the options table */
   glq_quant_artifacts a;
   glq_quant_stats st;
+  int cuda;             /* LDLQ sweeps on the GPU (opts.device = "cuda") */
   int rc;
   char msg[512];
 } qjob;
@@ -166,6 +171,12 @@ static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, qjob
   o->feedback = lglq_optboolean(L, oi, "feedback", 1);
   o->resid_scale = lglq_optnumber(L, oi, "resid_scale", 0);
   o->transform = kind_of(L, fn, lglq_optstring(L, oi, "transform", NULL));
+  const char *dev = lglq_optstring(L, oi, "device", "cpu");
+  if (strcmp(dev, "cpu") && strcmp(dev, "cuda")) lglq_raisef(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", fn, dev);
+  j->cuda = !strcmp(dev, "cuda");
+#ifndef GLQ_HAVE_CUDA
+  if (j->cuda) lglq_raisef(L, "%s: device \"cuda\": this build has no CUDA backend (nvcc was not found at build time)", fn);
+#endif
 }
 
 /* Contiguous f32 W and f64 H for a checked job; on failure nothing is held. */
@@ -180,8 +191,42 @@ static int job_inputs(lua_State *L, int wi, int hi, qjob *j) {
   return rc;
 }
 
+#ifdef GLQ_HAVE_CUDA
+/* GPU sweep objects (stream, cuBLAS handle, device buffers) are kept for reuse: creating one per layer,
+ * and the device-wide synchronisation of freeing its buffers, cost more than a small layer's sweeps */
+static pthread_mutex_t ldlq_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static glq_cuda_ldlq *ldlq_pool[64];
+static int ldlq_pool_n;
+
+static int ldlq_take(glq_cuda_ldlq **q) {
+  pthread_mutex_lock(&ldlq_pool_lock);
+  *q = ldlq_pool_n > 0 ? ldlq_pool[--ldlq_pool_n] : NULL;
+  pthread_mutex_unlock(&ldlq_pool_lock);
+  return *q ? GLQ_OK : glq_cuda_ldlq_create(q);
+}
+
+static void ldlq_give(glq_cuda_ldlq *q) {
+  if (!q) return;
+  pthread_mutex_lock(&ldlq_pool_lock);
+  if (ldlq_pool_n < 64) ldlq_pool[ldlq_pool_n++] = q, q = NULL;
+  pthread_mutex_unlock(&ldlq_pool_lock);
+  glq_cuda_ldlq_free(q);
+}
+#endif
+
 static void job_run(qjob *j) {
-  j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
+#ifdef GLQ_HAVE_CUDA
+  glq_cuda_ldlq *gq = NULL;
+  glq_ldlq_backend be = {NULL, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep};
+  j->rc = j->cuda ? ldlq_take(&gq) : GLQ_OK;
+  if (gq) be.ctx = gq, j->o.backend = &be;
+  if (!j->rc)
+#endif
+    j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
+#ifdef GLQ_HAVE_CUDA
+  j->o.backend = NULL;
+  ldlq_give(gq);
+#endif
   if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", glq_errmsg());
   glq_tensor_release(&j->w);
   if (j->h.st) glq_tensor_release(&j->h);
@@ -219,7 +264,8 @@ static void job_push(lua_State *L, qjob *j) {
 
 /* glq.quantize_linear(W, H|nil, opts) with opts {bpw (or bits) = 2|3|4, tune_iters = 0, seed = 42,
  * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default),
- * transform = "glq-hadamard-v1" | "block-diagonal"}
+ * transform = "glq-hadamard-v1" | "block-diagonal", device = "cpu" | "cuda" (LDLQ sweeps on the GPU: the
+ * same search and per-row arithmetic, group updates summed in cuBLAS's order)}
  * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits, [transform = "block-diagonal"],
  * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds, damp_used,
  * fallback, wscale_rel, resid_scale}} */

@@ -17,6 +17,7 @@
  * Encoding (256): float keys of all 256 entries (AVX2 or portable) select the candidates within the
  * float error bound; those are decided as above. */
 #include "e8.h"
+#include "e8_exact.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -73,8 +74,6 @@ static struct {
   double radius[49];   /* sqrt(rem) / 2: the norm of unvisited coordinates whose sum of (2c)^2 is rem */
 } G = {.once = PTHREAD_ONCE_INIT};
 
-static inline double dmax(double a, double b) { return a > b ? a : b; }
-static inline double dmin(double a, double b) { return a < b ? a : b; }
 
 /* ---------- enumeration (§1.2) ---------- */
 
@@ -356,24 +355,6 @@ const int8_t *glq_e8_table_i8(const glq_e8_codebook *cb) { (void)cb; return G.t8
 
 /* ---------- exact comparison ---------- */
 
-/* sign of t[0] + ... + t[n-1], exactly: grow a nonoverlapping expansion with TwoSum */
-static int exact_sign(const double *t, int n) {
-  double e[16];
-  int m = 0;
-  for (int i = 0; i < n; i++) {
-    double q = t[i];
-    int k = 0;
-    for (int j = 0; j < m; j++) {
-      double s = q + e[j], bv = s - q, err = (q - (s - bv)) + (e[j] - bv);
-      if (err != 0) e[k++] = err;
-      q = s;
-    }
-    if (q != 0) e[k++] = q;
-    m = k;
-  }
-  return m == 0 ? 0 : (e[m - 1] > 0 ? 1 : -1);
-}
-
 /* 1 if entry a is strictly closer to x than entry b, or equally close with a lower index */
 static int exact_closer(const float *x, int32_t a, int32_t b) {
   const int8_t *ka = G.t8 + 8 * (size_t)a, *kb = G.t8 + 8 * (size_t)b;
@@ -385,40 +366,16 @@ static int exact_closer(const float *x, int32_t a, int32_t b) {
     t[i] = -(double)(ka[i] - kb[i]) * (double)x[i];
   }
   t[8] = (na - nb) * 0.25;
-  int s = exact_sign(t, 9);
+  int s = glq_exact_sign(t, 9);
   return s < 0 || (s == 0 && a < b);
 }
 
 /* ---------- lattice fast path ---------- */
 
-/* closest point of D8 + s (s = 0 or 1/2) to x; returns the squared distance */
-static double nearest_coset(const double *x, double s, double *y) {
-  double u[8];
-  long sum = 0;
-  int worst = 0;
-  double werr = -1;
-  for (int i = 0; i < 8; i++) {
-    u[i] = x[i] - s;
-    y[i] = nearbyint(u[i]);
-    sum += (long)y[i];
-    double err = fabs(u[i] - y[i]);
-    int more = err > werr; /* selects, not branches: these comparisons are unpredictable */
-    worst = more ? i : worst;
-    werr = more ? err : werr;
-  }
-  y[worst] += (double)(sum & 1) * copysign(1.0, u[worst] - y[worst]);
-  double d = 0;
-  for (int i = 0; i < 8; i++) {
-    y[i] += s;
-    d += (x[i] - y[i]) * (x[i] - y[i]);
-  }
-  return d;
-}
-
 /* index of the table entry that is the unique nearest lattice point, or -1 if that is not certain */
 static int32_t lattice_fast(const double *x, int size) {
   double y0[8], y1[8];
-  double d0 = nearest_coset(x, 0, y0), d1 = nearest_coset(x, 0.5, y1);
+  double d0 = glq_e8_coset_nearest(x, 0, y0), d1 = glq_e8_coset_nearest(x, 0.5, y1);
   const double *y = d0 <= d1 ? y0 : y1;
   int8_t k[8];
   for (int i = 0; i < 8; i++) {
@@ -428,18 +385,7 @@ static int32_t lattice_fast(const double *x, int size) {
   uint32_t code = nibble_code(k);
   __builtin_prefetch(&G.hash[hslot(code)]); /* the margin test below overlaps the load */
   /* x is inside y's Voronoi cell iff <x - y, r> < 1 for the 240 roots r */
-  double a1 = 0, a2 = 0, sum = 0, amin = INFINITY;
-  int neg = 0;
-  for (int i = 0; i < 8; i++) {
-    double t = x[i] - y[i], a = fabs(t);
-    neg ^= t < 0;
-    sum += a;
-    amin = dmin(amin, a);
-    a2 = dmax(a2, dmin(a1, a));
-    a1 = dmax(a1, a);
-  }
-  double half = 0.5 * sum - (neg ? amin : 0);
-  double best = a1 + a2 > half ? a1 + a2 : half;
+  double best = glq_e8_cell_margin(x, y);
   if (!(best < 1 - 0x1p-30)) return -1;
   int32_t idx = hash_find(code);
   return idx < size ? idx : -1;
@@ -482,7 +428,7 @@ static void leaf(tsearch *s, int32_t idx, double key) {
 static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double partial, int s2) {
   double xl = s->x[l], sxr = s->sx[l + 1], any = rest_bound(sxr, 0, G.radius[48]);
   for (int m = 0; m < NLAMBDA; m++)
-    any = dmax(any, dmin(s->base[m][0][l + 1], s->base[m][1][l + 1]) - s->lambda[m] * 12);
+    any = glq_dmax(any, glq_dmin(s->base[m][0][l + 1], s->base[m][1][l + 1]) - s->lambda[m] * 12);
   int hi = 0;
   while (hi < count && 0.5 * kids[hi].v < xl) hi++;
   int lo = hi - 1;
@@ -493,7 +439,7 @@ static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double p
     int h = kids[k].v & 1, t2 = (s2 + kids[k].v) & 3;
     double rb = rest_bound(sxr, G.radius[kids[k].remlo], G.radius[kids[k].rem]);
     for (int m = 0; m < NLAMBDA; m++)
-      rb = dmax(rb, s->base[m][h][l + 1] + (((t2 + s->par[m][h][l + 1]) & 3) ? s->flip[m][h][l + 1] : 0) -
+      rb = glq_dmax(rb, s->base[m][h][l + 1] + (((t2 + s->par[m][h][l + 1]) & 3) ? s->flip[m][h][l + 1] : 0) -
                         s->lambda[m] * 0.25 * kids[k].rem);
     if (p + rb > lim) continue;
     if (l == 7) leaf(s, kids[k].first, p);
@@ -504,7 +450,7 @@ static void trie_visit(tsearch *s, const tnode *kids, int count, int l, double p
 /* min over c on the grid Z + h/2 within [-3, 3] of q(c) = w c^2 - 2cx (iw = 1/w), the extra cost of the
  * best c of the other parity (one grid step away), and 2c of the minimiser */
 static double coset_cost(double x, int h, double w, double iw, int *c2, double *flip) {
-  double off = 0.5 * h, lim = 3 - off, r = dmin(dmax(nearbyint(x * iw - off) + off, -lim), lim);
+  double off = 0.5 * h, lim = 3 - off, r = glq_dmin(glq_dmax(nearbyint(x * iw - off) + off, -lim), lim);
   double g = w * r - x; /* q(r + s) - q(r) = w + 2sg for a step s = +-1; s = -sign(g) is cheaper if allowed */
   int ok = fabs(r - copysign(1.0, g)) <= lim; /* branch-free: the sign of g is unpredictable */
   *flip = w - 2 * fabs(g) * (double)(2 * ok - 1);
@@ -539,13 +485,13 @@ static double orbit_best(const double *x, double tol, uint32_t *code) {
                                      {4, 5}, {6, 7}, {2, 4}, {3, 5}, {1, 4}, {3, 6}, {1, 2}, {3, 4}, {5, 6}};
   for (int c = 0; c < 19; c++) { /* sorting network, decreasing, without branches */
     int i = net[c][0], j = net[c][1], sw = a[j] > a[i];
-    double hi = dmax(a[i], a[j]), lo = dmin(a[i], a[j]);
+    double hi = glq_dmax(a[i], a[j]), lo = glq_dmin(a[i], a[j]);
     int ri = sw ? r[j] : r[i], rj = sw ? r[i] : r[j];
     a[i] = hi, a[j] = lo, r[i] = ri, r[j] = rj;
   }
   double best = INFINITY, second = INFINITY, gap = 2 * a[7];
   int bp = 0;
-  for (int i = 0; i < 7; i++) gap = dmin(gap, a[i] - a[i + 1]);
+  for (int i = 0; i < 7; i++) gap = glq_dmin(gap, a[i] - a[i + 1]);
   for (int p = 0; p < 19; p++) {
     const int8_t *k = orbit_pat[p];
     int n = 0, sum = 0;
@@ -553,12 +499,12 @@ static double orbit_best(const double *x, double tol, uint32_t *code) {
     for (int i = 0; i < 8; i++) { n += k[i] * k[i]; sum += k[i]; dot += k[i] * a[i]; }
     double key = 0.25 * n - dot;
     if ((k[7] & 1) && ((neg ^ (sum / 2)) & 1)) key += 2 * a[7];
-    second = dmin(second, dmax(best, key));
+    second = glq_dmin(second, glq_dmax(best, key));
     bp = key < best ? p : bp;
-    best = dmin(best, key);
+    best = glq_dmin(best, key);
   }
   *code = HEMPTY;
-  if (dmin(gap, second - best) > 2 * tol) {
+  if (glq_dmin(gap, second - best) > 2 * tol) {
     const int8_t *k = orbit_pat[bp];
     int8_t c[8];
     int sum = 0;
@@ -580,7 +526,7 @@ static int32_t trie_search(const book *b, const float *xf) {
   for (int i = 7; i >= 0; i--) { acc += s.x[i] * s.x[i]; s.sx[i] = sqrt(acc); }
   /* lambda = 0 is the plain per-coordinate bound; the others trade off the norm limit (Lagrangian) */
   s.lambda[0] = 0;
-  s.lambda[1] = dmax(0, s.sx[0] / G.radius[48] - 1);
+  s.lambda[1] = glq_dmax(0, s.sx[0] / G.radius[48] - 1);
   for (int m = 0; m < NLAMBDA; m++) {
     double w = 1 + s.lambda[m], iw = 1 / w;
     for (int h = 0; h < 2; h++) {
@@ -592,7 +538,7 @@ static int32_t trie_search(const book *b, const float *xf) {
         double f, cost = coset_cost(s.x[i], h, w, iw, &c2, &f);
         s.base[m][h][i] = s.base[m][h][i + 1] + cost;
         s.par[m][h][i] = (s.par[m][h][i + 1] + c2) & 3;
-        s.flip[m][h][i] = dmin(s.flip[m][h][i + 1], f);
+        s.flip[m][h][i] = glq_dmin(s.flip[m][h][i + 1], f);
       }
     }
   }

@@ -128,6 +128,7 @@ typedef struct {
   const float *l, *d; /* block LDL of H_reg */
   const coder *cd;
   int feedback;
+  const glq_ldlq_backend *be; /* NULL: this file's sweep */
 } sweep_in;
 
 typedef struct {
@@ -153,6 +154,11 @@ static void buf_free(block_buf *b) {
 /* wr (rows x n) -> r = wr - Q; idx1/idx2 (rows x n/8, may be NULL); *loss = sum_k F_k D_k F_kᵀ unless loss is NULL */
 static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, int32_t *idx2, double *loss) {
   const int64_t rows = s->rows, n = s->n;
+  if (s->be) {
+    const coder *c = s->cd;
+    glq_sweep_args a = {rows, n, wr, c->cb2 ? c->cb2->size : 0, c->rs, c->inv_rs, s->feedback, r, idx1, idx2, loss};
+    return s->be->sweep(s->be->ctx, &a);
+  }
   block_buf b;
   float *tm = s->feedback ? malloc((size_t)(rows * n) * sizeof *tm) : NULL;
   double *rowloss = loss ? calloc((size_t)rows, sizeof *rowloss) : NULL;
@@ -553,7 +559,8 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   double rsbest = o->resid_scale > 0 ? o->resid_scale : rs_default[o->bits];
   coder cd;
   if (make_coder(o->bits, rsbest, &cd)) return GLQ_EINVAL;
-  sweep_in s = {mp, np, x->f.l, x->f.d, &cd, o->feedback};
+  sweep_in s = {mp, np, x->f.l, x->f.d, &cd, o->feedback, o->backend};
+  if (o->backend && (rc = o->backend->set_factor(o->backend->ctx, np, x->f.l, x->f.d))) return rc;
 
   if (o->scale_search && o->feedback && rms > 1e-10) {
     const int64_t sr = mp < SAMPLE_ROWS ? mp : SAMPLE_ROWS;

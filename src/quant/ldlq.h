@@ -11,6 +11,28 @@
 #include "../core/tensor.h"
 #include "hadamard.h"
 
+/* One LDLQ sweep handed to another implementation (the GPU's: cuda/ldlq.cu). It must return what the
+ * CPU sweep returns for the same arguments: exact nearest codewords (lowest index on ties) and the same
+ * f32 operations per row; only the summation order of the group updates (a GEMM) may differ. */
+typedef struct glq_sweep_args {
+  int64_t rows, n;      /* n: multiple of 8 */
+  const float *wr;      /* rows x n, row-major: the rotated weight in codebook units */
+  int size2;            /* second-stage codebook: 0 (2 bits), 256 (3 bits) or 65536 (4 bits) */
+  float rs, inv_rs;     /* residual scale and its f32 inverse (stage 2) */
+  int feedback;         /* 0: nearest rounding, no error feedback */
+  float *r;             /* out, rows x n: wr - Q */
+  int32_t *idx1, *idx2; /* out, rows x n/8 (may be NULL; idx2 only with size2) */
+  double *loss;         /* out (may be NULL): sum over rows of sum_k F_k D_k F_kᵀ, rows added in order */
+} glq_sweep_args;
+
+typedef struct {
+  void *ctx;
+  /* the block LDL of the damped Hessian (l: n x n row-major unit lower, d: n/8 8x8 blocks) that the
+   * following sweeps use; called once per layer before its first sweep */
+  int (*set_factor)(void *ctx, int64_t n, const float *l, const float *d);
+  int (*sweep)(void *ctx, const glq_sweep_args *a);
+} glq_ldlq_backend;
+
 typedef struct {
   int bits;            /* 2 (65536), 3 (65536 + 256) or 4 (65536 + 65536) */
   int tune_iters;      /* block-coordinate refinement passes after the sweep (0) */
@@ -24,6 +46,8 @@ typedef struct {
   double resid_scale;  /* 0: fitted default for the codebook pair (3 bits 2.0, 4 bits 3.5) */
   glq_hadamard_kind transform; /* Hm, Hn of the RHT (GLQ_HADAMARD_DEFAULT = "glq-hadamard-v1";
                                 * GLQ_HADAMARD_GLQ_BLOCKDIAG = glq >= 0.2.9's "block-diagonal") */
+  const glq_ldlq_backend *backend; /* NULL: sweeps on the CPU; else every sweep (scale search, final)
+                                    * runs there; the refinement passes stay on the CPU */
 } glq_quant_opts;
 
 typedef struct {
