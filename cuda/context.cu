@@ -75,7 +75,7 @@ extern "C" void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *c, int64_t ma
 
 extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_smem_entries = entries; }
 
-extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 1 ? 1 : cfg; }
+extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 2 ? 2 : cfg; }
 
 extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
   if (!c) return;

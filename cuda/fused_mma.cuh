@@ -199,8 +199,9 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams &p, const float
   }
 }
 
-template <class F, int NT, int R, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, 1) fused_kernel(const FusedParams p) {
+template <class F, int NT, int R, int WARPS, int MINB = 1>
+__global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedParams p) {
+  static_assert(WARPS * R * 128 <= FUSED_RED_FLOATS, "partial sums exceed the reduction buffer");
   extern __shared__ __align__(16) uint32_t smem[];
   float *red = reinterpret_cast<float *>(smem);
   uint32_t *stab = smem + FUSED_RED_FLOATS;
@@ -275,17 +276,22 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
 }
 
 /* Tile shapes (cfg): 0 = 16 rows x 16 warps; 1 = 32 rows x 8 warps (x fragments reused over twice
- * the rows). By default 1 when its tiles fill more than half the multiprocessors, else 0 (twice as
- * many CTAs): the faster one in every measured case but a few within 10% (docs/cuda-notes.md). */
+ * the rows); 2 = 16 rows x 8 warps with two CTAs per multiprocessor (registers capped at 128; not
+ * with the E8 codebook's 216 KB of shared memory): twice the warps in flight per multiprocessor.
+ * By default HiF4 takes 2 for B <= 8 (the fastest on every measured shape); otherwise 1 when its tiles
+ * fill more than half the multiprocessors, else 0 (twice as many CTAs): the faster one in every
+ * measured case but a few within 10% (docs/cuda-notes.md). */
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
   int cfg = ctx->fused_cfg;
-  if (cfg < 0) cfg = (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
+  if (cfg < 0) cfg = (!F::kTable && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
   if (p.B <= 8) {
     if (cfg == 0) return fused_launch_shape<F, FusedShape<1, 1, 16>>(ctx, p, fused_kernel<F, 1, 1, 16>, st);
+    if (cfg == 2) return fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2>, st);
     return fused_launch_shape<F, FusedShape<1, 2, 8>>(ctx, p, fused_kernel<F, 1, 2, 8>, st);
   }
   if (cfg == 0) return fused_launch_shape<F, FusedShape<2, 1, 16>>(ctx, p, fused_kernel<F, 2, 1, 16>, st);
+  if (cfg == 2) return fused_launch_shape<F, FusedShape<2, 1, 8>>(ctx, p, fused_kernel<F, 2, 1, 8, 2>, st);
   return fused_launch_shape<F, FusedShape<2, 2, 8>>(ctx, p, fused_kernel<F, 2, 2, 8>, st);
 }
 

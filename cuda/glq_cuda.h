@@ -36,8 +36,8 @@ void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *ctx, int64_t max_row_bat
 /* E8 fused kernel: codebook words held in shared memory (0..55296; the rest is read through L1/L2);
  * -1 (default) chooses by layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
-/* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, -1 (default) by layer
- * size. For tuning and benchmarks. */
+/* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, 2 = 16 rows x 8 warps with
+ * two CTAs per multiprocessor (HiF4), -1 (default) by format and layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *ctx, int cfg);
 void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
 

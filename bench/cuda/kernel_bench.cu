@@ -401,10 +401,10 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
           add_row(shape, B, nm, "dequant", time_graph(n, run), tb, wb + io);
           continue;
         }
-        for (int cfg : {0, 1}) { /* the tile shapes of the fused kernel */
-          if (B > 16 && cfg == 0) continue;
+        for (int cfg : {0, 1, 2}) { /* the tile shapes of the fused kernel (2: HiF4 only) */
+          if ((B > 16 && cfg != 1) || (cfg == 2 && f < 3)) continue;
           glq_cuda_ctx_set_fused_cfg(ctx, cfg);
-          add_row(shape, B, nm, cfg == 0 ? "fused-c0" : "fused-c1", time_graph(n, run), tb, wb + io);
+          add_row(shape, B, nm, cfg == 0 ? "fused-c0" : cfg == 1 ? "fused-c1" : "fused-c2", time_graph(n, run), tb, wb + io);
         }
         glq_cuda_ctx_set_fused_cfg(ctx, -1);
         if (f < 3 && B == 1) { /* E8: the other codebook placement (shared-memory head vs L1/L2 gathers) */
@@ -531,7 +531,7 @@ int main(int argc, char **argv) {
       dequant_hif4(h, w);
       glq_cuda_hif4 *l;
       GQ(glq_cuda_hif4_create(out, in, h.e6m2.data(), h.e1_8.data(), h.e1_16.data(), h.s1p2.data(), &l));
-      for (int cfg : {0, 1}) {
+      for (int cfg : {0, 1, 2}) {
         glq_cuda_ctx_set_fused_cfg(ctx, cfg);
         char nm[64];
         snprintf(nm, sizeof nm, "hif4 fused c%d", cfg);
@@ -563,7 +563,7 @@ int main(int argc, char **argv) {
   mdprintf("## Timings (µs per call, median of 15 graph replays; y = x·Wᵀ, x bf16)\n\n");
   mdprintf("All timed calls write bf16 y (as torch's F.linear does). GB/s counts the weights as stored + x + y once; "
            "%% copy = of the device-to-device copy bandwidth above. fused-c0: 16 rows x 16 warps per CTA; fused-c1: "
-           "32 rows x 8 warps; fused-L2 / fused-sm: E8 codebook read through L1/L2 / from shared memory.\n\n");
+           "32 rows x 8 warps; fused-c2: 16 rows x 8 warps, two CTAs per multiprocessor; fused-L2 / fused-sm: E8 codebook read through L1/L2 / from shared memory.\n\n");
   mdprintf("| out×in | B | kernel | path | µs | × bf16 speed | GB/s | %% copy |\n|---|---|---|---|---|---|---|---|\n");
   for (auto &r : g_rows)
     mdprintf("| %s | %lld | %s | %s | %.2f | %.2f | %.0f | %.0f%% |\n", r.shape.c_str(), (long long)r.B,
