@@ -8,15 +8,18 @@
 
 #define EV_THREADS 256
 
-/* row maximum and its lowest index, then the double log-sum-exp */
-__device__ void row_lse(const float *x, int64_t v, double *lse, int64_t *arg, double *shd, float *shf, int64_t *shi) {
+/* row maximum (NaN ignored) and its lowest index, left in shf[0] / shi[0]; *nan: whether a NaN was seen */
+__device__ void row_max(const float *x, int64_t v, float *shf, int64_t *shi, int *nan) {
   float mx = -INFINITY;
   int64_t am = v;
-  for (int64_t j = threadIdx.x; j < v; j += EV_THREADS)
+  int bad = 0;
+  for (int64_t j = threadIdx.x; j < v; j += EV_THREADS) {
     if (x[j] > mx) { mx = x[j]; am = j; } /* strided: the first hit per thread is its lowest index */
+    bad |= x[j] != x[j];
+  }
   shf[threadIdx.x] = mx;
   shi[threadIdx.x] = am;
-  __syncthreads();
+  *nan = __syncthreads_or(bad);
   for (int s = EV_THREADS / 2; s > 0; s >>= 1) {
     if ((int)threadIdx.x < s) {
       float o = shf[threadIdx.x + s];
@@ -28,7 +31,13 @@ __device__ void row_lse(const float *x, int64_t v, double *lse, int64_t *arg, do
     }
     __syncthreads();
   }
-  mx = shf[0];
+}
+
+/* row maximum and its lowest index, then the double log-sum-exp */
+__device__ void row_lse(const float *x, int64_t v, double *lse, int64_t *arg, double *shd, float *shf, int64_t *shi) {
+  int nan;
+  row_max(x, v, shf, shi, &nan);
+  const float mx = shf[0];
   *arg = shi[0];
   __syncthreads();
   double s = 0.0;
@@ -78,6 +87,24 @@ __global__ void k_kl(const float *P, const float *Q, int64_t v, double *kl, uint
     kl[blockIdx.x] = shd[0] > 0 ? shd[0] : 0; /* rounding can make a tiny negative */
     agree[blockIdx.x] = ap == aq;
   }
+}
+
+/* out[row] = the lowest index of the row's maximum, or -1 when the row has a NaN */
+__global__ void k_argmax(const float *lg, int64_t v, int32_t *out) {
+  __shared__ float shf[EV_THREADS];
+  __shared__ int64_t shi[EV_THREADS];
+  int nan;
+  row_max(lg + blockIdx.x * v, v, shf, shi, &nan);
+  if (threadIdx.x == 0) out[blockIdx.x] = nan ? -1 : (int32_t)shi[0];
+}
+
+extern "C" int glq_cuda_argmax_rows(const float *logits, int64_t n, int64_t vocab, int32_t *out, void *stream) {
+  if (vocab <= 0 || vocab > INT32_MAX || n < 0 || n > INT32_MAX)
+    return glq_error(GLQ_EINVAL, "argmax: %lld rows of %lld logits", (long long)n, (long long)vocab);
+  if (n == 0) return GLQ_OK;
+  k_argmax<<<(unsigned)n, EV_THREADS, 0, (cudaStream_t)stream>>>(logits, vocab, out);
+  GLQ_CUDA_LAUNCHED();
+  return GLQ_OK;
 }
 
 extern "C" int glq_cuda_nll_rows(const float *logits, int64_t n, int64_t vocab, const int32_t *targets, double *nll) {

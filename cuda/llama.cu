@@ -905,8 +905,9 @@ static int decode_step(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens
   return GLQ_OK;
 }
 
-extern "C" int glq_cuda_llama_forward(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T,
-                                      float *logits, int all_logits) {
+/* the forward; then either host logits (logits != NULL) or the greedy next token of every sequence */
+static int forward(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T, float *logits, int all_logits,
+                   int32_t *next) {
   const glq_llama_config *c = &g->cfg;
   if (B < 1 || T < 1) return glq_error(GLQ_EINVAL, "GPU forward: B=%d and T=%d must be >= 1", B, T);
   if (kv && kv->batch != B) return glq_error(GLQ_EINVAL, "GPU forward: cache batch %d, tokens batch %d", kv->batch, B);
@@ -933,9 +934,26 @@ extern "C" int glq_cuda_llama_forward(glq_cuda_llama *g, glq_cuda_kv *kv, const 
     if ((rc = glq_cuda_llama_head(g, src, rows, g->logits))) return rc;
   }
   if (kv && (rc = glq_cuda_kv_advance(kv, T))) return rc;
-  GLQ_CUDA_TRY(cudaMemcpyAsync(logits, g->logits, (size_t)rows * c->vocab * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+  if (next) { /* B ids instead of B x vocab logits (the token buffer is free again) */
+    if ((rc = glq_cuda_argmax_rows(g->logits, B, c->vocab, g->tok, g->st))) return rc;
+    GLQ_CUDA_TRY(cudaMemcpyAsync(next, g->tok, (size_t)B * sizeof(int32_t), cudaMemcpyDeviceToHost, g->st));
+  } else {
+    GLQ_CUDA_TRY(cudaMemcpyAsync(logits, g->logits, (size_t)rows * c->vocab * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+  }
   GLQ_CUDA_TRY(cudaStreamSynchronize(g->st));
+  for (int b = 0; next && b < B; b++)
+    if (next[b] < 0) return glq_error(GLQ_ENUMERIC, "GPU forward: the logits of sequence %d contain NaN", b + 1);
   return GLQ_OK;
+}
+
+extern "C" int glq_cuda_llama_forward(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T,
+                                      float *logits, int all_logits) {
+  return forward(g, kv, tokens, B, T, logits, all_logits, NULL);
+}
+
+extern "C" int glq_cuda_llama_forward_argmax(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T,
+                                             int32_t *next) {
+  return forward(g, kv, tokens, B, T, NULL, 0, next);
 }
 
 extern "C" int glq_cuda_llama_sync(glq_cuda_llama *g) {

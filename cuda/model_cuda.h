@@ -80,6 +80,13 @@ int glq_cuda_llama_head(glq_cuda_llama *g, const float *hidden, int64_t n, float
  * each sequence's last position (B × vocab), or of every position with all_logits. */
 int glq_cuda_llama_forward(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T,
                            float *logits, int all_logits);
+/* The same forward, but greedy: next[b] (host) = the lowest index of the maximum of sequence b's last
+ * logits, computed on the device (only B ids come back); a NaN logit is an error naming the sequence. */
+int glq_cuda_llama_forward_argmax(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens, int B, int T,
+                                  int32_t *next);
+/* out[i] (device) = the lowest index of the maximum of row i of device logits (n x vocab), -1 for a row
+ * with a NaN; asynchronous on stream. */
+int glq_cuda_argmax_rows(const float *logits, int64_t n, int64_t vocab, int32_t *out, void *stream);
 /* Per-row evaluation statistics of device logits, as evalops.h defines them on the CPU (double
  * log-sum-exp; argmax ties to the lowest index); results land in host memory. */
 int glq_cuda_nll_rows(const float *logits, int64_t n, int64_t vocab, const int32_t *targets, double *nll);

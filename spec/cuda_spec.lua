@@ -73,6 +73,21 @@ describe("GPU forward", function()
     assert.is_true(rel_diff(both:narrow(1, 2, 1):contiguous(), one) < 1e-5)
   end)
 
+  it("greedy tokens chosen on the GPU equal the argmax of the logits", function()
+    local ids = model.ids_tensor(m:encode("Once upon a time, there was a"))
+    local lg = g.c:forward(ids, {})
+    local best, arg = -math.huge, -1
+    for j = 1, lg:size(2) do
+      local v = lg:get(1, j)
+      if v > best then best, arg = v, j - 1 end
+    end
+    assert.equal(arg, g.c:forward(ids, { argmax = true }))
+    local a, b = g.c:forward(glq.tensor({ 1, 2, 3, 4, 5, 6 }, { 2, 3 }, "i32"), { argmax = true })
+    assert.is_number(a)
+    assert.is_number(b)
+    assert.has_error(function() g.c:forward(ids, { argmax = true, all_logits = true }) end)
+  end)
+
   it("greedy decoding from BOS reproduces llama2.c's 256 steps byte for byte", function()
     assert.equal(util.stories_greedy(g, "bos"))
   end)

@@ -46,8 +46,12 @@ function M.run(m, prompt_ids, opts)
   local sampler = core.sampler.new { temperature = opts.temperature or 0, top_k = opts.top_k or 0,
     top_p = opts.top_p or 1, seed = opts.seed or 0 }
   local now = require("glq.progress").now
+  -- greedy on the GPU: the device picks the token and only its id comes back (no logits copy)
+  local gpu_greedy = m.device == "cuda" and (opts.temperature or 0) <= 0
   local t0 = now()
-  local logits = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache })
+  local logits, next_id
+  if gpu_greedy then next_id = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache, argmax = true })
+  else logits = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache }) end
   local t1 = now()
   local eos = m:tokenizer():eos()
   local out, text_done = {}, 0
@@ -65,9 +69,9 @@ function M.run(m, prompt_ids, opts)
   local text = ""
   -- every step writes into the prefill's logits tensor: no per-token garbage for the collector
   local one = glq.zeros("i32", { 1, 1 })
-  local step = { cache = cache, out = logits }
+  local step = { cache = cache, out = logits, argmax = gpu_greedy or nil }
   for _ = 1, maxn do
-    local id = sampler:sample(logits:reshape({ m.cfg.vocab }))
+    local id = next_id or sampler:sample(logits:reshape({ m.cfg.vocab }))
     if opts.stop_at_eos ~= false and id == eos then break end
     out[#out + 1] = id
     all[#all + 1] = id
@@ -81,7 +85,7 @@ function M.run(m, prompt_ids, opts)
     end
     if #out == maxn then break end
     one:ptr()[0] = id
-    m.c:forward(one, step)
+    if gpu_greedy then next_id = m.c:forward(one, step) else m.c:forward(one, step) end
   end
   local t2 = now()
   text = new_text()

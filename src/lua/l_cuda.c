@@ -354,14 +354,24 @@ static int l_kl_rows(lua_State *L) {
   return 2;
 }
 
-/* gm:forward(tokens, {cache = kv, all_logits = false, out = t}) -> CPU logits (B, vocab) or (B, T, vocab) */
+/* gm:forward(tokens, {cache = kv, all_logits = false, out = t}) -> CPU logits (B, vocab) or (B, T, vocab);
+ * with argmax = true instead the greedy next token of each sequence (B integers), chosen on the GPU */
 static int gm_forward(lua_State *L) {
   glq_cuda_llama *g = checkgm(L, 1);
   const glq_llama_config *c = glq_llama_config_of(cpu_of(L, 1));
   glq_cuda_kv *kv = optkv(L, 3);
   int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
+  int argmax = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "argmax", 0);
   int B, T;
   const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
+  if (argmax) {
+    if (all) return luaL_error(L, "cuda model:forward: argmax and all_logits exclude each other");
+    int32_t *next = lua_newuserdata(L, sizeof(int32_t) * (size_t)B);
+    lglq_check(L, glq_cuda_llama_forward_argmax(g, kv, tok, B, T, next), "cuda model:forward");
+    luaL_checkstack(L, B, "cuda model:forward");
+    for (int b = 0; b < B; b++) lua_pushinteger(L, next[b]);
+    return B;
+  }
   int64_t shape[3] = {B, all ? T : c->vocab, c->vocab};
   float *y = lglq_push_out(L, 3, all ? 3 : 2, shape, "cuda model:forward");
   lglq_check(L, glq_cuda_llama_forward(g, kv, tok, B, T, y, all), "cuda model:forward");
