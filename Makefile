@@ -142,6 +142,7 @@ bench-gpu: all $(BUILD)/bench/e2e_bench $(BUILD)/cuda/linear_bench
 	$(BUILD)/cuda/linear_bench
 	$(BUILD)/bench/e2e_bench
 	$(EXE) bench/model_bench.lua 64 cuda 3
+	$(EXE) bench/ldlq_bench.lua
 
 # ---- benchmarks, demo, model, deps ----
 bench: all
