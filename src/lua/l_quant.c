@@ -249,12 +249,16 @@ static void job_push(lua_State *L, qjob *j) {
     lua_setfield(L, -2, "transform");
   }
   const glq_quant_stats *st = &j->st;
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 13);
   set_number(L, "sqnr_db", st->sqnr_db);
   set_number(L, "proxy_loss", st->proxy_loss);
   set_number(L, "proxy_loss_orig", st->proxy_loss_orig);
   set_number(L, "bpw", st->bpw);
   set_number(L, "seconds", st->seconds);
+  set_number(L, "seconds_prepare", st->seconds_prepare);
+  set_number(L, "seconds_search", st->seconds_search);
+  set_number(L, "seconds_sweep", st->seconds_sweep);
+  set_number(L, "seconds_stats", st->seconds_stats);
   set_number(L, "damp_used", st->damp_used);
   set_number(L, "fallback", st->fallback);
   set_number(L, "wscale_rel", st->wscale_rel);
@@ -267,8 +271,8 @@ static void job_push(lua_State *L, qjob *j) {
  * transform = "glq-hadamard-v1" | "block-diagonal", device = "cpu" | "cuda" (LDLQ sweeps on the GPU: the
  * same search and per-row arithmetic, group updates summed in cuBLAS's order)}
  * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits, [transform = "block-diagonal"],
- * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds, damp_used,
- * fallback, wscale_rel, resid_scale}} */
+ * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds (and its parts
+ * seconds_prepare, seconds_search, seconds_sweep, seconds_stats), damp_used, fallback, wscale_rel, resid_scale}} */
 static int l_quantize_linear(lua_State *L) {
   const char *fn = "glq.quantize_linear";
   qjob j;

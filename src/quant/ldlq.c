@@ -551,6 +551,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
       (rc = glq_rht_hessian_kind(h, n, damp1, x->sv, o->transform, x->ht1)) ||
       (rc = factorize(x->ht1, np, o->damp, &x->f)))
     return rc;
+  const double t_prep = now();
 
   double ss = 0;
   for (int64_t i = 0; i < mp * np; i++) ss += (double)x->wt[i] * x->wt[i];
@@ -585,6 +586,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     if (rc) return rc;
     make_coder(o->bits, rsbest, &cd);
   }
+  const double t_search = now();
   const float wscale = rms > 1e-10 ? (float)(rms * fbest) : 1.0f;
   for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
   if ((rc = sweep(&s, x->wr, x->r, x->idx1, x->idx2, NULL))) return rc;
@@ -603,6 +605,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     if (rc) return rc;
   }
 
+  const double t_sweep = now();
   free(x->f.l), free(x->hreg); /* not needed any more: lowers the peak memory of the statistics */
   x->f.l = NULL, x->hreg = NULL;
   if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, o->transform, out)))
@@ -639,6 +642,10 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   st->wscale_rel = fbest;
   st->resid_scale = o->bits > 2 ? cd.rs : 0;
   st->seconds = now() - t0;
+  st->seconds_prepare = t_prep - t0;
+  st->seconds_search = t_search - t_prep;
+  st->seconds_sweep = t_sweep - t_search;
+  st->seconds_stats = t0 + st->seconds - t_sweep;
   return 0;
 }
 

@@ -56,6 +56,10 @@ typedef struct {
   double proxy_loss_orig; /* mean over the m rows of diag(ΔW H₁ ΔWᵀ) in the original domain */
   double bpw;             /* stored index + scale bits per real weight (padding counted) */
   double seconds;
+  double seconds_prepare; /* of which: RHT of W and H, damping and the block LDL */
+  double seconds_search;  /*   the Wscale / residual-scale search */
+  double seconds_sweep;   /*   the final sweep and the refinement passes */
+  double seconds_stats;   /*   these statistics */
   double damp_used;       /* relative damping of the factorised Hessian (0 with the identity fallback) */
   int fallback;           /* 0 = first try; 1, 2 = more damping (x10, x100); 3 = identity Hessian */
   double wscale_rel;      /* chosen Wscale / rms(W̃) */
