@@ -133,6 +133,9 @@ int glq_cuda_e8_encode(glq_cuda_ldlq *q, const float *x, int64_t n, int size, in
 int glq_cuda_ldlq_set_factor(void *q, int64_t n, const float *l, const float *d);
 struct glq_sweep_args; /* src/quant/ldlq.h */
 int glq_cuda_ldlq_sweep(void *q, const struct glq_sweep_args *a);
+/* *out = <dwᵀ·dw, h> (dw rows x n, h n x n, host f32 row-major): cuBLAS SSYRK, then each row's sum over the
+ * upper triangle in f64 (a fixed warp order), rows added in order on the host */
+int glq_cuda_ldlq_proxy_sum(void *q, const float *dw, int64_t rows, int64_t n, const float *h, double *out);
 
 #ifdef __cplusplus
 }

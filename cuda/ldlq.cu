@@ -383,6 +383,19 @@ __global__ void __launch_bounds__(TPB) k_block_post(const blk_params p, const nn
   if (p.idx2 && p.size2) p.idx2[i * nb + p.c / 8] = a2;
 }
 
+/* out[i] = 2 sum_{j > i} g[i][j] h[i][j] + g[i][i] h[i][i] in f64: one warp per row, lanes strided over j,
+ * then a fixed xor tree */
+__global__ void k_proxy_rows(const float *g, const float *h, int64_t n, double *out) {
+  const int64_t i = (int64_t)blockIdx.x * (TPB / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (i >= n) return;
+  const float *gi = g + i * n, *hi = h + i * n;
+  double r = 0;
+  for (int64_t j = i + 1 + lane; j < n; j += 32) r += (double)gi[j] * (double)hi[j];
+  for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xFFFFFFFFu, r, o);
+  if (lane == 0) out[i] = 2 * r + (double)gi[i] * (double)hi[i];
+}
+
 /* ---------- host side ---------- */
 
 struct glq_cuda_ldlq {
@@ -400,6 +413,9 @@ struct glq_cuda_ldlq {
   int *i1, *i2, *list, *list2, *counts, *partial; /* rows; counts: 2; partial: MAX_SPLIT x rows */
   int *idx1, *idx2;                 /* rows x n/8 */
   double *rowloss;
+  float *g;                         /* proxy loss: n x n Gram matrix (the factor's buffer holds h) */
+  double *prow;                     /*   and n row sums */
+  int64_t gcap;
 };
 
 #define DFREE(p) (cudaFree(p), (p) = NULL)
@@ -476,7 +492,7 @@ extern "C" void glq_cuda_ldlq_free(glq_cuda_ldlq *q) {
   if (!q) return;
   if (q->st) cudaStreamSynchronize(q->st);
   bufs_free(q);
-  cudaFree(q->l), cudaFree(q->d);
+  cudaFree(q->l), cudaFree(q->d), cudaFree(q->g), cudaFree(q->prow);
   if (q->blas) cublasDestroy(q->blas);
   if (q->st) cudaStreamDestroy(q->st);
   free(q);
@@ -647,5 +663,52 @@ extern "C" int glq_cuda_ldlq_sweep(void *vq, const glq_sweep_args *a) {
     *a->loss = s;
   }
   free(rl);
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_ldlq_proxy_sum(void *vq, const float *dw, int64_t rows, int64_t n, const float *h, double *out) {
+  glq_cuda_ldlq *q = (glq_cuda_ldlq *)vq;
+  if (rows < 1 || n < 1 || rows > INT32_MAX || n > INT32_MAX / 32)
+    return glq_error(GLQ_EINVAL, "cuda proxy loss: shape %lld x %lld unsupported", (long long)rows, (long long)n);
+  int rc = bufs_reserve(q, rows, n); /* dw goes to tmp (rows x n) */
+  if (rc) return rc;
+  GLQ_CUDA_TRY(cudaStreamSynchronize(q->st));
+  q->fn = 0; /* h goes to the factor's buffer: a sweep needs set_factor again */
+  if (n > q->fcap) {
+    DFREE(q->l), DFREE(q->d);
+    q->fcap = 0;
+    cudaError_t e = dalloc(&q->l, (size_t)(n * n));
+    if (!e) e = dalloc(&q->d, (size_t)(n / 8 * 64 + 64));
+    if (e) return glq_error(GLQ_ENOMEM, "cuda proxy loss: device memory for %lld x %lld: %s", (long long)n, (long long)n, cudaGetErrorString(e));
+    q->fcap = n;
+  }
+  if (n > q->gcap) {
+    DFREE(q->g), DFREE(q->prow);
+    q->gcap = 0;
+    cudaError_t e = dalloc(&q->g, (size_t)(n * n));
+    if (!e) e = dalloc(&q->prow, (size_t)n);
+    if (e) return glq_error(GLQ_ENOMEM, "cuda proxy loss: device memory for %lld x %lld: %s", (long long)n, (long long)n, cudaGetErrorString(e));
+    q->gcap = n;
+  }
+  GLQ_CUDA_TRY(cudaMemcpyAsync(q->tmp, dw, sizeof(float) * rows * n, cudaMemcpyHostToDevice, q->st));
+  GLQ_CUDA_TRY(cudaMemcpyAsync(q->l, h, sizeof(float) * n * n, cudaMemcpyHostToDevice, q->st));
+  const float one = 1, zero = 0;
+  /* column-major: tmp is n x rows, G = tmp . tmpᵀ; its lower triangle is the row-major upper one */
+  GLQ_CUBLAS_TRY(cublasSsyrk(q->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)n, (int)rows, &one, q->tmp, (int)n, &zero,
+                             q->g, (int)n));
+  k_proxy_rows<<<(unsigned)((n + TPB / 32 - 1) / (TPB / 32)), TPB, 0, q->st>>>(q->g, q->l, n, q->prow);
+  GLQ_CUDA_LAUNCHED();
+  double *rs = (double *)malloc(sizeof(double) * (size_t)n);
+  if (!rs) return glq_error(GLQ_ENOMEM, "cuda proxy loss: out of host memory");
+  cudaError_t e = cudaMemcpyAsync(rs, q->prow, sizeof(double) * n, cudaMemcpyDeviceToHost, q->st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(q->st);
+  if (e != cudaSuccess) {
+    free(rs);
+    return glq_error(GLQ_EIO, "cuda proxy loss: %s", cudaGetErrorString(e));
+  }
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += rs[i];
+  free(rs);
+  *out = s;
   return GLQ_OK;
 }

@@ -217,7 +217,7 @@ static void ldlq_give(glq_cuda_ldlq *q) {
 static void job_run(qjob *j) {
 #ifdef GLQ_HAVE_CUDA
   glq_cuda_ldlq *gq = NULL;
-  glq_ldlq_backend be = {NULL, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep};
+  glq_ldlq_backend be = {NULL, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum};
   j->rc = j->cuda ? ldlq_take(&gq) : GLQ_OK;
   if (gq) be.ctx = gq, j->o.backend = &be;
   if (!j->rc)

@@ -326,7 +326,8 @@ static int factorize(const float *ht1, int64_t n, double damp, factor *f) {
 
 /* ---- proxy loss: tr(dw·H·dwᵀ) = <dwᵀ·dw, H> (one SYRK, half the work of dw·H) ---- */
 
-static int proxy_sum(const float *dw, int64_t rows, int64_t n, const float *h, double *out) {
+static int proxy_sum(const glq_ldlq_backend *be, const float *dw, int64_t rows, int64_t n, const float *h, double *out) {
+  if (be && be->proxy_sum && n >= GLQ_BACKEND_PROXY_MIN_N) return be->proxy_sum(be->ctx, dw, rows, n, h, out);
   float *g = calloc((size_t)(n * n), sizeof *g);
   if (!g) return glq_error(GLQ_ENOMEM, "ldlq: out of memory for the proxy loss (%lld x %lld)", (long long)n, (long long)n);
   glq_ssyrk_tn(n, rows, dw, g);
@@ -619,7 +620,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     return rc;
   for (int64_t i = 0; i < mp * np; i++) x->dw[i] = x->wt[i] - x->dw[i];
   double px, e2 = 0, w2 = 0;
-  if ((rc = proxy_sum(x->dw, mp, np, x->ht1, &px))) return rc;
+  if ((rc = proxy_sum(o->backend, x->dw, mp, np, x->ht1, &px))) return rc;
   st->proxy_loss = px / (double)mp;
   for (int64_t i = 0; i < m * n; i++) {
     double d = (double)w[i] - x->what[i];
@@ -632,7 +633,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   } else {
     if (ALLOC(x->h1, n * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
     for (int64_t i = 0; i < n * n; i++) x->h1[i] = (float)((h ? h[i] : (double)(i % (n + 1) == 0)) + (i % (n + 1) == 0 ? damp1 : 0));
-    if ((rc = proxy_sum(x->what, m, n, x->h1, &px))) return rc;
+    if ((rc = proxy_sum(o->backend, x->what, m, n, x->h1, &px))) return rc;
     st->proxy_loss_orig = px / (double)m;
   }
   st->bpw = ((16.0 + (o->bits == 2 ? 0 : o->bits == 3 ? 8 : 16)) * (double)(mp * nb) + 32.0 * (o->bits > 2 ? 2 : 1)) /

@@ -31,7 +31,13 @@ typedef struct {
    * following sweeps use; called once per layer before its first sweep */
   int (*set_factor)(void *ctx, int64_t n, const float *l, const float *d);
   int (*sweep)(void *ctx, const glq_sweep_args *a);
+  /* optional (may be NULL): *out = <dwᵀ·dw, h> for dw (rows x n) and h (n x n), both f32 row-major, the
+   * statistics' proxy loss; used for n >= GLQ_BACKEND_PROXY_MIN_N only (below that the CPU's sum is cheap
+   * and keeps the statistics bit-equal to the CPU's); may differ from the CPU's in the last bits */
+  int (*proxy_sum)(void *ctx, const float *dw, int64_t rows, int64_t n, const float *h, double *out);
 } glq_ldlq_backend;
+
+#define GLQ_BACKEND_PROXY_MIN_N 1024
 
 typedef struct {
   int bits;            /* 2 (65536), 3 (65536 + 256) or 4 (65536 + 65536) */
