@@ -30,8 +30,6 @@ extern "C" {
 #include <string.h>
 
 #define NN_FULL 65536
-#define HASH_BITS 17
-#define HASH_EMPTY 0xFFFFFFFFu
 #define TPB 128       /* threads per CTA of every kernel here */
 #define BF_TILE 256   /* table entries per shared-memory tile of the exhaustive search */
 #define MAX_SPLIT 64
@@ -42,19 +40,12 @@ struct nn_tables {
   const int8_t *k8;  /* 65536 x 8: 2c */
   const float *kf;   /* 65536 x 8: 2c as f32 */
   const float *nf;   /* 65536: |c|^2 */
-  const uint2 *hash; /* 2^17 slots {nibble code, index} */
+  const glq_e8_hslot *hash; /* e8.c's lookup (e8_exact.h), copied */
 };
 
 static std::mutex g_tab_lock;
 static nn_tables g_tab[16];
 static int g_tab_ok[16];
-
-__host__ __device__ static inline uint32_t nib_code(const int8_t *k) {
-  uint32_t c = 0;
-  for (int i = 0; i < 8; i++) c |= (uint32_t)(k[i] + 6) << (4 * i);
-  return c;
-}
-__host__ __device__ static inline uint32_t hash_slot(uint32_t code) { return (code * 0x9E3779B1u) >> (32 - HASH_BITS); }
 
 static int tables_get(nn_tables *out) {
   int dev = 0;
@@ -69,12 +60,7 @@ static int tables_get(nn_tables *out) {
   if (!cb) return GLQ_EINVAL;
   const int8_t *k8 = glq_e8_table_i8(cb);
   float *kf = (float *)malloc(sizeof(float) * 9 * NN_FULL);
-  uint2 *hash = (uint2 *)malloc(sizeof(uint2) << HASH_BITS);
-  if (!kf || !hash) {
-    free(kf), free(hash);
-    return glq_error(GLQ_ENOMEM, "cuda ldlq: out of host memory for the codebook tables");
-  }
-  for (uint32_t s = 0; s < (1u << HASH_BITS); s++) hash[s] = make_uint2(HASH_EMPTY, 0);
+  if (!kf) return glq_error(GLQ_ENOMEM, "cuda ldlq: out of host memory for the codebook tables");
   for (int j = 0; j < NN_FULL; j++) {
     int nrm = 0;
     for (int i = 0; i < 8; i++) {
@@ -82,23 +68,21 @@ static int tables_get(nn_tables *out) {
       nrm += k8[8 * j + i] * k8[8 * j + i];
     }
     kf[8 * NN_FULL + j] = 0.25f * (float)nrm;
-    uint32_t code = nib_code(k8 + 8 * j), s = hash_slot(code);
-    while (hash[s].x != HASH_EMPTY) s = (s + 1) & ((1u << HASH_BITS) - 1);
-    hash[s] = make_uint2(code, (uint32_t)j);
   }
+  const size_t hbytes = sizeof(glq_e8_hslot) * GLQ_E8_HASH_SLOTS;
   void *dk8 = NULL, *dkf = NULL, *dh = NULL;
   cudaError_t e = cudaMalloc(&dk8, 8 * NN_FULL);
   if (e == cudaSuccess) e = cudaMalloc(&dkf, sizeof(float) * 9 * NN_FULL);
-  if (e == cudaSuccess) e = cudaMalloc(&dh, sizeof(uint2) << HASH_BITS);
+  if (e == cudaSuccess) e = cudaMalloc(&dh, hbytes);
   if (e == cudaSuccess) e = cudaMemcpy(dk8, k8, 8 * NN_FULL, cudaMemcpyHostToDevice);
   if (e == cudaSuccess) e = cudaMemcpy(dkf, kf, sizeof(float) * 9 * NN_FULL, cudaMemcpyHostToDevice);
-  if (e == cudaSuccess) e = cudaMemcpy(dh, hash, sizeof(uint2) << HASH_BITS, cudaMemcpyHostToDevice);
-  free(kf), free(hash);
+  if (e == cudaSuccess) e = cudaMemcpy(dh, glq_e8_hash(cb), hbytes, cudaMemcpyHostToDevice);
+  free(kf);
   if (e != cudaSuccess) {
     cudaFree(dk8), cudaFree(dkf), cudaFree(dh);
     return glq_error(e == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO, "cuda ldlq: codebook upload: %s", cudaGetErrorString(e));
   }
-  nn_tables t = {(const int8_t *)dk8, (const float *)dkf, (const float *)dkf + 8 * NN_FULL, (const uint2 *)dh};
+  nn_tables t = {(const int8_t *)dk8, (const float *)dkf, (const float *)dkf + 8 * NN_FULL, (const glq_e8_hslot *)dh};
   g_tab[dev] = t; /* kept for the life of the process, like the matmul codebook */
   g_tab_ok[dev] = 1;
   *out = t;
@@ -127,7 +111,7 @@ __device__ static bool exact_closer(const float *x, int a, int b, const int8_t *
 /* ---------- fast path: the nearest lattice point, when certain ---------- */
 
 /* index (< size) of the table entry that is certainly the nearest lattice point to x, else -1 */
-__device__ static int nn_fast(const float *xf, int size, const uint2 *hash) {
+__device__ static int nn_fast(const float *xf, int size, const glq_e8_hslot *hash) {
   double x[8], amax = 0;
   for (int i = 0; i < 8; i++) x[i] = xf[i], amax = fmax(amax, fabs(x[i]));
   if (!(amax <= 4)) return -1; /* the nearest lattice point would have a coordinate > 3 */
@@ -142,12 +126,8 @@ __device__ static int nn_fast(const float *xf, int size, const uint2 *hash) {
   /* x is inside y's Voronoi cell iff <x - y, r> < 1 for each of the 240 roots r */
   const double best = glq_e8_cell_margin(x, y);
   if (!(best < 1 - 0x1p-30)) return -1;
-  const uint32_t code = nib_code(k);
-  for (uint32_t s = hash_slot(code);; s = (s + 1) & ((1u << HASH_BITS) - 1)) {
-    const uint2 h = __ldg(hash + s);
-    if (h.x == code) return (int)h.y < size ? (int)h.y : -1;
-    if (h.x == HASH_EMPTY) return -1;
-  }
+  const int32_t idx = glq_e8_hash_find(hash, glq_e8_nibble_code(k));
+  return idx >= 0 && idx < size ? idx : -1;
 }
 
 /* ---------- exhaustive search of a table range held in shared memory ---------- */
@@ -537,23 +517,29 @@ extern "C" int glq_cuda_e8_encode(glq_cuda_ldlq *q, const float *x, int64_t n, i
   return GLQ_OK;
 }
 
+/* the factor's buffers for n x n (grown only: freeing device memory synchronises the whole device);
+ * invalidates the factor they held */
+static int factor_reserve(glq_cuda_ldlq *q, int64_t n) {
+  q->fn = 0;
+  if (n <= q->fcap) return GLQ_OK;
+  DFREE(q->l), DFREE(q->d);
+  q->fcap = 0;
+  cudaError_t e = dalloc(&q->l, (size_t)(n * n));
+  if (!e) e = dalloc(&q->d, (size_t)((n + 7) / 8 * 64));
+  if (e) {
+    DFREE(q->l), DFREE(q->d);
+    return glq_error(GLQ_ENOMEM, "cuda ldlq: device memory for %lld x %lld: %s", (long long)n, (long long)n, cudaGetErrorString(e));
+  }
+  q->fcap = n;
+  return GLQ_OK;
+}
+
 extern "C" int glq_cuda_ldlq_set_factor(void *vq, int64_t n, const float *l, const float *d) {
   glq_cuda_ldlq *q = (glq_cuda_ldlq *)vq;
   if (n < 8 || n % 8) return glq_error(GLQ_EINVAL, "cuda ldlq: factor size %lld is not a positive multiple of 8", (long long)n);
   GLQ_CUDA_TRY(cudaStreamSynchronize(q->st));
-  q->fn = 0;
-  if (n > q->fcap) { /* grown only: freeing device memory synchronises the whole device */
-    DFREE(q->l), DFREE(q->d);
-    q->fcap = 0;
-    cudaError_t e = dalloc(&q->l, (size_t)(n * n));
-    if (!e) e = dalloc(&q->d, (size_t)(n / 8 * 64));
-    if (e) {
-      DFREE(q->l), DFREE(q->d);
-      return glq_error(GLQ_ENOMEM, "cuda ldlq: device memory for the %lld x %lld factor: %s", (long long)n, (long long)n,
-                       cudaGetErrorString(e));
-    }
-    q->fcap = n;
-  }
+  int rc = factor_reserve(q, n);
+  if (rc) return rc;
   GLQ_CUDA_TRY(cudaMemcpyAsync(q->l, l, sizeof(float) * n * n, cudaMemcpyHostToDevice, q->st));
   GLQ_CUDA_TRY(cudaMemcpyAsync(q->d, d, sizeof(float) * (n / 8) * 64, cudaMemcpyHostToDevice, q->st));
   GLQ_CUDA_TRY(cudaStreamSynchronize(q->st)); /* the host buffers may be freed after this returns */
@@ -673,15 +659,7 @@ extern "C" int glq_cuda_ldlq_proxy_sum(void *vq, const float *dw, int64_t rows, 
   int rc = bufs_reserve(q, rows, n); /* dw goes to tmp (rows x n) */
   if (rc) return rc;
   GLQ_CUDA_TRY(cudaStreamSynchronize(q->st));
-  q->fn = 0; /* h goes to the factor's buffer: a sweep needs set_factor again */
-  if (n > q->fcap) {
-    DFREE(q->l), DFREE(q->d);
-    q->fcap = 0;
-    cudaError_t e = dalloc(&q->l, (size_t)(n * n));
-    if (!e) e = dalloc(&q->d, (size_t)(n / 8 * 64 + 64));
-    if (e) return glq_error(GLQ_ENOMEM, "cuda proxy loss: device memory for %lld x %lld: %s", (long long)n, (long long)n, cudaGetErrorString(e));
-    q->fcap = n;
-  }
+  if ((rc = factor_reserve(q, n))) return rc; /* h goes to the factor's buffer: a sweep needs set_factor again */
   if (n > q->gcap) {
     DFREE(q->g), DFREE(q->prow);
     q->gcap = 0;

@@ -33,8 +33,7 @@
 
 #define NFULL 65536
 #define NSHELL 7
-#define HBITS 17
-#define HEMPTY 0xFFFFFFFFu
+#define HEMPTY GLQ_E8_HASH_EMPTY
 #define NLAMBDA 2
 
 /* one trie edge: coordinate value v = 2c; rem / remlo = max / min over the leaves below of
@@ -45,11 +44,6 @@ typedef struct {
   uint8_t rem, remlo, count;
   int32_t first;
 } tnode;
-
-typedef struct {
-  uint32_t code;
-  int32_t idx;
-} hslot_t;
 
 typedef struct {
   tnode *nodes;
@@ -68,7 +62,7 @@ static struct {
   float *table;        /* NFULL x 8 */
   float *norms;        /* NFULL */
   int8_t *t8;          /* 2*table */
-  hslot_t *hash;       /* nibble code (§1.9) -> index, open addressing */
+  glq_e8_hslot *hash;  /* nibble code (§1.9) -> index, open addressing (e8_exact.h) */
   book full, small;
   float *planes;       /* 9 x NFULL: the 8 coordinate planes of 2c, then the norms (brute-force scans) */
   double radius[49];   /* sqrt(rem) / 2: the norm of unvisited coordinates whose sum of (2c)^2 is rem */
@@ -182,20 +176,9 @@ static int std_sort(kv *a, int64_t n) {
 
 /* ---------- lookup structures ---------- */
 
-static uint32_t nibble_code(const int8_t *k) {
-  uint32_t c = 0;
-  for (int i = 0; i < 8; i++) c |= (uint32_t)(k[i] + 6) << (4 * i);
-  return c;
-}
-
-static uint32_t hslot(uint32_t code) { return (code * 0x9E3779B1u) >> (32 - HBITS); }
-
-static int32_t hash_find(uint32_t code) {
-  for (uint32_t s = hslot(code);; s = (s + 1) & ((1u << HBITS) - 1)) {
-    if (G.hash[s].code == code) return G.hash[s].idx;
-    if (G.hash[s].code == HEMPTY) return -1;
-  }
-}
+static uint32_t nibble_code(const int8_t *k) { return glq_e8_nibble_code(k); }
+static uint32_t hslot(uint32_t code) { return glq_e8_hash_slot(code); }
+static int32_t hash_find(uint32_t code) { return glq_e8_hash_find(G.hash, code); }
 
 static const int8_t *t8_sort_base;
 
@@ -301,10 +284,10 @@ static int build_all(void) {
   G.table = malloc((size_t)NFULL * 8 * sizeof(float));
   G.norms = malloc((size_t)NFULL * sizeof(float));
   G.t8 = malloc((size_t)NFULL * 8);
-  G.hash = malloc(sizeof(hslot_t) << HBITS);
+  G.hash = malloc(sizeof(glq_e8_hslot) * GLQ_E8_HASH_SLOTS);
   G.planes = malloc((size_t)NFULL * 9 * sizeof(float));
   if (!G.table || !G.norms || !G.t8 || !G.hash || !G.planes) { rc = glq_error(GLQ_ENOMEM, "e8 codebook: out of memory"); goto out; }
-  for (uint32_t s = 0; s < (1u << HBITS); s++) G.hash[s].code = HEMPTY;
+  for (uint32_t s = 0; s < GLQ_E8_HASH_SLOTS; s++) G.hash[s].code = HEMPTY;
   for (int r = 0; r < NFULL; r++) {
     const int8_t *z = e.z[keys[r].pos];
     for (int j = 0; j < 8; j++) {
@@ -317,7 +300,7 @@ static int build_all(void) {
     for (int j = 0; j < 8; j++) G.planes[(size_t)j * NFULL + r] = G.t8[8 * r + j];
     G.planes[(size_t)8 * NFULL + r] = G.norms[r];
     uint32_t code = nibble_code(G.t8 + 8 * r), s = hslot(code);
-    while (G.hash[s].code != HEMPTY) s = (s + 1) & ((1u << HBITS) - 1);
+    while (G.hash[s].code != HEMPTY) s = (s + 1) & (GLQ_E8_HASH_SLOTS - 1);
     G.hash[s].code = code;
     G.hash[s].idx = r;
   }
@@ -352,6 +335,8 @@ const glq_e8_codebook *glq_e8_codebook_get(int size) {
 }
 
 const int8_t *glq_e8_table_i8(const glq_e8_codebook *cb) { (void)cb; return G.t8; }
+
+const glq_e8_hslot *glq_e8_hash(const glq_e8_codebook *cb) { (void)cb; return G.hash; }
 
 /* ---------- exact comparison ---------- */
 

@@ -30,6 +30,9 @@ void glq_e8_decode2(const glq_e8_codebook *cb, const glq_e8_codebook *cb2, const
 
 /* The table as int8 coordinates times two (65536 x 8, values in [-6, 6]); the 256 book is its prefix. */
 const int8_t *glq_e8_table_i8(const glq_e8_codebook *cb);
+/* The lookup of a lattice point's index (GLQ_E8_HASH_SLOTS slots; e8_exact.h has the layout and the probe). */
+struct glq_e8_hslot_s;
+const struct glq_e8_hslot_s *glq_e8_hash(const glq_e8_codebook *cb);
 
 /* Test reference: plain exhaustive argmin of ||C_j||^2 - <2C_j, x> evaluated in double (strict <, so
  * ties keep the lowest index). Equals the exact definition whenever those double sums are exact, e.g. when

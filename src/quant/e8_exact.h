@@ -4,6 +4,7 @@
 #ifndef GLQ_E8_EXACT_H
 #define GLQ_E8_EXACT_H
 #include <math.h>
+#include <stdint.h>
 
 #ifdef __CUDACC__
 #define GLQ_HD __host__ __device__
@@ -13,6 +14,34 @@
 
 static inline GLQ_HD double glq_dmin(double a, double b) { return a < b ? a : b; }
 static inline GLQ_HD double glq_dmax(double a, double b) { return a > b ? a : b; }
+
+/* Lookup of a lattice point (2c, int8 per coordinate, |2c| <= 6) in the table: its nibble code (the packed
+ * form of glq-spec §1.9) hashed into GLQ_E8_HASH_SLOTS open-addressed slots {code, index} (empty: code
+ * GLQ_E8_HASH_EMPTY), built by e8.c and uploaded as is by the GPU search. */
+#define GLQ_E8_HASH_BITS 17
+#define GLQ_E8_HASH_SLOTS (1u << GLQ_E8_HASH_BITS)
+#define GLQ_E8_HASH_EMPTY 0xFFFFFFFFu
+
+typedef struct glq_e8_hslot_s {
+  uint32_t code;
+  int32_t idx;
+} glq_e8_hslot;
+
+static inline GLQ_HD uint32_t glq_e8_nibble_code(const int8_t *k) {
+  uint32_t c = 0;
+  for (int i = 0; i < 8; i++) c |= (uint32_t)(k[i] + 6) << (4 * i);
+  return c;
+}
+
+static inline GLQ_HD uint32_t glq_e8_hash_slot(uint32_t code) { return (code * 0x9E3779B1u) >> (32 - GLQ_E8_HASH_BITS); }
+
+/* the index of the entry with this nibble code, or -1 */
+static inline GLQ_HD int32_t glq_e8_hash_find(const glq_e8_hslot *h, uint32_t code) {
+  for (uint32_t s = glq_e8_hash_slot(code);; s = (s + 1) & (GLQ_E8_HASH_SLOTS - 1)) {
+    if (h[s].code == code) return h[s].idx;
+    if (h[s].code == GLQ_E8_HASH_EMPTY) return -1;
+  }
+}
 
 /* sign of t[0] + ... + t[n-1] (n <= 16), exactly: grow a non-overlapping expansion with TwoSum */
 static inline GLQ_HD int glq_exact_sign(const double *t, int n) {
