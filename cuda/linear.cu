@@ -520,6 +520,24 @@ static int upload_hif4(glq_cuda_linear *l, const glq_linear *cpu) {
   return upload_f32(l, d.bias, d.out, &l->bias);
 }
 
+/* A layer kind with no GPU kernel yet (E8P, trellis): its weight dequantized once on the CPU and run as a
+ * dense f32 layer, so every checkpoint the CPU reads also runs on the GPU (at dense speed and memory). */
+static int upload_dequantized(glq_cuda_linear *l, const glq_linear *cpu) {
+  if (!cpu->vt->dequantize) return glq_error(GLQ_EUNSUPPORTED, "layer kind \"%s\" has no GPU implementation", cpu->vt->kind);
+  const int64_t n = l->out * l->in;
+  float *w = (float *)malloc((size_t)n * sizeof(float));
+  if (!w) return glq_error(GLQ_ENOMEM, "out of host memory dequantizing the weight");
+  int rc = cpu->vt->dequantize(cpu, w);
+  l->kind = LIN_DENSE;
+  if (!rc) rc = upload(l, w, (size_t)n * sizeof(float), &l->w);
+  free(w);
+  if (!rc) rc = upload_f32(l, cpu->bias, l->out, &l->bias);
+  if (!rc) rc = plan_identity(l->out, &l->pout);
+  l->k_dev = l->in;
+  l->m_dev = l->out;
+  return rc;
+}
+
 extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear *cpu, int dense_bf16,
                                       glq_cuda_linear **out) {
   (void)ctx; /* layers are per device, not per context */
@@ -534,7 +552,7 @@ extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear
   if (!strcmp(kind, "dense")) rc = upload_dense(l, cpu, dense_bf16);
   else if (!strcmp(kind, "e8")) rc = upload_e8(l, cpu);
   else if (!strcmp(kind, "hif4")) rc = upload_hif4(l, cpu);
-  else rc = glq_error(GLQ_EUNSUPPORTED, "layer kind \"%s\" has no GPU implementation", kind);
+  else rc = upload_dequantized(l, cpu);
   if (rc) {
     glq_error_prefix("glq_cuda_linear_upload (%s %lld x %lld)", kind, (long long)cpu->out, (long long)cpu->in);
     glq_cuda_linear_free(l);
