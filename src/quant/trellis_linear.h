@@ -6,8 +6,7 @@
  *   W = crop_{m x n}( diag(SU) · Hmᵀ · W̃ · Hn · diag(SV) ),   y = x·Wᵀ + b
  * Quantization: damp #1 on H, RHT of W and H, damp #2 (with glq's fallback ladder), block LDL with 16x16
  * blocks, then the reverse LDLQ sweep over 16-column blocks; each block's 16x16 tiles get one tail-biting
- * Viterbi each (trellis.h). Wscale = rms(W̃) · wscale_rel / (0.9 · rms of the code's values), glq's rule
- * times a per-rate factor. */
+ * Viterbi each (trellis.h). Wscale = rms(W̃) / (0.9 · rms of the code's values), glq's rule. */
 #ifndef GLQ_TRELLIS_LINEAR_H
 #define GLQ_TRELLIS_LINEAR_H
 #include <stdint.h>
