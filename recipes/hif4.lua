@@ -16,12 +16,13 @@ local opts = cli.parse({
     { "rht", type = "bool", help = "rotate the input dimension with a randomized Hadamard transform first" },
     { "ldlq", type = "bool", help = "LDLQ error feedback with calibration Hessians (needs calibration)" },
     { "calib", default = "self", metavar = "FILE|self", help = "calibration text for --ldlq, or 'self'" },
-    { "nsamples", type = "int", default = 32, help = "calibration sequences (--ldlq)" },
-    { "seqlen", type = "int", default = 512, help = "calibration sequence length (--ldlq)" },
-    { "seed", type = "int", default = 0, help = "seed of the RHT signs and self-calibration" },
+    { "nsamples", type = "int", min = 1, default = 32, help = "calibration sequences (--ldlq)" },
+    { "seqlen", type = "int", min = 2, default = 512, help = "calibration sequence length (--ldlq)" },
+    { "seed", type = "int", min = 0, default = 0, help = "seed of the RHT signs and self-calibration" },
+    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head, skipped linears; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks, wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks (glq's own reader only)" },
     { "resume", type = "bool", help = "continue an interrupted run" },
     { "overwrite", type = "bool", help = "replace an existing output" },
-    { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
+    { "threads", type = "int", min = 1, max = 256, help = "threads (default: GLQ_THREADS or all cores)" },
     { "quiet", type = "bool", help = "no progress output" },
   },
 }, arg)
@@ -38,11 +39,11 @@ local decide = function(layer)
   return decision
 end
 local fingerprint = { tool = "glq " .. glq.version, model = opts.model, compat = opts.compat or false, rht = decision.rht,
-  ldlq = decision.ldlq, calib = opts.ldlq and opts.calib or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, seed = opts.seed }
+  ldlq = decision.ldlq, calib = opts.ldlq and opts.calib or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, seed = opts.seed, dense_dtype = opts.dense_dtype }
 q.run {
   model = opts.model, output = opts.output, decide = decide, calib = opts.calib, nsamples = opts.nsamples,
   seqlen = opts.seqlen, seed = opts.seed, resume = opts.resume, overwrite = opts.overwrite, quiet = opts.quiet,
-  fingerprint = fingerprint, needs_calibration = decision.ldlq,
+  fingerprint = fingerprint, needs_calibration = decision.ldlq, dense_dtype = opts.dense_dtype,
   hif4_skip_keywords = opts.compat and policy.hif4_compat_keywords or { "embed", "lm_head", "router" },
   quantize_config = { quantization = "HiF4", tool_version = glq.version, source_model = opts.model, options = fingerprint },
 }

@@ -18,18 +18,18 @@ local opts = cli.parse({
     { "bpw-map", metavar = "FILE", help = "bpw_allocation.json from a profiling run: quantize with it" },
     { "alloc-objective", type = "choice", choices = { "relative", "total" }, default = "relative", help = "mixed precision minimises the sum of each layer's proxy loss tr(dW H dW^T) over its output energy tr(W H W^T) (relative), or the plain sum (total)" },
     { "profile-only", type = "bool", help = "with a fractional --bpw: write bpw_allocation.json and stop" },
-    { "tune-iters", type = "int", default = 0, help = "extra LDLQ refinement passes" },
-    { "nsamples", type = "int", default = 128, help = "calibration sequences" },
-    { "seqlen", type = "int", default = 2048, help = "calibration sequence length in tokens" },
+    { "tune-iters", type = "int", min = 0, default = 0, help = "extra LDLQ refinement passes" },
+    { "nsamples", type = "int", min = 1, default = 128, help = "calibration sequences" },
+    { "seqlen", type = "int", min = 2, default = 2048, help = "calibration sequence length in tokens" },
     { "calib", default = "self", metavar = "FILE|self", help = "calibration text file, or 'self': sequences sampled from the model (data-free, seeded)" },
     { "policy", metavar = "FILE.lua", help = "per-layer policy: returns function(layer, default) -> decision" },
     { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
     { "propagate", type = "bool", default = true, help = "calibrate each layer on the outputs of the already-quantized earlier layers (GPTQ-style); --no-propagate uses the dense model's activations" },
-    { "dense-dtype", type = "choice", choices = { "keep", "bf16", "f16" }, default = "keep", help = "precision of the tensors kept dense (embeddings, head); keep = as in the source (exact)" },
-    { "seed", type = "int", default = 42, help = "seed for signs and self-calibration" },
-    { "damp", type = "number", default = 0.01, help = "Hessian damping relative to its mean diagonal" },
+    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks (lossless; not with --glq-compat), wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks (our layout only)" },
+    { "seed", type = "int", min = 0, default = 42, help = "seed for signs and self-calibration" },
+    { "damp", type = "number", min = 0, default = 0.01, help = "Hessian damping relative to its mean diagonal" },
     { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration forward, Hessians and the LDLQ sweeps (nearest-codeword search included) on the GPU; falls back to the CPU with a message when there is no GPU" },
     { "ldlq-device", type = "choice", choices = { "auto", "cpu", "cuda" }, default = "auto", help = "where the LDLQ sweeps run (auto = --device); cpu gives the CPU's artifacts byte for byte, cuda differs from them only through the summation order of the 128-column group updates" },
     { "streaming", type = "bool", help = "accepted for glq-quantize compatibility: layers are always streamed" },
@@ -37,7 +37,7 @@ local opts = cli.parse({
     { "overwrite", type = "bool", help = "replace an existing checkpoint or unfinished run in --output" },
     { "report", metavar = "FILE", help = "per-layer report JSON (default OUTPUT/report.json)" },
     { "glq-compat", type = "bool", help = "E8 with glq's block-diagonal transform (what glq >= 0.2.9's Python loader reads)" },
-    { "threads", type = "int", help = "threads (default: GLQ_THREADS or all cores)" },
+    { "threads", type = "int", min = 1, max = 256, help = "threads (default: GLQ_THREADS or all cores)" },
     { "quiet", type = "bool", help = "no progress output" },
   },
 }, arg)
@@ -55,6 +55,7 @@ for _, k in ipairs { "min_bpw", "max_bpw" } do
 end
 if opts.min_bpw and opts.max_bpw and opts.min_bpw > opts.max_bpw then fail("--min-bpw is above --max-bpw") end
 if opts.calib ~= "self" and not fs.exists(opts.calib) then fail("--calib %s: no such file", opts.calib) end
+if opts.glq_compat and opts.dense_dtype == "q8_0" then fail("--glq-compat: the Python glq cannot read q8_0 dense tensors; use --dense-dtype auto, bf16, f16 or keep") end
 if opts.glq_compat and opts.format ~= "e8" then
   fail("--glq-compat writes E8 layers only (glq has no HiF4); drop --format %s", opts.format)
 end
@@ -72,6 +73,7 @@ local base
 if opts.bpw_map then
   local map, err = json.read_file(opts.bpw_map)
   if not map then fail("--bpw-map: %s", err) end
+  policy.check_allocation(map, "--bpw-map " .. opts.bpw_map)
   base = policy.from_allocation(map)
 elseif opts.format == "hif4" then
   base = policy.uniform({ format = "hif4", rht = opts.hif4_rht, ldlq = opts.hif4_ldlq })
@@ -91,6 +93,55 @@ end
 local needs_calib = true
 if opts.format == "hif4" and not opts.hif4_ldlq and not mixed and not opts.policy then needs_calib = false end
 
+-- On a CPU without --nsamples/--seqlen: a calibration budget that finishes in minutes (glq.budget;
+-- it depends on the model's size only, so outputs stay reproducible), and a time estimate first.
+local budget = require "glq.budget"
+local cfg = require("glq.model").open(opts.model).cfg
+local chose_budget = false
+if device == "cpu" and needs_calib and not cli.given(arg, "nsamples") and not cli.given(arg, "seqlen") then
+  local st = opts.resume and json.read_file(fs.join(fs.join(opts.output, ".glq-partial"), "state.json"))
+  local fp = type(st) == "table" and type(st.fingerprint) == "table" and st.fingerprint
+  if fp and fp.nsamples and fp.seqlen then
+    opts.nsamples, opts.seqlen = fp.nsamples, fp.seqlen -- resuming: the unfinished run's choice
+  else
+    opts.nsamples, opts.seqlen = budget.cpu_choice(cfg)
+  end
+  chose_budget = true
+end
+if not opts.quiet and device == "cpu" then
+  local rate = budget.gemm_rate()
+  local function est(n, s)
+    return budget.estimate(cfg, { nsamples = n, seqlen = s, self = opts.calib == "self", calibrate = needs_calib, mixed = mixed }, rate)
+  end
+  local e = est(opts.nsamples, opts.seqlen)
+  if chose_budget then
+    io.stderr:write(string.format("[budget] CPU run without --nsamples/--seqlen: calibrating on %d x %d tokens; estimated %s.\n"
+      .. "[budget] The full protocol (--nsamples %d --seqlen %d) would take ~%s here: pass both to use it, or run with --device cuda.\n",
+      opts.nsamples, opts.seqlen, budget.describe(e), budget.FULL.nsamples, budget.FULL.seqlen,
+      require("glq.progress").fmt_time(est(budget.FULL.nsamples, budget.FULL.seqlen).total)))
+  else
+    io.stderr:write(string.format("[estimate] %s on this CPU (rough)%s\n", budget.describe(e),
+      e.total > 1800 and "; for a quick run pass a smaller --nsamples/--seqlen, or use --device cuda" or ""))
+  end
+end
+
+-- Ctrl-C keeps the finished layers (OUTPUT/.glq-partial); the host prints how to continue
+do
+  local function q(s) return s:match("^[%w%-_./=:,+]+$") and s or "'" .. s:gsub("'", "'\\''") .. "'" end
+  local words, has_resume = { "glq quantize" }, false
+  for i = 1, #arg do
+    words[#words + 1] = q(tostring(arg[i]))
+    if arg[i] == "--resume" then has_resume = true end
+  end
+  if chose_budget then words[#words + 1] = string.format("--nsamples %d --seqlen %d", opts.nsamples, opts.seqlen) end
+  if not has_resume then words[#words + 1] = "--resume" end
+  local ok, host = pcall(require, "glq.host")
+  if ok then
+    host.interrupt_hint(string.format("glq: finished layers are kept in %s; continue with:\n  %s",
+      fs.join(opts.output, ".glq-partial"), table.concat(words, " ")))
+  end
+end
+
 local fingerprint = {
   tool = "glq " .. glq.version, model = opts.model, bpw = opts.bpw, min_bpw = opts.min_bpw, max_bpw = opts.max_bpw,
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
@@ -107,13 +158,13 @@ local r = q.run {
   needs_calibration = needs_calib, device = device, ldlq_device = ldlq_device, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
   allocate = mixed, alloc_objective = opts.alloc_objective, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
-  profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil,
-  allocation_path = mixed and (opts.profile_only and "bpw_allocation.json" or fs.join(opts.output, "bpw_allocation.json")) or nil,
+  profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil, python_compat = opts.glq_compat,
+  allocation_path = mixed and fs.join(opts.output, "bpw_allocation.json") or nil,
   quantize_config = {
     quant_method = "glq", codebook = "e8_shell", codesz = 8, tool_version = glq.version, source_model = opts.model,
     options = fingerprint, nsamples = opts.nsamples, seqlen = opts.seqlen, calibration = opts.calib,
   },
 }
 if r.allocation and opts.profile_only then
-  print("bpw_allocation.json")
+  print(fs.join(opts.output, "bpw_allocation.json"))
 end

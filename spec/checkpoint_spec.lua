@@ -56,6 +56,8 @@ local function e8_artifacts(rows, cols, bits, seed)
   }
   if bits > 2 then
     a.Qidxs2 = indices(rows, cols / 8, seed + 1000)
+    -- 3 bits: stage-2 indices of the 256-entry codebook (written in one byte)
+    if bits == 3 then a.Qidxs2 = glq.rand({ rows, cols / 8 }, seed + 1000):mul(255.99):to("i16") end
     a.inv_resid_scale = glq.full("f32", {}, 1 / 3)
   end
   return a
@@ -157,7 +159,7 @@ describe("checkpoint write/read", function()
     assert.are.same({ format = "pt", quantization = "glq" }, meta)
     local p = lname(0, "k")
     assert.are.same({ dtype = "i16", shape = { 32, 8 } }, { dtype = info[p .. ".Qidxs"].dtype, shape = info[p .. ".Qidxs"].shape })
-    assert.are.equal("i16", info[p .. ".Qidxs2"].dtype)
+    assert.are.equal("u8", info[p .. ".Qidxs2"].dtype) -- 3 bits: stage-2 index in one byte (our layout)
     assert.are.equal("f16", info[p .. ".SU"].dtype)
     assert.are.same({}, info[p .. ".Wscale"].shape)
     assert.are.equal("f32", info[p .. ".inv_resid_scale"].dtype)
@@ -173,7 +175,8 @@ describe("checkpoint write/read", function()
   it("writes config.json with quantization_config (bpw to 2 decimals, layer_bpw always)", function()
     local cfg = json.read_file(dir .. "/config.json")
     local qc = cfg.quantization_config
-    assert.are.equal("glq", qc.quant_method)
+    assert.is_nil(qc.quant_method) -- our layout: transformers refuses it instead of glq misreading it
+    assert.are.equal("glq-native", qc.format)
     assert.are.equal("e8_shell", qc.codebook)
     assert.are.equal(8, qc.codesz)
     assert.are.equal("glq-hadamard-v1", qc.transform)

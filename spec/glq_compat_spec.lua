@@ -185,7 +185,7 @@ describe("glq quantize --glq-compat", function()
 
   it("writes a block-diagonal checkpoint that reloads to the in-memory quantized model's logits", function()
     local out = tmpdir()
-    local rc, log = sh(("%s quantize --model %s --output %s --bpw 2 --glq-compat %s"):format(bin, GGUF, out, quick))
+    local rc, log = sh(("%s quantize --model %s --output %s --bpw 2 --glq-compat --dense-dtype keep %s"):format(bin, GGUF, out, quick))
     assert.equal(0, rc, log)
     local qc = json.read_file(out .. "/config.json").quantization_config
     assert.is_true(qc.block_diagonal)

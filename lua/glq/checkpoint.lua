@@ -17,6 +17,9 @@ local M = {}
 M.TRANSFORM = "glq-hadamard-v1" -- our padding-free RHT (src/quant/rht.h): dims padded to multiples of 8 only
 M.TRANSFORMS = { ["glq-hadamard-v1"] = true, ["block-diagonal"] = true, ["pow2-padded"] = true }
 M.PARTIAL = ".glq-partial"
+-- quantization_config.format of our own layout: no quant_method, so transformers refuses to load it
+-- ("no `quant_method` attribute") instead of letting the Python glq misread it (docs/format.md)
+M.NATIVE = "glq-native"
 
 local E8_FIELDS = { "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale" }
 local HIF4_FIELDS = { "e6m2", "e1_8_packed", "e1_16_packed", "s1p2_packed" }
@@ -203,6 +206,8 @@ local function layer_entry(rec, get)
     e.m_pad, e.n_pad = rec.m_pad, rec.n_pad
     local a = { bits = rec.bits, out_features = rec.shape[1], in_features = rec.shape[2] }
     for _, f in ipairs(E8_FIELDS) do a[f] = get(f) end
+    if rec.stage2 == false then a.Qidxs2, a.inv_resid_scale = nil, nil end -- zero (switched-off) stage 2
+    if a.Qidxs2 and a.Qidxs2:dtype() == "u8" then a.Qidxs2 = a.Qidxs2:to("i16") end -- packed 3-bit
     e.artifacts = a
   else
     local p = { shape = { rec.shape[1], rec.shape[2] } }
@@ -228,6 +233,26 @@ function M.stored_bpw(name, entry)
   return record_bpw(rec)
 end
 
+-- Why the Python glq's loader would misread block-diagonal E8 layers (nil when it reads them): it
+-- stores dims unpadded, and it picks block-diagonal vs power-of-two padding for every layer from
+-- the first .Qidxs tensor's row count alone (non-power-of-two -> block-diagonal).
+function M.python_misreads(names, recs)
+  local first, mixed
+  for _, name in ipairs(names) do -- names are sorted, as the tensors are in the file
+    local r = recs[name]
+    if r.format == "e8" then
+      local m, n = r.shape[1], r.shape[2]
+      if m % 8 ~= 0 or n % 8 ~= 0 then return string.format("layer %s is %dx%d, not multiples of 8", name, m, n) end
+      first = first or r
+      if not (is_pow2(m) and is_pow2(n)) then mixed = name end
+    end
+  end
+  if first and mixed and is_pow2(first.shape[1]) then
+    return string.format("its first layer has %d rows, a power of two, so it would pad %s to powers of two", first.shape[1], mixed)
+  end
+  return nil
+end
+
 -- ---- output directories ----
 
 local function dir_has(dir, name) return fs.exists(fs.join(dir, name)) end
@@ -237,8 +262,8 @@ local function is_finished(dir)
   if not fs.exists(cfgp) then return false end
   if dir_has(dir, "hif4_config.json") then return true end
   local cfg = json.read_file(cfgp)
-  return type(cfg) == "table" and type(cfg.quantization_config) == "table"
-    and cfg.quantization_config.quant_method == "glq"
+  local qc = type(cfg) == "table" and cfg.quantization_config
+  return type(qc) == "table" and (qc.quant_method == "glq" or qc.format == M.NATIVE)
 end
 
 -- "absent" | "empty" | "partial" | "finished" | "foreign" | "file"
@@ -304,10 +329,22 @@ local function build(spec)
     wsum, bsum = wsum + w, bsum + record_bpw(rec) * w
     if rec.format == "e8" then n_e8 = n_e8 + 1 transforms[rec.transform] = true end
   end
+  local dense_format = {}
   for name, t in pairs(spec.dense or {}) do
     if tensors[name] then fail("checkpoint: dense tensor %s collides with a quantized layer's tensor", name) end
-    if not glq.is_tensor(t) then fail("checkpoint: dense tensor %s must be a tensor, got %s", name, type(t)) end
-    tensors[name] = t
+    if type(t) == "table" and t.format == "q8_0" then
+      -- ggml Q8_0 blocks stored as U8 (rows, cols/32*34) under the tensor's own name
+      local r, cl = t.shape and t.shape[1], t.shape and t.shape[2]
+      if type(r) ~= "number" or type(cl) ~= "number" or cl % 32 ~= 0 then
+        fail("checkpoint: dense tensor %s: q8_0 needs shape = {rows, cols} with cols a multiple of 32", name)
+      end
+      tensors[name] = check_tensor("checkpoint: dense tensor " .. name, "blocks", t.blocks, "u8", { r, cl / 32 * 34 })
+      dense_format[name] = "q8_0"
+    elseif not glq.is_tensor(t) then
+      fail("checkpoint: dense tensor %s must be a tensor or a q8_0 entry, got %s", name, type(t))
+    else
+      tensors[name] = t
+    end
   end
   local bpw = spec.bpw or (wsum > 0 and bsum / wsum) or 0
   local layer_bpw, seeds, stats_n, sqnr_sum = {}, {}, 0, 0
@@ -325,6 +362,50 @@ local function build(spec)
   local cfg = deep_copy(spec.config)
   cfg.use_cache = true
   local qc = { quant_method = "glq", codebook = "e8_shell", codesz = 8, bpw = round2(bpw), layer_bpw = layer_bpw }
+  local compat = spec.python_compat
+  if compat then
+    -- what the Python glq (>= 0.2.9) reads: its block-diagonal E8 layers and float tensors only
+    for _, name in ipairs(names) do
+      local rec = recs[name]
+      if rec.format ~= "e8" or rec.transform ~= "block-diagonal" then
+        fail("checkpoint: layer %s is %s; a file for the Python glq holds block-diagonal E8 layers only", name,
+          rec.format == "e8" and ("E8 with transform " .. rec.transform) or rec.format)
+      end
+    end
+    local why = M.python_misreads(names, recs)
+    if why then
+      io.stderr:write("glq: warning: the Python glq would misread this checkpoint (" .. why
+        .. "); it is written in our layout, which the Python glq refuses\n")
+      compat = false
+    end
+  end
+  if compat then
+    for _, name in ipairs(names) do
+      local rec = recs[name]
+      -- explicit zero scalars of the stages a layer lacks: glq 0.8 on transformers 5 leaves missing
+      -- buffers uninitialized, and a zero scale is what switches a stage off in its loader
+      local zero = glq.zeros("f32", {})
+      if rec.bits == 2 then tensors[name .. ".inv_resid_scale"] = zero end
+      tensors[name .. ".inv_resid_scale2"] = zero
+      tensors[name .. ".inv_resid_scale3"] = zero
+    end
+    if next(dense_format) then fail("checkpoint: a file for the Python glq cannot hold q8_0 dense tensors") end
+  else
+    -- our layout: 3-bit stage-2 indices (< 256) in one byte, and no quant_method (see M.NATIVE)
+    for _, name in ipairs(names) do
+      if recs[name].format == "e8" and recs[name].bits == 3 then
+        local q2 = tensors[name .. ".Qidxs2"]:contiguous()
+        local p = ffi.cast("const uint16_t *", q2:_rawptr())
+        for i = 0, q2:numel() - 1 do
+          if p[i] > 255 then fail("checkpoint: layer %s: 3-bit Qidxs2 entry %d is %d, not below 256", name, i, p[i]) end
+        end
+        tensors[name .. ".Qidxs2"] = q2:to("u8")
+      end
+    end
+    qc.quant_method = nil
+    qc.format = M.NATIVE
+    if next(dense_format) then qc.dense_format = dense_format end
+  end
   local tlist = {}
   for t in pairs(transforms) do tlist[#tlist + 1] = t end
   table.sort(tlist)
@@ -353,6 +434,7 @@ local function build(spec)
   local meta = { format = "pt", quantization = hif4_only and "HiF4" or "glq" }
   local hif4cfg = hif4_only and { format = "HiF4", filename = "model.safetensors",
     skip_name_keywords = json.array(deep_copy(spec.hif4_skip_keywords or {})) } or nil
+  if hif4cfg and next(dense_format) then hif4cfg.dense_format = dense_format end -- no quantization_config here
 
   -- tokenizer files: name -> contents, or a list of source paths
   local tok = {}
@@ -449,9 +531,19 @@ end
 
 -- Opens or starts a resumable run in dir. fingerprint: a JSON-able table of the options that
 -- determine the result. opts.resume continues an unfinished run; opts.overwrite starts over.
+-- removes DIR.tmp.<pid> siblings left by a run that was killed while writing its checkpoint
+local function remove_stale_tmp(dir)
+  local base = fs.basename(dir)
+  for _, f in ipairs(fs.list(fs.dirname(dir)) or {}) do
+    local p = f:sub(1, #base + 5) == base .. ".tmp." and tonumber(f:sub(#base + 6):match("^(%d+)$"))
+    if p and p ~= pid() and not fs.pid_alive(p) then fs.remove_tree(fs.join(fs.dirname(dir), f)) end
+  end
+end
+
 function M.partial(dir, fingerprint, opts)
   opts = opts or {}
   dir = dir:gsub("/+$", "")
+  remove_stale_tmp(dir)
   local state = M.inspect(dir)
   check_output(dir, state, { overwrite = opts.overwrite }, true)
   local pdir = fs.join(dir, M.PARTIAL)
@@ -461,6 +553,10 @@ function M.partial(dir, fingerprint, opts)
       fail("%s holds an unfinished quantization run; pass --resume to continue it (or --overwrite to start over)", dir)
     end
     local st, err = json.read_file(fs.join(pdir, "state.json"))
+    if st == nil and not fs.exists(fs.join(pdir, "state.json")) then
+      -- interrupted before its first state.json: nothing was saved, start afresh
+      st = { glq_partial = 1, fingerprint = fingerprint, layers = {}, values = {} }
+    end
     if type(st) ~= "table" or type(st.layers) ~= "table" then
       fail("%s: unreadable %s/state.json (%s); pass --overwrite to start over", dir, M.PARTIAL, tostring(err))
     end
@@ -501,6 +597,7 @@ function Partial:save_layer(name, entry)
   local file = string.format("layers/%05d.safetensors", index)
   glq.save_safetensors(fs.join(self.pdir, file), ts, { module = name, format = rec.format })
   rec.index, rec.file = index, file
+  rec.checksum = glq.file_checksum(fs.join(self.pdir, file)) -- verified when the run resumes
   local st = entry.stats or (entry.artifacts and entry.artifacts.stats)
   rec.stats = type(st) == "table" and json_safe(st) or nil
   rec.extra = json_safe(entry.extra)
@@ -516,6 +613,10 @@ function Partial:load_layer(name)
   if not rec then return nil end
   local path = fs.join(self.pdir, rec.file)
   if not fs.exists(path) then fail("%s: layer %s is listed in state.json but %s is missing", self.dir, name, path) end
+  if type(rec.checksum) ~= "string" or glq.file_checksum(path) ~= rec.checksum then
+    fail("%s: the saved layer %s (%s) does not match its checksum in state.json (the file was changed or damaged); pass --overwrite to start over",
+      self.dir, name, path)
+  end
   local ts = glq.load_safetensors(path)
   return layer_entry(rec, function(f) return ts[f] end)
 end
@@ -544,7 +645,16 @@ end
 
 -- ---- reader ----
 
-local E8_SUFFIX = { Qidxs = true, Qidxs2 = true, SU = true, SV = true, Wscale = true, inv_resid_scale = true, bias = true }
+local E8_SUFFIX = { Qidxs = true, Qidxs2 = true, SU = true, SV = true, Wscale = true, inv_resid_scale = true, bias = true,
+  Qidxs3 = true, Qidxs4 = true, inv_resid_scale2 = true, inv_resid_scale3 = true }
+
+-- a scalar f32 field that is absent or zero (a stage the layer does not use)
+local function zero_scalar(where, field, t)
+  if t == nil then return true end
+  check_tensor(where, field, t, "f32", nil)
+  if t:numel() ~= 1 then fail("%s: %s has shape %s, expected a scalar ()", where, field, shape_str(t:shape())) end
+  return t:to("f32"):ptr()[0] == 0
+end
 local HIF4_SUFFIX = { e6m2 = true, e1_8_packed = true, e1_16_packed = true, s1p2_packed = true, SV = true, bias = true }
 
 local function read_e8(path, name, get, quant, c)
@@ -565,6 +675,19 @@ local function read_e8(path, name, get, quant, c)
   local bits = lb
   if bits == nil and type(quant.bpw) == "number" and quant.bpw % 1 == 0 then bits = quant.bpw end
   local q2, irs = get("Qidxs2"), get("inv_resid_scale")
+  -- stages 3 and 4 (5-8 bpw RVQ) are read only when switched off by zero scales, as glq writes them
+  for k = 2, 3 do
+    local f = "inv_resid_scale" .. k
+    if not zero_scalar(where, name .. "." .. f, get(f)) then
+      fail("%s: %s.%s is not zero: N-stage RVQ (5-8 bpw) is not supported", where, name, f)
+    end
+    if get("Qidxs" .. (k + 1)) then check_tensor(where, name .. ".Qidxs" .. (k + 1), get("Qidxs" .. (k + 1)), "i16", { rows, cols / 8 }) end
+  end
+  -- a zero inv_resid_scale switches stage 2 off (glq's 2-bit layers may carry it, with zero Qidxs2)
+  if irs and zero_scalar(where, name .. ".inv_resid_scale", irs) and (bits == nil or bits == 2) then
+    if q2 then check_tensor(where, name .. ".Qidxs2", q2, "i16", { rows, cols / 8 }) end
+    q2, irs, bits = nil, nil, 2
+  end
   if bits == nil then
     if q2 then fail("%s: cannot tell 3 from 4 bits: no layer_bpw entry and a fractional bpw in config.json", where) end
     bits = 2
@@ -575,7 +698,8 @@ local function read_e8(path, name, get, quant, c)
   if bits > 2 then
     if not q2 then fail("%s: missing tensor %s.Qidxs2 (config.json says %d bits)", where, name, bits) end
     if not irs then fail("%s: missing tensor %s.inv_resid_scale (config.json says %d bits)", where, name, bits) end
-    check_tensor(where, name .. ".Qidxs2", q2, "i16", { rows, cols / 8 })
+    -- our 3-bit layout packs the stage-2 index (< 256) in one byte; glq's is I16
+    check_tensor(where, name .. ".Qidxs2", q2, (bits == 3 and q2:dtype() == "u8") and "u8" or "i16", { rows, cols / 8 })
     check_tensor(where, name .. ".inv_resid_scale", irs, "f32", nil)
     if irs:numel() ~= 1 then fail("%s: %s.inv_resid_scale has shape %s, expected a scalar ()", where, name, shape_str(irs:shape())) end
   elseif q2 then
@@ -613,7 +737,7 @@ local function read_e8(path, name, get, quant, c)
   end
   local bias = get("bias")
   if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols }
+  return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2 }
 end
 
 local function read_hif4(path, name, get, c)
@@ -658,13 +782,16 @@ function M.read(dir)
   end
   if quant ~= nil then
     if type(quant) ~= "table" then fail("%s: quantization_config must be an object", cfgp) end
-    if quant.quant_method ~= "glq" then
+    if quant.quant_method ~= "glq" and not (quant.quant_method == nil and quant.format == M.NATIVE) then
       fail("%s: quant_method '%s' is not supported (glq is)", cfgp, tostring(quant.quant_method))
     end
     if quant.codebook ~= nil and quant.codebook ~= "e8_shell" then
       fail("%s: codebook '%s' is not supported (e8_shell is)", cfgp, tostring(quant.codebook))
     end
     if quant.codesz ~= nil and quant.codesz ~= 8 then fail("%s: codesz %s is not supported (8 is)", cfgp, tostring(quant.codesz)) end
+  end
+  if hif4 and hif4.filename ~= nil and not fs.inside(hif4.filename) then
+    fail("%s: filename %s must name a file inside the checkpoint directory", fs.join(dir, "hif4_config.json"), json.encode(hif4.filename))
   end
   local file = fs.join(dir, hif4 and hif4.filename or "model.safetensors")
   local tensors
@@ -710,6 +837,26 @@ function M.read(dir)
         end
       end
       out.dense[k] = t
+    end
+  end
+  -- dense tensors stored in another format (our layout): decoded to f32, the raw blocks kept
+  out.dense_raw = {}
+  for k, f in pairs((quant and quant.dense_format) or (hif4 and hif4.dense_format) or {}) do
+    local t = out.dense[k]
+    if not t then fail("%s: missing tensor %s (listed in dense_format)", file, k) end
+    if f ~= "q8_0" then fail("%s: dense_format '%s' of %s is not supported (q8_0 is)", cfgp, tostring(f), k) end
+    local s = t:shape()
+    if t:dtype() ~= "u8" or #s ~= 2 or s[2] % 34 ~= 0 then
+      fail("%s: %s is q8_0 but has dtype %s and shape %s, expected u8 (rows, cols/32*34)", file, k, t:dtype(), shape_str(s))
+    end
+    out.dense[k] = glq.gguf.dequantize(t, "q8_0", { s[1], s[2] / 34 * 32 })
+    out.dense_raw[k] = { format = "q8_0", blocks = t }
+  end
+  -- no tensors of decoder layers the config does not have (a wrong num_hidden_layers would drop them)
+  for k in pairs(tensors) do
+    local l = tonumber(k:match("^model%.layers%.(%d+)%."))
+    if l and l >= c.n_layers then
+      fail("%s: tensor %s belongs to decoder layer %d, but %s says num_hidden_layers = %d", file, k, l, cfgp, c.n_layers)
     end
   end
   -- every decoder linear must be quantized or kept dense

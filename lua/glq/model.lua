@@ -19,6 +19,7 @@ local Source = {}
 Source.__index = Source
 
 local function is_gguf(path)
+  if core.file_kind(path) ~= "file" then return false end -- a FIFO would block io.open
   local f = io.open(path, "rb")
   if not f then return false end
   local magic = f:read(4)
@@ -62,6 +63,10 @@ local function open_hf(dir)
   local cfg_path = fs.join(dir, "config.json")
   local raw, err = json.read_file(cfg_path)
   if not raw then error(string.format("%s: not a model directory (%s)", dir, tostring(err)), 0) end
+  if type(raw) ~= "table" or raw[1] ~= nil then
+    error(string.format("%s: not a model directory (%s must hold a JSON object, got %s)", dir, cfg_path,
+      raw == json.null and "null" or type(raw) == "table" and "an array" or type(raw)), 0)
+  end
   local cfg = modelcfg.from_hf(raw, cfg_path)
   local self = setmetatable({ path = dir, kind = "hf", hf_config = raw, cfg = cfg }, Source)
   if raw.quantization_config then
@@ -116,6 +121,39 @@ function Source:need(name)
   return t
 end
 
+-- every decoder linear's weight present with the shape the config implies, checked from the headers
+-- before any work starts (a missing or mis-shaped tensor must not surface after hours of quantization)
+function Source:check_linears()
+  local shapes = M.layer_shapes(self.cfg)
+  local info = {}
+  if self.kind == "gguf" then
+    for _, ti in ipairs(self.g:tensors()) do
+      local hf = modelcfg.gguf_to_hf(ti.name)
+      if hf then info[hf] = ti.shape end
+    end
+  end
+  for l = 0, self.cfg.n_layers - 1 do
+    for _, r in ipairs(modelcfg.roles) do
+      local name = modelcfg.linear_name(l, r.role) .. ".weight"
+      local shape
+      if self.kind == "gguf" then
+        shape = info[name]
+      else
+        local t = self.tensors[name]
+        shape = t and t:shape()
+      end
+      local want = shapes[r.role]
+      if not shape and not (self.ckpt and self.ckpt.layers[modelcfg.linear_name(l, r.role)]) then
+        error(string.format("%s: missing tensor %s", self.path, name), 0)
+      end
+      if shape and (#shape ~= 2 or shape[1] ~= want[1] or shape[2] ~= want[2]) then
+        error(string.format("%s: %s has shape (%s), the config implies (%d, %d)", self.path, name,
+          table.concat(shape, ", "), want[1], want[2]), 0)
+      end
+    end
+  end
+end
+
 -- the tokenizer of the model (GGUF vocabulary or tokenizer.json beside the config)
 function Source:tokenizer()
   if self.tok then return self.tok end
@@ -130,16 +168,21 @@ function Source:tokenizer()
   return self.tok
 end
 
--- chat template kind from the metadata ("chatml" when the template uses <|im_start|>)
-function Source:chat_style()
+-- the chat template's text (GGUF tokenizer.chat_template, tokenizer_config.json's chat_template)
+function Source:chat_template()
   local tmpl
   if self.kind == "gguf" then tmpl = self.meta["tokenizer.chat_template"]
   else
     local tc = json.read_file(fs.join(self.path, "tokenizer_config.json"))
     tmpl = tc and tc.chat_template
   end
-  if type(tmpl) == "string" and tmpl:find("<|im_start|>", 1, true) then return "chatml" end
-  return nil
+  return type(tmpl) == "string" and tmpl or nil
+end
+
+-- the chat format glq.chat recognises in the template ("chatml", "llama3", ...), or nil
+function Source:chat_style()
+  local fmt = require("glq.chat").recognize(self:chat_template())
+  return fmt and fmt.name or nil
 end
 
 -- ---------------------------------------------------------------- models
@@ -222,6 +265,10 @@ function M.load(path, opts)
     -- decode-sized head calls read the file's Q8_0 blocks (bit-identical logits, 3.8x fewer bytes)
     local raw, ty = src.g:raw(src.by_hf["model.embed_tokens.weight"])
     if ty == "q8_0" and emb:dtype() == "f32" and c.dim % 32 == 0 and c.dim <= 4096 then cm:set_head_q8_0(raw) end
+  elseif c.tied and src.ckpt and src.ckpt.dense_raw and src.ckpt.dense_raw["model.embed_tokens.weight"] then
+    -- a checkpoint that kept the GGUF's Q8_0 embedding: the same decode-time head as the GGUF's
+    local raw = src.ckpt.dense_raw["model.embed_tokens.weight"].blocks
+    if c.dim % 32 == 0 and c.dim <= 4096 then cm:set_head_q8_0(raw:reshape({ raw:numel() })) end
   end
   cm:set_final_norm(f32(src:need("model.norm.weight")))
   if not c.tied then
@@ -316,7 +363,10 @@ function M.pick_device(want)
   if want ~= "cuda" then return "cpu" end
   local ok, why = core.cuda.available()
   if ok then return "cuda" end
-  io.stderr:write("glq: no CUDA device available (" .. tostring(why) .. "); running on the CPU\n")
+  -- the reason may already say "no CUDA device (...)": keep only the innermost cause, once
+  local reason = tostring(why)
+  reason = reason:match("^no CUDA device %((.*)%)$") or reason
+  io.stderr:write("glq: --device cuda: no usable GPU here, running on the CPU: " .. reason .. "\n")
   return "cpu"
 end
 

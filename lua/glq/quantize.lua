@@ -30,6 +30,7 @@ function M.calib_from_text(m, path, nsamples, seqlen)
   local f, err = io.open(path, "rb")
   if not f then error("--calib: " .. tostring(err), 0) end
   local text = f:read("*a")
+  if type(text) ~= "string" then f:close() error("--calib " .. path .. ": cannot read text from it (a directory?)", 0) end
   f:close()
   local ids = m:encode(text)
   local need = nsamples * seqlen
@@ -111,6 +112,35 @@ end
 
 -- quantize one linear W (out x in, f32) with Hessian H (f64 or nil) per decision d; pre: its
 -- glq.quantize_linear result when that was computed already (e8_side_by_side).
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  local n = f:seek("end")
+  f:close()
+  return n or 0
+end
+
+local function dir_size(dir, pattern)
+  local n = 0
+  for _, f in ipairs(fs.list(dir) or {}) do
+    if not pattern or f:match(pattern) then n = n + file_size(fs.join(dir, f)) end
+  end
+  return n
+end
+
+-- prints the checkpoint's size next to its source's and a bf16 copy's (2 bytes per weight)
+function M.print_sizes(out, src, layers, dense)
+  local weights = 0
+  for _, e in pairs(layers) do weights = weights + e.shape[1] * e.shape[2] end
+  for _, t in pairs(dense) do
+    if glq.is_tensor(t) then weights = weights + t:numel() else weights = weights + t.shape[1] * t.shape[2] end
+  end
+  local src_size = fs.is_dir(src.path) and dir_size(src.path, "%.safetensors$") or file_size(src.path)
+  local mb = function(b) return string.format("%.1f MB", b / 1e6) end
+  io.stderr:write(string.format("[quantize] size: %s (model.safetensors %s); source %s; a bf16 copy %s\n",
+    mb(dir_size(out)), mb(file_size(fs.join(out, "model.safetensors"))), mb(src_size), mb(2 * weights)))
+end
+
 -- returns entry (checkpoint layer entry or nil for dense), the built linear, stats
 function M.quantize_linear(name, W, bias, H, d, opts, pre)
   local m, n = W:size(1), W:size(2)
@@ -228,6 +258,10 @@ function M.run(o)
   local t_start = progress.now()
   local src = model.open(o.model)
   local cfg = src.cfg
+  -- everything that would otherwise fail only after the last layer is checked now
+  src:check_linears()
+  if o.report then fs.check_writable(o.report, "--report") end
+  if o.plot_path then fs.check_writable(o.plot_path, "--plot") end
   if o.needs_calibration == nil then o.needs_calibration = true end
   local m = model.load(src, { lazy = not (o.needs_calibration and o.calib == "self"), max_seq = math.max(o.seqlen, 8) })
   -- a calibration file is checked before the output directory is touched
@@ -344,12 +378,26 @@ function M.run(o)
 
   -- checkpoint
   local dense = {}
-  -- dense tensors keep the source's precision unless o.dense_dtype asks for bf16/f16 (norms stay exact)
+  -- dense tensors (norms stay exact): keep = the source's dtype; bf16/f16; q8_0 = ggml Q8_0 blocks (our
+  -- layout only); auto (default) = a GGUF's Q8_0 matrices keep their blocks, wider floats become bf16
   local function keep(name)
     local t = src:tensor(name)
     if not t then return end
-    local dt = o.dense_dtype
-    if dt and dt ~= "keep" and t:dtype() ~= dt and not name:find("norm%.weight$") then t = t:to(dt) end
+    local dt = o.dense_dtype or "keep"
+    if name:find("norm%.weight$") or dt == "keep" then dense[name] = t return end
+    local raw, ty
+    if src.kind == "gguf" and src.by_hf and src.by_hf[name] then raw, ty = src.g:raw(src.by_hf[name]) end
+    local s = t:shape()
+    local matrix = #s == 2 and s[2] % 32 == 0
+    if matrix and (dt == "q8_0" or (dt == "auto" and ty == "q8_0" and not o.python_compat)) then
+      -- the file's own blocks when it has them (lossless), else ggml's Q8_0 rounding
+      local blocks = ty == "q8_0" and raw:reshape({ s[1], s[2] / 32 * 34 }) or glq.gguf.quantize_q8_0(t:dtype() == "f32" and t or t:to("f32"))
+      dense[name] = { format = "q8_0", blocks = blocks, shape = { s[1], s[2] } }
+      return
+    end
+    if dt == "auto" then dt = (t:dtype() == "f32" or t:dtype() == "f64") and "bf16" or t:dtype() end
+    if dt == "q8_0" then dt = "bf16" end -- vectors (biases) and dims that are not whole blocks
+    if t:dtype() ~= dt then t = t:to(dt) end
     dense[name] = t
   end
   keep("model.embed_tokens.weight")
@@ -370,10 +418,11 @@ function M.run(o)
   local qc = o.quantize_config or {}
   qc.total_time_s = math.floor((progress.now() - t_start) * 10 + 0.5) / 10
   run:finish {
-    config = hf_config, layers = layers, dense = dense, quantize_config = qc,
+    config = hf_config, layers = layers, dense = dense, quantize_config = qc, python_compat = o.python_compat,
     tokenizer_files = tok_files, hif4_skip_keywords = o.hif4_skip_keywords,
   }
   log("[quantize] wrote %s", o.output)
+  if not o.quiet then M.print_sizes(o.output, src, layers, dense) end
   local rpath = o.report or fs.join(o.output, "report.json")
   report:write_json(rpath)
   if not o.quiet then io.stderr:write(report:table(), "\n") end

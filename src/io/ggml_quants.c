@@ -1,4 +1,5 @@
 #include "ggml_quants.h"
+#include <math.h>
 #include <string.h>
 #include "../core/error.h"
 #include "../core/pool.h"
@@ -210,5 +211,33 @@ int glq_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n) {
     return glq_error(GLQ_EINVAL, "dequantize %s: %lld elements is not a whole number of %lld-element blocks",
                      types[type].name, (long long)n, (long long)j.block);
   glq_parallel_for(n / j.block, 4096 / j.block + 1, deq_range, &j);
+  return GLQ_OK;
+}
+
+typedef struct {
+  const float *src;
+  uint8_t *dst;
+} q8_job;
+
+static void q8_0_range(void *ctx, int64_t begin, int64_t end) {
+  const float *src = ((const q8_job *)ctx)->src;
+  uint8_t *dst = ((const q8_job *)ctx)->dst;
+  for (int64_t i = begin; i < end; i++) {
+    const float *x = src + i * 32;
+    uint8_t *b = dst + (size_t)i * 34;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint16_t h = glq_f32_to_f16(d);
+    memcpy(b, &h, 2);
+    for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+  }
+}
+
+int glq_ggml_quantize_q8_0(const float *src, uint8_t *dst, int64_t n) {
+  if (n < 0 || n % 32 != 0)
+    return glq_error(GLQ_EINVAL, "quantize q8_0: %lld elements is not a multiple of 32", (long long)n);
+  q8_job j = {src, dst};
+  glq_parallel_for(n / 32, 128, q8_0_range, &j);
   return GLQ_OK;
 }

@@ -22,5 +22,8 @@ int glq_ggml_type_block(uint32_t type, int64_t *block_elems, size_t *block_bytes
 /* Dequantize n elements (a whole number of blocks) from src to f32; multithreaded over blocks,
  * identical output for any thread count. GLQ_EUNSUPPORTED / GLQ_EINVAL on other types or n. */
 int glq_ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
+/* Quantize n elements (a multiple of 32) to Q8_0 blocks as ggml's reference quantizer does (d = amax/127
+ * stored as f16, q = round(x/d)); re-quantizing dequantized Q8_0 blocks gives the same bytes. */
+int glq_ggml_quantize_q8_0(const float *src, uint8_t *dst, int64_t n);
 
 #endif

@@ -5,6 +5,8 @@
  *   g:tensors() -> list of {name, type ("q4_1", "f32", ...), shape (row-major), nbytes}
  *   g:tensor(name) -> tensor: zero-copy mapped view for f32/f16/bf16/f64/i8..i64, else dequantized f32
  *   g:version(), g:path(), g:close()
+ *   glq.gguf.dequantize(u8 blocks, type, {rows, cols}) -> f32 (rows, cols)   ("q8_0", "q4_k", ...)
+ *   glq.gguf.quantize_q8_0(float tensor (rows, cols)) -> u8 (rows, cols/32*34) Q8_0 blocks
  * Shapes are row-major: GGUF's ne = [in, out] is reported as {out, in}. */
 #include <string.h>
 #include "lglq.h"
@@ -154,7 +156,45 @@ static const luaL_Reg methods[] = {
   {"metadata", m_metadata}, {"get", m_get}, {"tensors", m_tensors}, {"tensor", m_tensor}, {"raw", m_raw},
   {"version", m_version}, {"path", m_path}, {"close", m_close}, {NULL, NULL}};
 
-static const luaL_Reg funcs[] = {{"open", l_open}, {NULL, NULL}};
+static uint32_t type_id(const char *name) {
+  for (uint32_t i = 0; i < 64; i++) {
+    const char *n = glq_ggml_type_name(i);
+    if (n && strcmp(n, name) == 0) return i;
+  }
+  return UINT32_MAX;
+}
+
+static int l_dequantize(lua_State *L) {
+  const char *tname = luaL_checkstring(L, 2);
+  int64_t shape[GLQ_MAX_DIMS];
+  if (lglq_checkshape(L, 3, shape) != 2) return lglq_error(L, "gguf.dequantize: shape must be {rows, cols}");
+  uint32_t ty = type_id(tname);
+  int64_t be;
+  size_t bb;
+  if (ty == UINT32_MAX || glq_ggml_type_block(ty, &be, &bb) != GLQ_OK)
+    return lglq_error(L, "gguf.dequantize: unknown ggml type '%s'", tname);
+  if (shape[1] % be != 0) return lglq_error(L, "gguf.dequantize: %lld columns are not whole %s blocks of %lld", (long long)shape[1], tname, (long long)be);
+  glq_tensor *b = lglq_checktensor_tmp(L, 1, GLQ_U8, "gguf.dequantize blocks");
+  size_t want = (size_t)shape[0] * (size_t)(shape[1] / be) * bb;
+  if ((size_t)glq_tensor_numel(b) != want)
+    return lglq_error(L, "gguf.dequantize: %lld bytes of %s blocks for %lld x %lld, expected %zu", (long long)glq_tensor_numel(b), tname,
+                      (long long)shape[0], (long long)shape[1], want);
+  glq_tensor *out = lglq_newtensor(L, GLQ_F32, 2, shape, "gguf.dequantize");
+  lglq_check(L, glq_ggml_dequantize(ty, glq_tensor_data(b), glq_tensor_data(out), shape[0] * shape[1]), "gguf.dequantize");
+  return 1;
+}
+
+static int l_quantize_q8_0(lua_State *L) {
+  glq_tensor *x = lglq_checktensor_tmp(L, 1, GLQ_F32, "gguf.quantize_q8_0");
+  if (x->ndim != 2 || x->shape[1] % 32 != 0)
+    return lglq_error(L, "gguf.quantize_q8_0: expected a (rows, cols) tensor with cols a multiple of 32");
+  int64_t shape[2] = {x->shape[0], x->shape[1] / 32 * 34};
+  glq_tensor *out = lglq_newtensor(L, GLQ_U8, 2, shape, "gguf.quantize_q8_0");
+  lglq_check(L, glq_ggml_quantize_q8_0(glq_tensor_data(x), glq_tensor_data(out), x->shape[0] * x->shape[1]), "gguf.quantize_q8_0");
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {{"open", l_open}, {"dequantize", l_dequantize}, {"quantize_q8_0", l_quantize_q8_0}, {NULL, NULL}};
 
 void lglq_open_gguf(lua_State *L) {
   luaL_newmetatable(L, LGLQ_GGUF);
