@@ -206,44 +206,31 @@ static void step_sse(const vit_ws *w, int V, int KV, int64_t G, float x0, float 
   }
 }
 
-/* AVX2 (no FMA): 8 groups at a time (G % 8 == 0, KV >= 2) */
+/* AVX2 (no FMA): 8 groups at a time (G % 8 == 0, KV >= 2), fused: the 8 minima stay in a register and are
+ * spread over their 8·2^KV successor states with a lane permutation (no best[] round trip) */
 __attribute__((target("avx2"))) static void step_avx2(const vit_ws *w, int V, int KV, int64_t G, float x0, float x1,
                                                       uint8_t *bp) {
   const float *cost = w->cost;
+  const __m256 vx0 = _mm256_set1_ps(x0), vx1 = _mm256_set1_ps(x1);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int per = 1 << KV;
   for (int64_t j = 0; j < G; j += 8) {
     __m256 b = _mm256_load_ps(cost + j);
     __m256 arg = _mm256_setzero_ps();
-    for (int k = 1; k < (1 << KV); k++) {
+    for (int k = 1; k < per; k++) {
       __m256 v = _mm256_load_ps(cost + j + (int64_t)k * G);
       __m256 lt = _mm256_cmp_ps(v, b, _CMP_LT_OQ);
       b = _mm256_blendv_ps(b, v, lt);
       arg = _mm256_blendv_ps(arg, _mm256_castsi256_ps(_mm256_set1_epi32(k)), lt);
     }
-    _mm256_store_ps(w->best + j, b);
     __m256i a = _mm256_castps_si256(arg);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     _mm_storel_epi64((__m128i *)(bp + j), _mm_packus_epi16(p16, p16));
-  }
-  __m256 vx0 = _mm256_set1_ps(x0), vx1 = _mm256_set1_ps(x1);
-  if (KV == 2) { /* two groups per 8 states */
-    for (int64_t j = 0; j < G; j += 2) {
-      __m256 bj = _mm256_set_m128(_mm_set1_ps(w->best[j + 1]), _mm_set1_ps(w->best[j]));
-      int64_t s = j << 2;
-      __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(w->plane0 + s), vx0);
-      __m256 e = _mm256_mul_ps(d0, d0);
-      if (V == 2) {
-        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(w->plane1 + s), vx1);
-        e = _mm256_add_ps(e, _mm256_mul_ps(d1, d1));
-      }
-      _mm256_store_ps(w->next + s, _mm256_add_ps(e, bj));
-    }
-    return;
-  }
-  const int per = 1 << KV;
-  for (int64_t j = 0; j < G; j++) {
-    __m256 bj = _mm256_set1_ps(w->best[j]);
-    for (int q = 0; q < per; q += 8) {
-      int64_t s = (j << KV) + q;
+    const int64_t s0 = j << KV;
+    for (int q = 0; q < per; q++) { /* states s0 + 8q .. +8 belong to groups j + ((8q + lane) >> KV) */
+      __m256i gi = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(8 * q), lane), KV);
+      __m256 bj = _mm256_permutevar8x32_ps(b, gi);
+      const int64_t s = s0 + 8 * q;
       __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(w->plane0 + s), vx0);
       __m256 e = _mm256_mul_ps(d0, d0);
       if (V == 2) {
