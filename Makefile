@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-c test-repl test-asan test-gpu bench-gpu fuzz bench demo deps model install uninstall clean
+.PHONY: all test test-c test-repl test-asan test-interop test-gpu bench-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 # objects are rebuilt when the flags change (e.g. switching between CUDA=0 and CUDA=1)
@@ -55,10 +55,10 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # (every CUDA object depends on the cuda/ headers, which hold the context struct; -MMD adds the rest;
-# cuda/ldlq.cu repeats the CPU's f32 arithmetic, so no multiply-add contraction there)
+# cuda/ldlq.cu and cuda/trellis.cu repeat the CPU's f32 arithmetic, so no multiply-add contraction there)
 $(BUILD)/obj/%.o: %.cu $(wildcard cuda/*.h cuda/*.cuh)
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(if $(filter cuda/ldlq.cu,$<),-fmad=false) -Xcompiler -fPIC -Isrc -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(if $(filter cuda/ldlq.cu cuda/trellis.cu,$<),-fmad=false) -Xcompiler -fPIC -Isrc -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 $(LIB): $(OBJS) $(CU_OBJS) $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
@@ -112,6 +112,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(filter-out src/core/ops.c,$(SRCS))
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# interop with the real Python glq (0.2.7 and the latest) on transformers 4 and 5, from PyPI into
+# .interop/ (git-ignored; pip's cache makes reruns fast): our checkpoints are read exactly or refused
+test-interop: all
+	BUILD=$(BUILD) tests/interop/run.sh
 
 # ---- GPU: kernel checks against an fp64 CPU reference + timings vs cuBLAS (needs a CUDA GPU) ----
 # then glq_cuda_linear against the CPU layers (linear_check) and the GPU E8 search / LDLQ sweeps against
@@ -171,4 +176,4 @@ uninstall:
 	rm -rf $(DESTDIR)$(BINDIR)/glq $(DESTDIR)$(LUADIR)/glq $(DESTDIR)$(LIBDIR)/glq $(DESTDIR)$(SHAREDIR)
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-rocks

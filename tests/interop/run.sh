@@ -1,0 +1,85 @@
+#!/bin/sh
+# make test-interop: our checkpoints (each kind) loaded by each Python glq x transformers major,
+# logits compared with ours: "exact" (max |dlogit| <= 1e-3 max |logit|, top-1 >= 0.999) or
+# "refused" (the load raised, with a message) pass; "WRONG" (loaded and different) fails.
+# Environments: tests/interop/setup.sh. Kinds are listed in KINDS below (extend there: a kind is
+# a name and the glq quantize options that make it).
+set -u
+BUILD=${BUILD:-build}
+GLQ="$BUILD/glq"
+D=${GLQ_INTEROP_DIR:-.interop}
+W="$D/work"
+S=${GLQ_SHARED:-../shared}
+SMOL=${GLQ_CACHE:-$HOME/.cache/glq}/SmolLM2-135M-Instruct.Q4_1.gguf
+TEXT="$S/text/wikitext-2-raw/wikitext2_test_hf_joined.txt"
+GLQS=${GLQ_INTEROP_GLQS:-"0.2.7 0.8.16"}
+TFS=${GLQ_INTEROP_TFS:-"tf4 tf5"}
+t0=$(date +%s)
+tests/interop/setup.sh || { echo "interop: setup failed"; exit 1; }
+PY="$D/venv/bin/python"
+mkdir -p "$W"
+rm -f "$W/passes" "$W/fails"
+pass=0 fail=0
+table="$W/table.txt"
+: > "$table"
+row() { printf '%-22s %-12s %-4s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" | tee -a "$table"; }
+
+# model name, source, calibration options, token count
+models=""
+if [ -f "$S/models/stories260K/stories260K.gguf" ]; then models="stories260K"; else echo "interop: $S/models/stories260K missing: skipped"; fi
+if [ -f "$SMOL" ]; then models="$models smollm2"; else echo "interop: $SMOL missing (make model): SmolLM2 skipped"; fi
+[ -n "$models" ] || { echo "interop: no model to test"; exit 1; }
+[ -f "$TEXT" ] || { echo "interop: $TEXT missing"; exit 1; }
+
+# KINDS: "name|glq quantize options"
+KINDS=${GLQ_INTEROP_KINDS:-"native-2bit|--bpw 2
+native-3bit|--bpw 3
+compat-2bit|--bpw 2 --glq-compat
+compat-3bit|--bpw 3 --glq-compat
+compat-4bit|--bpw 4 --glq-compat"}
+
+printf '%-22s %-12s %-4s %-8s %s\n' "checkpoint" "glq" "tf" "result" "detail" | tee -a "$table"
+for model in $models; do
+  case $model in
+    stories260K) src="$S/models/stories260K/stories260K.gguf"; vocab=512 ;;
+    smollm2) src="$SMOL"; vocab=49152 ;;
+  esac
+  ids="$W/$model.ids.json"
+  "$GLQ" -e "
+    local m = require('glq.model').open('$( [ $model = smollm2 ] && echo "$SMOL" || echo "$S/models/stories260K/stories260K.gguf" )')
+    local f = io.open('$TEXT'); f:seek('set', 4096); local t = f:read(4000); f:close()
+    local ids = m:tokenizer():encode(t)
+    local out = {} for i = 1, 96 do out[i] = ids[i] end
+    io.open('$ids', 'w'):write(require('glq.json').encode(out))" || { echo "interop: tokenizing failed"; exit 1; }
+  echo "$KINDS" | while IFS='|' read -r kind opts; do
+    [ -n "$kind" ] || continue
+    ck="$W/$model-$kind"
+    if [ ! -f "$ck/config.json" ] || [ "$GLQ" -nt "$ck/config.json" ]; then
+      # shellcheck disable=SC2086
+      "$GLQ" quantize --model "$src" --output "$ck" $opts --calib "$TEXT" --nsamples 4 --seqlen 128 --overwrite --quiet \
+        || { echo "interop: quantizing $model $kind failed"; echo "F" >> "$W/fails"; continue; }
+    fi
+    r=$("$GLQ" tests/interop/logits.lua "$ck" "$ids" "$W/ours.f32")
+    [ "$r" = ok ] || { row "$model $kind" "ours" "-" "WRONG" "$r"; echo F >> "$W/fails"; continue; }
+    for g in $GLQS; do
+      for tf in $TFS; do
+        rm -f "$W/theirs.f32"
+        r=$(PYTHONPATH="$D/glq-$g:$D/$tf" "$PY" tests/interop/pyglq.py logits "$ck" "$ids" "$W/theirs.f32" 2>"$W/py.log" | tail -1)
+        case $r in
+          ok) if c=$("$PY" tests/interop/pyglq.py compare "$W/ours.f32" "$W/theirs.f32" "$vocab"); then
+                row "$model $kind" "$g" "$tf" "exact" "$c"; echo P >> "$W/passes"
+              else
+                row "$model $kind" "$g" "$tf" "WRONG" "$c"; echo F >> "$W/fails"
+              fi ;;
+          REFUSED*) row "$model $kind" "$g" "$tf" "refused" "$(echo "$r" | cut -c10-150)"; echo P >> "$W/passes" ;;
+          *) row "$model $kind" "$g" "$tf" "WRONG" "no result: $(tail -c 200 "$W/py.log" | tr '\n' ' ')"; echo F >> "$W/fails" ;;
+        esac
+      done
+    done
+  done
+done
+pass=$(cat "$W/passes" 2>/dev/null | wc -l); fail=$(cat "$W/fails" 2>/dev/null | wc -l)
+rm -f "$W/passes" "$W/fails"
+echo "interop took $(( $(date +%s) - t0 )) s"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
