@@ -13,9 +13,9 @@ local opts = cli.parse({
     { "model", metavar = "PATH", help = "model to use (default: fetch SmolLM2-135M-Instruct with scripts/fetch-model.sh)" },
     { "output", metavar = "DIR", help = "checkpoint directory (default: <cache>/demo-smollm2-2.5bpw)" },
     { "bpw", type = "number", default = 2.5, help = "target bits per weight" },
-    { "nsamples", type = "int", default = 8, help = "self-generated calibration sequences" },
-    { "seqlen", type = "int", default = 256, help = "calibration sequence length" },
-    { "eval-sequences", type = "int", default = 4, help = "held-out sequences of 512 tokens" },
+    { "nsamples", type = "int", min = 1, default = 8, help = "self-generated calibration sequences" },
+    { "seqlen", type = "int", min = 2, default = 256, help = "calibration sequence length" },
+    { "eval-sequences", type = "int", min = 1, default = 4, help = "held-out sequences of 512 tokens" },
     { "prompt", default = "Write a short poem about the sea.", help = "prompt for the sample" },
   },
 }, arg)

@@ -18,7 +18,7 @@ forward pass; CUDA kernels when nvcc is present) driven from LuaJIT: recipes, a 
 `glq` command. Needs LuaJIT 2.1, OpenBLAS, LAPACKE, PCRE2 and readline (Debian packages
 libluajit-5.1-dev libopenblas-dev liblapacke-dev libpcre2-dev libreadline-dev).
 ]],
-  license = "MIT",
+  license = "Apache-2.0",
 }
 
 dependencies = {
@@ -27,11 +27,14 @@ dependencies = {
 
 build = {
   type = "make",
-  -- luarocks' CFLAGS (-O2 -fPIC) are added to the project's own flags rather than replacing them
+  -- luarocks' CFLAGS (-O2 -fPIC) are added to the project's own flags rather than replacing them;
+  -- its own build directory, so `make` (build/) and `luarocks make` never rebuild each other's objects
   build_variables = {
+    BUILD = "build-rocks",
     EXTRA_CFLAGS = "$(CFLAGS)",
   },
   install_variables = {
+    BUILD = "build-rocks",
     EXTRA_CFLAGS = "$(CFLAGS)",
     PREFIX = "$(PREFIX)",
     BINDIR = "$(BINDIR)",

@@ -135,7 +135,7 @@ describe("glq.cli help", function()
     assert.matches("\n  %-%-format {e8,hif4} +weight format %(default e8%)\n", h)
     assert.matches("\n  %-%-out OUT +output file\n", h)
     assert.matches("\n  %-v, %-%-verbose +say more %(%-%-no%-verbose to turn off%)\n", h)
-    assert.matches("\n  %-h, %-%-help +print this help\n$", h)
+    assert.matches("\n  %-h, %-%-help +print this help\n  %-%-version +print glq's version\n$", h)
   end)
 
   it("puts long option names on their own line", function()

@@ -198,7 +198,7 @@ describe("glq executable", function()
     local out, _, status = glq("--help")
     assert.equal(0, status)
     assert.matches("^usage: glq ", out)
-    assert.matches("\nrecipes: [^\n]*info", out)
+    assert.matches("\nrecipes %(glq help RECIPE[^\n]*\n.*\n  info +summarize a checkpoint directory\n", out)
   end)
 end)
 

@@ -139,9 +139,25 @@ describe("printing", function()
     local s = tostring(glq.zeros("f32", {2, 3}))
     assert.equal("tensor f32 (2, 3)\n[[0, 0, 0],\n [0, 0, 0]]", s)
   end)
-  it("elides long dimensions", function()
+  it("elides dimensions longer than 8, symmetrically", function()
     local s = tostring(glq.tensor({1, 2, 3, 4, 5, 6, 7, 8}, {8}, "i32"))
-    assert.equal("tensor i32 (8)\n[1, 2, 3, ..., 6, 7, 8]", s)
+    assert.equal("tensor i32 (8)\n[1, 2, 3, 4, 5, 6, 7, 8]", s)
+    s = tostring(glq.tensor({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {12}, "i32"))
+    assert.equal("tensor i32 (12)\n[ 1,  2,  3, ..., 10, 11, 12]", s)
+  end)
+  it("aligns columns in one notation and keeps the indent of elided rows", function()
+    local v = {}
+    for i = 1, 40 do v[i] = (i % 7 - 3) * 0.25 end
+    local s = tostring(glq.tensor(v, {10, 4}))
+    assert.equal("tensor f32 (10, 4)\n" ..
+      "[[-0.5000, -0.2500,  0.0000,  0.2500],\n" ..
+      " [ 0.5000,  0.7500, -0.7500, -0.5000],\n" ..
+      " [-0.2500,  0.0000,  0.2500,  0.5000],\n" ..
+      " ...,\n" ..
+      " [-0.5000, -0.2500,  0.0000,  0.2500],\n" ..
+      " [ 0.5000,  0.7500, -0.7500, -0.5000],\n" ..
+      " [-0.2500,  0.0000,  0.2500,  0.5000]]", s)
+    assert.equal("tensor f32 (3)\n[1.0000e-06, 3.0000e+00, 1.0000e+06]", tostring(glq.tensor({1e-6, 3, 1e6})))
   end)
 end)
 

@@ -21,7 +21,11 @@
  * Errors print one line "glq: <message>" and exit with status 1; GLQ_DEBUG=1 adds the traceback.
  * Ctrl-C stops a running chunk with "glq: interrupted" (status 130) through a Lua hook; where the
  * hook cannot run (JIT-compiled loop, long C call) the process exits after a second, or at once
- * on a second Ctrl-C.
+ * on a second Ctrl-C. In the REPL the chunk stops and the prompt comes back: a long C call ends
+ * first (a note says so after a second), and a second Ctrl-C leaves glq. A script can register
+ * a line printed after "interrupted" (require("glq.host").interrupt_hint(s), e.g. how to resume);
+ * glq.host also lends recipes the REPL's line editor (readline(prompt), add_history(line)).
+ * `glq help [RECIPE]` prints the usage and recipe list (or RECIPE --help).
  * REPL history lives in $GLQ_HISTORY if set (empty: none), else ~/.glq_history.
  */
 #include <dirent.h>
@@ -66,6 +70,8 @@ static char g_root[PATH_MAX];               /* ROOT (tree) or PREFIX (installed)
 static char g_build[PATH_MAX];              /* the build directory holding the executable (tree) */
 static int g_in_tree;
 static char g_history[PATH_MAX];            /* "" = no history file */
+static int g_in_repl;                       /* a REPL chunk runs: Ctrl-C returns to the prompt */
+static char g_hint[2048];                   /* printed after "interrupted" (glq.host.interrupt_hint) */
 
 /* ---- locations ---- */
 
@@ -228,19 +234,30 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
  * INTERRUPT_GRACE seconds, or Ctrl-C comes again, leave at once. */
 #define INTERRUPT_GRACE 1
 
+static void write_err(const char *s) {
+  ssize_t w = write(STDERR_FILENO, s, strlen(s));
+  (void)w;
+}
+
 static void hard_stop(int sig) {
   (void)sig;
-  static const char msg[] = "\nglq: interrupted\n";
-  ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
-  (void)w;
+  write_err("\nglq: interrupted\n");
+  if (g_hint[0] != '\0') { write_err(g_hint); write_err("\n"); }
   _exit(130);
+}
+
+/* In the REPL the grace period only says why nothing happened yet: the loaded state is kept. */
+static void repl_note(int sig) {
+  (void)sig;
+  write_err("\nglq: stopping when the running C call returns to Lua (a compiled loop may not); "
+            "Ctrl-C again leaves glq\n");
 }
 
 static void on_sigint(int sig) {
   if (g_interrupted) hard_stop(sig);
   g_interrupted = 1;
   lua_sethook(g_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  signal(SIGALRM, hard_stop);
+  signal(SIGALRM, g_in_repl ? repl_note : hard_stop);
   alarm(INTERRUPT_GRACE);
 }
 
@@ -288,6 +305,7 @@ static int report(lua_State *L, int status) {
     size_t len = strlen(msg);
     while (len > 0 && msg[len - 1] == '\n') len--;
     fprintf(stderr, "glq: %.*s\n", (int)len, msg);
+    if (g_interrupted && g_hint[0] != '\0') fprintf(stderr, "%s\n", g_hint);
     fflush(stderr);
     lua_pop(L, 1);
   }
@@ -395,6 +413,7 @@ static int prompt_getc(FILE *f) {
 
 /* host.readline(prompt) -> line | nil (end of input) | false (Ctrl-C) */
 static int host_readline(lua_State *L) {
+  rl_catch_signals = 0;                             /* Ctrl-C is ours (see below) */
   const char *prompt = luaL_optstring(L, 1, "glq> ");
   int fd = fileno(rl_instream != NULL ? rl_instream : stdin);
   g_rl_line = NULL;
@@ -453,7 +472,9 @@ static int host_add_history(lua_State *L) {
 /* host.call(f, ...) -> true, results... | false, message (Ctrl-C gives "interrupted") */
 static int host_call(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
+  g_in_repl = 1;
   int status = docall(L, lua_gettop(L) - 1, LUA_MULTRET);
+  g_in_repl = 0;
   g_interrupted = 0;
   lua_pushboolean(L, status == 0);
   lua_insert(L, 1);
@@ -545,6 +566,41 @@ static int run_repl(lua_State *L) {
   return status;
 }
 
+/* glq.host.interrupt_hint(s | nil): a line printed after "glq: interrupted" (nil clears it). */
+static int host_interrupt_hint(lua_State *L) {
+  const char *s = luaL_optstring(L, 1, "");
+  snprintf(g_hint, sizeof g_hint, "%s", s);
+  return 0;
+}
+
+static void preload_host(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_newtable(L);
+  lua_pushcfunction(L, host_interrupt_hint);
+  lua_setfield(L, -2, "interrupt_hint");
+  lua_pushcfunction(L, host_readline);               /* line editing for interactive recipes */
+  lua_setfield(L, -2, "readline");
+  lua_pushcfunction(L, host_add_history);
+  lua_setfield(L, -2, "add_history");
+  lua_setfield(L, -2, "glq.host");
+  lua_pop(L, 2);
+}
+
+/* GLQ_THREADS, when set, must be a positive integer (the pool would ignore anything else). */
+static int check_threads_env(void) {
+  const char *s = getenv("GLQ_THREADS");
+  if (s == NULL || *s == '\0') return 0;
+  char *end;
+  errno = 0;
+  long n = strtol(s, &end, 10);
+  if (errno != 0 || *end != '\0' || n < 1 || n > 4096) {
+    fprintf(stderr, "glq: GLQ_THREADS='%s' is not a positive integer (unset it to use every core)\n", s);
+    return 1;
+  }
+  return 0;
+}
+
 /* ---- --version / --help ---- */
 
 static void print_version(lua_State *L) {
@@ -603,7 +659,31 @@ static void print_usage(lua_State *L) {
          "  LUA_PATH, LUA_CPATH\n");
   push_recipe_list(L);
   const char *list = lua_tostring(L, -1);
-  printf("recipes: %s\n", list[0] ? list : "(none found)");
+  if (list[0] == '\0') printf("recipes: (none found)\n");
+  else printf("recipes (glq help RECIPE or glq RECIPE --help for the options):\n");
+  for (const char *p = list; *p != '\0';) {           /* "a, b, c": each with its summary line */
+    size_t len = strcspn(p, ",");
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+    recipe_query q = {name, ""};
+    char line[256] = "";
+    if (each_recipe_dir(probe_recipe, &q)) {
+      FILE *f = fopen(q.path, "r");
+      if (f != NULL) {
+        if (fgets(line, sizeof line, f) == NULL) line[0] = '\0';
+        fclose(f);
+      }
+    }
+    line[strcspn(line, "\n")] = '\0';
+    const char *summary = strncmp(line, "-- ", 3) == 0 ? line + 3 : "";
+    const char *colon = strstr(summary, ": ");       /* "glq NAME ...: what it does (...), ..." */
+    if (colon != NULL) summary = colon + 2;
+    int n = (int)strcspn(summary, ".,(;");
+    while (n > 0 && summary[n - 1] == ' ') n--;
+    printf("  %-9s %.*s\n", name, n, summary);
+    p += len;
+    while (*p == ',' || *p == ' ') p++;
+  }
   lua_pop(L, 1);
 }
 
@@ -655,6 +735,12 @@ static int run_script(lua_State *L, char **argv, int argc, int script) {
   recipe_query q;
   if (strcmp(name, "-") == 0) {
     path = NULL;
+  } else if (strcmp(name, "help") == 0 && !(q.name = name, each_recipe_dir(probe_recipe, &q))) {
+    if (script + 1 >= argc) { print_usage(L); return 0; }
+    static char help_flag[] = "--help";              /* glq help NAME = glq NAME --help */
+    char *rargv[] = {argv[0], argv[script + 1], help_flag, NULL};
+    create_arg_table(L, rargv, 3, 1);
+    return run_script(L, rargv, 3, 1);
   } else if (is_recipe_name(name)) {
     q.name = name;
     if (!each_recipe_dir(probe_recipe, &q)) {
@@ -693,7 +779,9 @@ static int pmain(lua_State *L) {
   lua_setfield(L, -2, "glq.core");
   lua_pop(L, 2);
 #endif
+  preload_host(L);
   s->status = 1;
+  if (check_threads_env()) return 0;
   if (script < 0) {
     fprintf(stderr, "glq: %s '%s' (try glq --help)\n",
             script == -1 ? "unknown option" : "missing the argument of", bad);

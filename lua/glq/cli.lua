@@ -19,7 +19,9 @@
 -- `metavar` names the value in --help, `epilog` adds a closing paragraph. Result keys use '_' for
 -- '-'. A positional with `many = true` (last only) collects the rest into a list; `optional = true`
 -- makes one optional. Errors are raised with level 0 so the host prints "glq: <message>".
--- parse's optional second argument replaces io.write for the --help text.
+-- parse's optional second argument replaces io.write for the --help text (and --version's line:
+-- every parser answers --version with "glq VERSION" unless it defines a `version` option).
+-- cli.given(args, name) says whether --name was typed (to tell a default from a chosen value).
 local M = {}
 
 local Parser = {}
@@ -162,12 +164,16 @@ function Parser:help()
     local notes = {}
     if o.required then notes[#notes + 1] = "required" end
     if o.default ~= nil then notes[#notes + 1] = "default " .. tostring(o.default) end
+    if o.min and o.max then notes[#notes + 1] = ("%s..%s"):format(o.min, o.max)
+    elseif o.min then notes[#notes + 1] = ">= " .. tostring(o.min)
+    elseif o.max then notes[#notes + 1] = "<= " .. tostring(o.max) end
     if o.type == "bool" then notes[#notes + 1] = "--no-" .. o[1] .. " to turn off" end
     local text = o.help or ""
     if #notes > 0 then text = text .. (text ~= "" and " " or "") .. "(" .. table.concat(notes, "; ") .. ")" end
     wrap_row(left, text, out)
   end
   wrap_row("  -h, --help", "print this help", out)
+  if not self.by_name.version then wrap_row("  --version", "print glq's version", out) end
   if self.epilog then out[#out + 1] = ""; out[#out + 1] = self.epilog end
   return table.concat(out, "\n") .. "\n"
 end
@@ -198,6 +204,11 @@ function Parser:parse(args, output)
       break
     elseif a == "-h" or a == "--help" then
       (output or io.write)(self:help())
+      return nil
+    elseif a == "--version" and not self.by_name.version then
+      local ok, glq = pcall(require, "glq")
+      local write = output or io.write
+      write(("glq %s\n"):format(ok and type(glq) == "table" and glq.version or "?"))
       return nil
     elseif a:sub(1, 2) == "--" then
       local name, value = a:match("^%-%-([^=]+)=(.*)$")
@@ -266,6 +277,16 @@ function Parser:parse(args, output)
   end
   if j <= #positional then self:fail("unexpected argument '%s'", positional[j]) end
   return res
+end
+
+-- Was option `name` ("nsamples", "max-new-tokens") typed in args (before a "--")?
+function M.given(args, name)
+  for i = 1, #(args or {}) do
+    local a = tostring(args[i])
+    if a == "--" then return false end
+    if a == "--" .. name or a:sub(1, #name + 3) == "--" .. name .. "=" then return true end
+  end
+  return false
 end
 
 -- One call for recipes: cli.parse(spec, arg).

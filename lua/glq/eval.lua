@@ -13,6 +13,7 @@ function M.tokenize_file(m, path)
   local f, err = io.open(path, "rb")
   if not f then error(path .. ": " .. tostring(err), 0) end
   local text = f:read("*a")
+  if type(text) ~= "string" then f:close() error(path .. ": cannot read text from it (a directory?)", 0) end
   f:close()
   return m:encode(text)
 end
@@ -24,7 +25,10 @@ local function percentile(sorted, p)
 end
 
 -- ids: list of token ids; opts: seqlen, base (a loaded model), max_windows, chunk, quiet
--- returns {ppl, nll, tokens, windows, kld_mean, kld_p99, top1}
+-- returns {ppl, nll, tokens, windows, windows_total, ppl_se, kld_mean, kld_p99, top1, ...}. The
+-- standard errors treat the predicted tokens as independent (as llama-perplexity does): ppl_se =
+-- ppl * sd(nll) / sqrt(n); with a base, the ratio PPL/PPL(base) and its error come from the
+-- per-token differences nll - nll_base (paired), kld_se = sd(kl) / sqrt(n), top1_se binomial.
 function M.run(m, ids, opts)
   opts = opts or {}
   local T = opts.seqlen or 2048
@@ -48,10 +52,11 @@ function M.run(m, ids, opts)
     if dev then return mm.c:head_device(h:narrow(2, s + 1, n)) end
     return mm.c:head(h:narrow(2, s + 1, n)):reshape({ n, m.cfg.vocab })
   end
-  if base and (base.device == "cuda") ~= dev then error("the model and --base must run on the same device", 0) end
   local base = opts.base
-  local sum, count = 0, 0
+  if base and (base.device == "cuda") ~= dev then error("the model and --base must run on the same device", 0) end
+  local sum, count, sumsq = 0, 0, 0
   local kls, agree = {}, 0
+  local bsum, bsumsq, dsum, dsumsq = 0, 0, 0, 0 -- base nll, and the paired differences nll - nll_base
   local bar = progress.new("eval", nwin, { quiet = opts.quiet })
   for w = first, first + nwin - 1 do
     local toks = model.ids_tensor(ids, w * T + 1, (w + 1) * T)
@@ -65,10 +70,17 @@ function M.run(m, ids, opts)
       local tp = tg:ptr()
       for i = 0, n - 1 do tp[i] = ids[w * T + s + i + 2] end
       local nll = nll_rows(lg, tg)
+      local np = nll:ptr()
+      for i = 0, n - 1 do sumsq = sumsq + np[i] * np[i] end
       sum = sum + nll:sum()
       count = count + n
       if base then
         local lb = logits(base, hb, s, n)
+        local bp = nll_rows(lb, tg):ptr()
+        for i = 0, n - 1 do
+          local d = np[i] - bp[i]
+          bsum, bsumsq, dsum, dsumsq = bsum + bp[i], bsumsq + bp[i] * bp[i], dsum + d, dsumsq + d * d
+        end
         local kl, ag = kl_rows(lb, lg)
         local kp, ap = kl:ptr(), ag:ptr()
         for i = 0, n - 1 do kls[#kls + 1] = kp[i]; agree = agree + ap[i] end
@@ -77,15 +89,32 @@ function M.run(m, ids, opts)
     bar:update(w - first + 1, string.format("ppl %.4f", math.exp(sum / count)))
   end
   bar:finish(string.format("%d windows of %d tokens", nwin, T))
+  if not (sum / count < math.huge) then -- NaN or infinite: never report it as a result
+    error(string.format("perplexity is not finite (mean negative log-likelihood %s over %d tokens): the model's weights or activations hold NaN or infinite values",
+      tostring(sum / count), count), 0)
+  end
+  local function se(s1, s2, n) -- standard error of a mean from the sum and the sum of squares
+    if n < 2 then return 0 / 0 end
+    local mean = s1 / n
+    return math.sqrt(math.max(s2 / n - mean * mean, 0) * n / (n - 1) / n)
+  end
   local r = { nll = sum / count, nll_sum = sum, ppl = math.exp(sum / count), tokens = count, windows = nwin,
-    first_window = first, seqlen = T }
+    windows_total = total_win, first_window = first, seqlen = T }
+  r.ppl_se = r.ppl * se(sum, sumsq, count)
   if base then
-    local s = 0
-    for _, v in ipairs(kls) do s = s + v end
+    local s, s2 = 0, 0
+    for _, v in ipairs(kls) do s, s2 = s + v, s2 + v * v end
+    r.kld_se = se(s, s2, #kls)
     table.sort(kls)
     r.kld_mean = s / #kls
     r.kld_p99 = percentile(kls, 0.99)
     r.top1 = agree / #kls
+    r.top1_se = math.sqrt(r.top1 * (1 - r.top1) / #kls)
+    r.base_nll = bsum / count
+    r.base_ppl = math.exp(bsum / count)
+    r.base_ppl_se = r.base_ppl * se(bsum, bsumsq, count)
+    r.ppl_ratio = math.exp(dsum / count)
+    r.ppl_ratio_se = r.ppl_ratio * se(dsum, dsumsq, count)
   end
   return r
 end

@@ -5,12 +5,12 @@ local model = require "glq.model"
 
 local M = {}
 
--- ChatML wrapping as SmolLM2/Qwen templates specify (a general Jinja engine is not needed here)
+-- one user turn in a chat format (a glq.chat format table, or its name), the assistant's turn opened
 function M.chat_prompt(style, user)
-  if style == "chatml" then
-    return "<|im_start|>user\n" .. user .. "<|im_end|>\n<|im_start|>assistant\n"
-  end
-  error("this model's chat template is not supported (only ChatML <|im_start|> templates are)", 0)
+  local chat = require "glq.chat"
+  local fmt = type(style) == "table" and style or { name = style, stop = {} }
+  if fmt.name == nil then error("this model has no chat template glq recognises", 0) end
+  return chat.render(fmt, { { role = "user", content = user } })
 end
 
 -- length of the longest prefix of s that ends on a UTF-8 character boundary
@@ -29,7 +29,8 @@ local function complete_utf8(s)
   return n
 end
 
--- m: loaded model; prompt_ids: list; opts: max_new_tokens, temperature, top_k, top_p, seed,
+-- m: loaded model; prompt_ids: list; opts: max_new_tokens, temperature, top_k, top_p, seed, min_p,
+-- repeat_penalty (1 = off), repeat_last_n (64),
 -- kv_cache ("f32"|"f16"|"int8"), residual_length, on_text(str) streaming callback, stop_at_eos (default true)
 -- returns generated ids (list), text, stats {prompt_tokens, new_tokens, prefill_s, decode_s, cache_bytes}
 function M.run(m, prompt_ids, opts)
@@ -44,10 +45,14 @@ function M.run(m, prompt_ids, opts)
   local cache = m:new_cache { dtype = opts.kv_cache or "f32", batch = 1, max_seq = ctx,
     residual_length = opts.residual_length }
   local sampler = core.sampler.new { temperature = opts.temperature or 0, top_k = opts.top_k or 0,
-    top_p = opts.top_p or 1, seed = opts.seed or 0 }
+    top_p = opts.top_p or 1, seed = opts.seed or 0, min_p = opts.min_p or 0,
+    repeat_penalty = opts.repeat_penalty or 1, repeat_last_n = opts.repeat_last_n or 64 }
+  local penalty = (opts.repeat_penalty or 1) ~= 1
+  if penalty then sampler:accept(opts.history or prompt_ids) end
   local now = require("glq.progress").now
-  -- greedy on the GPU: the device picks the token and only its id comes back (no logits copy)
-  local gpu_greedy = m.device == "cuda" and (opts.temperature or 0) <= 0
+  -- greedy on the GPU: the device picks the token and only its id comes back (no logits copy);
+  -- a repetition penalty changes the row first, so then the CPU sampler chooses
+  local gpu_greedy = m.device == "cuda" and (opts.temperature or 0) <= 0 and not penalty
   local t0 = now()
   local logits, next_id
   if gpu_greedy then next_id = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache, argmax = true })
@@ -72,7 +77,8 @@ function M.run(m, prompt_ids, opts)
   local step = { cache = cache, out = logits, argmax = gpu_greedy or nil }
   for _ = 1, maxn do
     local id = next_id or sampler:sample(logits:reshape({ m.cfg.vocab }))
-    if opts.stop_at_eos ~= false and id == eos then break end
+    if opts.stop_at_eos ~= false and (id == eos or (opts.stop_ids and opts.stop_ids[id])) then break end
+    if penalty then sampler:accept(id) end
     out[#out + 1] = id
     all[#all + 1] = id
     if opts.on_text then

@@ -19,6 +19,9 @@ do
   end
 end
 
+-- zeros(shape, dtype), t[i], t:mean() / max() / min() (lua/glq/tensor.lua)
+require("glq.tensor").install(glq, core)
+
 local function lua_module_exists(name)
   return package.searchpath and package.searchpath(name, package.path) ~= nil
 end
@@ -41,6 +44,12 @@ setmetatable(glq, {
 function glq.backend_info()
   local ok, desc = core.cuda.available()
   return { cuda = (ok and "available: " or "not available: ") .. desc }
+end
+
+-- the status code an error raised by the C bindings starts with ("EIO", "EINVAL", "EFORMAT", "ENOMEM",
+-- "ENUMERIC", "EUNSUPPORTED"), or nil for any other error
+function glq.error_code(err)
+  return type(err) == "string" and err:match("^(E%u+): ") or nil
 end
 
 -- is x a tensor?

@@ -208,6 +208,15 @@ function M.quantized_linear(e, out, inn, name)
     a.out_features, a.in_features = out, inn
     return glq.e8.linear(a, { bias = e.bias, transform = e.transform, bits = e.bits, name = name })
   end
+  if e.format == "trellis" then
+    local a = { codebook = "trellis", variant = e.variant, bits = e.bits, transform = e.transform }
+    for k, v in pairs(e.artifacts) do a[k] = v end
+    a.out_features, a.in_features = out, inn
+    local bias = e.bias and e.bias:to("f32") or nil
+    local ok, lin = pcall(glq.trellis.linear, a, bias)
+    if not ok then error(string.format("layer %s: %s", tostring(name), tostring(lin)), 0) end
+    return lin
+  end
   local pack = e.pack
   if e.sv then
     pack = {}

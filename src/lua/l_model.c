@@ -418,12 +418,16 @@ static int m_cache_advance(lua_State *L) {
 
 /* ---- sampler ---- */
 
-/* glq.sampler.new({temperature = 0, top_k = 0, top_p = 1, seed = 0}) */
+/* glq.sampler.new({temperature = 0, top_k = 0, top_p = 1, seed = 0, min_p = 0,
+ *                   repeat_penalty = 1, repeat_last_n = 64}) */
 static int l_sampler_new(lua_State *L) {
   glq_sampler_config c;
   c.temperature = (float)lglq_optnumber(L, 1, "temperature", 0);
   c.top_k = (int)lglq_optinteger(L, 1, "top_k", 0);
   c.top_p = (float)lglq_optnumber(L, 1, "top_p", 1);
+  c.min_p = (float)lglq_optnumber(L, 1, "min_p", 0);
+  c.repeat_penalty = (float)lglq_optnumber(L, 1, "repeat_penalty", 1);
+  c.repeat_last_n = (int)lglq_optinteger(L, 1, "repeat_last_n", 64);
   lua_Number seed = lglq_optnumber(L, 1, "seed", 0);
   if (!(seed >= 0 && seed < 18446744073709551616.0)) return luaL_error(L, "glq.sampler.new: seed must be in [0, 2^64)");
   c.seed = (uint64_t)seed;
@@ -463,6 +467,22 @@ static int m_sample(lua_State *L) {
   return 1;
 }
 
+/* s:accept(id or {ids}): tokens the repetition penalty looks back over (prompt and output) */
+static int m_accept(lua_State *L) {
+  glq_sampler *s = ((sampler_ud *)luaL_checkudata(L, 1, SAMPLER_MT))->s;
+  if (lua_istable(L, 2)) {
+    for (int i = 1, n = (int)lua_objlen(L, 2); i <= n; i++) {
+      lua_rawgeti(L, 2, i);
+      int32_t t = (int32_t)luaL_checkinteger(L, -1);
+      lua_pop(L, 1);
+      lglq_check(L, glq_sampler_accept(s, t), "sampler:accept");
+    }
+  } else {
+    lglq_check(L, glq_sampler_accept(s, (int32_t)luaL_checkinteger(L, 2)), "sampler:accept");
+  }
+  return 0;
+}
+
 static void new_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods) {
   luaL_newmetatable(L, name);
   lua_pushcfunction(L, gc);
@@ -481,7 +501,7 @@ void lglq_open_model(lua_State *L) {
     {"embed", m_embed}, {"layer", m_layer}, {"head", m_head}, {"forward", m_forward}, {NULL, NULL}};
   static const luaL_Reg cache_methods[] = {
     {"len", m_cache_len}, {"bytes", m_cache_bytes}, {"reset", m_cache_reset}, {"advance", m_cache_advance}, {NULL, NULL}};
-  static const luaL_Reg sampler_methods[] = {{"sample", m_sample}, {NULL, NULL}};
+  static const luaL_Reg sampler_methods[] = {{"sample", m_sample}, {"accept", m_accept}, {NULL, NULL}};
   static const luaL_Reg llama_funcs[] = {{"new", l_llama_new}, {"kvcache", l_kvcache}, {NULL, NULL}};
   static const luaL_Reg sampler_funcs[] = {{"new", l_sampler_new}, {NULL, NULL}};
   static const luaL_Reg linear_funcs[] = {{"dense", l_dense}, {NULL, NULL}};

@@ -52,6 +52,28 @@ float *lglq_push_out(lua_State *L, int opts, int ndim, const int64_t *shape, con
   return glq_tensor_data(lglq_checktensor(L, -1));
 }
 
+/* an empty tensor userdata pushed first, so the reference it receives later is the collector's to free */
+static glq_tensor *push_empty(lua_State *L) {
+  glq_tensor *u = lua_newuserdata(L, sizeof *u);
+  memset(u, 0, sizeof *u);
+  luaL_getmetatable(L, LGLQ_TENSOR);
+  lua_setmetatable(L, -2);
+  return u;
+}
+
+glq_tensor *lglq_checktensor_tmp(lua_State *L, int idx, glq_dtype dt, const char *what) {
+  glq_tensor *t = lglq_checktensor(L, idx);
+  glq_tensor *u = push_empty(L);
+  lglq_check(L, (t->dtype == dt) ? glq_tensor_contiguous(t, u) : glq_tensor_to(t, dt, u), "%s", what);
+  return u;
+}
+
+glq_tensor *lglq_newtensor(lua_State *L, glq_dtype dt, int ndim, const int64_t *shape, const char *what) {
+  glq_tensor *u = push_empty(L);
+  lglq_check(L, glq_tensor_new(dt, ndim, shape, u), "%s", what);
+  return u;
+}
+
 void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out) {
   glq_tensor *t = lglq_checktensor(L, idx);
   int rc = (t->dtype == dt) ? glq_tensor_contiguous(t, out) : glq_tensor_to(t, dt, out);
@@ -388,27 +410,64 @@ static int m_len(lua_State *L) {
   return 1;
 }
 
-/* printing: at most 6 entries per dimension (first 3, "...", last 3) */
-static void fmt_value(luaL_Buffer *b, glq_dtype dt, double v) {
-  char s[48];
-  if (glq_dtype_is_float(dt)) snprintf(s, sizeof s, "%.6g", v);
-  else if (dt == GLQ_BOOL) snprintf(s, sizeof s, "%s", v != 0 ? "true" : "false");
-  else snprintf(s, sizeof s, "%.0f", v);
-  luaL_addstring(b, s);
+/* printing: a dimension longer than PRINT_MAX shows its first and last PRINT_EDGE entries around
+ * "..." (symmetric); every value is right-aligned to the widest one shown; rows keep their indent */
+#define PRINT_MAX 8
+#define PRINT_EDGE 3
+
+/* One notation for every shown value of a float tensor, as torch chooses it: whole numbers without
+ * decimals, "%.4f" for a moderate range, "%.4e" when the largest is >= 1e5 or the smallest
+ * non-zero < 1e-4. Three passes over the shown values: statistics, widest, text. */
+typedef struct { int pass, width; char fmt[8]; double maxabs, minabs; int whole; } print_style;
+
+static int fmt_value(char *s, size_t n, glq_dtype dt, double v, const print_style *ps) {
+  if (glq_dtype_is_float(dt)) {
+    if (ps == NULL || !isfinite(v)) return snprintf(s, n, "%.6g", v);
+    return snprintf(s, n, ps->fmt, v);
+  }
+  if (dt == GLQ_BOOL) return snprintf(s, n, "%s", v != 0 ? "true" : "false");
+  return snprintf(s, n, "%.0f", v);
 }
 
-static void fmt_dim(luaL_Buffer *b, const glq_tensor *t, int d, int64_t *idx) {
-  luaL_addchar(b, '[');
+/* pass 0: gather the statistics; 1: return the widest value; 2: append the text */
+static int fmt_dim(luaL_Buffer *b, const glq_tensor *t, int d, int64_t *idx, print_style *ps) {
+  const int emit = ps->pass == 2;
+  if (emit) luaL_addchar(b, '[');
   int64_t n = t->shape[d];
+  int widest = 0;
   for (int64_t i = 0; i < n; i++) {
-    if (n > 6 && i == 3) {
-      luaL_addstring(b, d == t->ndim - 1 ? "..., " : "...,\n");
-      i = n - 3;
+    if (n > PRINT_MAX && i == PRINT_EDGE) {
+      if (emit) {
+        if (d == t->ndim - 1) luaL_addstring(b, "..., ");
+        else {
+          luaL_addstring(b, "...,\n");
+          for (int k = 0; k <= d; k++) luaL_addchar(b, ' ');
+        }
+      }
+      i = n - PRINT_EDGE;
     }
     idx[d] = i;
-    if (d == t->ndim - 1) fmt_value(b, t->dtype, glq_tensor_get(t, idx));
-    else fmt_dim(b, t, d + 1, idx);
-    if (i + 1 < n) {
+    if (d == t->ndim - 1) {
+      double v = glq_tensor_get(t, idx);
+      if (ps->pass == 0) {
+        double a = fabs(v);
+        if (isfinite(v) && a > ps->maxabs) ps->maxabs = a;
+        if (isfinite(v) && a > 0 && a < ps->minabs) ps->minabs = a;
+        if (isfinite(v) && v != floor(v)) ps->whole = 0;
+      } else {
+        char s[48];
+        int len = fmt_value(s, sizeof s, t->dtype, v, ps);
+        if (len > widest) widest = len;
+        if (emit) {
+          for (int k = len; k < ps->width; k++) luaL_addchar(b, ' ');
+          luaL_addstring(b, s);
+        }
+      }
+    } else {
+      int w = fmt_dim(b, t, d + 1, idx, ps);
+      if (w > widest) widest = w;
+    }
+    if (emit && i + 1 < n) {
       luaL_addchar(b, ',');
       if (d == t->ndim - 1) luaL_addchar(b, ' ');
       else {
@@ -417,7 +476,8 @@ static void fmt_dim(luaL_Buffer *b, const glq_tensor *t, int d, int64_t *idx) {
       }
     }
   }
-  luaL_addchar(b, ']');
+  if (emit) luaL_addchar(b, ']');
+  return widest;
 }
 
 static int m_tostring(lua_State *L) {
@@ -431,9 +491,22 @@ static int m_tostring(lua_State *L) {
   snprintf(head + k, sizeof head - (size_t)k, ")%s\n", t->st->kind == GLQ_STORAGE_MMAP ? " mapped" : "");
   luaL_addstring(&b, head);
   int64_t idx[GLQ_MAX_DIMS] = {0};
-  if (t->ndim == 0) fmt_value(&b, t->dtype, glq_tensor_get(t, idx));
-  else if (glq_tensor_numel(t) == 0) luaL_addstring(&b, "[]");
-  else fmt_dim(&b, t, 0, idx);
+  if (t->ndim == 0) {
+    char v[48];
+    fmt_value(v, sizeof v, t->dtype, glq_tensor_get(t, idx), NULL);
+    luaL_addstring(&b, v);
+  } else if (glq_tensor_numel(t) == 0) {
+    luaL_addstring(&b, "[]");
+  } else {
+    print_style ps = {0, 0, "%.4f", 0.0, INFINITY, 1};
+    fmt_dim(&b, t, 0, idx, &ps);
+    if (ps.whole && ps.maxabs < 1e9) snprintf(ps.fmt, sizeof ps.fmt, "%%.0f");
+    else if (ps.maxabs >= 1e5 || ps.minabs < 1e-4) snprintf(ps.fmt, sizeof ps.fmt, "%%.4e");
+    ps.pass = 1;
+    ps.width = fmt_dim(&b, t, 0, idx, &ps);
+    ps.pass = 2;
+    fmt_dim(&b, t, 0, idx, &ps);
+  }
   luaL_pushresult(&b);
   return 1;
 }

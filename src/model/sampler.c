@@ -17,17 +17,30 @@ struct glq_sampler {
   uint64_t state;
   cand_t *cand;
   double *prob;
+  float *row;     /* the row after the penalty / min_p filters */
   int cap;
+  int32_t *recent; /* ring of the last repeat_last_n accepted tokens */
+  int nrecent, head;
 };
 
 int glq_sampler_new(const glq_sampler_config *cfg, glq_sampler **out) {
   *out = NULL;
   if (!isfinite(cfg->temperature) || isnan(cfg->top_p))
     return glq_error(GLQ_EINVAL, "sampler: temperature %g and top_p %g must be finite", cfg->temperature, cfg->top_p);
+  if (!(cfg->min_p <= 1.0f) || !isfinite(cfg->repeat_penalty))
+    return glq_error(GLQ_EINVAL, "sampler: min_p %g must be at most 1 and repeat_penalty %g finite", cfg->min_p, cfg->repeat_penalty);
   glq_sampler *s = calloc(1, sizeof *s);
   if (!s) return glq_error(GLQ_ENOMEM, "sampler: out of memory");
   s->cfg = *cfg;
+  if (s->cfg.repeat_last_n <= 0) s->cfg.repeat_last_n = 64;
   s->state = cfg->seed;
+  if (cfg->repeat_penalty > 0.0f && cfg->repeat_penalty != 1.0f) {
+    s->recent = malloc((size_t)s->cfg.repeat_last_n * sizeof *s->recent);
+    if (!s->recent) {
+      free(s);
+      return glq_error(GLQ_ENOMEM, "sampler: out of memory");
+    }
+  }
   *out = s;
   return GLQ_OK;
 }
@@ -36,6 +49,8 @@ void glq_sampler_free(glq_sampler *s) {
   if (!s) return;
   free(s->cand);
   free(s->prob);
+  free(s->row);
+  free(s->recent);
   free(s);
 }
 
@@ -95,9 +110,32 @@ static int reserve(glq_sampler *s, int n) {
   if (cd) s->cand = cd;
   double *pr = realloc(s->prob, (size_t)n * sizeof *pr);
   if (pr) s->prob = pr;
-  if (!cd || !pr) return glq_error(GLQ_ENOMEM, "sampler: out of memory for %d candidates", n);
+  float *rw = realloc(s->row, (size_t)n * sizeof *rw);
+  if (rw) s->row = rw;
+  if (!cd || !pr || !rw) return glq_error(GLQ_ENOMEM, "sampler: out of memory for %d candidates", n);
   s->cap = n;
   return GLQ_OK;
+}
+
+int glq_sampler_accept(glq_sampler *s, int32_t token) {
+  if (token < 0) return glq_error(GLQ_EINVAL, "sampler: token id %d is negative", (int)token);
+  if (!s->recent) return GLQ_OK;
+  s->recent[s->head] = token;
+  s->head = (s->head + 1) % s->cfg.repeat_last_n;
+  if (s->nrecent < s->cfg.repeat_last_n) s->nrecent++;
+  return GLQ_OK;
+}
+
+/* The repetition penalty on a copy of the row (each distinct recent token once). */
+static void penalize(const glq_sampler *s, float *row, int n) {
+  const float p = s->cfg.repeat_penalty;
+  for (int k = 0; k < s->nrecent; k++) {
+    int32_t t = s->recent[k];
+    int seen = 0;
+    for (int j = 0; j < k && !seen; j++) seen = s->recent[j] == t;
+    if (seen || t >= n) continue;
+    row[t] = row[t] > 0.0f ? row[t] / p : row[t] * p;
+  }
 }
 
 int glq_sampler_sample(glq_sampler *s, const float *logits, int n, int32_t *token) {
@@ -108,6 +146,21 @@ int glq_sampler_sample(glq_sampler *s, const float *logits, int n, int32_t *toke
       if (isnan(logits[i])) return glq_error(GLQ_EINVAL, "sampler: logit %d is NaN", i);
   }
   const glq_sampler_config *c = &s->cfg;
+  const int use_pen = s->recent != NULL && s->nrecent > 0;
+  const int use_min_p = c->min_p > 0.0f && c->temperature > 0.0f;
+  if (use_pen || use_min_p) {
+    int rc = reserve(s, n);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++) s->row[i] = logits[i];
+    if (use_pen) penalize(s, s->row, n);
+    logits = s->row;
+    best = argmax(logits, n);
+    if (use_min_p) { /* the weights exactly as below decide, so the rule is the definition's */
+      const double mx = logits[best], T = c->temperature;
+      for (int i = 0; i < n; i++)
+        if (exp(((double)s->row[i] - mx) / T) < (double)c->min_p) s->row[i] = -INFINITY;
+    }
+  }
   if (c->temperature <= 0.0f) {
     *token = best;
     return GLQ_OK;

@@ -10,7 +10,13 @@
  * summed in order when top_k limits them, else summed by id (every candidate). The draw is
  * r = uniform * (kept weight) and the token the first whose running sum exceeds r. Only as much of
  * the order is built as these need (a selection for top_k, the high-weight candidates for top_p),
- * so sampling costs about one pass over the row. */
+ * so sampling costs about one pass over the row.
+ *
+ * Before all this, two optional filters change the row (as llama.cpp and HF do): a repetition
+ * penalty p divides the logit of every distinct token among the last repeat_last_n accepted ones
+ * (glq_sampler_accept) by p when it is positive, multiplies it by p otherwise (greedy choice
+ * included); min_p then drops (logit -inf) every token whose tempered weight w_i is below min_p,
+ * i.e. whose probability is below min_p times the most likely token's. */
 #ifndef GLQ_SAMPLER_H
 #define GLQ_SAMPLER_H
 #include <stdint.h>
@@ -20,6 +26,9 @@ typedef struct glq_sampler_config {
   int top_k;          /* <= 0: no limit */
   float top_p;        /* >= 1 or <= 0: no limit */
   uint64_t seed;
+  float min_p;          /* <= 0: off; else in (0, 1] */
+  float repeat_penalty; /* <= 0 or 1: off */
+  int repeat_last_n;    /* tokens the penalty looks back over (<= 0: 64) */
 } glq_sampler_config;
 
 typedef struct glq_sampler glq_sampler;
@@ -28,6 +37,8 @@ typedef struct glq_sampler glq_sampler;
 int glq_sampler_new(const glq_sampler_config *cfg, glq_sampler **out);
 /* Free it (NULL is fine). */
 void glq_sampler_free(glq_sampler *s);
+/* Record a token (prompt or chosen) for the repetition penalty's window. */
+int glq_sampler_accept(glq_sampler *s, int32_t token);
 /* Choose a token from logits[0..n); fails on NaN logits. */
 int glq_sampler_sample(glq_sampler *s, const float *logits, int n, int32_t *token);
 

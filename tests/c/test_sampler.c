@@ -1,6 +1,7 @@
 /* test_sampler.c - the sampler against a direct implementation of its definition (sampler.h): every
  * candidate sorted, weights and sums in double, the same SplitMix64 draws. Rows: peaked and flat
- * random logits, ties, -inf, a single candidate; configs: greedy, temperature, top_k, top_p, both.
+ * random logits, ties, -inf, a single candidate; configs: greedy, temperature, top_k, top_p, both,
+ * min_p and the repetition penalty (alone and with the others, over a history of accepted tokens).
  * Prints the time per sample on a 49152-logit row as information. */
 #include "../../src/model/sampler.h"
 #include "../../src/core/ops.h"
@@ -21,12 +22,31 @@ static int order(const void *a, const void *b) {
   return (x->id > y->id) - (x->id < y->id);
 }
 
-/* the definition, with a full sort */
-static int reference(const glq_sampler_config *c, uint64_t *state, const float *l, int n) {
+/* the definition, with a full sort; hist: every accepted token so far (nh of them) */
+static int reference(const glq_sampler_config *c, uint64_t *state, const float *l0, int n, const int *hist, int nh) {
+  float *l = malloc(sizeof *l * (size_t)n);
+  memcpy(l, l0, sizeof *l * (size_t)n);
+  if (c->repeat_penalty > 0.0f && c->repeat_penalty != 1.0f) {
+    int last = c->repeat_last_n > 0 ? c->repeat_last_n : 64;
+    char *hit = calloc((size_t)n, 1);
+    for (int k = nh - 1; k >= 0 && k >= nh - last; k--)
+      if (hist[k] < n) hit[hist[k]] = 1;
+    for (int i = 0; i < n; i++)
+      if (hit[i]) l[i] = l[i] > 0.0f ? l[i] / c->repeat_penalty : l[i] * c->repeat_penalty;
+    free(hit);
+  }
+  if (c->min_p > 0.0f && c->temperature > 0.0f) {
+    int b = 0;
+    for (int i = 0; i < n; i++)
+      if (l[i] > l[b]) b = i;
+    double m = l[b];
+    for (int i = 0; i < n; i++)
+      if (exp(((double)l[i] - m) / c->temperature) < (double)c->min_p) l[i] = -INFINITY;
+  }
   int best = 0;
   for (int i = 0; i < n; i++)
     if (l[i] > l[best]) best = i;
-  if (c->temperature <= 0.0f) return best;
+  if (c->temperature <= 0.0f) { free(l); return best; }
   cand *cd = malloc(sizeof *cd * (size_t)n);
   double mx = l[best], T = c->temperature, total = 0.0;
   int use_k = c->top_k > 0 && c->top_k < n, use_p = c->top_p > 0.0f && c->top_p < 1.0f, keep = n;
@@ -58,6 +78,7 @@ static int reference(const glq_sampler_config *c, uint64_t *state, const float *
     }
   }
   free(cd);
+  free(l);
   return tok;
 }
 
@@ -78,8 +99,11 @@ static void fill(float *l, int n, int kind) {
 
 int main(void) {
   const glq_sampler_config cfgs[] = {
-    {0.0f, 0, 1.0f, 1}, {1.0f, 0, 1.0f, 2}, {0.7f, 40, 1.0f, 3}, {0.8f, 0, 0.9f, 4}, {1.3f, 50, 0.8f, 5},
-    {0.5f, 1, 1.0f, 6}, {2.0f, 0, 0.05f, 7}, {1.0f, 7, 0.999f, 8}, {0.9f, 0, 0.5f, 9}};
+    {0.0f, 0, 1.0f, 1, 0.0f, 0.0f, 0}, {1.0f, 0, 1.0f, 2, 0.0f, 0.0f, 0}, {0.7f, 40, 1.0f, 3, 0.0f, 0.0f, 0}, {0.8f, 0, 0.9f, 4, 0.0f, 0.0f, 0}, {1.3f, 50, 0.8f, 5, 0.0f, 0.0f, 0},
+    {0.5f, 1, 1.0f, 6, 0.0f, 0.0f, 0}, {2.0f, 0, 0.05f, 7, 0.0f, 0.0f, 0}, {1.0f, 7, 0.999f, 8, 0.0f, 0.0f, 0}, {0.9f, 0, 0.5f, 9, 0.0f, 0.0f, 0},
+    /* min_p, repetition penalty (window 64 by default, or 5), and both with top_k / top_p */
+    {1.0f, 0, 1.0f, 10, 0.05f, 1.0f, 0}, {0.7f, 0, 1.0f, 11, 0.3f, 1.0f, 0}, {0.0f, 0, 1.0f, 12, 0.0f, 1.3f, 0},
+    {0.8f, 0, 1.0f, 13, 0.0f, 1.1f, 5}, {1.0f, 40, 0.9f, 14, 0.1f, 1.2f, 0}, {1.2f, 0, 0.8f, 15, 0.02f, 0.8f, 16}};
   const int sizes[] = {1, 2, 7, 100, 4099};
   int draws = 0;
   for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++)
@@ -91,12 +115,20 @@ int main(void) {
         glq_sampler *s;
         CHECK(glq_sampler_new(&cfgs[ci], &s) == 0, "new");
         uint64_t state = cfgs[ci].seed;
+        int hist[200], nh = 0;
+        for (int k = 0; k < 100; k++) { /* a "prompt": repeats, and ids beyond the row */
+          hist[nh] = (int)(glq_splitmix64(&g) % (uint64_t)(n + 2));
+          CHECK(glq_sampler_accept(s, hist[nh]) == 0, "accept");
+          nh++;
+        }
         for (int rep = 0; rep < 25; rep++) {
           fill(l, n, kind);
           int32_t got;
           CHECK(glq_sampler_sample(s, l, n, &got) == 0, "sample");
-          int want = reference(&cfgs[ci], &state, l, n);
+          int want = reference(&cfgs[ci], &state, l, n, hist, nh);
           CHECK(got == want, "config %zu, n %d, kind %d, draw %d: token %d, reference %d", ci, n, kind, rep, got, want);
+          glq_sampler_accept(s, got);
+          hist[nh++] = got;
           draws++;
         }
         glq_sampler_free(s);
@@ -105,7 +137,7 @@ int main(void) {
   /* NaN is an error naming the position */
   {
     glq_sampler *s;
-    glq_sampler_config c = {1.0f, 0, 0.9f, 1};
+    glq_sampler_config c = {1.0f, 0, 0.9f, 1, 0.0f, 0.0f, 0};
     glq_sampler_new(&c, &s);
     float l[5] = {1, 2, NAN, 0, 1};
     int32_t t;
@@ -117,7 +149,7 @@ int main(void) {
     int n = 49152;
     float *l = malloc(sizeof *l * (size_t)n);
     fill(l, n, 1);
-    const glq_sampler_config tc[] = {{0.0f, 0, 1.0f, 1}, {0.8f, 0, 1.0f, 1}, {0.8f, 40, 1.0f, 1}, {0.8f, 0, 0.9f, 1}};
+    const glq_sampler_config tc[] = {{0.0f, 0, 1.0f, 1, 0.0f, 0.0f, 0}, {0.8f, 0, 1.0f, 1, 0.0f, 0.0f, 0}, {0.8f, 40, 1.0f, 1, 0.0f, 0.0f, 0}, {0.8f, 0, 0.9f, 1, 0.0f, 0.0f, 0}};
     const char *name[] = {"greedy", "temperature", "top_k 40", "top_p 0.9"};
     for (int i = 0; i < 4; i++) {
       glq_sampler *s;
