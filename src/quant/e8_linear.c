@@ -6,7 +6,9 @@
  * with the dense kernel (glq_gemm_nt), one parallel loop per tile (no BLAS threads to contend with).
  * Every output element is a fixed-order sum, so results do not depend on the thread count. The AVX2
  * and portable kernels round differently (FMA and lane order), both within f32 dot-product error of
- * x·dequantize()ᵀ; GLQ_NO_AVX2=1 selects the portable one. */
+ * x·dequantize()ᵀ; GLQ_NO_AVX2=1 selects the portable one.
+ * The E8P codebook (kind "e8p") runs the same kernels on its tables of 4c (stage 2: E81B or E8P), scaled
+ * by 1/4 instead of the shell book's 2c by 1/2. */
 #include "e8_linear.h"
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@
 #include "../core/pool.h"
 #include "../model/dense_linear.h"
 #include "e8.h"
+#include "e8p.h"
+#include "codec.h"
 #include "hadamard.h"
 #include "rht.h"
 
@@ -37,7 +41,9 @@ typedef struct {
   const glq_hadamard *hm, *hn;
   glq_hadamard_kind transform;
   const glq_e8_codebook *cb;
-  const int8_t *t8;
+  const int8_t *t8, *t8b; /* stage 1 and stage 2 tables (unit·t = the codeword) */
+  float unit;             /* 1/2 (E8 shell, 2c) or 1/4 (E8P, 4c) */
+  int codebook;           /* GLQ_CODEBOOK_E8 or _E8P */
   float *xt, *yt, *tile; /* scratch: rows x np, rows x mp, TILE x np */
   int64_t rows_cap;
 } e8lin;
@@ -48,6 +54,15 @@ typedef struct {
 static void decode_row(const e8lin *l, int64_t i, float *dst) {
   int32_t a[256], b[256];
   const uint16_t *q = l->q + i * l->nb, *q2 = l->q2 ? l->q2 + i * l->nb : NULL;
+  if (l->codebook == GLQ_CODEBOOK_E8P) { /* the f32 decode of ldlq.c: (C1 + inv_rs·C2)·Wscale */
+    for (int64_t jb = 0; jb < l->nb; jb++)
+      for (int k = 0; k < 8; k++) {
+        float v = 0.25f * l->t8[8 * (size_t)q[jb] + k];
+        if (q2) v = v + l->inv_rs * (0.25f * l->t8b[8 * (size_t)q2[jb] + k]);
+        dst[8 * jb + k] = l->wscale * v;
+      }
+    return;
+  }
   for (int64_t j0 = 0; j0 < l->nb; j0 += 256) {
     int64_t n = l->nb - j0 < 256 ? l->nb - j0 : 256;
     for (int64_t j = 0; j < n; j++) { a[j] = q[j0 + j]; b[j] = q2 ? q2[j0 + j] : 0; }
@@ -91,7 +106,7 @@ static void dot_range_portable(const dot_job *j, int64_t lo, int64_t hi) {
       const int8_t *c = t8 + 8 * (size_t)q[jb];
       for (int k = 0; k < 8; k++) w[k] = c[k];
       if (q2) {
-        const int8_t *c2 = t8 + 8 * (size_t)q2[jb];
+        const int8_t *c2 = l->t8b + 8 * (size_t)q2[jb];
         for (int k = 0; k < 8; k++) w[k] += l->inv_rs * c2[k];
       }
       for (int b = 0; b < j->B; b++) {
@@ -99,7 +114,7 @@ static void dot_range_portable(const dot_job *j, int64_t lo, int64_t hi) {
         for (int k = 0; k < 8; k++) acc[b][k] += w[k] * x[k];
       }
     }
-    for (int b = 0; b < j->B; b++) j->yt[b * l->mp + i] = 0.5f * l->wscale * hsum8(acc[b]);
+    for (int b = 0; b < j->B; b++) j->yt[b * l->mp + i] = l->unit * l->wscale * hsum8(acc[b]);
   }
 }
 
@@ -112,10 +127,10 @@ AVX2_INLINE __m256 entry_avx2(const int8_t *t8, unsigned i) {
 }
 
 /* block jb of a row: 2c1 + inv_rs * 2c2 (stage2 is a constant after inlining) */
-AVX2_INLINE __m256 block_avx2(const int8_t *t8, const uint16_t *q, const uint16_t *q2, __m256 irs, int64_t jb,
-                              const int stage2) {
+AVX2_INLINE __m256 block_avx2(const int8_t *t8, const int8_t *t8b, const uint16_t *q, const uint16_t *q2, __m256 irs,
+                              int64_t jb, const int stage2) {
   __m256 w = entry_avx2(t8, q[jb]);
-  if (stage2) w = _mm256_fmadd_ps(entry_avx2(t8, q2[jb]), irs, w);
+  if (stage2) w = _mm256_fmadd_ps(entry_avx2(t8b, q2[jb]), irs, w);
   return w;
 }
 
@@ -127,9 +142,10 @@ AVX2_INLINE uint64_t quad(const uint16_t *q, int64_t jb) {
 }
 
 /* 2c1 + inv_rs * 2c2 for the k-th index of two quads (stage2 is a constant after inlining) */
-AVX2_INLINE __m256 quad_block(const int8_t *t8, uint64_t w, uint64_t w2, __m256 irs, int k, const int stage2) {
+AVX2_INLINE __m256 quad_block(const int8_t *t8, const int8_t *t8b, uint64_t w, uint64_t w2, __m256 irs, int k,
+                              const int stage2) {
   __m256 v = entry_avx2(t8, (uint16_t)(w >> (16 * k)));
-  if (stage2) v = _mm256_fmadd_ps(entry_avx2(t8, (uint16_t)(w2 >> (16 * k))), irs, v);
+  if (stage2) v = _mm256_fmadd_ps(entry_avx2(t8b, (uint16_t)(w2 >> (16 * k))), irs, v);
   return v;
 }
 
@@ -138,17 +154,17 @@ AVX2_INLINE __m256 row1_avx2(const e8lin *l, const float *x, int64_t i, const in
   const __m256 irs = _mm256_set1_ps(l->inv_rs);
   const int64_t nb = l->nb;
   const uint16_t *q = l->q + i * nb, *q2 = stage2 ? l->q2 + i * nb : NULL;
-  const int8_t *t8 = l->t8;
+  const int8_t *t8 = l->t8, *t8b = l->t8b;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   int64_t jb = 0;
   for (; jb + 4 <= nb; jb += 4) {
     uint64_t w = quad(q, jb), w2 = stage2 ? quad(q2, jb) : 0;
-    a0 = _mm256_fmadd_ps(quad_block(t8, w, w2, irs, 0, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
-    a1 = _mm256_fmadd_ps(quad_block(t8, w, w2, irs, 1, stage2), _mm256_loadu_ps(x + 8 * jb + 8), a1);
-    a2 = _mm256_fmadd_ps(quad_block(t8, w, w2, irs, 2, stage2), _mm256_loadu_ps(x + 8 * jb + 16), a2);
-    a3 = _mm256_fmadd_ps(quad_block(t8, w, w2, irs, 3, stage2), _mm256_loadu_ps(x + 8 * jb + 24), a3);
+    a0 = _mm256_fmadd_ps(quad_block(t8, t8b, w, w2, irs, 0, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
+    a1 = _mm256_fmadd_ps(quad_block(t8, t8b, w, w2, irs, 1, stage2), _mm256_loadu_ps(x + 8 * jb + 8), a1);
+    a2 = _mm256_fmadd_ps(quad_block(t8, t8b, w, w2, irs, 2, stage2), _mm256_loadu_ps(x + 8 * jb + 16), a2);
+    a3 = _mm256_fmadd_ps(quad_block(t8, t8b, w, w2, irs, 3, stage2), _mm256_loadu_ps(x + 8 * jb + 24), a3);
   }
-  for (; jb < nb; jb++) a0 = _mm256_fmadd_ps(block_avx2(t8, q, q2, irs, jb, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
+  for (; jb < nb; jb++) a0 = _mm256_fmadd_ps(block_avx2(t8, t8b, q, q2, irs, jb, stage2), _mm256_loadu_ps(x + 8 * jb), a0);
   return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
 }
 
@@ -157,12 +173,12 @@ AVX2_INLINE void rowb_avx2(const e8lin *l, const dot_job *j, int64_t i, float ou
   const __m256 irs = _mm256_set1_ps(l->inv_rs);
   const int64_t nb = l->nb, np = l->np;
   const uint16_t *q = l->q + i * nb, *q2 = stage2 ? l->q2 + i * nb : NULL;
-  const int8_t *t8 = l->t8;
+  const int8_t *t8 = l->t8, *t8b = l->t8b;
   const float *x = j->xt;
   __m256 acc[SMALL_B];
   for (int b = 0; b < SMALL_B; b++) acc[b] = _mm256_setzero_ps();
   for (int64_t jb = 0; jb < nb; jb++) {
-    __m256 w = block_avx2(t8, q, q2, irs, jb, stage2);
+    __m256 w = block_avx2(t8, t8b, q, q2, irs, jb, stage2);
     for (int b = 0; b < j->B; b++) acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + b * np + 8 * jb), acc[b]);
   }
   for (int b = 0; b < j->B; b++) _mm256_storeu_ps(out[b], acc[b]);
@@ -189,20 +205,20 @@ AVX2_INLINE void prefetch_indices(const e8lin *l, int64_t i) {
 /* rows [lo, hi) of W̃ from row0 on into dst (forward tiles; dequantize uses the exact decode_row) */
 __attribute__((target("avx2,fma"))) static void decode_range_avx2(const dec_job *j, int64_t lo, int64_t hi) {
   const e8lin *l = j->l;
-  const __m256 irs = _mm256_set1_ps(l->inv_rs), sc = _mm256_set1_ps(0.5f * l->wscale);
+  const __m256 irs = _mm256_set1_ps(l->inv_rs), sc = _mm256_set1_ps(l->unit * l->wscale);
   for (int64_t r = lo; r < hi; r++) {
     const uint16_t *q = l->q + (j->row0 + r) * l->nb, *q2 = l->q2 ? l->q2 + (j->row0 + r) * l->nb : NULL;
     float *dst = j->dst + r * l->np;
     if (q2)
-      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, q, q2, irs, jb, 1), sc));
+      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, l->t8b, q, q2, irs, jb, 1), sc));
     else
-      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, q, q2, irs, jb, 0), sc));
+      for (int64_t jb = 0; jb < l->nb; jb++) _mm256_storeu_ps(dst + 8 * jb, _mm256_mul_ps(block_avx2(l->t8, l->t8b, q, q2, irs, jb, 0), sc));
   }
 }
 
 __attribute__((target("avx2,fma"))) static void dot_range_avx2(const dot_job *j, int64_t lo, int64_t hi) {
   const e8lin *l = j->l;
-  const float scale = 0.5f * l->wscale;
+  const float scale = l->unit * l->wscale;
   for (int64_t i = lo; i < hi; i++) {
     prefetch_indices(l, i);
     if (j->B == 1) {
@@ -342,11 +358,13 @@ static void e8_destroy(glq_linear *base) {
 }
 
 static const glq_linear_vt e8_vt = {"e8", e8_forward, e8_dequantize, e8_stored_bytes, e8_destroy};
+static const glq_linear_vt e8p_vt = {"e8p", e8_forward, e8_dequantize, e8_stored_bytes, e8_destroy};
 
 int glq_e8_linear_desc_of(const glq_linear *base, glq_e8_linear_desc *d) {
-  if (!base || base->vt != &e8_vt) return glq_error(GLQ_EINVAL, "e8 linear: not an e8 layer");
+  if (!base || (base->vt != &e8_vt && base->vt != &e8p_vt)) return glq_error(GLQ_EINVAL, "e8 linear: not an e8 or e8p layer");
   const e8lin *l = (const e8lin *)base;
   memset(d, 0, sizeof *d);
+  d->codebook = l->codebook;
   d->out = base->out;
   d->in = base->in;
   d->out_pad = l->mp;
@@ -388,6 +406,8 @@ static int check_desc(const glq_e8_linear_desc *d) {
   if (d->in_pad % 8)
     return glq_error(GLQ_EINVAL, "e8 linear: padded input size %lld is not a multiple of 8", (long long)d->in_pad);
   if (d->bits < 2 || d->bits > 4) return glq_error(GLQ_EINVAL, "e8 linear: bits must be 2, 3 or 4, got %d", d->bits);
+  if (d->codebook != GLQ_CODEBOOK_E8 && d->codebook != GLQ_CODEBOOK_E8P)
+    return glq_error(GLQ_EINVAL, "e8 linear: unknown codebook id %d (e8 = 0, e8p = 1)", d->codebook);
   if (!d->qidxs) return glq_error(GLQ_EINVAL, "e8 linear: Qidxs is missing");
   if ((d->bits == 2) != (d->qidxs2 == NULL))
     return glq_error(GLQ_EINVAL, "e8 linear: %d bits %s Qidxs2", d->bits, d->bits == 2 ? "takes no" : "needs");
@@ -402,13 +422,13 @@ int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
   int rc = check_desc(d);
   if (rc) return rc;
   const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
-  if (!cb) {
+  if (!cb || (d->codebook == GLQ_CODEBOOK_E8P && glq_e8p_init())) {
     glq_error_prefix("e8 linear");
     return GLQ_ENOMEM;
   }
   e8lin *l = calloc(1, sizeof *l);
   if (!l) return glq_error(GLQ_ENOMEM, "e8 linear: out of memory");
-  l->base.vt = &e8_vt;
+  l->base.vt = d->codebook == GLQ_CODEBOOK_E8P ? &e8p_vt : &e8_vt;
   l->base.in = d->in;
   l->base.out = d->out;
   l->mp = d->out_pad;
@@ -419,7 +439,15 @@ int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
   l->wscale = d->wscale;
   l->transform = d->transform;
   l->cb = cb;
-  l->t8 = glq_e8_table_i8(cb);
+  l->codebook = d->codebook;
+  if (d->codebook == GLQ_CODEBOOK_E8P) {
+    l->t8 = glq_e8p_table4();
+    l->t8b = d->bits == 3 ? glq_e81b_table4() : l->t8;
+    l->unit = 0.25f;
+  } else {
+    l->t8 = l->t8b = glq_e8_table_i8(cb);
+    l->unit = 0.5f;
+  }
 #ifdef E8L_X86
   const char *no = getenv("GLQ_NO_AVX2");
   l->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(no && *no && *no != '0');
@@ -437,7 +465,7 @@ int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
     if (!l->q2) continue;
     l->q2[i] = (uint16_t)d->qidxs2[i];
     if (d->bits == 3 && l->q2[i] >= 256) {
-      rc = glq_error(GLQ_EINVAL, "e8 linear: 3-bit Qidxs2[%lld][%lld] = %u is not below 256", (long long)(i / l->nb),
+      rc = glq_error(GLQ_EINVAL, "%s linear: 3-bit Qidxs2[%lld][%lld] = %u is not below 256", l->base.vt->kind, (long long)(i / l->nb),
                      (long long)(i % l->nb), (unsigned)l->q2[i]);
       goto fail;
     }

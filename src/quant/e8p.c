@@ -31,6 +31,7 @@ static struct {
   int8_t *t4;                /* 65536 x 8: 4·C */
   float *planes;             /* 9 x 65536: 4·C by coordinate, then ||C||² (brute force) */
   int8_t e81b[GLQ_E81B_SIZE][8]; /* 2·c */
+  int8_t e81b4[GLQ_E81B_SIZE][8]; /* 4·c */
   double bd[8][GLQ_E81B_SIZE], bn[GLQ_E81B_SIZE];
 } G = {.once = PTHREAD_ONCE_INIT};
 
@@ -112,7 +113,7 @@ static void init_once(void) {
   if (nb != GLQ_E81B_SIZE) { G.status = glq_error(GLQ_ENUMERIC, "e81b: %d entries, expected 256", nb); return; }
   for (int j = 0; j < GLQ_E81B_SIZE; j++) {
     int n2 = 0;
-    for (int i = 0; i < 8; i++) G.bd[i][j] = G.e81b[j][i] / 2.0, n2 += G.e81b[j][i] * G.e81b[j][i];
+    for (int i = 0; i < 8; i++) G.bd[i][j] = G.e81b[j][i] / 2.0, n2 += G.e81b[j][i] * G.e81b[j][i], G.e81b4[j][i] = (int8_t)(2 * G.e81b[j][i]);
     G.bn[j] = n2 / 4.0;
   }
 }
@@ -124,6 +125,8 @@ int glq_e8p_init(void) {
 
 const uint32_t *glq_e8p_packed_abs(void) { return G.t4 ? G.packed : NULL; }
 const int8_t *glq_e81b_table_i8(void) { return G.t4 ? &G.e81b[0][0] : NULL; }
+const int8_t *glq_e8p_table4(void) { return G.t4; }
+const int8_t *glq_e81b_table4(void) { return G.t4 ? &G.e81b4[0][0] : NULL; }
 
 void glq_e8p_decode_one(uint32_t idx, float *out) {
   int8_t k[8];

@@ -33,6 +33,10 @@ int glq_e8p_encode(const float *x, int64_t n, int32_t *idx);
  * minimum); exact for every finite input. */
 int glq_e8p_encode_bruteforce(const float *x, int64_t n, int32_t *idx);
 
+/* The E8P table as 4x coordinates (65536 x 8 int8, 512 KB). NULL before glq_e8p_init. */
+const int8_t *glq_e8p_table4(void);
+/* The E81B table as 4x coordinates (256 x 8 int8), for kernels sharing E8P's scale. NULL before init. */
+const int8_t *glq_e81b_table4(void);
 /* The E81B table as 2x coordinates (256 x 8 int8). NULL before glq_e8p_init. */
 const int8_t *glq_e81b_table_i8(void);
 /* out[8i..8i+8) = E81B entry idx[i] & 0xFF. */

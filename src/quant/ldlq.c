@@ -6,7 +6,9 @@
  * F_k = T_k - Q_k equals (R·L)_k, so tr(R·H_reg·Rᵀ) = sum_k F_k·D_k·F_kᵀ comes for free during the
  * sweep; the scale search uses it (minus the extra damping) instead of a separate n² product. */
 #include "ldlq.h"
+#include "codec.h"
 #include "e8.h"
+#include "e8p.h"
 #include "rht.h"
 #include "../core/error.h"
 #include "../core/pool.h"
@@ -19,11 +21,8 @@
 #define GROUP 128        /* columns per lazy-update group (multiple of 8) */
 #define SAMPLE_ROWS 256  /* rows used to evaluate scale candidates */
 
-/* Default Wscale / rms(W̃) and residual scale per rate, measured with LDLQ on correlated Hessians
- * (bench/quant_bench.c data; the error feedback widens the targets, so the best Wscale is above rms).
- * The search tries the default and a step either side: first Wscale, then the residual scale. */
-static const double wscale_default[5] = {0, 0, 1.05, 1.05, 1.10};
-static const double rs_default[5] = {0, 0, 1.0, 2.0, 3.75};
+/* The codec's default Wscale / rms(W̃) and residual scale (codec.c) start the search, which tries the
+ * default and a step either side: first Wscale, then the residual scale. */
 static const double search_steps[3] = {1.0, 0.95, 1.05};
 
 void glq_quant_opts_default(glq_quant_opts *o) {
@@ -35,33 +34,12 @@ void glq_quant_opts_default(glq_quant_opts *o) {
   o->feedback = 1;
 }
 
-/* ---- coding one block column ---- */
-
-typedef struct {
-  const glq_e8_codebook *cb1, *cb2; /* cb2 NULL for 2 bits */
-  float rs, inv_rs;
-} coder;
-
-/* q (rows x 8) = the codeword (sum) nearest to t; i1/i2 its indices; res is scratch (rows x 8) */
-static int code_block(const coder *c, int64_t rows, const float *t, float *q, int32_t *i1, int32_t *i2, float *res) {
-  int rc = glq_e8_encode(c->cb1, t, rows, i1);
-  if (rc) return rc;
-  glq_e8_decode(c->cb1, i1, rows, q);
-  if (!c->cb2) return 0;
-  for (int64_t i = 0; i < rows * 8; i++) res[i] = (t[i] - q[i]) * c->rs;
-  rc = glq_e8_encode(c->cb2, res, rows, i2);
-  if (rc) return rc;
-  glq_e8_decode(c->cb2, i2, rows, res);
-  for (int64_t i = 0; i < rows * 8; i++) q[i] = q[i] + c->inv_rs * res[i];
-  return 0;
-}
-
-/* f·M·fᵀ for an 8-vector f and an 8x8 matrix M, summed in f64 */
-static double quad8(const float *f, const float *m) {
+/* f·M·fᵀ for a B-vector f and a B x B matrix M, summed in f64 */
+static double quadb(const float *f, const float *m, int B) {
   double s = 0;
-  for (int a = 0; a < 8; a++) {
+  for (int a = 0; a < B; a++) {
     double u = 0;
-    for (int b = 0; b < 8; b++) u += (double)m[a * 8 + b] * f[b];
+    for (int b = 0; b < B; b++) u += (double)m[a * B + b] * f[b];
     s += f[a] * u;
   }
   return s;
@@ -71,34 +49,36 @@ static double quad8(const float *f, const float *m) {
 
 typedef struct {
   int64_t n;
-  const float *wr, *t, *q; /* t, q: rows x 8 */
-  const float *m;          /* 8x8 metric of the block (D_k, or H_kk for refinement) */
+  int B, R, nc;            /* the codec's columns, rows per tile, codes per tile */
+  const float *wr, *t, *q; /* t, q: rows x B */
+  const float *m;          /* B x B metric of the block (D_k, or H_kk for refinement) */
   float *r, *delta;        /* delta (refinement): q_new - q_old for accepted rows, else 0 */
-  int32_t *idx1, *idx2;
-  const int32_t *i1, *i2;
+  int32_t *codes;          /* out (may be NULL): (rows/R) x nb x nc */
+  const int32_t *bcodes;   /* the block's codes: (rows/R) x nc */
   double *rowloss;         /* sweep: accumulates F·D·Fᵀ */
   int64_t c;
 } post_ctx;
 
 static void post_range(void *vc, int64_t r0, int64_t r1) {
   post_ctx *p = vc;
-  const int64_t n = p->n, nb = n / 8, k = p->c / 8;
+  const int B = p->B;
+  const int64_t n = p->n, nb = n / B, k = p->c / B;
   for (int64_t i = r0; i < r1; i++) {
     float *ri = p->r + i * n + p->c;
-    const float *wi = p->wr + i * n + p->c, *qi = p->q + i * 8, *ti = p->t + i * 8;
-    float fn[8], fo[8];
-    for (int j = 0; j < 8; j++) fn[j] = ti[j] - qi[j];
-    if (p->delta) { /* accept only if the block's exact loss term decreases */
-      for (int j = 0; j < 8; j++) fo[j] = ti[j] - (wi[j] - ri[j]);
-      int accept = quad8(fn, p->m) < quad8(fo, p->m);
-      for (int j = 0; j < 8; j++) p->delta[i * 8 + j] = accept ? qi[j] - (wi[j] - ri[j]) : 0.0f;
+    const float *wi = p->wr + i * n + p->c, *qi = p->q + i * B, *ti = p->t + i * B;
+    float fn[16], fo[16];
+    for (int j = 0; j < B; j++) fn[j] = ti[j] - qi[j];
+    if (p->delta) { /* accept only if the block's exact loss term decreases (single-row codecs only) */
+      for (int j = 0; j < B; j++) fo[j] = ti[j] - (wi[j] - ri[j]);
+      int accept = quadb(fn, p->m, B) < quadb(fo, p->m, B);
+      for (int j = 0; j < B; j++) p->delta[i * B + j] = accept ? qi[j] - (wi[j] - ri[j]) : 0.0f;
       if (!accept) continue;
     } else if (p->rowloss) {
-      p->rowloss[i] += quad8(fn, p->m);
+      p->rowloss[i] += quadb(fn, p->m, B);
     }
-    for (int j = 0; j < 8; j++) ri[j] = wi[j] - qi[j];
-    if (p->idx1) p->idx1[i * nb + k] = p->i1[i];
-    if (p->idx2) p->idx2[i * nb + k] = p->i2[i];
+    for (int j = 0; j < B; j++) ri[j] = wi[j] - qi[j];
+    if (p->codes && i % p->R == 0)
+      memcpy(p->codes + ((i / p->R) * nb + k) * p->nc, p->bcodes + (i / p->R) * p->nc, (size_t)p->nc * sizeof(int32_t));
   }
 }
 
@@ -106,78 +86,95 @@ typedef struct {
   const float *r, *l;
   float *t;
   int64_t n, c, k;
+  int B;
 } fb_ctx;
 
-/* t[i][0..8) += R[i, c+8 : c+8+k] · L[c+8 : c+8+k, c : c+8]: the pending feedback inside a group.
- * Row-parallel with a fixed summation order; cheaper than waking BLAS threads for m x 8 x k. */
+/* t[i][0..B) += R[i, c+B : c+B+k] · L[c+B : c+B+k, c : c+B]: the pending feedback inside a group.
+ * Row-parallel with a fixed summation order; cheaper than waking BLAS threads for m x B x k. */
 static void feedback_range(void *vc, int64_t r0, int64_t r1) {
   const fb_ctx *f = vc;
+  const int B = f->B;
   for (int64_t i = r0; i < r1; i++) {
-    float acc[8] = {0};
-    const float *ri = f->r + i * f->n + f->c + 8;
+    float acc[16] = {0};
+    const float *ri = f->r + i * f->n + f->c + B;
     for (int64_t t = 0; t < f->k; t++) {
-      const float *lt = f->l + (f->c + 8 + t) * f->n + f->c;
-      for (int j = 0; j < 8; j++) acc[j] += ri[t] * lt[j];
+      const float *lt = f->l + (f->c + B + t) * f->n + f->c;
+      for (int j = 0; j < B; j++) acc[j] += ri[t] * lt[j];
     }
-    for (int j = 0; j < 8; j++) f->t[i * 8 + j] += acc[j];
+    for (int j = 0; j < B; j++) f->t[i * B + j] += acc[j];
   }
 }
 
 typedef struct {
   int64_t rows, n;
-  const float *l, *d; /* block LDL of H_reg */
-  const coder *cd;
+  const float *l, *d; /* block LDL of H_reg (blocks of cd->cols) */
+  const glq_codec *cd;
   int feedback;
-  const glq_ldlq_backend *be; /* NULL: this file's sweep */
+  const glq_ldlq_backend *be; /* NULL: this file's sweep (the GPU's serves the E8 shell codec only) */
 } sweep_in;
 
 typedef struct {
-  float *t, *q, *res, *delta;
-  int32_t *i1, *i2;
+  float *t, *q, *delta;
+  int32_t *codes;
 } block_buf;
 
-static int buf_alloc(block_buf *b, int64_t rows) {
-  b->t = malloc((size_t)rows * 8 * sizeof(float));
-  b->q = malloc((size_t)rows * 8 * sizeof(float));
-  b->res = malloc((size_t)rows * 8 * sizeof(float));
-  b->delta = malloc((size_t)rows * 8 * sizeof(float));
-  b->i1 = calloc((size_t)rows, sizeof(int32_t));
-  b->i2 = calloc((size_t)rows, sizeof(int32_t));
-  if (b->t && b->q && b->res && b->delta && b->i1 && b->i2) return 0;
+static int buf_alloc(block_buf *b, int64_t rows, const glq_codec *cd) {
+  b->t = malloc((size_t)rows * cd->cols * sizeof(float));
+  b->q = malloc((size_t)rows * cd->cols * sizeof(float));
+  b->delta = malloc((size_t)rows * cd->cols * sizeof(float));
+  b->codes = calloc((size_t)(rows / cd->rows * cd->ncodes), sizeof(int32_t));
+  if (b->t && b->q && b->delta && b->codes) return 0;
   return glq_error(GLQ_ENOMEM, "ldlq: out of memory for block buffers (%lld rows)", (long long)rows);
 }
 
 static void buf_free(block_buf *b) {
-  free(b->t), free(b->q), free(b->res), free(b->delta), free(b->i1), free(b->i2);
+  free(b->t), free(b->q), free(b->delta), free(b->codes);
 }
 
-/* wr (rows x n) -> r = wr - Q; idx1/idx2 (rows x n/8, may be NULL); *loss = sum_k F_k D_k F_kᵀ unless loss is NULL */
-static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *idx1, int32_t *idx2, double *loss) {
-  const int64_t rows = s->rows, n = s->n;
-  if (s->be) {
-    const coder *c = s->cd;
-    glq_sweep_args a = {rows, n, wr, c->cb2 ? c->cb2->size : 0, c->rs, c->inv_rs, s->feedback, r, idx1, idx2, loss};
-    return s->be->sweep(s->be->ctx, &a);
+/* the GPU sweep: idx1/idx2 come back separately and are interleaved into codes (rows x nb x ncodes) */
+static int sweep_backend(const sweep_in *s, const float *wr, float *r, int32_t *codes, double *loss) {
+  const glq_codec *c = s->cd;
+  const int64_t rows = s->rows, nv = rows * (s->n / 8);
+  int32_t *i1 = codes ? malloc((size_t)nv * sizeof *i1) : NULL, *i2 = codes && c->ncodes > 1 ? malloc((size_t)nv * sizeof *i2) : NULL;
+  if (codes && (!i1 || (c->ncodes > 1 && !i2))) {
+    free(i1);
+    return glq_error(GLQ_ENOMEM, "ldlq: out of memory for the indices (%lld rows)", (long long)rows);
   }
+  glq_sweep_args a = {rows, s->n, wr, c->bits == 2 ? 0 : c->bits == 3 ? 256 : 65536, c->rs, c->inv_rs, s->feedback, r, i1, i2, loss};
+  int rc = s->be->sweep(s->be->ctx, &a);
+  for (int64_t v = 0; !rc && codes && v < nv; v++) {
+    codes[v * c->ncodes] = i1[v];
+    if (i2) codes[v * 2 + 1] = i2[v];
+  }
+  free(i1), free(i2);
+  return rc;
+}
+
+/* wr (rows x n) -> r = wr - Q; codes ((rows/R) x n/B x ncodes, may be NULL); *loss = sum_k F_k D_k F_kᵀ
+ * unless loss is NULL */
+static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *codes, double *loss) {
+  const int64_t rows = s->rows, n = s->n;
+  const int B = s->cd->cols;
+  if (s->be) return sweep_backend(s, wr, r, codes, loss);
   block_buf b;
   float *tm = s->feedback ? malloc((size_t)(rows * n) * sizeof *tm) : NULL;
   double *rowloss = loss ? calloc((size_t)rows, sizeof *rowloss) : NULL;
-  int rc = buf_alloc(&b, rows);
+  int rc = buf_alloc(&b, rows, s->cd);
   if (!rc && ((loss && !rowloss) || (s->feedback && !tm)))
     rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for the sweep (%lld x %lld)", (long long)rows, (long long)n);
   if (!rc && tm) memcpy(tm, wr, (size_t)(rows * n) * sizeof *tm);
   const float *src = tm ? tm : wr;
   for (int64_t g1 = n, g0; g1 > 0 && !rc; g1 = g0) {
     g0 = g1 > GROUP ? g1 - GROUP : 0;
-    for (int64_t c = g1 - 8; c >= g0 && !rc; c -= 8) {
-      for (int64_t i = 0; i < rows; i++) memcpy(b.t + i * 8, src + i * n + c, 8 * sizeof(float));
-      if (s->feedback && c + 8 < g1) { /* pending feedback from the blocks of this group */
-        fb_ctx f = {r, s->l, b.t, n, c, g1 - c - 8};
+    for (int64_t c = g1 - B; c >= g0 && !rc; c -= B) {
+      for (int64_t i = 0; i < rows; i++) memcpy(b.t + i * B, src + i * n + c, (size_t)B * sizeof(float));
+      if (s->feedback && c + B < g1) { /* pending feedback from the blocks of this group */
+        fb_ctx f = {r, s->l, b.t, n, c, g1 - c - B, B};
         glq_parallel_for(rows, 64, feedback_range, &f);
       }
-      rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
+      rc = s->cd->quantize(s->cd, rows / s->cd->rows, b.t, b.q, b.codes);
       if (rc) break;
-      post_ctx p = {n, wr, b.t, b.q, s->d + (c / 8) * 64, r, NULL, idx1, idx2, b.i1, b.i2, rowloss, c};
+      post_ctx p = {n, B, s->cd->rows, s->cd->ncodes, wr, b.t, b.q, s->d + (c / B) * B * B, r, NULL, codes, b.codes, rowloss, c};
       glq_parallel_for(rows, 64, post_range, &p);
     }
     if (!rc && s->feedback && g0 > 0) /* the finished group feeds every column to its left */
@@ -224,12 +221,11 @@ static void tune_update_range(void *vc, int64_t r0, int64_t r1) {
 
 /* One block-coordinate pass (reverse order): target_k = Q_k + (R·H)_k·H_kk⁻¹, kept per row only
  * where it lowers the loss. (R·H) for a group is one GEMM, then corrected per accepted change. */
-static int refine(const sweep_in *s, const float *h, const float *hinv, const float *wr, float *r, int32_t *idx1,
-                  int32_t *idx2) {
+static int refine(const sweep_in *s, const float *h, const float *hinv, const float *wr, float *r, int32_t *codes) {
   const int64_t rows = s->rows, n = s->n;
   block_buf b;
   float *pm = malloc((size_t)(rows * GROUP) * sizeof *pm);
-  int rc = buf_alloc(&b, rows);
+  int rc = buf_alloc(&b, rows, s->cd);
   if (!rc && !pm) rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for refinement (%lld rows)", (long long)rows);
   for (int64_t g1 = n, g0; g1 > 0 && !rc; g1 = g0) {
     g0 = g1 > GROUP ? g1 - GROUP : 0;
@@ -241,9 +237,9 @@ static int refine(const sweep_in *s, const float *h, const float *hinv, const fl
         for (int e = 0; e < 8; e++) hkk[a * 8 + e] = h[(c + a) * n + c + e];
       tune_ctx x = {wr, h, hinv + (c / 8) * 64, b.delta, r, pm, b.t, n, c, g0, gw};
       glq_parallel_for(rows, 64, tune_target_range, &x);
-      rc = code_block(s->cd, rows, b.t, b.q, b.i1, b.i2, b.res);
+      rc = s->cd->quantize(s->cd, rows, b.t, b.q, b.codes);
       if (rc) break;
-      post_ctx p = {n, wr, b.t, b.q, hkk, r, b.delta, idx1, idx2, b.i1, b.i2, NULL, c};
+      post_ctx p = {n, 8, 1, s->cd->ncodes, wr, b.t, b.q, hkk, r, b.delta, codes, b.codes, NULL, c};
       glq_parallel_for(rows, 64, post_range, &p);
       glq_parallel_for(rows, 64, tune_update_range, &x);
     }
@@ -290,13 +286,13 @@ typedef struct {
   double rel;        /* relative damping used */
 } factor;
 
-static int factorize(const float *ht1, int64_t n, double damp, factor *f) {
+static int factorize(const float *ht1, int64_t n, double damp, int B, factor *f) {
   double mu = 0;
   for (int64_t i = 0; i < n; i++) mu += ht1[i * n + i];
   mu /= (double)n;
   double *a = malloc((size_t)(n * n) * sizeof *a);
   f->l = malloc((size_t)(n * n) * sizeof *f->l);
-  f->d = malloc((size_t)(n / 8 * 64) * sizeof *f->d);
+  f->d = malloc((size_t)(n / B * B * B) * sizeof *f->d);
   if (!a || !f->l || !f->d) {
     free(a);
     return glq_error(GLQ_ENOMEM, "ldlq: out of memory factorising the %lld x %lld Hessian", (long long)n, (long long)n);
@@ -309,14 +305,14 @@ static int factorize(const float *ht1, int64_t n, double damp, factor *f) {
     for (int64_t i = 0; i < n * n; i++) a[i] = ht1[i];
     for (int64_t i = 0; i < n; i++) a[i * n + i] += f->extra;
     rc = glq_cholesky(a, n);
-    if (!rc) rc = glq_block_ldl(a, n, 8, f->l, f->d);
+    if (!rc) rc = glq_block_ldl(a, n, B, f->l, f->d);
   }
   if (rc) { /* identity: L = I, D = I */
     f->level = 3, f->identity = 1, f->rel = 0, f->extra = 0;
     memset(f->l, 0, (size_t)(n * n) * sizeof *f->l);
     for (int64_t i = 0; i < n; i++) f->l[i * n + i] = 1;
-    for (int64_t k = 0; k < n / 8; k++)
-      for (int i = 0; i < 64; i++) f->d[k * 64 + i] = (float)(i % 9 == 0);
+    for (int64_t k = 0; k < n / B; k++)
+      for (int i = 0; i < B * B; i++) f->d[k * B * B + i] = (float)(i % (B + 1) == 0);
   } else {
     f->level--;
   }
@@ -351,7 +347,7 @@ typedef struct {
 } search_ctx;
 
 /* proxy loss per row of the sample at Wscale sc and coder cd */
-static int evaluate(search_ctx *x, double sc, const coder *cd, double *out) {
+static int evaluate(search_ctx *x, double sc, const glq_codec *cd, double *out) {
   const int64_t rows = x->s.rows, n = x->s.n;
   float *wr = malloc((size_t)(rows * n) * sizeof *wr), *r = malloc((size_t)(rows * n) * sizeof *r);
   int rc = (wr && r) ? 0 : glq_error(GLQ_ENOMEM, "ldlq: out of memory for the scale search");
@@ -360,22 +356,13 @@ static int evaluate(search_ctx *x, double sc, const coder *cd, double *out) {
     for (int64_t i = 0; i < rows * n; i++) wr[i] = x->ws[i] / (float)sc;
     sweep_in s = x->s;
     s.cd = cd;
-    rc = sweep(&s, wr, r, NULL, NULL, &loss);
+    rc = sweep(&s, wr, r, NULL, &loss);
   }
   for (int64_t i = 0; !rc && i < rows * n; i++) e2 += (double)r[i] * r[i];
   *out = sc * sc * (loss - x->f->extra * e2) / (double)rows;
   free(wr);
   free(r);
   return rc;
-}
-
-static int make_coder(int bits, double rs, coder *c) {
-  c->cb1 = glq_e8_codebook_get(65536);
-  c->cb2 = bits == 2 ? NULL : glq_e8_codebook_get(bits == 3 ? 256 : 65536);
-  if (!c->cb1 || (bits > 2 && !c->cb2)) return GLQ_EINVAL;
-  c->rs = (float)rs;
-  c->inv_rs = (float)(1.0 / rs);
-  return 0;
 }
 
 /* ---- artifacts ---- */
@@ -386,45 +373,72 @@ static int new_tensor(glq_tensor *t, glq_dtype dt, int ndim, int64_t d0, int64_t
 }
 
 void glq_quant_artifacts_free(glq_quant_artifacts *a) {
-  glq_tensor *ts[] = {&a->qidxs, &a->qidxs2, &a->su, &a->sv, &a->wscale, &a->inv_resid_scale};
-  for (int i = 0; i < 6; i++)
+  glq_tensor *ts[] = {&a->qidxs, &a->qidxs2, &a->su, &a->sv, &a->wscale, &a->inv_resid_scale, &a->codes};
+  for (int i = 0; i < 7; i++)
     if (ts[i]->st) glq_tensor_release(ts[i]);
 }
 
-static int make_artifacts(int bits, int64_t m, int64_t n, const int32_t *idx1, const int32_t *idx2, const float *su,
-                          const float *sv, float wscale, float inv_rs, glq_hadamard_kind kind, glq_quant_artifacts *a) {
+/* codes: the sweep's ((m_pad/R) x nb x ncodes); builtin codecs store them as Qidxs (, Qidxs2) */
+static int make_artifacts(const glq_codec *cd, const glq_codec *user, int64_t m, int64_t n, const int32_t *codes, const float *su,
+                          const float *sv, float wscale, glq_hadamard_kind kind, glq_quant_artifacts *a) {
   const int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n), nb = np / 8;
+  const int bits = cd->bits, custom = cd->codebook == GLQ_CODEBOOK_CUSTOM;
+  const float inv_rs = cd->inv_rs;
   memset(a, 0, sizeof *a);
-  a->bits = bits, a->m = m, a->n = n, a->transform = kind;
-  int rc = new_tensor(&a->qidxs, GLQ_I16, 2, mp, nb);
-  if (!rc && bits > 2) rc = new_tensor(&a->qidxs2, GLQ_I16, 2, mp, nb);
-  if (!rc) rc = new_tensor(&a->su, GLQ_F16, 1, mp, 0);
-  if (!rc) rc = new_tensor(&a->sv, GLQ_F16, 1, np, 0);
-  if (!rc) rc = new_tensor(&a->wscale, GLQ_F32, 0, 0, 0);
-  if (!rc && bits > 2) rc = new_tensor(&a->inv_resid_scale, GLQ_F32, 0, 0, 0);
+  a->bits = bits, a->m = m, a->n = n, a->transform = kind, a->codebook = cd->codebook;
+  if (custom) {
+    int64_t shape[3] = {mp / cd->rows, np / cd->cols, cd->ncodes};
+    a->codec = user; /* the caller's codec: it outlives the artifacts, our copy does not */
+    int rc = glq_tensor_new(GLQ_I32, 3, shape, &a->codes);
+    if (!rc) rc = new_tensor(&a->su, GLQ_F16, 1, mp, 0);
+    if (!rc) rc = new_tensor(&a->sv, GLQ_F16, 1, np, 0);
+    if (!rc) rc = new_tensor(&a->wscale, GLQ_F32, 0, 0, 0);
+    if (rc) {
+      glq_quant_artifacts_free(a);
+      return rc;
+    }
+    memcpy(glq_tensor_data(&a->codes), codes, (size_t)glq_tensor_numel(&a->codes) * sizeof(int32_t));
+  }
+  int rc = custom ? 0 : new_tensor(&a->qidxs, GLQ_I16, 2, mp, nb);
+  if (!rc && !custom && bits > 2) rc = new_tensor(&a->qidxs2, GLQ_I16, 2, mp, nb);
+  if (!rc && !custom) rc = new_tensor(&a->su, GLQ_F16, 1, mp, 0);
+  if (!rc && !custom) rc = new_tensor(&a->sv, GLQ_F16, 1, np, 0);
+  if (!rc && !custom) rc = new_tensor(&a->wscale, GLQ_F32, 0, 0, 0);
+  if (!rc && !custom && bits > 2) rc = new_tensor(&a->inv_resid_scale, GLQ_F32, 0, 0, 0);
   if (rc) {
     glq_quant_artifacts_free(a);
     return rc;
   }
-  int16_t *q1 = glq_tensor_data(&a->qidxs), *q2 = bits > 2 ? glq_tensor_data(&a->qidxs2) : NULL;
-  for (int64_t i = 0; i < mp * nb; i++) {
-    q1[i] = (int16_t)(uint16_t)idx1[i];
-    if (q2) q2[i] = (int16_t)(uint16_t)idx2[i];
+  if (!custom) {
+    int16_t *q1 = glq_tensor_data(&a->qidxs), *q2 = bits > 2 ? glq_tensor_data(&a->qidxs2) : NULL;
+    for (int64_t i = 0; i < mp * nb; i++) {
+      q1[i] = (int16_t)(uint16_t)codes[i * cd->ncodes];
+      if (q2) q2[i] = (int16_t)(uint16_t)codes[i * 2 + 1];
+    }
   }
   uint16_t *s = glq_tensor_data(&a->su);
   for (int64_t i = 0; i < mp; i++) s[i] = glq_f32_to_f16(su[i]);
   s = glq_tensor_data(&a->sv);
   for (int64_t i = 0; i < np; i++) s[i] = glq_f32_to_f16(sv[i]);
   *(float *)glq_tensor_data(&a->wscale) = wscale;
-  if (bits > 2) *(float *)glq_tensor_data(&a->inv_resid_scale) = inv_rs;
+  if (!custom && bits > 2) *(float *)glq_tensor_data(&a->inv_resid_scale) = inv_rs;
   return 0;
 }
 
 static int check_artifacts(const glq_quant_artifacts *a) {
   const int64_t mp = glq_rht_pad(a->m), np = glq_rht_pad(a->n);
   if (a->m < 1 || a->n < 1) return glq_error(GLQ_EINVAL, "artifacts: bad shape %lld x %lld", (long long)a->m, (long long)a->n);
+  if (a->codebook != GLQ_CODEBOOK_E8 && a->codebook != GLQ_CODEBOOK_E8P && a->codebook != GLQ_CODEBOOK_CUSTOM)
+    return glq_error(GLQ_EINVAL, "artifacts: unknown codebook id %d", a->codebook);
+  if (a->codebook == GLQ_CODEBOOK_CUSTOM) {
+    const glq_codec *c = a->codec;
+    if (!c || !a->codes.st || a->codes.dtype != GLQ_I32 || a->codes.ndim != 3 || a->codes.shape[0] * c->rows != mp ||
+        a->codes.shape[1] * c->cols != np || a->codes.shape[2] != c->ncodes || !glq_tensor_is_contiguous(&a->codes))
+      return glq_error(GLQ_EINVAL, "artifacts: a custom codec needs its codec and contiguous i32 codes (%lld/rows, %lld/cols, ncodes)",
+                       (long long)mp, (long long)np);
+  }
   const glq_tensor *q[2] = {&a->qidxs, &a->qidxs2};
-  for (int i = 0; i < (a->qidxs2.st ? 2 : 1); i++)
+  for (int i = 0; a->codebook != GLQ_CODEBOOK_CUSTOM && i < (a->qidxs2.st ? 2 : 1); i++)
     if (!q[i]->st || q[i]->dtype != GLQ_I16 || q[i]->ndim != 2 || q[i]->shape[0] != mp || q[i]->shape[1] != np / 8 ||
         !glq_tensor_is_contiguous(q[i]))
       return glq_error(GLQ_EINVAL, "artifacts: %s must be contiguous i16 (%lld, %lld)", i ? "Qidxs2" : "Qidxs",
@@ -441,10 +455,56 @@ static int check_artifacts(const glq_quant_artifacts *a) {
   return 0;
 }
 
+/* the custom codec's codes ((mp/R) x nb x nc) -> wt (mp x np), block column by block column */
+static int decode_custom(const glq_quant_artifacts *a, float *wt) {
+  const glq_codec *c = a->codec;
+  const int64_t mp = glq_rht_pad(a->m), np = glq_rht_pad(a->n), nt = mp / c->rows, nb = np / c->cols;
+  const int B = c->cols;
+  int32_t *bc = malloc((size_t)(nt * c->ncodes) * sizeof *bc);
+  float *q = malloc((size_t)(mp * B) * sizeof *q);
+  int rc = bc && q ? 0 : glq_error(GLQ_ENOMEM, "artifacts: out of memory decoding");
+  const int32_t *codes = glq_tensor_data(&a->codes);
+  const float ws = *(const float *)glq_tensor_data(&a->wscale);
+  for (int64_t k = 0; !rc && k < nb; k++) {
+    for (int64_t t = 0; t < nt; t++) memcpy(bc + t * c->ncodes, codes + (t * nb + k) * c->ncodes, (size_t)c->ncodes * sizeof *bc);
+    rc = c->decode(c, nt, bc, q);
+    for (int64_t i = 0; !rc && i < mp; i++)
+      for (int j = 0; j < B; j++) wt[i * np + k * B + j] = ws * q[i * B + j];
+  }
+  free(bc), free(q);
+  return rc;
+}
+
 int glq_quant_decode_rotated(const glq_quant_artifacts *a, float *wt) {
   int rc = check_artifacts(a);
   if (rc) return rc;
+  if (a->codebook == GLQ_CODEBOOK_CUSTOM) return decode_custom(a, wt);
   const int64_t nv = glq_tensor_numel(&a->qidxs);
+  if (a->codebook == GLQ_CODEBOOK_E8P) { /* stage 2: E81B at 3 bits, E8P at 4 */
+    float *t2 = a->qidxs2.st ? malloc((size_t)nv * 8 * sizeof *t2) : NULL;
+    int32_t *idx = malloc((size_t)nv * sizeof *idx);
+    if ((rc = glq_e8p_init()) || !idx || (a->qidxs2.st && !t2)) {
+      free(idx), free(t2);
+      return rc ? rc : glq_error(GLQ_ENOMEM, "artifacts: out of memory decoding");
+    }
+    const int16_t *q = glq_tensor_data(&a->qidxs);
+    for (int64_t i = 0; i < nv; i++) idx[i] = (uint16_t)q[i];
+    glq_e8p_decode(idx, nv, wt);
+    const float ws = *(const float *)glq_tensor_data(&a->wscale);
+    if (t2) {
+      const float irs = *(const float *)glq_tensor_data(&a->inv_resid_scale);
+      q = glq_tensor_data(&a->qidxs2);
+      for (int64_t i = 0; i < nv; i++) idx[i] = (uint16_t)q[i];
+      for (int64_t i = 0; a->bits == 3 && i < nv; i++)
+        if (idx[i] >= GLQ_E81B_SIZE) rc = glq_error(GLQ_EINVAL, "artifacts: 3-bit E8P Qidxs2[%lld] = %d is not an E81B index (< 256)", (long long)i, idx[i]);
+      if (!rc) (a->bits == 3 ? glq_e81b_decode : glq_e8p_decode)(idx, nv, t2);
+      for (int64_t i = 0; !rc && i < nv * 8; i++) wt[i] = ws * (wt[i] + irs * t2[i]);
+    } else {
+      for (int64_t i = 0; i < nv * 8; i++) wt[i] = ws * wt[i];
+    }
+    free(idx), free(t2);
+    return rc;
+  }
   const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
   int32_t *idx = malloc((size_t)nv * sizeof *idx);
   float *t2 = a->qidxs2.st ? malloc((size_t)nv * 8 * sizeof *t2) : NULL;
@@ -496,13 +556,13 @@ int glq_dequantize_linear(const glq_quant_artifacts *a, float *w) {
 
 typedef struct { /* every buffer of one call, freed together */
   float *su, *sv, *wt, *ht1, *wr, *r, *hreg, *hinv, *ws, *dw, *what, *h1;
-  int32_t *idx1, *idx2;
+  int32_t *codes;
   factor f;
 } work;
 
 static void work_free(work *w) {
   free(w->su), free(w->sv), free(w->wt), free(w->ht1), free(w->wr), free(w->r), free(w->hreg), free(w->hinv);
-  free(w->ws), free(w->dw), free(w->what), free(w->h1), free(w->idx1), free(w->idx2), free(w->f.l), free(w->f.d);
+  free(w->ws), free(w->dw), free(w->what), free(w->h1), free(w->codes), free(w->f.l), free(w->f.d);
 }
 
 static double now(void) {
@@ -535,9 +595,26 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   const int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n), nb = np / 8;
   int rc = check_inputs(w, m, n, h, o);
   if (rc) return rc;
+  glq_codec cd;
+  const int custom = o->codec != NULL;
+  if (custom) {
+    cd = *o->codec;
+    cd.codebook = GLQ_CODEBOOK_CUSTOM;
+    if (cd.cols < 8 || cd.cols > 16 || cd.cols % 8 || cd.rows < 1 || cd.ncodes < 1 || !cd.quantize || !cd.decode)
+      return glq_error(GLQ_EINVAL, "codec %s: needs 8 or 16 columns, rows >= 1, ncodes >= 1, quantize and decode",
+                       cd.name ? cd.name : "(unnamed)");
+    if (mp % cd.rows || np % cd.cols)
+      return glq_error(GLQ_EINVAL, "codec %s: the padded shape %lld x %lld is not a multiple of its %d x %d tiles",
+                       cd.name ? cd.name : "(unnamed)", (long long)mp, (long long)np, cd.rows, cd.cols);
+    if (o->tune_iters > 0 && (cd.cols != 8 || cd.rows != 1))
+      return glq_error(GLQ_EINVAL, "tune_iters needs a codec of single rows and 8 columns (%s)", cd.name ? cd.name : "(unnamed)");
+  } else if ((rc = glq_codec_builtin(o->codebook, o->bits, o->resid_scale, &cd))) {
+    return rc;
+  }
+  const int B = cd.cols;
+  const glq_ldlq_backend *be = cd.codebook == GLQ_CODEBOOK_E8 ? o->backend : NULL; /* the GPU sweep: E8 shell only */
   if (ALLOC(x->su, mp) || ALLOC(x->sv, np) || ALLOC(x->wt, mp * np) || ALLOC(x->ht1, np * np) ||
-      ALLOC(x->wr, mp * np) || ALLOC(x->r, mp * np) || ALLOC(x->idx1, mp * nb) ||
-      (o->bits > 2 && ALLOC(x->idx2, mp * nb)))
+      ALLOC(x->wr, mp * np) || ALLOC(x->r, mp * np) || ALLOC(x->codes, mp / cd.rows * (np / B) * cd.ncodes))
     return glq_error(GLQ_ENOMEM, "out of memory for a %lld x %lld layer", (long long)m, (long long)n);
   glq_rht_signs(o->seed, o->name, "SU", mp, x->su);
   glq_rht_signs(o->seed, o->input_name ? o->input_name : o->name, "SV", np, x->sv);
@@ -550,19 +627,17 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   const double damp1 = o->damp * mu;
   if ((rc = glq_rht_weight_kind(w, m, n, x->su, x->sv, o->transform, x->wt)) ||
       (rc = glq_rht_hessian_kind(h, n, damp1, x->sv, o->transform, x->ht1)) ||
-      (rc = factorize(x->ht1, np, o->damp, &x->f)))
+      (rc = factorize(x->ht1, np, o->damp, B, &x->f)))
     return rc;
   const double t_prep = now();
 
   double ss = 0;
   for (int64_t i = 0; i < mp * np; i++) ss += (double)x->wt[i] * x->wt[i];
   const double rms = sqrt(ss / (double)(mp * np));
-  double fbest = o->feedback ? wscale_default[o->bits] : 1.0;
-  double rsbest = o->resid_scale > 0 ? o->resid_scale : rs_default[o->bits];
-  coder cd;
-  if (make_coder(o->bits, rsbest, &cd)) return GLQ_EINVAL;
-  sweep_in s = {mp, np, x->f.l, x->f.d, &cd, o->feedback, o->backend};
-  if (o->backend && (rc = o->backend->set_factor(o->backend->ctx, np, x->f.l, x->f.d))) return rc;
+  double fbest = o->feedback && cd.wscale_default > 0 ? cd.wscale_default : 1.0;
+  double rsbest = cd.rs;
+  sweep_in s = {mp, np, x->f.l, x->f.d, &cd, o->feedback, be};
+  if (be && (rc = be->set_factor(be->ctx, np, x->f.l, x->f.d))) return rc;
 
   if (o->scale_search && o->feedback && rms > 1e-10) {
     const int64_t sr = mp < SAMPLE_ROWS ? mp : SAMPLE_ROWS;
@@ -577,20 +652,20 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
       rc = evaluate(&sc, rms * f0 * search_steps[g], &cd, &v);
       if (!rc && v < best) best = v, fbest = f0 * search_steps[g];
     }
-    for (int g = 1; g < 3 && !rc && o->bits > 2 && o->resid_scale == 0; g++) { /* then the residual scale */
-      coder c2;
+    for (int g = 1; g < 3 && !rc && !custom && o->bits > 2 && o->resid_scale == 0; g++) { /* then the residual scale */
+      glq_codec c2;
       double v;
-      make_coder(o->bits, rs0 * search_steps[g], &c2);
-      rc = evaluate(&sc, rms * fbest, &c2, &v);
+      rc = glq_codec_builtin(cd.codebook, o->bits, rs0 * search_steps[g], &c2);
+      if (!rc) rc = evaluate(&sc, rms * fbest, &c2, &v);
       if (!rc && v < best) best = v, rsbest = rs0 * search_steps[g];
     }
     if (rc) return rc;
-    make_coder(o->bits, rsbest, &cd);
+    if (!custom && (rc = glq_codec_builtin(cd.codebook, o->bits, rsbest, &cd))) return rc;
   }
   const double t_search = now();
   const float wscale = rms > 1e-10 ? (float)(rms * fbest) : 1.0f;
   for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
-  if ((rc = sweep(&s, x->wr, x->r, x->idx1, x->idx2, NULL))) return rc;
+  if ((rc = sweep(&s, x->wr, x->r, x->codes, NULL))) return rc;
 
   if (o->tune_iters > 0) {
     if (ALLOC(x->hreg, np * np) || ALLOC(x->hinv, nb * 64)) return glq_error(GLQ_ENOMEM, "out of memory for tune_iters");
@@ -602,15 +677,14 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
         for (int b = 0; b < 8; b++) blk[a * 8 + b] = x->hreg[(8 * k + a) * np + 8 * k + b];
       if (!inv8(blk, x->hinv + k * 64)) return glq_error(GLQ_ENUMERIC, "tune_iters: singular diagonal block %lld", (long long)k);
     }
-    for (int it = 0; it < o->tune_iters && !rc; it++) rc = refine(&s, x->hreg, x->hinv, x->wr, x->r, x->idx1, x->idx2);
+    for (int it = 0; it < o->tune_iters && !rc; it++) rc = refine(&s, x->hreg, x->hinv, x->wr, x->r, x->codes);
     if (rc) return rc;
   }
 
   const double t_sweep = now();
   free(x->f.l), free(x->hreg); /* not needed any more: lowers the peak memory of the statistics */
   x->f.l = NULL, x->hreg = NULL;
-  if ((rc = make_artifacts(o->bits, m, n, x->idx1, x->idx2, x->su, x->sv, wscale, cd.inv_rs, o->transform, out)))
-    return rc;
+  if ((rc = make_artifacts(&cd, o->codec, m, n, x->codes, x->su, x->sv, wscale, o->transform, out))) return rc;
   if (!st) return 0;
 
   /* statistics from the artifacts themselves, so they describe exactly what dequantize returns */
@@ -636,12 +710,15 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     if ((rc = proxy_sum(o->backend, x->what, m, n, x->h1, &px))) return rc;
     st->proxy_loss_orig = px / (double)m;
   }
-  st->bpw = ((16.0 + (o->bits == 2 ? 0 : o->bits == 3 ? 8 : 16)) * (double)(mp * nb) + 32.0 * (o->bits > 2 ? 2 : 1)) /
-            (double)(m * n);
+  if (custom) /* the stored i32 codes and Wscale */
+    st->bpw = (32.0 * (double)(mp / cd.rows * (np / B) * cd.ncodes) + 32.0) / (double)(m * n);
+  else /* E8 and E8P alike: 16 bits per 8 weights, a second stage 8 (256 entries) or 16 more */
+    st->bpw = ((16.0 + (o->bits == 2 ? 0 : o->bits == 3 ? 8 : 16)) * (double)(mp * nb) + 32.0 * (o->bits > 2 ? 2 : 1)) /
+              (double)(m * n);
   st->damp_used = x->f.rel;
   st->fallback = x->f.level;
   st->wscale_rel = fbest;
-  st->resid_scale = o->bits > 2 ? cd.rs : 0;
+  st->resid_scale = !custom && o->bits > 2 ? cd.rs : 0;
   st->seconds = now() - t0;
   st->seconds_prepare = t_prep - t0;
   st->seconds_search = t_search - t_prep;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "../core/tensor.h"
 #include "hadamard.h"
+#include "codec.h"
 
 /* One LDLQ sweep handed to another implementation (the GPU's: cuda/ldlq.cu). It must return what the
  * CPU sweep returns for the same arguments: exact nearest codewords (lowest index on ties) and the same
@@ -41,6 +42,10 @@ typedef struct {
 
 typedef struct {
   int bits;            /* 2 (65536), 3 (65536 + 256) or 4 (65536 + 65536) */
+  int codebook;        /* GLQ_CODEBOOK_E8 (the shell book, default) or GLQ_CODEBOOK_E8P (stage 2: E81B at
+                        * 3 bits, E8P at 4; codec.h) */
+  const glq_codec *codec; /* NULL: the builtin codec of codebook/bits; else this codec (any block shape;
+                           * artifacts keep its codes in `codes`, no scale search of a residual scale) */
   int tune_iters;      /* block-coordinate refinement passes after the sweep (0) */
   uint64_t seed;       /* RHT sign seed (42) */
   double damp;         /* relative damping, times mean diag H (0.01) */
@@ -53,7 +58,8 @@ typedef struct {
   glq_hadamard_kind transform; /* Hm, Hn of the RHT (GLQ_HADAMARD_DEFAULT = "glq-hadamard-v1";
                                 * GLQ_HADAMARD_GLQ_BLOCKDIAG = glq >= 0.2.9's "block-diagonal") */
   const glq_ldlq_backend *backend; /* NULL: sweeps on the CPU; else every sweep (scale search, final)
-                                    * runs there; the refinement passes stay on the CPU */
+                                    * runs there for the E8 shell codebook (others sweep on the CPU);
+                                    * the refinement passes stay on the CPU */
 } glq_quant_opts;
 
 typedef struct {
@@ -74,8 +80,12 @@ typedef struct {
 
 typedef struct {
   int bits;
+  int codebook;                      /* GLQ_CODEBOOK_E8 (zero), _E8P, or _CUSTOM (codec and codes) */
   int64_t m, n;                      /* original (unpadded) shape */
-  glq_tensor qidxs, qidxs2;          /* i16 (m_pad, n_pad/8), uint16 bit patterns; qidxs2 only for 3/4 bits */
+  glq_tensor qidxs, qidxs2;          /* i16 (m_pad, n_pad/8), uint16 bit patterns; qidxs2 only for 3/4 bits
+                                      * (E8P at 3 bits: E81B indices < 256) */
+  glq_tensor codes;                  /* custom codec only: i32 (m_pad/rows, n_pad/cols, ncodes) */
+  const glq_codec *codec;            /* custom codec only (decodes codes; must outlive the artifacts) */
   glq_tensor su, sv;                 /* f16 +-1, (m_pad) and (n_pad) */
   glq_tensor wscale, inv_resid_scale; /* f32 0-dim; inv_resid_scale only for 3/4 bits */
   glq_hadamard_kind transform;       /* the RHT's Hadamard kind (dequantize uses it; zero = default) */
@@ -89,7 +99,8 @@ int glq_quantize_linear(const float *w, int64_t m, int64_t n, const double *h, c
                         glq_quant_artifacts *out, glq_quant_stats *stats);
 /* w (a->m x a->n f32) = the weight the artifacts encode; validates shapes and dtypes. */
 int glq_dequantize_linear(const glq_quant_artifacts *a, float *w);
-/* wt (m_pad x n_pad f32) = Wscale·(C[Qidxs] + inv_resid_scale·C₂[Qidxs2]), the rotated weight. */
+/* wt (m_pad x n_pad f32) = Wscale·(C[Qidxs] + inv_resid_scale·C₂[Qidxs2]) (or Wscale·the custom codec's
+ * decode of codes), the rotated weight. */
 int glq_quant_decode_rotated(const glq_quant_artifacts *a, float *wt);
 /* Release the tensors (safe on a zeroed or partially filled struct). */
 void glq_quant_artifacts_free(glq_quant_artifacts *a);
