@@ -24,6 +24,7 @@ local opts = cli.parse({
     { "calib", default = "self", metavar = "FILE|self", help = "calibration text file, or 'self': sequences sampled from the model (data-free, seeded)" },
     { "policy", metavar = "FILE.lua", help = "per-layer policy: returns function(layer, default) -> decision" },
     { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
+    { "codebook", type = "choice", choices = { "e8", "e8p", "trellis" }, default = "e8", help = "codebook of the quantized projections: e8 (glq's E8 shell, 8 weights per code), e8p (QuIP#'s E8P: 256-entry absolute grid + signs, glq 0.8.16's indices; 3 bits add an E81B stage, 4 an E8P stage; our checkpoint layout, LDLQ on the CPU; about the shell book's quality at 2-3 bits, worse at 4) or trellis (QTIP's bitshift trellis, 3inst code, 16x16 tiles, glq 0.8.16's layout; uniform --bpw 2, 3 or 4; sides padded to multiples of 32; the Viterbi search runs on the CPU and is much slower than e8)" },
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
     { "propagate", type = "bool", default = true, help = "calibrate each layer on the outputs of the already-quantized earlier layers (GPTQ-style); --no-propagate uses the dense model's activations" },
@@ -56,6 +57,9 @@ end
 if opts.min_bpw and opts.max_bpw and opts.min_bpw > opts.max_bpw then fail("--min-bpw is above --max-bpw") end
 if opts.calib ~= "self" and not fs.exists(opts.calib) then fail("--calib %s: no such file", opts.calib) end
 if opts.glq_compat and opts.dense_dtype == "q8_0" then fail("--glq-compat: the Python glq cannot read q8_0 dense tensors; use --dense-dtype auto, bf16, f16 or keep") end
+if opts.glq_compat and opts.codebook == "e8p" then
+  fail("--glq-compat: E8P layers are written in our layout only (glq 0.8.16's tensor-core packed Qidxs_e8p is not implemented); drop --codebook e8p")
+end
 if opts.glq_compat and opts.format ~= "e8" then
   fail("--glq-compat writes E8 layers only (glq has no HiF4); drop --format %s", opts.format)
 end
@@ -65,6 +69,7 @@ local q = require "glq.quantize"
 
 local integer_bpw = opts.bpw == math.floor(opts.bpw)
 local mixed = not opts.bpw_map and (not integer_bpw or opts.min_bpw ~= nil or opts.max_bpw ~= nil or opts.format == "auto")
+if opts.codebook == "trellis" and (mixed or opts.format ~= "e8") then fail("--codebook trellis takes a uniform --bpw 2, 3 or 4 and --format e8") end
 if opts.format == "hif4" and mixed then fail("--format hif4 quantizes every projection to HiF4; drop the fractional --bpw or use --format auto") end
 if not mixed and opts.format == "e8" and not opts.bpw_map and (opts.bpw < 2 or opts.bpw > 4) then fail("--bpw must be 2, 3 or 4") end
 
@@ -78,7 +83,7 @@ if opts.bpw_map then
 elseif opts.format == "hif4" then
   base = policy.uniform({ format = "hif4", rht = opts.hif4_rht, ldlq = opts.hif4_ldlq })
 else
-  base = policy.uniform({ format = "e8", bpw = math.floor(opts.bpw) })
+  base = policy.uniform({ format = opts.codebook == "trellis" and "trellis" or "e8", bpw = math.floor(opts.bpw) })
 end
 local decide = opts.policy and policy.load(opts.policy, base) or base
 if opts.glq_compat then -- glq reads E8 layers only: a policy or bpw map must not choose HiF4
@@ -146,7 +151,7 @@ local fingerprint = {
   tool = "glq " .. glq.version, model = opts.model, bpw = opts.bpw, min_bpw = opts.min_bpw, max_bpw = opts.max_bpw,
   bpw_map = opts.bpw_map and fs.read(opts.bpw_map) or nil, policy = opts.policy and fs.read(opts.policy) or nil,
   tune_iters = opts.tune_iters, alloc_objective = mixed and opts.alloc_objective or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
-  format = opts.format, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
+  format = opts.format, codebook = opts.codebook ~= "e8" and opts.codebook or nil, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
   seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
   device = device ~= "cpu" and device or nil, ldlq_device = ldlq_device ~= "cpu" and ldlq_device or nil,
 }
@@ -159,9 +164,11 @@ local r = q.run {
   allocate = mixed, alloc_objective = opts.alloc_objective, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
   profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil, python_compat = opts.glq_compat,
+  codebook = opts.codebook,
   allocation_path = mixed and fs.join(opts.output, "bpw_allocation.json") or nil,
   quantize_config = {
-    quant_method = "glq", codebook = "e8_shell", codesz = 8, tool_version = glq.version, source_model = opts.model,
+    quant_method = "glq", codebook = (opts.codebook == "trellis" or opts.codebook == "e8p") and opts.codebook or "e8_shell",
+    codesz = opts.codebook == "trellis" and 16 or 8, tool_version = glq.version, source_model = opts.model,
     options = fingerprint, nsamples = opts.nsamples, seqlen = opts.seqlen, calibration = opts.calib,
   },
 }

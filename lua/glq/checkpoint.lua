@@ -2,8 +2,11 @@
 -- partial runs and the reader (ours, glq 0.2.7 pow2-padded, glq >= 0.2.9 block-diagonal, HiF4).
 --
 -- A layer entry is a plain table:
---   E8:   {format="e8", bits=2|3|4, transform=, shape={m,n}, bias=,
+--   E8:   {format="e8", bits=2|3|4, transform=, shape={m,n}, bias=, codebook=nil|"e8p" (QuIP#'s E8P book),
 --          artifacts={Qidxs=i16, Qidxs2=i16|nil, SU=f16, SV=f16, Wscale=f32 0-d, inv_resid_scale=f32 0-d|nil}}
+--   trellis: {format="trellis", bits=2|3|4, variant="3inst"|"hyb", transform=, shape={m,n}, bias=,
+--          artifacts={trellis_packed=i16 ((m32/16)(n32/16), 16·bits), SU=f16 (m32), SV=f16 (n32), Wscale=f32 0-d,
+--          tlut=f16 (512, 2) for hyb}} (m32, n32: m, n rounded up to multiples of 32; glq 0.8.16's layout)
 --   HiF4: {format="hif4", pack={e6m2=, e1_8_packed=, e1_16_packed=, s1p2_packed= (u8), shape={m,n}},
 --          sv=±1 tensor|nil (RHT signs), rht_seed=, bias=}
 local glq = require "glq"
@@ -23,6 +26,7 @@ M.NATIVE = "glq-native"
 
 local E8_FIELDS = { "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale" }
 local HIF4_FIELDS = { "e6m2", "e1_8_packed", "e1_16_packed", "s1p2_packed" }
+local TRELLIS_FIELDS = { "trellis_packed", "SU", "SV", "Wscale", "tlut" }
 local HIF4_LAST = { e1_8_packed = 1, e1_16_packed = 2, s1p2_packed = 32 }
 -- files a finished checkpoint may contain besides tokenizer files; removed before a rewrite
 local OUR_FILES = { "config.json", "hif4_config.json", "quantize_config.json", "model.safetensors" }
@@ -127,6 +131,38 @@ end
 
 -- ---- layer entries <-> tensors ----
 
+local function pad32(d) return math.ceil(d / 32) * 32 end
+
+-- the trellis part of layer_tensors: fills out/rec, returns m, n
+local function trellis_tensors(where, e, settle_shape, out, rec)
+  local a = e.artifacts
+  if type(a) ~= "table" then fail("%s: format trellis needs an artifacts table", where) end
+  local bits = e.bits or a.bits
+  if bits ~= 2 and bits ~= 3 and bits ~= 4 then fail("%s: bits must be 2, 3 or 4, got %s", where, tostring(bits)) end
+  local variant = e.variant or a.variant or "3inst"
+  if variant ~= "3inst" and variant ~= "hyb" then fail("%s: unknown trellis variant '%s' (3inst or hyb)", where, tostring(variant)) end
+  local tr = e.transform or a.transform or "block-diagonal"
+  if tr ~= "block-diagonal" then fail("%s: transform '%s': trellis layers use block-diagonal (glq 0.8.16's)", where, tostring(tr)) end
+  local su = check_tensor(where, "SU", a.SU, "f16", { false })
+  local sv = check_tensor(where, "SV", a.SV, "f16", { false })
+  check_tensor(where, "Wscale", a.Wscale, "f32", {})
+  local rows, cols = su:shape()[1], sv:shape()[1]
+  local m, n = settle_shape(e.shape or (a.out_features and { a.out_features, a.in_features }), { rows, cols })
+  if rows ~= pad32(m) or cols ~= pad32(n) then
+    fail("%s: SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight (trellis pads to multiples of 32)", where, rows, cols,
+      pad32(m), pad32(n), m, n)
+  end
+  check_tensor(where, "trellis_packed", a.trellis_packed, "i16", { rows / 16 * cols / 16, 16 * bits })
+  if variant == "hyb" then
+    check_tensor(where, "tlut", a.tlut, "f16", { 512, 2 })
+  elseif a.tlut ~= nil then
+    fail("%s: a tlut belongs to the hyb variant, not 3inst", where)
+  end
+  for _, f in ipairs(TRELLIS_FIELDS) do out[f] = a[f] end
+  rec.bits, rec.variant, rec.transform, rec.label, rec.m_pad, rec.n_pad = bits, variant, tr, bits, rows, cols
+  return m, n
+end
+
 -- Validates a layer entry and returns its tensors as {field = tensor} plus its JSON-able record
 -- {format, bits, transform, shape, label, rht_seed}. expect = {m, n} from the model config or nil.
 local function layer_tensors(name, e, expect)
@@ -171,6 +207,9 @@ local function layer_tensors(name, e, expect)
     end
     for _, f in ipairs(E8_FIELDS) do out[f] = a[f] end
     rec.bits, rec.transform, rec.label, rec.m_pad, rec.n_pad = bits, tr, bits, rows, cols
+    local cb = e.codebook or a.codebook -- nil: the E8 shell book; "e8p": QuIP#'s E8P (stage 2 E81B at 3 bits)
+    if cb ~= nil and cb ~= "e8" and cb ~= "e8p" then fail("%s: unknown codebook '%s' (expected e8 or e8p)", where, tostring(cb)) end
+    if cb == "e8p" then rec.codebook = "e8p" end
   elseif fmt == "hif4" then
     local p = e.pack
     if type(p) ~= "table" then fail("%s: format hif4 needs a pack table", where) end
@@ -189,8 +228,10 @@ local function layer_tensors(name, e, expect)
       out.SV = sv:dtype() == "f16" and sv or sv:to("f16")
     end
     rec.label = sv and "hif4+rht" or "hif4"
+  elseif fmt == "trellis" then
+    m, n = trellis_tensors(where, e, settle_shape, out, rec)
   else
-    fail("%s: unknown format '%s' (expected e8 or hif4)", where, tostring(fmt))
+    fail("%s: unknown format '%s' (expected e8, trellis or hif4)", where, tostring(fmt))
   end
   if e.bias ~= nil then out.bias = check_tensor(where, "bias", e.bias, nil, { m }) end
   rec.shape = { m, n }
@@ -202,12 +243,18 @@ local function layer_entry(rec, get)
   local e = { format = rec.format, shape = { rec.shape[1], rec.shape[2] }, rht_seed = rec.rht_seed,
     bias = get("bias"), stats = rec.stats, extra = rec.extra }
   if rec.format == "e8" then
-    e.bits, e.transform = rec.bits, rec.transform
+    e.bits, e.transform, e.codebook = rec.bits, rec.transform, rec.codebook
     e.m_pad, e.n_pad = rec.m_pad, rec.n_pad
-    local a = { bits = rec.bits, out_features = rec.shape[1], in_features = rec.shape[2] }
+    local a = { bits = rec.bits, out_features = rec.shape[1], in_features = rec.shape[2], codebook = rec.codebook }
     for _, f in ipairs(E8_FIELDS) do a[f] = get(f) end
     if rec.stage2 == false then a.Qidxs2, a.inv_resid_scale = nil, nil end -- zero (switched-off) stage 2
     if a.Qidxs2 and a.Qidxs2:dtype() == "u8" then a.Qidxs2 = a.Qidxs2:to("i16") end -- packed 3-bit
+    e.artifacts = a
+  elseif rec.format == "trellis" then
+    e.bits, e.variant, e.transform, e.m_pad, e.n_pad = rec.bits, rec.variant, rec.transform, rec.m_pad, rec.n_pad
+    local a = { codebook = "trellis", bits = rec.bits, variant = rec.variant, transform = rec.transform,
+      out_features = rec.shape[1], in_features = rec.shape[2] }
+    for _, f in ipairs(TRELLIS_FIELDS) do a[f] = get(f) end
     e.artifacts = a
   else
     local p = { shape = { rec.shape[1], rec.shape[2] } }
@@ -223,6 +270,7 @@ end
 local function record_bpw(rec)
   local m, n = rec.shape[1], rec.shape[2]
   if rec.format == "hif4" then return 4.5 * math.ceil(n / 64) * 64 / n end
+  if rec.format == "trellis" then return rec.bits * rec.m_pad * rec.n_pad / (m * n) end
   local r, c = stored_dims(rec.transform, m, n)
   return rec.bits * (rec.m_pad or r) * (rec.n_pad or c) / (m * n)
 end
@@ -320,7 +368,7 @@ local function build(spec)
   local tensors, recs, names = {}, {}, {}
   for name in pairs(spec.layers or {}) do names[#names + 1] = name end
   table.sort(names)
-  local n_e8, wsum, bsum, transforms = 0, 0, 0, {}
+  local n_e8, n_tr, wsum, bsum, transforms = 0, 0, 0, 0, {}
   for _, name in ipairs(names) do
     local ts, rec = layer_tensors(name, spec.layers[name], expected_shape(c, name))
     for f, t in pairs(ts) do tensors[name .. "." .. f] = t end
@@ -328,6 +376,7 @@ local function build(spec)
     local w = rec.shape[1] * rec.shape[2]
     wsum, bsum = wsum + w, bsum + record_bpw(rec) * w
     if rec.format == "e8" then n_e8 = n_e8 + 1 transforms[rec.transform] = true end
+    if rec.format == "trellis" then n_tr = n_tr + 1 end
   end
   local dense_format = {}
   for name, t in pairs(spec.dense or {}) do
@@ -358,7 +407,7 @@ local function build(spec)
     end
   end
 
-  local hif4_only = #names > 0 and n_e8 == 0
+  local hif4_only = #names > 0 and n_e8 == 0 and n_tr == 0
   local cfg = deep_copy(spec.config)
   cfg.use_cache = true
   local qc = { quant_method = "glq", codebook = "e8_shell", codesz = 8, bpw = round2(bpw), layer_bpw = layer_bpw }
@@ -367,7 +416,13 @@ local function build(spec)
     -- what the Python glq (>= 0.2.9) reads: its block-diagonal E8 layers and float tensors only
     for _, name in ipairs(names) do
       local rec = recs[name]
-      if rec.format ~= "e8" or rec.transform ~= "block-diagonal" then
+      if n_tr > 0 then -- glq 0.8.16: one codebook per model; its trellis needs no padding and block-diagonal RHTs
+        if rec.format ~= "trellis" or rec.transform ~= "block-diagonal" or rec.m_pad ~= rec.shape[1] or rec.n_pad ~= rec.shape[2]
+          or rec.variant ~= recs[names[1]].variant then
+          fail("checkpoint: layer %s: a trellis file for the Python glq holds trellis layers only, all of one variant, with "
+            .. "the block-diagonal transform and sides that are multiples of 32", name)
+        end
+      elseif rec.format ~= "e8" or rec.transform ~= "block-diagonal" then
         fail("checkpoint: layer %s is %s; a file for the Python glq holds block-diagonal E8 layers only", name,
           rec.format == "e8" and ("E8 with transform " .. rec.transform) or rec.format)
       end
@@ -385,9 +440,11 @@ local function build(spec)
       -- explicit zero scalars of the stages a layer lacks: glq 0.8 on transformers 5 leaves missing
       -- buffers uninitialized, and a zero scale is what switches a stage off in its loader
       local zero = glq.zeros("f32", {})
-      if rec.bits == 2 then tensors[name .. ".inv_resid_scale"] = zero end
-      tensors[name .. ".inv_resid_scale2"] = zero
-      tensors[name .. ".inv_resid_scale3"] = zero
+      if rec.format == "e8" then
+        if rec.bits == 2 then tensors[name .. ".inv_resid_scale"] = zero end
+        tensors[name .. ".inv_resid_scale2"] = zero
+        tensors[name .. ".inv_resid_scale3"] = zero
+      end
     end
     if next(dense_format) then fail("checkpoint: a file for the Python glq cannot hold q8_0 dense tensors") end
   else
@@ -418,6 +475,33 @@ local function build(spec)
       if recs[name].format == "e8" then qc.layer_transform[name] = recs[name].transform end
     end
   end
+  if n_tr > 0 then -- glq 0.8.16's trellis fields; our layout also names each layer's codebook when they mix
+    if n_tr == n_e8 + n_tr then
+      qc.codebook, qc.codesz, qc.variant, qc.trellis_layout = "trellis", 16, recs[names[1]].variant, "kernel"
+      for _, name in ipairs(names) do
+        if recs[name].format == "trellis" and recs[name].variant ~= qc.variant then qc.variant = nil end
+      end
+      qc.block_diagonal = true
+    else
+      qc.trellis_layout = "kernel"
+    end
+    if not compat then
+      qc.layer_codebook = {}
+      for _, name in ipairs(names) do
+        local r = recs[name]
+        if r.format == "trellis" then qc.layer_codebook[name] = r.variant == "hyb" and "trellis-hyb" or "trellis" end
+      end
+    end
+  end
+  local n_e8p = 0 -- E8P layers: our layout names their codebook (glq 0.8.16's packed layout is not written)
+  for _, name in ipairs(names) do
+    if recs[name].codebook == "e8p" then
+      if compat then fail("checkpoint: layer %s is E8P; files for the Python glq hold E8 shell or trellis layers only", name) end
+      qc.layer_codebook = qc.layer_codebook or {}
+      qc.layer_codebook[name], n_e8p = "e8p", n_e8p + 1
+    end
+  end
+  if n_e8p > 0 and n_e8p == #names then qc.codebook = "e8p" end
   if hif4_only then cfg.quantization_config = nil else cfg.quantization_config = qc end
 
   local qmeta = deep_copy(spec.quantize_config or {})
@@ -655,6 +739,42 @@ local function zero_scalar(where, field, t)
   if t:numel() ~= 1 then fail("%s: %s has shape %s, expected a scalar ()", where, field, shape_str(t:shape())) end
   return t:to("f32"):ptr()[0] == 0
 end
+local TRELLIS_SUFFIX = { trellis_packed = true, SU = true, SV = true, Wscale = true, tlut = true, bias = true }
+
+-- a trellis layer's record from its tensors (glq 0.8.16's layout, or ours with sides padded to multiples of 32)
+local function read_trellis(path, name, get, quant, c)
+  local where = path .. ": " .. name
+  for _, f in ipairs({ "trellis_packed", "SU", "SV", "Wscale" }) do
+    if not get(f) then fail("%s: missing tensor %s.%s", where, name, f) end
+  end
+  if quant.codebook == "trellis" and quant.trellis_layout ~= "kernel" then
+    fail("%s: trellis_layout '%s' is not supported (kernel is; glq's older natural-layout 3inst files must be re-quantized)",
+      where, tostring(quant.trellis_layout))
+  end
+  local p = check_tensor(where, name .. ".trellis_packed", get("trellis_packed"), "i16", { false, false })
+  local K = p:shape()[2] / 16
+  if K ~= 2 and K ~= 3 and K ~= 4 then fail("%s: %s.trellis_packed has %d columns: not 16 x 2, 3 or 4 bits", where, name, p:shape()[2]) end
+  local rows, cols = get("SU"):numel(), get("SV"):numel()
+  local exp = expected_shape(c, name)
+  local m, n = exp and exp[1] or rows, exp and exp[2] or cols
+  if rows ~= pad32(m) or cols ~= pad32(n) then
+    fail("%s: %s.SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight", where, name, rows, cols, pad32(m), pad32(n), m, n)
+  end
+  local tlut = get("tlut")
+  local variant = (quant.layer_codebook and quant.layer_codebook[name] == "trellis-hyb" and "hyb") or quant.variant
+    or (tlut and "hyb" or "3inst")
+  local rec = { format = "trellis", shape = { m, n }, bits = K, variant = variant, transform = "block-diagonal" }
+  local out, r2 = {}, {}
+  trellis_tensors(where, { artifacts = { trellis_packed = p, SU = get("SU"), SV = get("SV"), Wscale = get("Wscale"),
+    tlut = variant == "hyb" and tlut or nil }, bits = K, variant = variant, shape = { m, n } },
+    function(given) return given[1], given[2] end, out, r2)
+  if variant ~= "hyb" and tlut then fail("%s: %s.tlut present but the variant is 3inst", where, name) end
+  rec.m_pad, rec.n_pad = rows, cols
+  local bias = get("bias")
+  if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
+  return rec
+end
+
 local HIF4_SUFFIX = { e6m2 = true, e1_8_packed = true, e1_16_packed = true, s1p2_packed = true, SV = true, bias = true }
 
 local function read_e8(path, name, get, quant, c)
@@ -737,7 +857,13 @@ local function read_e8(path, name, get, quant, c)
   end
   local bias = get("bias")
   if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2 }
+  -- E8P (our layout only: the same tensors, the codebook named in quantization_config)
+  local e8p = (quant.layer_codebook and quant.layer_codebook[name] == "e8p") or quant.codebook == "e8p"
+  if e8p and quant.format ~= M.NATIVE then
+    fail("%s: E8P layers are read in glq's native layout only (glq 0.8.16's packed Qidxs_e8p is not supported)", where)
+  end
+  return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2,
+    codebook = e8p and "e8p" or nil }
 end
 
 local function read_hif4(path, name, get, c)
@@ -785,10 +911,11 @@ function M.read(dir)
     if quant.quant_method ~= "glq" and not (quant.quant_method == nil and quant.format == M.NATIVE) then
       fail("%s: quant_method '%s' is not supported (glq is)", cfgp, tostring(quant.quant_method))
     end
-    if quant.codebook ~= nil and quant.codebook ~= "e8_shell" then
-      fail("%s: codebook '%s' is not supported (e8_shell is)", cfgp, tostring(quant.codebook))
+    if quant.codebook ~= nil and quant.codebook ~= "e8_shell" and quant.codebook ~= "trellis" and quant.codebook ~= "e8p" then
+      fail("%s: codebook '%s' is not supported (e8_shell, e8p and trellis are)", cfgp, tostring(quant.codebook))
     end
-    if quant.codesz ~= nil and quant.codesz ~= 8 then fail("%s: codesz %s is not supported (8 is)", cfgp, tostring(quant.codesz)) end
+    local codesz = quant.codebook == "trellis" and 16 or 8
+    if quant.codesz ~= nil and quant.codesz ~= codesz then fail("%s: codesz %s is not supported (%d is)", cfgp, tostring(quant.codesz), codesz) end
   end
   if hif4 and hif4.filename ~= nil and not fs.inside(hif4.filename) then
     fail("%s: filename %s must name a file inside the checkpoint directory", fs.join(dir, "hif4_config.json"), json.encode(hif4.filename))
@@ -808,7 +935,7 @@ function M.read(dir)
   local layers, owned = {}, {}
   for k in pairs(tensors) do
     local p, f = k:match("^(.+)%.([%w_]+)$")
-    if f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" end
+    if f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" elseif f == "trellis_packed" then layers[p] = "trellis" end
   end
   if quant and quant.layer_bpw then
     for name in pairs(quant.layer_bpw) do
@@ -818,7 +945,8 @@ function M.read(dir)
   local out = { config = c, hf_config = hf, quant = quant, hif4 = hif4, layers = {}, dense = {} }
   for name, fmt in pairs(layers) do
     local function get(f) owned[name .. "." .. f] = true return tensors[name .. "." .. f] end
-    local rec = fmt == "e8" and read_e8(file, name, get, quant or {}, c) or read_hif4(file, name, get, c)
+    local rec = fmt == "e8" and read_e8(file, name, get, quant or {}, c)
+      or fmt == "trellis" and read_trellis(file, name, get, quant or {}, c) or read_hif4(file, name, get, c)
     out.layers[name] = layer_entry(rec, get)
     if quant and quant.layer_bpw and fmt == "hif4" then
       local lb = quant.layer_bpw[name]
@@ -831,7 +959,7 @@ function M.read(dir)
     if not owned[k] then
       local p, f = k:match("^(.+)%.([%w_]+)$")
       if p and layers[p] then
-        local allowed = layers[p] == "e8" and E8_SUFFIX or HIF4_SUFFIX
+        local allowed = layers[p] == "e8" and E8_SUFFIX or layers[p] == "trellis" and TRELLIS_SUFFIX or HIF4_SUFFIX
         if not allowed[f] then
           fail("%s: unsupported tensor %s next to the quantized layer %s (N-stage RVQ and other newer glq layouts are not supported)", file, k, p)
         end

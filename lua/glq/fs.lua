@@ -7,17 +7,20 @@ ffi.cdef [[
   int isatty(int fd);
   int getpid(void);
   char *strerror(int errnum);
+  int access(const char *path, int mode);
+  int kill(int pid, int sig);
 ]]
 
 local M = {}
 
-function M.exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  -- directories cannot be opened for reading on every libc; try listing instead
-  local ok = os.rename(path, path)
-  return ok and true or false
-end
+-- (access() opens nothing: a FIFO or device answers at once)
+function M.exists(path) return ffi.C.access(path, 0) == 0 end
+
+-- is path writable by us (W_OK)?
+function M.writable(path) return ffi.C.access(path, 2) == 0 end
+
+-- is process pid alive? (kill(pid, 0); EPERM means it exists but is not ours)
+function M.pid_alive(pid) return ffi.C.kill(pid, 0) == 0 or ffi.errno() == 1 end
 
 function M.is_dir(path)
   local f = io.open(path .. "/.", "rb")
@@ -30,8 +33,11 @@ function M.mkdir_p(path)
   for part in path:gmatch("[^/]+") do
     acc = acc .. part
     if not M.is_dir(acc) then
-      if ffi.C.mkdir(acc, tonumber("755", 8)) ~= 0 and not M.is_dir(acc) then
-        error(string.format("%s: cannot create directory: %s", acc, ffi.string(ffi.C.strerror(ffi.errno()))), 0)
+      if ffi.C.mkdir(acc, tonumber("755", 8)) ~= 0 then
+        local e = ffi.errno() -- before is_dir's own calls replace it
+        if not M.is_dir(acc) then
+          error(string.format("%s: cannot create directory: %s", acc, ffi.string(ffi.C.strerror(e))), 0)
+        end
       end
     end
     acc = acc .. "/"
@@ -47,26 +53,39 @@ function M.dirname(path)
 end
 function M.join(a, b) return (a:sub(-1) == "/" and a or a .. "/") .. b end
 
-function M.read(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
+-- a whole regular file (at most max bytes, default 1 GiB) or nil, message: a FIFO, device or directory
+-- is refused without reading
+function M.read(path, max)
+  local ok, s = pcall(require("glq.core").read_file, path, max)
+  if not ok then return nil, s end
   return s
 end
 
--- write a whole file atomically: temp file in the same directory, then rename
-function M.write_atomic(path, data)
-  local tmp = string.format("%s.tmp.%d", path, ffi.C.getpid())
-  local f, err = io.open(tmp, "wb")
-  if not f then error(path .. ": cannot write: " .. tostring(err), 0) end
-  local ok, werr = f:write(data)
+-- checks, before any work, that the file path can be written later: an existing path must be a regular
+-- file, and a probe file is created and removed in its directory (catches read-only mounts, /proc,
+-- permissions and missing directories, which a check of the mode bits alone misses for root)
+function M.check_writable(path, what)
+  local kind = require("glq.core").file_kind(path)
+  if kind and kind ~= "file" then error(string.format("%s %s: is a %s, not a regular file", what, path, kind), 0) end
+  local probe = string.format("%s/.glq-probe.%d", M.dirname(path), ffi.C.getpid())
+  local f, err = io.open(probe, "wb")
+  if not f then error(string.format("%s %s: cannot write there: %s", what, path, tostring(err)), 0) end
   f:close()
-  if not ok then os.remove(tmp) error(path .. ": write failed: " .. tostring(werr), 0) end
-  if ffi.C.rename(tmp, path) ~= 0 then
-    os.remove(tmp)
-    error(path .. ": rename failed: " .. ffi.string(ffi.C.strerror(ffi.errno())), 0)
-  end
+  os.remove(probe)
+  if kind and not M.writable(path) then error(string.format("%s %s: not writable", what, path), 0) end
+end
+
+-- a name read from a checkpoint's JSON is a relative path that stays inside its directory
+function M.inside(name)
+  if type(name) ~= "string" or name == "" or name:find("\0", 1, true) or name:sub(1, 1) == "/" then return false end
+  for part in name:gmatch("[^/]+") do if part == ".." then return false end end
+  return true
+end
+
+-- write a whole file atomically through the C writer (temp file beside path, fsync, rename): a full
+-- disk or any other write error raises "EIO: <path>: ..." and leaves path as it was
+function M.write_atomic(path, data)
+  require("glq.core").write_file(path, data)
 end
 
 function M.rename(a, b)

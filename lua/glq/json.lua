@@ -13,11 +13,10 @@ function M.decode(s, what)
   return v
 end
 
+-- a JSON file (regular files of at most 256 MiB; see fs.read) -> value or nil, message
 function M.read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
+  local s, err = require("glq.fs").read(path, 256 * 2 ^ 20)
+  if not s then return nil, err end
   return M.decode(s, path)
 end
 

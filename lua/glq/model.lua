@@ -206,7 +206,7 @@ function M.quantized_linear(e, out, inn, name)
     local a = {}
     for k, v in pairs(e.artifacts) do a[k] = v end
     a.out_features, a.in_features = out, inn
-    return glq.e8.linear(a, { bias = e.bias, transform = e.transform, bits = e.bits, name = name })
+    return glq.e8.linear(a, { bias = e.bias, transform = e.transform, bits = e.bits, codebook = e.codebook, name = name })
   end
   if e.format == "trellis" then
     local a = { codebook = "trellis", variant = e.variant, bits = e.bits, transform = e.transform }
@@ -315,6 +315,40 @@ function Model:load_layer(l)
   self.c:set_layer(l, w)
   self.layers[l] = w
   return w
+end
+
+-- a one-screen summary (what the REPL prints for a model)
+function Model:__tostring()
+  local c, src = self.cfg, self.src
+  local loaded = 0
+  for _ in pairs(self.layers) do loaded = loaded + 1 end
+  local lines = {
+    string.format("glq model %s: %d layers (%d built), dim %d, %d heads / %d KV heads (head %d), ffn %d, vocab %d%s",
+      tostring(c.arch or "llama"), c.n_layers, loaded, c.dim, c.n_heads, c.n_kv_heads, c.head_dim or c.dim / c.n_heads, c.ffn_dim, c.vocab,
+      c.tied and ", tied head" or ""),
+    string.format("  source   %s (%s); context %d of %d%s", tostring(src.path), tostring(src.kind), self.max_seq, c.max_seq,
+      self.device == "cuda" and "; on the GPU" or ""),
+  }
+  local ck = src.ckpt
+  if ck and ck.layers then
+    local by, n = {}, 0
+    for _, e in pairs(ck.layers) do
+      local label = e.format .. (e.bits and (" " .. e.bits .. "-bit") or "")
+      by[label] = (by[label] or 0) + 1
+      n = n + 1
+    end
+    local parts = {}
+    for label, k in pairs(by) do parts[#parts + 1] = string.format("%d %s", k, label) end
+    table.sort(parts)
+    lines[#lines + 1] = string.format("  linears  %d quantized (%s), %d dense", n, table.concat(parts, ", "),
+      c.n_layers * #modelcfg.roles - n)
+  else
+    lines[#lines + 1] = string.format("  linears  %d dense", c.n_layers * #modelcfg.roles)
+  end
+  local chat = src.chat_style and src:chat_style()
+  lines[#lines + 1] = "  chat     " .. (chat and (chat .. " template (glq chat, glq generate --chat)") or "no template glq recognises")
+  lines[#lines + 1] = "  use      m:encode(text), m:decode(ids), m:logits(ids), glq.generate.run(m, ids, opts); help(m) lists the methods"
+  return table.concat(lines, "\n")
 end
 
 function Model:tokenizer() return self.src:tokenizer() end

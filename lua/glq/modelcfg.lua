@@ -59,6 +59,26 @@ local function req(v, what, src)
   return v
 end
 
+-- every number of a config is checked before any tensor is touched: a string "64" or an infinite
+-- rope theta is an error naming the key, not a shape mismatch or NaN logits after hours of work
+local INT_FIELDS = { "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab", "max_seq" }
+local function validate(c, src, names)
+  local function show(v) return type(v) == "string" and string.format("%q (a string)", v) or tostring(v) end
+  for _, f in ipairs(INT_FIELDS) do
+    local v = c[f]
+    if type(v) ~= "number" or v ~= v or v < 1 or v % 1 ~= 0 or v >= 2 ^ 31 then
+      error(string.format("%s: %s must be a positive integer, got %s", src, names[f], show(v)), 0)
+    end
+  end
+  for _, f in ipairs { "norm_eps", "rope_theta" } do
+    local v = c[f]
+    if type(v) ~= "number" or not (v > 0 and v < math.huge) then
+      error(string.format("%s: %s must be a finite positive number, got %s", src, names[f], show(v)), 0)
+    end
+  end
+  return c
+end
+
 -- from GGUF metadata (a Lua table key -> value)
 function M.from_gguf(meta, src, has_output)
   local arch = req(meta["general.architecture"], "general.architecture", src)
@@ -91,7 +111,11 @@ function M.from_gguf(meta, src, has_output)
   if st and st ~= "none" then
     error(string.format("%s: RoPE scaling '%s' in GGUF is not supported", src, st), 0)
   end
-  return c
+  local a = arch .. "."
+  return validate(c, src, { dim = a .. "embedding_length", n_layers = a .. "block_count", n_heads = a .. "attention.head_count",
+    n_kv_heads = a .. "attention.head_count_kv", head_dim = a .. "attention.key_length", ffn_dim = a .. "feed_forward_length",
+    vocab = "the vocabulary size", max_seq = a .. "context_length", norm_eps = a .. "attention.layer_norm_rms_epsilon",
+    rope_theta = a .. "rope.freq_base" })
 end
 
 -- from an HF config.json table
@@ -128,7 +152,9 @@ function M.from_hf(cfg, src)
       error(string.format("%s: RoPE scaling '%s' is not supported (llama3 is)", src, tostring(t)), 0)
     end
   end
-  return c
+  return validate(c, src, { dim = "hidden_size", n_layers = "num_hidden_layers", n_heads = "num_attention_heads",
+    n_kv_heads = "num_key_value_heads", head_dim = "head_dim", ffn_dim = "intermediate_size", vocab = "vocab_size",
+    max_seq = "max_position_embeddings", norm_eps = "rms_norm_eps", rope_theta = "rope_theta" })
 end
 
 -- an HF config.json table describing c (written into checkpoints made from GGUF files)

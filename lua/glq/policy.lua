@@ -1,9 +1,11 @@
 -- Per-layer policies: a policy maps a layer description to a decision.
 --   layer = {name=, role="q"|"k"|"v"|"o"|"gate"|"up"|"down"|"head"|"embed"|"router",
 --            shape={out, in}, index=<decoder layer, 0-based>, n_layers=, hessian={mean_diag=, trace=, n=}}
---   decision = {format="e8", bpw=2|3|4} | {format="hif4", rht=bool, ldlq=bool} | {format="dense"}
+--   decision = {format="e8", bpw=2|3|4} | {format="trellis", bpw=2|3|4} | {format="hif4", rht=bool, ldlq=bool}
+--              | {format="dense"}
 -- A user policy file returns either a function(layer, default_decision) -> decision or a table
 -- {decide = function(layer, default_decision) ... end}.
+local modelcfg = require "glq.modelcfg"
 local M = {}
 
 local ROLES = { q = true, k = true, v = true, o = true, gate = true, up = true, down = true }
@@ -26,8 +28,12 @@ local function check_decision(d, name)
     if d.bpw ~= 2 and d.bpw ~= 3 and d.bpw ~= 4 then
       error(string.format("policy: layer %s: e8 needs bpw 2, 3 or 4, got %s", name, tostring(d.bpw)), 0)
     end
+  elseif d.format == "trellis" then
+    if d.bpw ~= 2 and d.bpw ~= 3 and d.bpw ~= 4 then
+      error(string.format("policy: layer %s: trellis needs bpw 2, 3 or 4, got %s", name, tostring(d.bpw)), 0)
+    end
   elseif d.format ~= "hif4" and d.format ~= "dense" then
-    error(string.format("policy: layer %s: unknown format %s (e8, hif4 or dense)", name, tostring(d.format)), 0)
+    error(string.format("policy: layer %s: unknown format %s (e8, trellis, hif4 or dense)", name, tostring(d.format)), 0)
   end
   return d
 end
@@ -42,7 +48,32 @@ function M.uniform(decision)
 end
 
 -- from a bpw allocation map (glq's flat module -> bits map; "hif4" names HiF4; map.default applies)
+local ALLOC_VALUES = { hif4 = true, ["hif4+rht"] = true, ["hif4+ldlq"] = true, ["hif4+rht+ldlq"] = true, dense = true }
+
+-- a map is checked whole before it is used: any other file (a config.json, say) is refused, not read as
+-- "no entries, 2 bits everywhere"; where names the file in messages
+function M.check_allocation(map, where)
+  where = where or "bpw allocation"
+  if type(map) ~= "table" or map[1] ~= nil then error(where .. ": not a bpw allocation (expected a JSON object of module -> bits)", 0) end
+  local n = 0
+  for k, v in pairs(map) do
+    if type(k) ~= "string" or (k ~= "default" and not modelcfg.parse_linear_name(k)) then
+      error(string.format("%s: not a bpw allocation: key %s is not a decoder linear (model.layers.N.self_attn.q_proj, ...) or \"default\"",
+        where, tostring(k)), 0)
+    end
+    local b = tonumber(v)
+    if not (ALLOC_VALUES[v] or (b and (b == 2 or b == 3 or b == 4))) then
+      error(string.format("%s: %s = %s: expected 2, 3, 4, \"hif4\", \"hif4+rht\", \"hif4+ldlq\", \"hif4+rht+ldlq\" or \"dense\"",
+        where, k, tostring(v)), 0)
+    end
+    n = n + 1
+  end
+  if n == 0 then error(where .. ": empty bpw allocation", 0) end
+  return map
+end
+
 function M.from_allocation(map, fallback)
+  M.check_allocation(map)
   return function(layer)
     if not ROLES[layer.role] then return { format = "dense" } end
     local v = map[layer.name]
@@ -50,6 +81,7 @@ function M.from_allocation(map, fallback)
     if v == nil then return fallback or { format = "e8", bpw = 2 } end
     if v == "hif4" then return { format = "hif4" } end
     if v == "hif4+rht" then return { format = "hif4", rht = true } end
+    if v == "hif4+ldlq" then return { format = "hif4", ldlq = true } end
     if v == "hif4+rht+ldlq" then return { format = "hif4", rht = true, ldlq = true } end
     if v == "dense" then return { format = "dense" } end
     return { format = "e8", bpw = tonumber(v) }
@@ -97,6 +129,9 @@ function M.stored_bits(d, out, inn)
     local bits = 4.5 * padded / inn
     if d.rht then bits = bits + 16 / out end -- SV signs (f16) per input column, amortised over rows
     return bits
+  end
+  if d.format == "trellis" then -- both sides padded to multiples of 32 (src/quant/trellis_linear.h)
+    return d.bpw * math.ceil(out / 32) * 32 * math.ceil(inn / 32) * 32 / (out * inn) + 32 / (out * inn)
   end
   local pin = math.ceil(inn / 8) * 8
   local stage = ({ [2] = 16, [3] = 24, [4] = 32 })[d.bpw]

@@ -99,7 +99,8 @@ local function f16_signs(signs) return signs:to("f16") end
 local function e8_options(name, d, opts)
   return { bpw = d.bpw, tune_iters = opts.tune_iters or 0, seed = opts.seed or 42, damp = opts.damp or 0.01, name = name,
     transform = opts.transform or checkpoint.TRANSFORM, -- "block-diagonal" with --glq-compat
-    device = opts.ldlq_device == "cuda" and "cuda" or nil } -- LDLQ sweeps on the GPU
+    codebook = opts.codebook == "e8p" and "e8p" or nil, -- QuIP#'s E8P (its sweeps run on the CPU)
+    device = opts.ldlq_device == "cuda" and "cuda" or nil } -- LDLQ sweeps on the GPU (E8 shell only)
 end
 
 -- E8 jobs {name, W, H, d} quantized side by side (glq.quantize_linears: SmolLM2-sized layers keep
@@ -151,9 +152,17 @@ function M.quantize_linear(name, W, bias, H, d, opts, pre)
     local tr = eo.transform
     local a = pre or glq.quantize_linear(W, H, eo)
     if pre then t0 = t0 - a.stats.seconds end
-    entry = { format = "e8", bits = d.bpw, transform = tr, shape = { m, n }, bias = bias,
+    entry = { format = "e8", bits = d.bpw, transform = tr, shape = { m, n }, bias = bias, codebook = a.codebook,
+      label = a.codebook and (a.codebook .. "-" .. d.bpw) or nil,
       artifacts = { Qidxs = a.Qidxs, Qidxs2 = a.Qidxs2, SU = a.SU, SV = a.SV, Wscale = a.Wscale,
         inv_resid_scale = a.inv_resid_scale } }
+  elseif d.format == "trellis" then
+    local o = e8_options(name, d, opts)
+    o.device, o.codebook = nil, "trellis" -- the Viterbi runs on the CPU threads
+    o.transform = "block-diagonal" -- glq 0.8.16's (the checkpoint reader assumes it for trellis layers)
+    local a = glq.trellis.quantize_linear(W, H, o)
+    entry = { format = "trellis", bits = d.bpw, variant = a.variant, transform = a.transform, shape = { m, n }, bias = bias,
+      artifacts = { trellis_packed = a.trellis_packed, SU = a.SU, SV = a.SV, Wscale = a.Wscale, tlut = a.tlut } }
   elseif d.format == "hif4" then
     local pack
     if d.ldlq then
@@ -175,7 +184,7 @@ function M.quantize_linear(name, W, bias, H, d, opts, pre)
   lin = model.quantized_linear(entry, m, n, name)
   local What = lin:dequantize()
   local bits = checkpoint.stored_bpw(name, entry)
-  local st = { format = d.format, label = entry.label or ("e8-" .. d.bpw), bits = bits, sqnr_db = sqnr_db(W, What),
+  local st = { format = d.format, label = entry.label or (d.format .. "-" .. d.bpw), bits = bits, sqnr_db = sqnr_db(W, What),
     proxy_loss = proxy_loss(W, What, H), seconds = progress.now() - t0 }
   return entry, lin, st
 end

@@ -113,9 +113,25 @@ function M.from_json(src, opts)
     or (model.end_of_word_suffix and model.end_of_word_suffix ~= json.null) then
     error(where .. ": BPE subword prefixes/suffixes are not supported", 0)
   end
+  -- normalizers change the text before the merges: one we do not apply would give other tokens silently
+  -- (NFC is accepted: text that is already NFC, nearly all text, is unchanged by it and is not re-normalized)
+  each_node(j.normalizer, function(nd)
+    local t = nd.type
+    local spm_space = t == "Replace" and type(nd.pattern) == "table" and nd.pattern.String == " " and nd.content == SP
+    if not (spm_space or (t == "Prepend" and nd.prepend == SP) or t == "NFC" or t == "Sequence") then
+      error(string.format("%s: normalizer %s is not supported", where, tostring(t)), 0)
+    end
+  end)
+  -- ids are bounded by the number of entries (a few holes allowed) before any table is sized by them
+  local entries = #(j.added_tokens or {})
+  for _ in pairs(model.vocab or {}) do entries = entries + 1 end
+  local max_id = 2 * entries + 1024
   local tokens, types, ids, n = {}, {}, {}, 0
   local function add(text, id, ty)
     if type(id) ~= "number" or id < 0 or id % 1 ~= 0 then error(where .. ": bad id for token " .. tostring(text), 0) end
+    if id >= max_id then
+      error(string.format("%s: token %s has id %d, far beyond the %d entries of the vocabulary", where, tostring(text), id, entries), 0)
+    end
     tokens[id + 1], types[id + 1], ids[text] = text, ty, id
     if id + 1 > n then n = id + 1 end
   end

@@ -4,8 +4,10 @@
 #include <string.h>
 
 static _Thread_local char errbuf[1024];
+static _Thread_local int errcode;
 
 int glq_error(int code, const char *fmt, ...) {
+  errcode = code;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(errbuf, sizeof errbuf, fmt, ap);
@@ -31,3 +33,10 @@ void glq_error_prefix(const char *fmt, ...) {
 }
 
 const char *glq_errmsg(void) { return errbuf; }
+
+int glq_errcode(void) { return errcode; }
+
+const char *glq_status_name(int code) {
+  static const char *const names[] = {"OK", "EINVAL", "EIO", "EFORMAT", "ENOMEM", "ENUMERIC", "EUNSUPPORTED"};
+  return code >= 0 && code <= GLQ_EUNSUPPORTED ? names[code] : "EINVAL";
+}

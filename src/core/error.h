@@ -28,5 +28,9 @@ void glq_error_prefix(const char *fmt, ...)
   ;
 /* The calling thread's last message ("" if none). */
 const char *glq_errmsg(void);
+/* The code recorded with the calling thread's last message (GLQ_OK if none). */
+int glq_errcode(void);
+/* Stable short name of a status: "EINVAL", "EIO", "EFORMAT", "ENOMEM", "ENUMERIC", "EUNSUPPORTED" ("OK" for 0). */
+const char *glq_status_name(int code);
 
 #endif

@@ -151,7 +151,7 @@ int glq_storage_alloc(size_t nbytes, glq_storage **out) {
 }
 
 int glq_storage_mmap(const char *path, glq_storage **out) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* O_NONBLOCK: a FIFO is refused below, not waited on */
   if (fd < 0) return glq_error(GLQ_EIO, "%s: cannot open: %s", path, strerror(errno));
   struct stat sb;
   if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -505,6 +505,25 @@ int glq_atomic_commit(glq_atomic_file *f) {
   if (rc) unlink(f->tmp);
   free(f->tmp); free(f->path); free(f);
   return rc;
+}
+
+int glq_file_checksum(const char *path, uint64_t *out) {
+  glq_storage *st;
+  int rc = glq_storage_mmap(path, &st);
+  if (rc) return rc;
+  const uint64_t prime = 1099511628211ull;
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)st->nbytes;
+  const unsigned char *p = st->data;
+  size_t i = 0;
+  for (; i + 8 <= st->nbytes; i += 8) {
+    uint64_t w = 0;
+    for (int k = 7; k >= 0; k--) w = (w << 8) | p[i + (size_t)k];
+    h = (h ^ w) * prime;
+  }
+  for (; i < st->nbytes; i++) h = (h ^ p[i]) * prime;
+  glq_storage_release(st);
+  *out = h;
+  return GLQ_OK;
 }
 
 /* ---- raw tensor files ---- */

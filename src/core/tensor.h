@@ -94,5 +94,8 @@ int glq_atomic_open(const char *path, glq_atomic_file **out);
 int glq_atomic_write(glq_atomic_file *f, const void *buf, size_t n);
 int glq_atomic_commit(glq_atomic_file *f);  /* fsync, rename into place, free */
 void glq_atomic_abort(glq_atomic_file *f);  /* remove temp, free */
+/* 64-bit checksum of a regular file's bytes (FNV-1a over little-endian 8-byte words, then the tail bytes):
+ * detects flipped or truncated bytes in files we wrote earlier (not a cryptographic hash) */
+int glq_file_checksum(const char *path, uint64_t *out);
 
 #endif

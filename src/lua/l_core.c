@@ -5,6 +5,14 @@
 #include <string.h>
 #include "lglq.h"
 
+/* the one place a C status becomes a Lua error: "<CODE>: [context: ]message" (see docs/reliability.md) */
+static int raise_status(lua_State *L, int code, const char *ctx) {
+  const char *name = glq_status_name(code ? code : GLQ_EINVAL);
+  if (ctx[0]) lua_pushfstring(L, "%s: %s: %s", name, ctx, glq_errmsg());
+  else lua_pushfstring(L, "%s: %s", name, glq_errmsg());
+  return lua_error(L);
+}
+
 int lglq_error(lua_State *L, const char *fmt, ...) {
   char ctx[512] = "";
   if (fmt) {
@@ -13,9 +21,7 @@ int lglq_error(lua_State *L, const char *fmt, ...) {
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
   }
-  if (ctx[0]) lua_pushfstring(L, "%s: %s", ctx, glq_errmsg());
-  else lua_pushstring(L, glq_errmsg());
-  return lua_error(L);
+  return raise_status(L, glq_errcode(), ctx);
 }
 
 int lglq_raisef(lua_State *L, const char *fmt, ...) {
@@ -39,7 +45,7 @@ int lglq_check(lua_State *L, int rc, const char *fmt, ...) {
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
   }
-  return lglq_error(L, ctx[0] ? "%s" : NULL, ctx);
+  return raise_status(L, rc, ctx);
 }
 
 static int opt_field(lua_State *L, int idx, const char *name, int type, const char *tname) {
@@ -114,6 +120,8 @@ int luaopen_glq_core(lua_State *L) {
   lglq_open_gguf(L);
   lglq_open_tokenizer(L);
   lglq_open_e8(L);
+  lglq_open_e8p(L);
+  lglq_open_trellis(L);
   lglq_open_quant(L);
   lglq_open_hif4(L);
   lglq_open_model(L);

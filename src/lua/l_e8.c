@@ -2,13 +2,15 @@
  *   glq.e8.codebook([size]) -> codebook with :size() and :table() (size x 8 f32)
  *   glq.e8.encode(x [, size]) -> i32 (N) for x (N, 8);  glq.e8.decode(idx [, size]) -> f32 (N, 8)
  *   glq.e8.decode2(idx, idx2, inv_rs [, size2]) -> C[idx] + inv_rs * C2[idx2]
- *   glq.e8.linear(artifacts [, {bias=, bits=, transform=, name=}]) with artifacts {Qidxs=, SU=, SV=, Wscale=
- *     [, Qidxs2=, inv_resid_scale=, bits=, bias=, in_features=, out_features=]} (lua/glq/checkpoint.lua)
+ *   glq.e8.linear(artifacts [, {bias=, bits=, transform=, codebook=, name=}]) with artifacts {Qidxs=, SU=, SV=,
+ *     Wscale= [, Qidxs2=, inv_resid_scale=, bits=, codebook = "e8p", bias=, in_features=, out_features=]}
+ *     (lua/glq/checkpoint.lua); codebook "e8p" builds the E8P layer (kind "e8p") from the same fields
  *   glq.e8._encode_bruteforce(x [, size]): the exhaustive test reference */
 #include <string.h>
 #include "lglq.h"
 #include "../quant/e8.h"
 #include "../quant/e8_linear.h"
+#include "../quant/codec.h"
 
 #define E8_CODEBOOK "glq.e8.codebook"
 
@@ -82,34 +84,28 @@ static int encode_with(lua_State *L, encode_fn fn, const char *name) {
 static int l_encode(lua_State *L) { return encode_with(L, glq_e8_encode, "e8.encode"); }
 static int l_encode_bruteforce(lua_State *L) { return encode_with(L, glq_e8_encode_bruteforce, "e8._encode_bruteforce"); }
 
-/* indices at idx as contiguous i32 (any integer dtype); each masked value must be below size */
-static void check_indices(lua_State *L, int idx, int size, const char *fn, const char *what, glq_tensor *t) {
+/* indices at idx as contiguous i32 (any integer dtype), anchored on the stack; each masked value must be below size */
+static glq_tensor *check_indices(lua_State *L, int idx, int size, const char *fn, const char *what) {
   glq_tensor *src = lglq_checktensor(L, idx);
   if (glq_dtype_is_float(src->dtype) || src->dtype == GLQ_BOOL)
     luaL_argerror(L, idx, lua_pushfstring(L, "%s: %s must be an integer tensor, got %s", fn, what, glq_dtype_name(src->dtype)));
-  lglq_checktensor_as(L, idx, GLQ_I32, fn, t);
+  glq_tensor *t = lglq_checktensor_tmp(L, idx, GLQ_I32, fn);
   const int32_t *p = glq_tensor_data(t);
   for (int64_t i = 0, n = glq_tensor_numel(t); i < n; i++)
-    if ((p[i] & 0xFFFF) >= size) {
-      glq_tensor_release(t);
+    if ((p[i] & 0xFFFF) >= size)
       lglq_raisef(L, "%s: %s[%lld] = %d is not below the codebook size %d", fn, what, (long long)i, (int)p[i], size);
-    }
+  return t;
 }
 
-static int decode_out(const glq_tensor *idx, glq_tensor *out) {
+static glq_tensor *decode_out(lua_State *L, const glq_tensor *idx, const char *fn) {
   int64_t shape[2] = {glq_tensor_numel(idx), 8};
-  return glq_tensor_new(GLQ_F32, 2, shape, out);
+  return lglq_newtensor(L, GLQ_F32, 2, shape, fn);
 }
 
 static int l_decode(lua_State *L) {
   const glq_e8_codebook *cb = check_size(L, 2, "e8.decode");
-  glq_tensor idx, out;
-  check_indices(L, 1, cb->size, "e8.decode", "idx", &idx);
-  int rc = decode_out(&idx, &out);
-  if (!rc) glq_e8_decode(cb, glq_tensor_data(&idx), glq_tensor_numel(&idx), glq_tensor_data(&out));
-  glq_tensor_release(&idx);
-  lglq_check(L, rc, "e8.decode");
-  lglq_pushtensor(L, &out);
+  glq_tensor *idx = check_indices(L, 1, cb->size, "e8.decode", "idx"), *out = decode_out(L, idx, "e8.decode");
+  glq_e8_decode(cb, glq_tensor_data(idx), glq_tensor_numel(idx), glq_tensor_data(out));
   return 1;
 }
 
@@ -117,18 +113,12 @@ static int l_decode2(lua_State *L) {
   const glq_e8_codebook *cb = glq_e8_codebook_get(65536), *cb2 = check_size(L, 4, "e8.decode2");
   if (!cb) return lglq_error(L, "e8.decode2");
   float inv_rs = (float)luaL_checknumber(L, 3);
-  glq_tensor a, b, out;
-  check_indices(L, 1, cb->size, "e8.decode2", "idx", &a);
-  check_indices(L, 2, cb2->size, "e8.decode2", "idx2", &b);
-  int rc = glq_tensor_numel(&a) != glq_tensor_numel(&b)
-               ? glq_error(GLQ_EINVAL, "idx has %lld entries, idx2 %lld", (long long)glq_tensor_numel(&a),
-                           (long long)glq_tensor_numel(&b))
-               : decode_out(&a, &out);
-  if (!rc) glq_e8_decode2(cb, cb2, glq_tensor_data(&a), glq_tensor_data(&b), inv_rs, glq_tensor_numel(&a), glq_tensor_data(&out));
-  glq_tensor_release(&a);
-  glq_tensor_release(&b);
-  lglq_check(L, rc, "e8.decode2");
-  lglq_pushtensor(L, &out);
+  glq_tensor *a = check_indices(L, 1, cb->size, "e8.decode2", "idx"), *b = check_indices(L, 2, cb2->size, "e8.decode2", "idx2");
+  if (glq_tensor_numel(a) != glq_tensor_numel(b))
+    lglq_check(L, glq_error(GLQ_EINVAL, "idx has %lld entries, idx2 %lld", (long long)glq_tensor_numel(a),
+                            (long long)glq_tensor_numel(b)), "e8.decode2");
+  glq_tensor *out = decode_out(L, a, "e8.decode2");
+  glq_e8_decode2(cb, cb2, glq_tensor_data(a), glq_tensor_data(b), inv_rs, glq_tensor_numel(a), glq_tensor_data(out));
   return 1;
 }
 
@@ -197,7 +187,12 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   d.bits = (int)get_field_number(L, 1, "bits", present[F_Q2] ? 4 : 2, &rc);
   if (lua_istable(L, 2)) d.bits = (int)get_field_number(L, 2, "bits", d.bits, &rc);
   const char *tr = lua_istable(L, 2) ? lglq_optstring(L, 2, "transform", "glq-hadamard-v1") : "glq-hadamard-v1";
+  lua_getfield(L, 1, "codebook"); /* the artifacts' codebook ("e8p"), else the options', else the shell book */
+  const char *cb = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* the table keeps it alive */
+  lua_pop(L, 1);
+  if (lua_istable(L, 2)) cb = lglq_optstring(L, 2, "codebook", cb);
   if (rc) return rc;
+  if ((d.codebook = glq_codebook_from_name(cb)) < 0) return glq_error(GLQ_EINVAL, "unknown codebook '%s' (expected e8 or e8p)", cb);
   /* our default plans are the FWHT for powers of two, which is what pow2-padded uses; block-diagonal
    * has its own plans (binary expansion of the stored size, the FWHT itself for powers of two) */
   if (strcmp(tr, "glq-hadamard-v1") && strcmp(tr, "pow2-padded") && strcmp(tr, "block-diagonal"))

@@ -1,5 +1,10 @@
 /* l_io.c - Lua binding of src/io: safetensors load/save/info and sharded checkpoints. */
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "lglq.h"
 #include "../io/safetensors.h"
 
@@ -113,9 +118,84 @@ static int l_save_safetensors(lua_State *L) {
   return 0;
 }
 
+/* glq.write_file(path, data): data written to a temporary file beside path, fsynced, then renamed
+ * over path (the writer safetensors files use); a failure raises "EIO: <path>: ..." and leaves path as it was */
+static int l_write_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  glq_atomic_file *f;
+  int rc = glq_atomic_open(path, &f);
+  if (!rc) {
+    rc = glq_atomic_write(f, data, n);
+    if (rc) glq_atomic_abort(f); else rc = glq_atomic_commit(f);
+  }
+  lglq_check(L, rc, NULL);
+  return 0;
+}
+
+/* glq.read_file(path [, max_bytes]) -> contents: only a regular file (a FIFO, device or directory is refused
+ * before anything is read, so /dev/zero or a pipe cannot hang or exhaust memory), at most max_bytes
+ * (default 1 GiB); errors "EIO: <path>: ..." or "EFORMAT: <path>: ... larger than ..." */
+static int l_read_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Number max = luaL_optnumber(L, 2, (lua_Number)(1u << 30));
+  struct stat sb;
+  if (stat(path, &sb) != 0) return lglq_check(L, glq_error(GLQ_EIO, "%s: cannot open: %s", path, strerror(errno)), NULL);
+  if (!S_ISREG(sb.st_mode)) return lglq_check(L, glq_error(GLQ_EIO, "%s: not a regular file", path), NULL);
+  if ((lua_Number)sb.st_size > max)
+    return lglq_check(L, glq_error(GLQ_EFORMAT, "%s: %lld bytes, larger than the %.0f allowed for this file", path,
+                                   (long long)sb.st_size, max), NULL);
+  size_t n = (size_t)sb.st_size;
+  char *buf = lua_newuserdata(L, n + 1); /* freed by the collector whatever happens below */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), rc = GLQ_OK;
+  if (fd < 0) return lglq_check(L, glq_error(GLQ_EIO, "%s: cannot open: %s", path, strerror(errno)), NULL);
+  size_t got = 0;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) rc = glq_error(GLQ_EIO, "%s: not a regular file", path);
+  while (!rc && got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) rc = glq_error(GLQ_EIO, "%s: read failed: %s", path, strerror(errno));
+    else if (r == 0) break; /* shrank while reading: keep what is there */
+    else got += (size_t)r;
+  }
+  close(fd);
+  lglq_check(L, rc, NULL);
+  lua_pushlstring(L, buf, got);
+  return 1;
+}
+
+/* glq.file_kind(path) -> "file" | "directory" | "fifo" | "device" | "other", size in bytes; nil, message if
+ * it does not exist (stat only: nothing is opened) */
+static int l_file_kind(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat sb;
+  if (stat(path, &sb) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  lua_pushstring(L, S_ISREG(sb.st_mode) ? "file" : S_ISDIR(sb.st_mode) ? "directory" : S_ISFIFO(sb.st_mode) ? "fifo"
+                    : (S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode)) ? "device" : "other");
+  lua_pushnumber(L, (lua_Number)sb.st_size);
+  return 2;
+}
+
+/* glq.file_checksum(path) -> 16 hex digits (see glq_file_checksum) */
+static int l_file_checksum(lua_State *L) {
+  uint64_t h;
+  lglq_check(L, glq_file_checksum(luaL_checkstring(L, 1), &h), NULL);
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 void lglq_open_io(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"load_safetensors", l_load_safetensors}, {"load_safetensors_index", l_load_safetensors_index},
-    {"safetensors_info", l_safetensors_info}, {"save_safetensors", l_save_safetensors}, {NULL, NULL}};
+    {"safetensors_info", l_safetensors_info}, {"save_safetensors", l_save_safetensors},
+    {"write_file", l_write_file}, {"read_file", l_read_file},
+    {"file_checksum", l_file_checksum}, {"file_kind", l_file_kind}, {NULL, NULL}};
   lglq_register(L, NULL, fns);
 }

@@ -23,10 +23,6 @@ static void check2d(lua_State *L, const glq_tensor *t, const char *fn, const cha
     lglq_raisef(L, "%s: %s must be a %lld x %lld matrix", fn, what, (long long)rows, (long long)cols);
 }
 
-static int new_f32(lua_State *L, int ndim, const int64_t *shape, glq_tensor *out, const char *fn) {
-  return lglq_check(L, glq_tensor_new(GLQ_F32, ndim, shape, out), "%s", fn);
-}
-
 /* the Hadamard kind named by a transform string (NULL = default); raises on an unknown name */
 static glq_hadamard_kind kind_of(lua_State *L, const char *fn, const char *name) {
   /* pow2-padded stores powers of two, where the default plan is the FWHT it needs */
@@ -171,6 +167,9 @@ static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, qjob
   o->feedback = lglq_optboolean(L, oi, "feedback", 1);
   o->resid_scale = lglq_optnumber(L, oi, "resid_scale", 0);
   o->transform = kind_of(L, fn, lglq_optstring(L, oi, "transform", NULL));
+  const char *cb = lglq_optstring(L, oi, "codebook", "e8");
+  if ((o->codebook = glq_codebook_from_name(cb)) < 0)
+    lglq_raisef(L, "%s: unknown codebook '%s' (expected e8 or e8p)", fn, cb);
   const char *dev = lglq_optstring(L, oi, "device", "cpu");
   if (strcmp(dev, "cpu") && strcmp(dev, "cuda")) lglq_raisef(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", fn, dev);
   j->cuda = !strcmp(dev, "cuda");
@@ -242,6 +241,10 @@ static void job_push(lua_State *L, qjob *j) {
   push_field(L, "Wscale", &j->a.wscale);
   push_field(L, "inv_resid_scale", &j->a.inv_resid_scale);
   set_number(L, "bits", j->o.bits);
+  if (j->a.codebook == GLQ_CODEBOOK_E8P) { /* only then, so default results keep their exact fields */
+    lua_pushstring(L, "e8p");
+    lua_setfield(L, -2, "codebook");
+  }
   set_number(L, "out_features", (double)j->m);
   set_number(L, "in_features", (double)j->n);
   if (j->o.transform != GLQ_HADAMARD_DEFAULT) { /* only then, so default results keep their exact fields */
@@ -275,12 +278,13 @@ static void job_push(lua_State *L, qjob *j) {
  * seconds_prepare, seconds_search, seconds_sweep, seconds_stats), damp_used, fallback, wscale_rel, resid_scale}} */
 static int l_quantize_linear(lua_State *L) {
   const char *fn = "glq.quantize_linear";
+  if (lglq_trellis_wants(L, 3)) return lglq_trellis_quantize(L); /* codebook "trellis": l_trellis.c */
   qjob j;
   memset(&j, 0, sizeof j);
   job_check(L, 1, 2, 3, fn, &j);
   lglq_check(L, job_inputs(L, 1, 2, &j), "%s", fn);
   job_run(&j);
-  if (j.rc) return lglq_raisef(L, "%s: %s", fn, j.msg);
+  if (j.rc) return lglq_check(L, glq_error(j.rc, "%s", j.msg), "%s", fn);
   job_push(L, &j);
   return 1;
 }
@@ -365,7 +369,7 @@ static int l_quantize_linears(lua_State *L) {
     if (jobs[i].rc && bad < 0) bad = i;
   if (bad >= 0) {
     for (int i = 0; i < nj; i++) glq_quant_artifacts_free(&jobs[i].a);
-    return lglq_raisef(L, "%s: job %d: %s", fn, bad + 1, jobs[bad].msg);
+    return lglq_check(L, glq_error(jobs[bad].rc, "%s", jobs[bad].msg), "%s: job %d", fn, bad + 1);
   }
   lua_createtable(L, nj, 0);
   for (int i = 0; i < nj; i++) {
@@ -390,6 +394,7 @@ static const glq_tensor *art_field(lua_State *L, int idx, const char *name, int 
 static int l_dequantize_linear(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (lglq_trellis_wants(L, 1)) return lglq_trellis_dequantize(L); /* codebook "trellis": l_trellis.c */
   glq_quant_artifacts a;
   memset(&a, 0, sizeof a);
   lua_getfield(L, 1, "transform");
@@ -404,15 +409,18 @@ static int l_dequantize_linear(lua_State *L) {
   if (q2) a.qidxs2 = *q2;
   if (irs) a.inv_resid_scale = *irs;
   a.bits = q2 ? 4 : 2;
+  const char *cb = lglq_optstring(L, 1, "codebook", "e8");
+  if ((a.codebook = glq_codebook_from_name(cb)) < 0)
+    lglq_raisef(L, "glq.dequantize_linear: unknown codebook '%s' (expected e8 or e8p)", cb);
+  if (a.codebook == GLQ_CODEBOOK_E8P && q2) { /* stage 2 is E81B at 3 bits, E8P at 4: bits says which */
+    a.bits = (int)lglq_optinteger(L, 1, "bits", 0);
+    if (a.bits != 3 && a.bits != 4) lglq_raisef(L, "glq.dequantize_linear: an E8P layer with Qidxs2 needs bits = 3 or 4, got %d", a.bits);
+  }
   a.m = (int64_t)lglq_optnumber(L, 1, "out_features", (lua_Number)glq_tensor_numel(&a.su));
   a.n = (int64_t)lglq_optnumber(L, 1, "in_features", (lua_Number)glq_tensor_numel(&a.sv));
-  glq_tensor out;
   int64_t shape[2] = {a.m, a.n};
-  new_f32(L, 2, shape, &out, "glq.dequantize_linear");
-  int rc = glq_dequantize_linear(&a, glq_tensor_data(&out));
-  if (rc) glq_tensor_release(&out);
-  lglq_check(L, rc, "glq.dequantize_linear");
-  lglq_pushtensor(L, &out);
+  glq_tensor *out = lglq_newtensor(L, GLQ_F32, 2, shape, "glq.dequantize_linear");
+  lglq_check(L, glq_dequantize_linear(&a, glq_tensor_data(out)), "glq.dequantize_linear");
   return 1;
 }
 
@@ -424,35 +432,27 @@ static int l_rht_signs(lua_State *L) {
   const char *name = luaL_checkstring(L, 2), *tag = luaL_checkstring(L, 3);
   int64_t len = (int64_t)luaL_checkinteger(L, 4);
   if (len < 0) return lglq_raisef(L, "glq.rht.signs: negative length");
-  glq_tensor t;
-  new_f32(L, 1, &len, &t, "glq.rht.signs");
-  glq_rht_signs(seed, name, tag, len, glq_tensor_data(&t));
-  lglq_pushtensor(L, &t);
+  glq_tensor *t = lglq_newtensor(L, GLQ_F32, 1, &len, "glq.rht.signs");
+  glq_rht_signs(seed, name, tag, len, glq_tensor_data(t));
   return 1;
 }
 
-/* a 1-D sign tensor argument of length len as f32 (release after use) */
-static void signs_arg(lua_State *L, int idx, int64_t len, const char *fn, const char *what, glq_tensor *out) {
+/* a 1-D sign tensor argument of length len as f32, anchored on the stack (see lglq_checktensor_tmp) */
+static glq_tensor *signs_arg(lua_State *L, int idx, int64_t len, const char *fn, const char *what) {
   glq_tensor *t = lglq_checktensor(L, idx);
   if (t->ndim != 1 || t->shape[0] != len) lglq_raisef(L, "%s: %s must have length %lld", fn, what, (long long)len);
-  lglq_checktensor_as(L, idx, GLQ_F32, fn, out);
+  return lglq_checktensor_tmp(L, idx, GLQ_F32, fn);
 }
 
 /* glq.rht.weight(W, SU, SV) -> W̃ (m_pad x n_pad f32) */
 static int l_rht_weight(lua_State *L) {
   const char *fn = "glq.rht.weight";
-  glq_tensor *w0 = lglq_checktensor(L, 1), w, su, sv, out;
+  glq_tensor *w0 = lglq_checktensor(L, 1);
   check2d(L, w0, fn, "W", -1, -1);
   int64_t m = w0->shape[0], n = w0->shape[1], shape[2] = {glq_rht_pad(m), glq_rht_pad(n)};
-  signs_arg(L, 2, shape[0], fn, "SU", &su);
-  signs_arg(L, 3, shape[1], fn, "SV", &sv);
-  lglq_checktensor_as(L, 1, GLQ_F32, fn, &w);
-  int rc = glq_tensor_new(GLQ_F32, 2, shape, &out);
-  if (!rc && (rc = glq_rht_weight(glq_tensor_data(&w), m, n, glq_tensor_data(&su), glq_tensor_data(&sv), glq_tensor_data(&out))))
-    glq_tensor_release(&out);
-  glq_tensor_release(&w), glq_tensor_release(&su), glq_tensor_release(&sv);
-  lglq_check(L, rc, "%s", fn);
-  lglq_pushtensor(L, &out);
+  glq_tensor *su = signs_arg(L, 2, shape[0], fn, "SU"), *sv = signs_arg(L, 3, shape[1], fn, "SV");
+  glq_tensor *w = lglq_checktensor_tmp(L, 1, GLQ_F32, fn), *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
+  lglq_check(L, glq_rht_weight(glq_tensor_data(w), m, n, glq_tensor_data(su), glq_tensor_data(sv), glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 
@@ -462,24 +462,16 @@ static int l_rht_weight_inverse(lua_State *L) {
   int64_t m = (int64_t)luaL_checkinteger(L, 4), n = (int64_t)luaL_checkinteger(L, 5), shape[2] = {m, n};
   if (m < 1 || n < 1) return lglq_raisef(L, "%s: m and n must be positive", fn);
   check2d(L, lglq_checktensor(L, 1), fn, "W̃", glq_rht_pad(m), glq_rht_pad(n));
-  glq_tensor wt, su, sv, out;
-  signs_arg(L, 2, glq_rht_pad(m), fn, "SU", &su);
-  signs_arg(L, 3, glq_rht_pad(n), fn, "SV", &sv);
-  lglq_checktensor_as(L, 1, GLQ_F32, fn, &wt);
-  int rc = glq_tensor_new(GLQ_F32, 2, shape, &out);
-  if (!rc && (rc = glq_rht_weight_inverse(glq_tensor_data(&wt), m, n, glq_tensor_data(&su), glq_tensor_data(&sv),
-                                          glq_tensor_data(&out))))
-    glq_tensor_release(&out);
-  glq_tensor_release(&wt), glq_tensor_release(&su), glq_tensor_release(&sv);
-  lglq_check(L, rc, "%s", fn);
-  lglq_pushtensor(L, &out);
+  glq_tensor *su = signs_arg(L, 2, glq_rht_pad(m), fn, "SU"), *sv = signs_arg(L, 3, glq_rht_pad(n), fn, "SV");
+  glq_tensor *wt = lglq_checktensor_tmp(L, 1, GLQ_F32, fn), *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
+  lglq_check(L, glq_rht_weight_inverse(glq_tensor_data(wt), m, n, glq_tensor_data(su), glq_tensor_data(sv),
+                                       glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 
 /* glq.rht.hessian(H|nil, SV [, n]) -> H̃ (n_pad x n_pad f32); n is needed when H is nil */
 static int l_rht_hessian(lua_State *L) {
   const char *fn = "glq.rht.hessian";
-  glq_tensor h = {0}, sv, out;
   int64_t n = lua_isnoneornil(L, 1) ? (int64_t)luaL_checkinteger(L, 3) : -1;
   if (n < 0) {
     glq_tensor *h0 = lglq_checktensor(L, 1);
@@ -489,15 +481,10 @@ static int l_rht_hessian(lua_State *L) {
   }
   if (n < 1) return lglq_raisef(L, "%s: n must be positive", fn);
   int64_t np = glq_rht_pad(n), shape[2] = {np, np};
-  signs_arg(L, 2, np, fn, "SV", &sv);
-  int rc = lua_isnoneornil(L, 1) ? 0 : glq_tensor_to(lglq_checktensor(L, 1), GLQ_F64, &h);
-  if (!rc && !(rc = glq_tensor_new(GLQ_F32, 2, shape, &out)) &&
-      (rc = glq_rht_hessian(h.st ? glq_tensor_data(&h) : NULL, n, 0.0, glq_tensor_data(&sv), glq_tensor_data(&out))))
-    glq_tensor_release(&out);
-  if (h.st) glq_tensor_release(&h);
-  glq_tensor_release(&sv);
-  lglq_check(L, rc, "%s", fn);
-  lglq_pushtensor(L, &out);
+  glq_tensor *sv = signs_arg(L, 2, np, fn, "SV");
+  glq_tensor *h = lua_isnoneornil(L, 1) ? NULL : lglq_checktensor_tmp(L, 1, GLQ_F64, fn);
+  glq_tensor *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
+  lglq_check(L, glq_rht_hessian(h ? glq_tensor_data(h) : NULL, n, 0.0, glq_tensor_data(sv), glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 

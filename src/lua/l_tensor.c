@@ -221,9 +221,13 @@ static int l_num_threads(lua_State *L) {
 
 /* ---- methods ---- */
 
+/* t:shape() -> {d1, d2, ...} */
 static int m_shape(lua_State *L) { lglq_pushshape(L, lglq_checktensor(L, 1)); return 1; }
+/* t:dtype() -> "f32" | "f64" | "f16" | "bf16" | "i64" | "i32" | "i16" | "i8" | "u8" | "bool" */
 static int m_dtype(lua_State *L) { lua_pushstring(L, glq_dtype_name(lglq_checktensor(L, 1)->dtype)); return 1; }
+/* t:numel() -> the number of elements */
 static int m_numel(lua_State *L) { lua_pushnumber(L, (lua_Number)glq_tensor_numel(lglq_checktensor(L, 1))); return 1; }
+/* t:ndim() -> the number of dimensions */
 static int m_ndim(lua_State *L) { lua_pushinteger(L, lglq_checktensor(L, 1)->ndim); return 1; }
 static int m_nbytes(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1);
@@ -243,6 +247,7 @@ static int m_size(lua_State *L) {
   return 1;
 }
 
+/* t:to(dtype) -> a converted copy */
 static int m_to(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), r;
   lglq_check(L, glq_tensor_to(t, lglq_checkdtype(L, 2), &r), "tensor:to");
@@ -250,6 +255,7 @@ static int m_to(lua_State *L) {
   return 1;
 }
 
+/* t:clone() -> a contiguous copy */
 static int m_clone(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), r;
   lglq_check(L, glq_tensor_to(t, t->dtype, &r), "tensor:clone");
@@ -257,6 +263,7 @@ static int m_clone(lua_State *L) {
   return 1;
 }
 
+/* t:contiguous() -> t itself when contiguous, else a contiguous copy */
 static int m_contiguous(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), r;
   lglq_check(L, glq_tensor_contiguous(t, &r), "tensor:contiguous");
@@ -264,6 +271,7 @@ static int m_contiguous(lua_State *L) {
   return 1;
 }
 
+/* t:totable() -> nested Lua tables of numbers */
 static int m_totable(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), c;
   lglq_check(L, glq_tensor_to(t, GLQ_F64, &c), "tensor:totable");
@@ -287,6 +295,7 @@ static int m_tofile(lua_State *L) {
   return 0;
 }
 
+/* t:reshape(shape) -> a view with another shape (same element count; t:view is the same) */
 static int m_reshape(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), r;
   int64_t shape[GLQ_MAX_DIMS];
@@ -315,6 +324,7 @@ static int m_narrow(lua_State *L) {
   return 1;
 }
 
+/* t:transpose(d1, d2) -> a view with two dimensions swapped */
 static int m_transpose(lua_State *L) {
   glq_tensor *t = lglq_checktensor(L, 1), r;
   int d0 = (int)luaL_optinteger(L, 2, 1), d1 = (int)luaL_optinteger(L, 3, 2);
@@ -371,8 +381,11 @@ static int m_ptr(lua_State *L) {
   return 1;
 }
 
+/* t:sum() -> the sum of every element (f64) */
 static int m_sum(lua_State *L) { lua_pushnumber(L, glq_sum(lglq_checktensor(L, 1))); return 1; }
+/* t:norm() -> the Frobenius norm (f64) */
 static int m_norm(lua_State *L) { lua_pushnumber(L, sqrt(glq_sumsq(lglq_checktensor(L, 1)))); return 1; }
+/* t:absmax() -> the largest absolute value */
 static int m_absmax(lua_State *L) { lua_pushnumber(L, glq_absmax(lglq_checktensor(L, 1))); return 1; }
 
 static int binop(lua_State *L, glq_binop op, const char *name) {
@@ -386,11 +399,14 @@ static int binop(lua_State *L, glq_binop op, const char *name) {
   lglq_pushtensor(L, &r);
   return 1;
 }
+/* t:add(u) -> t + u (elementwise, same shape) */
 static int m_add(lua_State *L) { return binop(L, GLQ_OP_ADD, "add"); }
 static int m_sub(lua_State *L) { return binop(L, GLQ_OP_SUB, "sub"); }
+/* t:mul(u | number) -> t * u elementwise, or t scaled */
 static int m_mul(lua_State *L) { return binop(L, GLQ_OP_MUL, "mul"); }
 static int m_div(lua_State *L) { return binop(L, GLQ_OP_DIV, "div"); }
 
+/* t:max_abs_diff(u) -> max |t - u| */
 static int m_max_abs_diff(lua_State *L) {
   double d;
   lglq_check(L, glq_max_abs_diff(lglq_checktensor(L, 1), lglq_checktensor(L, 2), &d), "tensor:max_abs_diff");

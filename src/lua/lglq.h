@@ -20,8 +20,14 @@ void lglq_pushtensor(lua_State *L, glq_tensor *t);           /* moves t's refere
  * field `out` when given (a writable contiguous f32 tensor of exactly this shape, so loops reuse
  * one buffer and make no garbage), else a new tensor. */
 float *lglq_push_out(lua_State *L, int opts, int ndim, const int64_t *shape, const char *what);
-/* a contiguous tensor of dtype dt from argument idx (converting/copying if needed); release it after use */
+/* a contiguous tensor of dtype dt from argument idx (converting/copying if needed); release it after use,
+ * and call nothing that can raise before that (else use lglq_checktensor_tmp) */
 void lglq_checktensor_as(lua_State *L, int idx, glq_dtype dt, const char *what, glq_tensor *out);
+/* Temporaries that cannot leak when the call raises: the tensor lives in a userdata pushed on the stack
+ * (the collector frees it); never release it. lglq_checktensor_tmp: as lglq_checktensor_as;
+ * lglq_newtensor: a new zero-filled tensor (push it as the result with lua_pushvalue). */
+glq_tensor *lglq_checktensor_tmp(lua_State *L, int idx, glq_dtype dt, const char *what);
+glq_tensor *lglq_newtensor(lua_State *L, glq_dtype dt, int ndim, const int64_t *shape, const char *what);
 int lglq_checkshape(lua_State *L, int idx, int64_t *shape);  /* Lua table of sizes -> ndim */
 void lglq_pushshape(lua_State *L, const glq_tensor *t);      /* push {d1, d2, ...} */
 glq_dtype lglq_checkdtype(lua_State *L, int idx);            /* dtype name string */
@@ -64,6 +70,13 @@ void lglq_open_io(lua_State *L);
 void lglq_open_gguf(lua_State *L);
 void lglq_open_tokenizer(lua_State *L);
 void lglq_open_e8(lua_State *L);
+void lglq_open_e8p(lua_State *L);
+void lglq_open_trellis(lua_State *L);
+/* codebook "trellis" (l_trellis.c): whether the table at idx has codebook = "trellis"; glq.quantize_linear and
+ * glq.dequantize_linear hand such calls to glq.trellis.quantize_linear / dequantize_linear */
+int lglq_trellis_wants(lua_State *L, int idx);
+int lglq_trellis_quantize(lua_State *L);
+int lglq_trellis_dequantize(lua_State *L);
 void lglq_open_quant(lua_State *L);
 void lglq_open_hif4(lua_State *L);
 void lglq_open_model(lua_State *L);

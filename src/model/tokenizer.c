@@ -1,9 +1,13 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 #include <pcre2.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "../core/error.h"
 
 /* ---- a string -> int32 hash map over keys owned elsewhere ---- */
@@ -899,12 +903,19 @@ int glq_tokenizer_from_gguf(const glq_gguf *g, glq_tokenizer **out) {
 
 /* Read a whole file into a malloc'd buffer. */
 static int read_file(const char *path, char **data, size_t *n) {
-  FILE *f = fopen(path, "rb");
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO is refused below, not waited on */
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+  if (fd >= 0 && !f) close(fd);
   size_t cap = 0;
   int rc = GLQ_OK;
   *data = NULL;
   *n = 0;
-  if (!f) return glq_error(GLQ_EIO, "tokenizer '%s': cannot open", path);
+  if (!f) return glq_error(GLQ_EIO, "tokenizer '%s': cannot open: %s", path, strerror(errno));
+  /* only a regular file of sane size: /dev/zero or a pipe would be read until memory runs out */
+  struct stat sb;
+  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) rc = glq_error(GLQ_EIO, "tokenizer '%s': not a regular file", path);
+  else if (sb.st_size > (off_t)1 << 30) rc = glq_error(GLQ_EFORMAT, "tokenizer '%s': %lld bytes is too large for a tokenizer file", path, (long long)sb.st_size);
+  if (rc) { fclose(f); return rc; }
   for (size_t got = 1; got > 0 && !rc;) {
     if (!(rc = grow((void **)data, &cap, *n + 65536, 1))) {
       got = fread(*data + *n, 1, cap - *n, f);
