@@ -221,3 +221,45 @@ describe("trellis layers", function()
     assert.matches("trellis_packed", err, 1, true)
   end)
 end)
+
+describe("glq quantize --codebook trellis", function()
+  local u = require "spec.support.util"
+  local STORIES = "../shared/models/stories260K/stories260K.gguf"
+  local CALIB = "../shared/text/calib/tiny.utf8"
+  if not (u.exists(STORIES) and u.exists(CALIB)) then
+    pending("stories260K or tiny.utf8 not in ../shared: skipped")
+    return
+  end
+
+  it("writes a checkpoint that reads back, and greedy output through it is the same for 1 and 2 threads", function()
+    local out = u.tmppath()
+    local rc, log = u.sh(string.format("%s quantize --model %s --output %s --bpw 2 --codebook trellis --calib %s --nsamples 4 --seqlen 128 --quiet",
+      u.bin, STORIES, out, CALIB))
+    assert.equal(0, rc, log)
+    local cfg = require("glq.json").read_file(out .. "/config.json")
+    local qc = cfg.quantization_config
+    assert.equal("trellis", qc.codebook)
+    assert.equal(16, qc.codesz)
+    assert.equal("3inst", qc.variant)
+    assert.equal("kernel", qc.trellis_layout)
+    local ck = require("glq.checkpoint").read(out)
+    local e = ck.layers["model.layers.0.mlp.down_proj"] -- 64 x 172: padded to 64 x 192
+    assert.equal("trellis", e.format)
+    assert.same({ 48, 32 }, e.artifacts.trellis_packed:shape())
+    local texts = {}
+    for t = 1, 2 do
+      local r2, txt = u.sh(string.format("GLQ_THREADS=%d %s generate --model %s --prompt Zoo --max-new-tokens 40 --temperature 0 2>/dev/null", t, u.bin, out))
+      assert.equal(0, r2, txt)
+      texts[t] = txt:gsub("%[generate%][^\n]*\n?", "") -- timings
+    end
+    assert.is_true(#texts[1] > 20)
+    assert.equal(texts[1], texts[2])
+    u.sh("rm -rf " .. out)
+  end)
+
+  it("refuses a fractional --bpw with a message", function()
+    local rc, log = u.sh(string.format("%s quantize --model %s --output %s --bpw 2.5 --codebook trellis --calib %s --quiet", u.bin, STORIES, u.tmppath(), CALIB))
+    assert.is_not.equal(0, rc)
+    assert.matches("--codebook trellis takes a uniform --bpw", log, 1, true)
+  end)
+end)

@@ -270,7 +270,7 @@ void lglq_trellis_push(lua_State *L, glq_trellis_artifacts *a, const glq_quant_s
 
 /* glq.trellis.quantize_linear(W, H|nil, opts): opts {bpw (or bits) = 2|3|4, seed = 42, damp = 0.01, name,
  * input_name, feedback = true, transform = "block-diagonal" (glq 0.8.16's) | "glq-hadamard-v1"} */
-static int l_quantize_linear(lua_State *L) {
+int lglq_trellis_quantize(lua_State *L) {
   const char *fn = "glq.trellis.quantize_linear";
   lua_settop(L, 3);
   glq_tensor *w = lglq_checktensor_tmp(L, 1, GLQ_F32, fn);
@@ -301,7 +301,7 @@ static int l_quantize_linear(lua_State *L) {
   return 1;
 }
 
-static int l_dequantize_linear(lua_State *L) {
+int lglq_trellis_dequantize(lua_State *L) {
   const char *fn = "glq.trellis.dequantize_linear";
   glq_trellis_artifacts a;
   check_artifacts(L, 1, fn, &a);
@@ -334,9 +334,17 @@ static const luaL_Reg fns[] = {{"lut", l_lut},
                                {"pack", l_pack},
                                {"unpack", l_unpack},
                                {"decode_layer", l_decode_layer},
-                               {"quantize_linear", l_quantize_linear},
-                               {"dequantize_linear", l_dequantize_linear},
+                               {"quantize_linear", lglq_trellis_quantize},
+                               {"dequantize_linear", lglq_trellis_dequantize},
                                {"linear", l_linear},
                                {NULL, NULL}};
+
+int lglq_trellis_wants(lua_State *L, int idx) {
+  if (!lua_istable(L, idx)) return 0;
+  lua_getfield(L, idx, "codebook");
+  int yes = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "trellis");
+  lua_pop(L, 1);
+  return yes;
+}
 
 void lglq_open_trellis(lua_State *L) { lglq_register(L, "trellis", fns); }
