@@ -1,7 +1,8 @@
 #!/bin/sh
 # repl_tmux.sh - drives the interactive `glq` REPL in a private tmux server and checks what a user
 # sees: expression values, a tensor, multi-line chunks, errors, Ctrl-C at the prompt, Up-arrow
-# history (in the session and in the history file), Tab completion and Ctrl-D. Exits non-zero on the first failure.
+# history (in the session and in the history file), Tab completion, help, Ctrl-C during a
+# computation (the prompt comes back, the state stays) and Ctrl-D. Exits non-zero on the first failure.
 # usage: tests/repl_tmux.sh [path/to/glq]   (default: build/glq next to this script's tests/)
 set -u
 
@@ -96,6 +97,22 @@ send -l 's = "abc"'; send Enter
 send -l 's:rev'; send Tab
 send -l '()'; send Enter
 wait_for '^cba$' || fail "Tab did not complete the method s:reverse"
+
+# help: the overview, and one function's docstring
+send -l 'help'; send Enter
+wait_for '^glq help: help\(glq.zeros\)' || fail "help did not print the overview"
+send -l 'help(glq.zeros)'; send Enter
+wait_for '^glq.zeros\(a, b\) +\[lua/glq/tensor.lua\]' || fail "help(glq.zeros) did not print its docstring"
+
+# Ctrl-C during a computation stops it and returns to the prompt with the state kept
+send -l 'kept = 41; n = 0'; send Enter
+send -l 'for i = 1, 1e9 do n = n + glq.randn({16, 16}, i):sum() end'; send Enter
+sleep 1
+send C-c
+wait_for '^interrupted$' || fail "Ctrl-C did not interrupt the running chunk"
+wait_last '^glq>$' || fail "no prompt after interrupting a computation"
+send -l 'kept + 1'; send Enter
+wait_for '^42$' || fail "the REPL lost its state after Ctrl-C"
 
 send C-d
 wait_for '^glq-exit=' || fail "Ctrl-D did not leave the REPL"

@@ -62,8 +62,46 @@ local function key_order(a, b)
   return tostring(a) < tostring(b)
 end
 
+-- A namespace (a module such as glq: many identifier keys, mostly functions and tables), listed
+-- by kind in wrapped lines instead of one entry per line.
+local function format_namespace(t)
+  local groups = { modules = {}, functions = {}, values = {} }
+  local n, callable = 0, 0
+  for k, v in pairs(t) do
+    if not is_identifier(k) then return nil end
+    n = n + 1
+    if type(v) == "function" then callable = callable + 1; table.insert(groups.functions, k)
+    elseif type(v) == "table" and not has_tostring(v) then callable = callable + 1; table.insert(groups.modules, k)
+    else table.insert(groups.values, k .. " = " .. scalar(v)) end
+  end
+  if n <= 12 or callable * 2 < n then return nil end
+  local out = {}
+  for _, kind in ipairs({ "modules", "functions", "values" }) do
+    local list = groups[kind]
+    if #list > 0 then
+      table.sort(list)
+      local line = "  " .. kind .. ": "
+      local indent = (" "):rep(#line)
+      for i, name in ipairs(list) do
+        local piece = name .. (i < #list and ", " or "")
+        if #line + #piece > WIDTH and line:match("%S$") == nil and #line > #indent then
+          out[#out + 1] = (line:gsub("%s+$", ""))
+          line = indent
+        end
+        line = line .. piece
+      end
+      out[#out + 1] = line
+    end
+  end
+  return "{\n" .. table.concat(out, "\n") .. "\n}"
+end
+
 -- A table, one level deep and at most MAX_ITEMS entries: array part first, then sorted keys.
 local function format_table(t)
+  if #t == 0 then
+    local ns = format_namespace(t)
+    if ns then return ns end
+  end
   local items, n = {}, #t
   for i = 1, math.min(n, MAX_ITEMS) do items[#items + 1] = scalar(t[i]) end
   local keys = {}
@@ -127,7 +165,8 @@ function M.complete(word, env)
   while t ~= nil and depth < 8 do                   -- the object, then its __index chain
     if type(t) == "table" then for k, v in pairs(t) do add(k, v) end end
     local mt = getmetatable(t)
-    t = type(mt) == "table" and type(mt.__index) == "table" and mt.__index or nil
+    -- (a type whose __index is a function lists its methods as __methods, as tensors do)
+    t = type(mt) == "table" and (type(mt.__index) == "table" and mt.__index or type(mt.__methods) == "table" and mt.__methods) or nil
     depth = depth + 1
   end
   if sep == "" then for k in pairs(M.keywords) do add(k, nil, true) end end
@@ -148,7 +187,26 @@ function M.run(host)
       write(M.format_results(select("#", ...), ...) .. "\n")
     end
   end
-  write(("glq %s (%s) - Lua with `glq` loaded; Ctrl-D to leave\n"):format(
+  -- every glq module visible (printing glq, Tab) and `help`, when the glq module is there
+  local ok_glq, glq = pcall(require, "glq")
+  if ok_glq and type(glq) == "table" then
+    local ok_doc, doc = pcall(require, "glq.apidoc")
+    for _, m in ipairs(ok_doc and doc.modules or {}) do
+      local short = m.name:match("^glq%.([%w_]+)$")
+      if short and rawget(glq, short) == nil then
+        local ok, mod = pcall(require, m.name)
+        if ok then rawset(glq, short, mod) end
+      end
+    end
+    for k, v in pairs(type(glq.core) == "table" and glq.core or {}) do -- glq.e8, glq.cuda, glq.llama, ...
+      if type(k) == "string" and not k:match("^_") and type(v) == "table" and rawget(glq, k) == nil then rawset(glq, k, v) end
+    end
+    if rawget(_G, "help") == nil then
+      local ok, h = pcall(require, "glq.help")
+      if ok then _G.help = h.callable end
+    end
+  end
+  write(("glq %s (%s) - Lua with `glq` loaded; help for help, Ctrl-C stops a computation, Ctrl-D leaves\n"):format(
     host.version or "?", host.luajit or _VERSION))
   local buffer
   while true do
