@@ -40,7 +40,7 @@ LIB       := $(BUILD)/libglq.a
 MODULE    := $(BUILD)/lib/glq/core.so
 EXE       := $(BUILD)/glq
 
-.PHONY: all test test-c test-repl test-asan test-interop test-gpu bench-gpu fuzz bench demo deps model install uninstall clean
+.PHONY: all test test-c test-repl test-reliability test-asan test-interop test-gpu bench-gpu fuzz bench demo deps model install uninstall clean
 all: $(LIB) $(MODULE) $(if $(wildcard src/main.c),$(EXE))
 
 # objects are rebuilt when the flags change (e.g. switching between CUDA=0 and CUDA=1)
@@ -94,6 +94,11 @@ test-c: $(C_TESTS)
 	  if $$t >$$t.log 2>&1; then pass=$$((pass+1)); echo "ok   $$t"; \
 	  else fail=$$((fail+1)); echo "FAIL $$t"; tail -20 $$t.log; fi; done; \
 	echo "$$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+
+# issue #17's scripted checks: glq quantize on full tmpfs disks (root only, else skipped) and killed at
+# fixed points and times, each resumed to the uninterrupted run's bytes (about a minute)
+test-reliability: $(EXE)
+	bash tests/reliability.sh $(EXE)
 
 # the REPL driven in a terminal (tmux)
 test-repl: $(EXE)

@@ -570,6 +570,7 @@ local function write_dir(dir, spec, opts, from_partial)
   fs.remove_tree(tmp)
   fs.mkdir_p(tmp)
   local ok, err = pcall(write_files, tmp, b)
+  fs.kill_point("final-write")
   if ok and state == "absent" then
     ok, err = pcall(fs.rename, tmp, dir)
   elseif ok then
@@ -578,6 +579,8 @@ local function write_dir(dir, spec, opts, from_partial)
   end
   if not ok then
     fs.remove_tree(tmp)
+    -- name the file the user asked for, not its temporary directory
+    if type(err) == "string" then err = err:gsub(tmp:gsub("%p", "%%%0") .. "/", (dir:gsub("%%", "%%%%")) .. "/") end
     error(err, 0)
   end
   return dir
@@ -653,6 +656,7 @@ function M.partial(dir, fingerprint, opts)
     if state == "finished" then os.remove(fs.join(dir, "config.json")) end -- overwrite: no longer finished
     fs.remove_tree(pdir)
     fs.mkdir_p(fs.join(pdir, "layers"))
+    fs.kill_point("before-state")
     self.state = { glq_partial = 1, fingerprint = fingerprint, layers = {}, values = {} }
     self:_save_state()
   end
