@@ -169,7 +169,7 @@ describe("trellis layers", function()
       local Wd = glq.trellis.dequantize_linear(a)
       local rel = W:sub(Wd):norm() / W:norm()
       assert.near(rel, 10 ^ (-a.stats.sqnr_db / 20), 1e-4)
-      assert.is_true(rel < ({ 0.35, 0.18, 0.09 })[K - 1], "relative error " .. rel)
+      assert.is_true(rel < ({ 0.35, 0.19, 0.10 })[K - 1], "relative error " .. rel)
       -- this rank-16 test Hessian is harsh: at 2 bits the two proxy losses are within 5 %; real layers: docs/results.md
       local e = glq.quantize_linear(W, H, { bpw = K, name = "t" })
       assert.is_true(a.stats.sqnr_db > e.stats.sqnr_db + 1)

@@ -269,7 +269,9 @@ void lglq_trellis_push(lua_State *L, glq_trellis_artifacts *a, const glq_quant_s
 }
 
 /* glq.trellis.quantize_linear(W, H|nil, opts): opts {bpw (or bits) = 2|3|4, seed = 42, damp = 0.01, name,
- * input_name, feedback = true, transform = "block-diagonal" (glq 0.8.16's) | "glq-hadamard-v1"} */
+ * input_name, feedback = true, scale_search = true (Wscale: glq's rule, 0.95x or 1.05x, on a sample of 256 rows),
+ * transform = "block-diagonal" (glq 0.8.16's) | "glq-hadamard-v1", device = "cpu" | "cuda" (the Viterbi searches
+ * on the GPU, same states)} */
 int lglq_trellis_quantize(lua_State *L) {
   const char *fn = "glq.trellis.quantize_linear";
   lua_settop(L, 3);
@@ -290,13 +292,21 @@ int lglq_trellis_quantize(lua_State *L) {
   o.name = lglq_optstring(L, 3, "name", "");
   o.input_name = lglq_optstring(L, 3, "input_name", NULL);
   o.feedback = lglq_optboolean(L, 3, "feedback", 1);
+  o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
   const char *tr = lglq_optstring(L, 3, "transform", "block-diagonal");
   if (!strcmp(tr, "block-diagonal")) o.transform = GLQ_HADAMARD_GLQ_BLOCKDIAG;
   else if (!strcmp(tr, "glq-hadamard-v1") || !strcmp(tr, "default")) o.transform = GLQ_HADAMARD_DEFAULT;
   else lglq_raisef(L, "%s: unknown transform '%s'", fn, tr);
+  const char *dev = lglq_optstring(L, 3, "device", "cpu");
+  if (strcmp(dev, "cpu") && strcmp(dev, "cuda")) lglq_raisef(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", fn, dev);
   glq_trellis_artifacts a;
   glq_quant_stats st;
-  lglq_check(L, glq_trellis_quantize_linear(glq_tensor_data(w), m, n, h ? glq_tensor_data(h) : NULL, &o, &a, &st), "%s", fn);
+  glq_ldlq_backend be = {0}; /* device "cuda": the tiles' Viterbi searches on the GPU (the CPU's states) */
+  int rc = !strcmp(dev, "cuda") ? lglq_ldlq_backend_take(&be) : GLQ_OK;
+  if (be.ctx) o.backend = &be;
+  if (!rc) rc = glq_trellis_quantize_linear(glq_tensor_data(w), m, n, h ? glq_tensor_data(h) : NULL, &o, &a, &st);
+  lglq_ldlq_backend_give(&be);
+  lglq_check(L, rc, "%s", fn);
   lglq_trellis_push(L, &a, &st); /* moves every tensor: nothing left to leak */
   return 1;
 }

@@ -7,19 +7,11 @@
 #include <time.h>
 #include "../core/error.h"
 #include "../core/pool.h"
-#include "../linalg/linalg.h"
 #include "rht.h"
 
-/* Wscale is glq's rule (fscale 1): on a correlated test Hessian 0.9..1.1 x it change the 2..4-bit proxy loss by
- * under 6 % with no consistent winner, 1.2 x and more are worse (docs/trellis.md) */
 
 int64_t glq_trellis_pad(int64_t d) { return (d + 31) / 32 * 32; }
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 void glq_trellis_artifacts_free(glq_trellis_artifacts *a) {
   glq_tensor *ts[] = {&a->packed, &a->su, &a->sv, &a->wscale, &a->tlut};
@@ -105,170 +97,130 @@ int glq_trellis_dequantize_linear(const glq_trellis_artifacts *a, float *w) {
   return rc;
 }
 
-/* ---- quantization ---- */
+/* ---- quantization: the LDLQ codec seam (codec.h) with one tail-biting Viterbi per 16x16 tile ---- */
 
-typedef struct {
-  float *wpad, *su, *sv, *wt, *ht1, *l, *d, *wr, *r, *tgt, *q, *dw, *what, *h1, *g;
-  double *hpad, *a;
-  uint16_t *states, *bst;
-} work;
+static int codec_quantize(const glq_codec *cd, int64_t ntiles, const float *t, float *q, int32_t *codes) {
+  const glq_trellis_code *c = cd->ctx;
+  uint16_t *st = malloc(sizeof(uint16_t) * (size_t)(ntiles * cd->ncodes));
+  if (!st) return glq_error(GLQ_ENOMEM, "trellis: out of memory for %lld tiles", (long long)ntiles);
+  int rc = glq_trellis_quantize_block(c, t, ntiles * 16, 16, q, 16, st);
+  for (int64_t i = 0; !rc && i < ntiles * cd->ncodes; i++) codes[i] = st[i];
+  free(st);
+  return rc;
+}
 
-static void work_free(work *x) {
-  free(x->wpad), free(x->su), free(x->sv), free(x->wt), free(x->ht1), free(x->l), free(x->d), free(x->wr), free(x->r);
-  free(x->tgt), free(x->q), free(x->dw), free(x->what), free(x->h1), free(x->g), free(x->hpad), free(x->a);
-  free(x->states), free(x->bst);
+static int codec_decode(const glq_codec *cd, int64_t ntiles, const int32_t *codes, float *q) {
+  const glq_trellis_code *c = cd->ctx;
+  uint16_t st[GLQ_TRELLIS_TILE];
+  for (int64_t t = 0; t < ntiles; t++) {
+    for (int i = 0; i < cd->ncodes; i++) {
+      int32_t v = codes[t * cd->ncodes + i];
+      if (v < 0 || v >= (1 << c->L)) return glq_error(GLQ_EINVAL, "trellis: code %d of tile %lld is not a state", (int)v, (long long)t);
+      st[i] = (uint16_t)v;
+    }
+    glq_trellis_decode_tile(c, st, q + t * GLQ_TRELLIS_TILE);
+  }
+  return 0;
+}
+
+void glq_trellis_codec(const glq_trellis_code *c, glq_codec *out) {
+  memset(out, 0, sizeof *out);
+  out->name = "trellis";
+  out->codebook = GLQ_CODEBOOK_CUSTOM;
+  out->cols = GLQ_TRELLIS_TD;
+  out->rows = GLQ_TRELLIS_TD;
+  out->ncodes = GLQ_TRELLIS_TILE / c->V;
+  out->bits = c->K;
+  out->wscale_default = c->opt_scale; /* glq's Wscale rule: rms(W̃) / (0.9 · rms of the code's values) */
+  out->ctx = c;
+  out->quantize = codec_quantize;
+  out->decode = codec_decode;
 }
 
 #define ALLOC(p, count) (((p) = malloc((size_t)(count) * sizeof *(p))) == NULL)
 
-/* tr(dw·H·dwᵀ) for dw (rows x n) and h (n x n): one SYRK, then <G, H> summed in f64 by rows */
-static int proxy(const float *dw, int64_t rows, int64_t n, const float *h, float *g, double *out) {
-  memset(g, 0, (size_t)(n * n) * sizeof *g);
-  glq_ssyrk_tn(n, rows, dw, g);
+/* tr(dw·H·dwᵀ) for dw (rows x n) and h (n x n) in f64 (statistics of padded layers only) */
+static double proxy(const float *dw, int64_t rows, int64_t n, const double *h) {
   double s = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double r = 0;
-    for (int64_t j = i + 1; j < n; j++) r += (double)g[i * n + j] * h[i * n + j];
-    s += 2 * r + (double)g[i * n + i] * h[i * n + i];
+  for (int64_t i = 0; i < rows; i++) {
+    const float *d = dw + i * n;
+    for (int64_t a = 0; a < n; a++) {
+      double u = 0;
+      for (int64_t b = 0; b < n; b++) u += h[a * n + b] * d[b];
+      s += d[a] * u;
+    }
   }
-  *out = s;
-  return 0;
+  return s;
 }
 
+typedef struct {
+  float *wpad, *what;
+  double *hpad;
+  uint16_t *states;
+  glq_quant_artifacts qa;
+} work;
+
 static int quantize(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o, work *x,
-                    glq_trellis_artifacts *out, glq_quant_stats *st) {
-  const double t0 = now();
-  if (m < 1 || n < 1) return glq_error(GLQ_EINVAL, "weight shape %lld x %lld is empty", (long long)m, (long long)n);
-  if (o->bits < 2 || o->bits > 4) return glq_error(GLQ_EINVAL, "trellis: bits must be 2, 3 or 4, got %d", o->bits);
-  if (!(o->damp >= 0) || !isfinite(o->damp)) return glq_error(GLQ_EINVAL, "damp must be finite and >= 0, got %g", o->damp);
-  for (int64_t i = 0; i < m * n; i++)
-    if (!isfinite(w[i])) return glq_error(GLQ_EINVAL, "weight has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
-  for (int64_t i = 0; h && i < n * n; i++)
-    if (!isfinite(h[i])) return glq_error(GLQ_EINVAL, "Hessian has a non-finite value at (%lld, %lld)", (long long)(i / n), (long long)(i % n));
-  const int K = o->bits;
+                    const glq_trellis_code *c, glq_trellis_artifacts *out, glq_quant_stats *st) {
   const int64_t mp = glq_trellis_pad(m), np = glq_trellis_pad(n), tn = np / 16, nt = (mp / 16) * tn;
-  glq_trellis_code c;
-  int rc = glq_trellis_code_3inst(&c, K);
-  if (rc) return rc;
-  const int steps = GLQ_TRELLIS_TILE / c.V;
-  if (ALLOC(x->wpad, mp * np) || ALLOC(x->su, mp) || ALLOC(x->sv, np) || ALLOC(x->wt, mp * np) ||
-      ALLOC(x->ht1, np * np) || ALLOC(x->hpad, np * np) || ALLOC(x->a, np * np) || ALLOC(x->l, np * np) ||
-      ALLOC(x->d, np * 16) || ALLOC(x->wr, mp * np) || ALLOC(x->r, mp * np) || ALLOC(x->tgt, mp * 16) ||
-      ALLOC(x->q, mp * 16) || ALLOC(x->states, nt * steps) || ALLOC(x->bst, (mp / 16) * steps)) {
-    glq_trellis_code_free(&c);
-    return glq_error(GLQ_ENOMEM, "out of memory for a %lld x %lld trellis layer", (long long)m, (long long)n);
+  const int steps = GLQ_TRELLIS_TILE / c->V, padded = mp != m || np != n;
+  int rc = 0;
+  if (padded) { /* zero rows and columns (no input there: zero Hessian), damping as for the m x n layer */
+    if (ALLOC(x->wpad, mp * np) || (h && ALLOC(x->hpad, np * np)))
+      return glq_error(GLQ_ENOMEM, "out of memory for a %lld x %lld trellis layer", (long long)m, (long long)n);
+    memset(x->wpad, 0, (size_t)(mp * np) * sizeof(float));
+    for (int64_t i = 0; i < m; i++) memcpy(x->wpad + i * np, w + i * n, (size_t)n * sizeof(float));
+    if (h) {
+      memset(x->hpad, 0, (size_t)(np * np) * sizeof(double));
+      for (int64_t i = 0; i < n; i++) memcpy(x->hpad + i * np, h + i * n, (size_t)n * sizeof(double));
+    }
   }
-  memset(x->wpad, 0, (size_t)(mp * np) * sizeof(float));
-  for (int64_t i = 0; i < m; i++) memcpy(x->wpad + i * np, w + i * n, (size_t)n * sizeof(float));
-  memset(x->hpad, 0, (size_t)(np * np) * sizeof(double));
-  double mu = 1;
-  if (h) {
-    mu = 0;
-    for (int64_t i = 0; i < n; i++) mu += h[i * n + i];
-    mu /= (double)n;
-    for (int64_t i = 0; i < n; i++) memcpy(x->hpad + i * np, h + i * n, (size_t)n * sizeof(double));
-  } else {
-    for (int64_t i = 0; i < n; i++) x->hpad[i * np + i] = 1;
-  }
-  const double damp1 = o->damp * mu;
-  glq_rht_signs(o->seed, o->name, "SU", mp, x->su);
-  glq_rht_signs(o->seed, o->input_name ? o->input_name : o->name, "SV", np, x->sv);
-  if ((rc = glq_rht_weight_kind(x->wpad, mp, np, x->su, x->sv, o->transform, x->wt)) ||
-      (rc = glq_rht_hessian_kind(x->hpad, np, damp1, x->sv, o->transform, x->ht1))) {
-    glq_trellis_code_free(&c);
-    return rc;
-  }
-  /* damp #2 with glq's ladder (as ldlq.c), block LDL with 16x16 blocks; identity if all fail */
-  double mu2 = 0;
-  for (int64_t i = 0; i < np; i++) mu2 += x->ht1[i * np + i];
-  mu2 /= (double)np;
-  int level, frc = 1;
-  double rel = 0;
-  for (level = 0; level < 3 && frc; level++) {
-    rel = level == 0 ? o->damp : level == 1 ? fmax(10 * o->damp, 0.1) : fmax(100 * o->damp, 1.0);
-    if (!(mu2 > 0) || !isfinite(mu2)) continue;
-    for (int64_t i = 0; i < np * np; i++) x->a[i] = x->ht1[i];
-    for (int64_t i = 0; i < np; i++) x->a[i * np + i] += rel * mu2;
-    frc = glq_cholesky(x->a, np);
-    if (!frc) frc = glq_block_ldl(x->a, np, 16, x->l, x->d);
-  }
-  if (frc) {
-    level = 3, rel = 0;
-    memset(x->l, 0, (size_t)(np * np) * sizeof(float));
-    for (int64_t i = 0; i < np; i++) x->l[i * np + i] = 1;
-  } else {
-    level--;
-  }
-  const double t_prep = now();
-
-  double ss = 0;
-  for (int64_t i = 0; i < mp * np; i++) ss += (double)x->wt[i] * x->wt[i];
-  const double rms = sqrt(ss / (double)(mp * np)), fscale = 1.0;
-  const float wscale = rms > 1e-10 ? (float)(rms * c.opt_scale * fscale) : 1.0f;
-  for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
-  /* reverse sweep: target of block k = Wr_k + R_{>k}·L_{>k,k} (R = Wr - Q of the finished blocks) */
-  for (int64_t k = tn - 1; k >= 0 && !rc; k--) {
-    const int64_t kb = 16 * k, ke = kb + 16;
-    for (int64_t i = 0; i < mp; i++) memcpy(x->tgt + i * 16, x->wr + i * np + kb, 16 * sizeof(float));
-    if (o->feedback && ke < np)
-      glq_sgemm(0, 0, mp, 16, np - ke, 1.0f, x->r + ke, np, x->l + ke * np + kb, np, 1.0f, x->tgt, 16);
-    rc = glq_trellis_quantize_block(&c, x->tgt, mp, 16, x->q, 16, x->bst);
-    for (int64_t i = 0; !rc && i < mp; i++)
-      for (int j = 0; j < 16; j++) x->r[i * np + kb + j] = x->wr[i * np + kb + j] - x->q[i * 16 + j];
-    for (int64_t rt = 0; !rc && rt < mp / 16; rt++)
-      memcpy(x->states + (rt * tn + k) * steps, x->bst + rt * steps, (size_t)steps * sizeof(uint16_t));
-  }
-  const double t_sweep = now();
+  glq_codec cd;
+  glq_trellis_codec(c, &cd);
+  glq_quant_opts o2 = *o;
+  o2.codec = &cd;
+  o2.bits = c->K;
+  o2.tune_iters = 0;
+  o2.backend = NULL;
+  if (padded && h) o2.damp = o->damp * (double)np / (double)n; /* the same absolute damping as the unpadded H */
+  if ((rc = glq_quantize_linear(padded ? x->wpad : w, mp, np, padded ? x->hpad : h, &o2, &x->qa, st))) return rc;
+  /* the i32 codes ((mp/16) x (np/16) x 256/V, tile order) -> glq's packed kernel layout */
+  if (ALLOC(x->states, nt * steps)) return glq_error(GLQ_ENOMEM, "out of memory for the trellis states");
+  const int32_t *codes = glq_tensor_data(&x->qa.codes);
+  for (int64_t i = 0; i < nt * steps; i++) x->states[i] = (uint16_t)codes[i];
   memset(out, 0, sizeof *out);
-  out->variant = GLQ_TRELLIS_3INST, out->K = K, out->m = m, out->n = n, out->transform = o->transform;
-  int64_t shp[2] = {nt, 16 * K};
-  if (!rc) rc = glq_tensor_new(GLQ_I16, 2, shp, &out->packed);
-  if (!rc) rc = glq_trellis_pack_layer(&c, x->states, mp, np, 1, glq_tensor_data(&out->packed));
-  if (!rc) rc = glq_tensor_new(GLQ_F16, 1, &mp, &out->su);
-  if (!rc) rc = glq_tensor_new(GLQ_F16, 1, &np, &out->sv);
-  if (!rc) rc = glq_tensor_new(GLQ_F32, 0, shp, &out->wscale);
-  glq_trellis_code_free(&c);
-  if (rc) return rc;
-  uint16_t *s = glq_tensor_data(&out->su);
-  for (int64_t i = 0; i < mp; i++) s[i] = glq_f32_to_f16(x->su[i]);
-  s = glq_tensor_data(&out->sv);
-  for (int64_t i = 0; i < np; i++) s[i] = glq_f32_to_f16(x->sv[i]);
-  *(float *)glq_tensor_data(&out->wscale) = wscale;
-  if (!st) return 0;
-
-  /* statistics from the artifacts themselves */
-  memset(st, 0, sizeof *st);
-  if (ALLOC(x->dw, mp * np) || ALLOC(x->what, m * n) || ALLOC(x->g, np * np))
-    return glq_error(GLQ_ENOMEM, "out of memory for statistics");
-  if ((rc = glq_trellis_decode_rotated(out, x->dw)) ||
-      (rc = inverse_crop(x->dw, mp, np, m, n, x->su, x->sv, o->transform, x->what)))
+  out->variant = c->variant, out->K = c->K, out->m = m, out->n = n, out->transform = o->transform;
+  int64_t shp[2] = {nt, 16 * c->K};
+  if ((rc = glq_tensor_new(GLQ_I16, 2, shp, &out->packed)) ||
+      (rc = glq_trellis_pack_layer(c, x->states, mp, np, 1, glq_tensor_data(&out->packed))))
     return rc;
-  for (int64_t i = 0; i < mp * np; i++) x->dw[i] = x->wt[i] - x->dw[i];
-  double px, e2 = 0, w2 = 0;
-  proxy(x->dw, mp, np, x->ht1, x->g, &px);
-  st->proxy_loss = px / (double)mp;
-  for (int64_t i = 0; i < m * n; i++) {
-    double dd = (double)w[i] - x->what[i];
-    e2 += dd * dd, w2 += (double)w[i] * w[i];
-    x->what[i] = (float)dd;
+  out->su = x->qa.su, out->sv = x->qa.sv, out->wscale = x->qa.wscale; /* moved */
+  memset(&x->qa.su, 0, sizeof x->qa.su), memset(&x->qa.sv, 0, sizeof x->qa.sv), memset(&x->qa.wscale, 0, sizeof x->qa.wscale);
+  if (!st) return 0;
+  st->bpw = (16.0 * (double)(nt * 16 * c->K) + 32.0) / (double)(m * n);
+  if (padded) { /* SQNR and the original-domain proxy loss of the m x n layer itself */
+    if (ALLOC(x->what, m * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
+    if ((rc = glq_trellis_dequantize_linear(out, x->what))) return rc;
+    double e2 = 0, w2 = 0;
+    for (int64_t i = 0; i < m * n; i++) {
+      double d = (double)w[i] - x->what[i];
+      e2 += d * d, w2 += (double)w[i] * w[i];
+      x->what[i] = (float)d;
+    }
+    st->sqnr_db = e2 > 0 ? 10 * log10(w2 / e2) : INFINITY;
+    if (h) {
+      double mu = 0;
+      for (int64_t i = 0; i < n; i++) mu += h[i * n + i];
+      mu = o->damp * mu / (double)n;
+      double px = proxy(x->what, m, n, h), e = 0;
+      for (int64_t i = 0; i < m * n; i++) e += (double)x->what[i] * x->what[i];
+      st->proxy_loss_orig = (px + mu * e) / (double)m; /* with damp #1, as ldlq.h defines it */
+    } else {
+      double e = 0;
+      for (int64_t i = 0; i < m * n; i++) e += (double)x->what[i] * x->what[i];
+      st->proxy_loss_orig = e * (1 + o->damp) / (double)m;
+    }
   }
-  st->sqnr_db = e2 > 0 ? 10 * log10(w2 / e2) : INFINITY;
-  if (m == mp && n == np) {
-    st->proxy_loss_orig = st->proxy_loss;
-  } else {
-    if (ALLOC(x->h1, n * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
-    for (int64_t i = 0; i < n * n; i++) x->h1[i] = (float)((h ? h[i] : (double)(i % (n + 1) == 0)) + (i % (n + 1) == 0 ? damp1 : 0));
-    proxy(x->what, m, n, x->h1, x->g, &px);
-    st->proxy_loss_orig = px / (double)m;
-  }
-  st->bpw = (16.0 * (double)(nt * 16 * K) + 32.0) / (double)(m * n);
-  st->damp_used = rel;
-  st->fallback = level;
-  st->wscale_rel = fscale;
-  st->seconds = now() - t0;
-  st->seconds_prepare = t_prep - t0;
-  st->seconds_sweep = t_sweep - t_prep;
-  st->seconds_stats = t0 + st->seconds - t_sweep;
   return 0;
 }
 
@@ -277,11 +229,21 @@ int glq_trellis_quantize_linear(const float *w, int64_t m, int64_t n, const doub
   work x;
   memset(&x, 0, sizeof x);
   memset(out, 0, sizeof *out);
-  int rc = quantize(w, m, n, h, o, &x, out, stats);
-  work_free(&x);
+  glq_trellis_code c;
+  int rc = m < 1 || n < 1 ? glq_error(GLQ_EINVAL, "weight shape %lld x %lld is empty", (long long)m, (long long)n)
+           : o->bits < 2 || o->bits > 4 ? glq_error(GLQ_EINVAL, "trellis: bits must be 2, 3 or 4, got %d", o->bits)
+                                        : glq_trellis_code_3inst(&c, o->bits);
+  if (!rc && o->backend && o->backend->trellis_viterbi) /* the tiles' searches elsewhere (the GPU) */
+    c.viterbi_batch = o->backend->trellis_viterbi, c.viterbi_ctx = o->backend->ctx;
+  if (!rc) {
+    rc = quantize(w, m, n, h, o, &x, &c, out, stats);
+    glq_trellis_code_free(&c);
+  }
+  free(x.wpad), free(x.what), free(x.hpad), free(x.states);
+  glq_quant_artifacts_free(&x.qa);
   if (rc) {
     glq_trellis_artifacts_free(out);
-    glq_error_prefix("quantize_linear %s (trellis)", o->name && *o->name ? o->name : "(unnamed)");
+    if (!strstr(glq_errmsg(), "quantize_linear")) glq_error_prefix("quantize_linear %s (trellis)", o->name && *o->name ? o->name : "(unnamed)");
   }
   return rc;
 }

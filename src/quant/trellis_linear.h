@@ -4,9 +4,9 @@
  * blocks; glq itself needs no padding: its layers are multiples of 32) and W padded with zeros:
  *   W̃ = Wscale · decode_layer(trellis_packed)    (mp x np, trellis.h)
  *   W = crop_{m x n}( diag(SU) · Hmᵀ · W̃ · Hn · diag(SV) ),   y = x·Wᵀ + b
- * Quantization: damp #1 on H, RHT of W and H, damp #2 (with glq's fallback ladder), block LDL with 16x16
- * blocks, then the reverse LDLQ sweep over 16-column blocks; each block's 16x16 tiles get one tail-biting
- * Viterbi each (trellis.h). Wscale = rms(W̃) / (0.9 · rms of the code's values), glq's rule. */
+ * Quantization is ldlq.c's (RHT, damping, block LDL, scale search, reverse sweep) through the codec seam (codec.h):
+ * 16-column blocks whose 16x16 tiles get one tail-biting Viterbi each (trellis.h); the default Wscale is glq's
+ * rule, rms(W̃) / (0.9 · rms of the code's values), and the search tries 0.95x and 1.05x of it. */
 #ifndef GLQ_TRELLIS_LINEAR_H
 #define GLQ_TRELLIS_LINEAR_H
 #include <stdint.h>
@@ -29,8 +29,11 @@ typedef struct {
 
 /* m or n rounded up to a multiple of 32. */
 int64_t glq_trellis_pad(int64_t d);
+/* The LDLQ codec (codec.h) of a trellis code: 16-column blocks, 16x16 tiles, 256/V states per tile as codes, default
+ * Wscale glq's rule; c must outlive out. */
+void glq_trellis_codec(const glq_trellis_code *c, glq_codec *out);
 /* Quantize w (m x n f32) with Hessian h (n x n f64, NULL = identity): o->bits is K (2..4); o->seed, damp, name,
- * input_name, transform, feedback are used as in ldlq.h (tune_iters, scale search and backend are not);
+ * input_name, transform, feedback, scale_search are used as in ldlq.h, backend only for its trellis_viterbi (tune_iters not);
  * the variant is 3inst. out is owned by the caller (glq_trellis_artifacts_free); stats may be NULL
  * (bpw counts every stored code bit and Wscale per real weight). */
 int glq_trellis_quantize_linear(const float *w, int64_t m, int64_t n, const double *h, const glq_quant_opts *o,
