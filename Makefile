@@ -125,7 +125,7 @@ test-interop: all
 
 # ---- GPU: kernel checks against an fp64 CPU reference + timings vs cuBLAS (needs a CUDA GPU) ----
 # then glq_cuda_linear against the CPU layers (linear_check) and the GPU E8 search / LDLQ sweeps against
-# the CPU's (ldlq_check); both link the CUDA build of the library
+# the CPU's (ldlq_check), the GPU trellis Viterbi against the CPU's (trellis_check); they link the CUDA build
 test-gpu: all
 	$(MAKE) -f cuda/Makefile.inc CUDA_BUILD=$(BUILD)/cuda NVCC=$(NVCC) $(BUILD)/cuda/kernel_bench
 	mkdir -p $(BUILD)/gpu-results && $(BUILD)/cuda/kernel_bench $(BUILD)/gpu-results
@@ -133,6 +133,8 @@ test-gpu: all
 	$(BUILD)/cuda/linear_check
 	$(MAKE) $(BUILD)/cuda/ldlq_check
 	$(BUILD)/cuda/ldlq_check
+	$(MAKE) $(BUILD)/cuda/trellis_check
+	$(BUILD)/cuda/trellis_check
 	GLQ_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS) spec/cuda_spec.lua
 
 # C programs against the CUDA build of the library: linear_check, ldlq_check, linear_bench

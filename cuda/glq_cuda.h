@@ -136,6 +136,24 @@ int glq_cuda_ldlq_sweep(void *q, const struct glq_sweep_args *a);
 /* *out = <dwᵀ·dw, h> (dw rows x n, h n x n, host f32 row-major): cuBLAS SSYRK, then each row's sum over the
  * upper triangle in f64 (a fixed warp order), rows added in order on the host */
 int glq_cuda_ldlq_proxy_sum(void *q, const float *dw, int64_t rows, int64_t n, const float *h, double *out);
+/* the trellis codec's Viterbi of n tiles (glq_trellis_viterbi_fn of src/quant/trellis.h) through glq_cuda_trellis */
+struct glq_trellis_code;
+int glq_cuda_ldlq_trellis_viterbi(void *q, const struct glq_trellis_code *c, const float *x, int64_t n, int T,
+                                  const int32_t *overlap, int32_t *states);
+
+/* ---- Viterbi search of a bitshift trellis (QTIP) on the GPU (cuda/trellis.cu) ----
+ * States are L-bit integers; a step appends K·V bits (s' = (s << KV | j) mod 2^L) and emits the V values
+ * lut[s'·V .. s'·V+V). The search returns what the CPU's (src/quant/trellis.h) returns: the same f32
+ * operations per state, lowest predecessor / lowest final state on ties. One object per thread. */
+typedef struct glq_cuda_trellis glq_cuda_trellis;
+/* lut: host 2^L x V f32 (the decoded code of every state); 2 <= L <= 16, V in {1, 2}, K·V < L, K·V <= 8 */
+int glq_cuda_trellis_create(int L, int K, int V, const float *lut, glq_cuda_trellis **out);
+void glq_cuda_trellis_free(glq_cuda_trellis *t);                  /* NULL is fine */
+/* For each of n sequences of T values (x: host, n x T, T % V == 0) the state sequence (states: host,
+ * n x T/V) of least squared error. overlap NULL: any start and end; else sequence i must start in a state
+ * whose top L-KV bits are overlap[i] and end in one whose low L-KV bits are overlap[i] (tail-biting). */
+int glq_cuda_trellis_viterbi(glq_cuda_trellis *t, const float *x, int64_t n, int T, const int32_t *overlap,
+                             int32_t *states);
 
 #ifdef __cplusplus
 }

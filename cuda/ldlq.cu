@@ -22,6 +22,7 @@
 extern "C" {
 #include "../src/quant/e8.h"
 #include "../src/quant/ldlq.h"
+#include "../src/quant/trellis.h"
 }
 #include "../src/quant/e8_exact.h"
 #include <math.h>
@@ -396,6 +397,8 @@ struct glq_cuda_ldlq {
   float *g;                         /* proxy loss: n x n Gram matrix (the factor's buffer holds h) */
   double *prow;                     /*   and n row sums */
   int64_t gcap;
+  glq_cuda_trellis *tr;             /* the trellis Viterbi (cuda/trellis.cu) for the code last seen */
+  int tr_variant, tr_K;
 };
 
 #define DFREE(p) (cudaFree(p), (p) = NULL)
@@ -472,6 +475,7 @@ extern "C" void glq_cuda_ldlq_free(glq_cuda_ldlq *q) {
   if (!q) return;
   if (q->st) cudaStreamSynchronize(q->st);
   bufs_free(q);
+  glq_cuda_trellis_free(q->tr);
   cudaFree(q->l), cudaFree(q->d), cudaFree(q->g), cudaFree(q->prow);
   if (q->blas) cublasDestroy(q->blas);
   if (q->st) cudaStreamDestroy(q->st);
@@ -689,4 +693,21 @@ extern "C" int glq_cuda_ldlq_proxy_sum(void *vq, const float *dw, int64_t rows, 
   free(rs);
   *out = s;
   return GLQ_OK;
+}
+
+/* ---------- the trellis codec's Viterbi (glq_ldlq_backend.trellis_viterbi) ---------- */
+
+extern "C" int glq_cuda_ldlq_trellis_viterbi(void *ctx, const struct glq_trellis_code *c, const float *x, int64_t n, int T,
+                                             const int32_t *overlap, int32_t *states) {
+  glq_cuda_ldlq *q = (glq_cuda_ldlq *)ctx;
+  /* a 3inst code is fixed by K and kept; any other lut (hyb: from a stored table) is uploaded per call,
+   * cheap next to the searches of a layer's block */
+  if (!q->tr || c->variant != GLQ_TRELLIS_3INST || q->tr_variant != (int)GLQ_TRELLIS_3INST || q->tr_K != c->K) {
+    glq_cuda_trellis_free(q->tr);
+    q->tr = NULL;
+    int rc = glq_cuda_trellis_create(c->L, c->K, c->V, c->lut, &q->tr);
+    if (rc) return rc;
+    q->tr_variant = (int)c->variant, q->tr_K = c->K;
+  }
+  return glq_cuda_trellis_viterbi(q->tr, x, n, T, overlap, states);
 }

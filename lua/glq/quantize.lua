@@ -158,7 +158,7 @@ function M.quantize_linear(name, W, bias, H, d, opts, pre)
         inv_resid_scale = a.inv_resid_scale } }
   elseif d.format == "trellis" then
     local o = e8_options(name, d, opts)
-    o.device, o.codebook = nil, "trellis" -- the Viterbi runs on the CPU threads
+    o.codebook = "trellis" -- with --ldlq-device cuda the tiles' Viterbi searches run on the GPU (same states)
     o.transform = "block-diagonal" -- glq 0.8.16's (the checkpoint reader assumes it for trellis layers)
     local a = glq.trellis.quantize_linear(W, H, o)
     entry = { format = "trellis", bits = d.bpw, variant = a.variant, transform = a.transform, shape = { m, n }, bias = bias,

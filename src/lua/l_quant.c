@@ -213,19 +213,35 @@ static void ldlq_give(glq_cuda_ldlq *q) {
 }
 #endif
 
-static void job_run(qjob *j) {
+int lglq_ldlq_backend_take(glq_ldlq_backend *be) {
+  memset(be, 0, sizeof *be);
 #ifdef GLQ_HAVE_CUDA
   glq_cuda_ldlq *gq = NULL;
-  glq_ldlq_backend be = {NULL, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum};
-  j->rc = j->cuda ? ldlq_take(&gq) : GLQ_OK;
-  if (gq) be.ctx = gq, j->o.backend = &be;
-  if (!j->rc)
+  int rc = ldlq_take(&gq);
+  if (rc) return rc;
+  *be = (glq_ldlq_backend){gq, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum,
+                           glq_cuda_ldlq_trellis_viterbi};
+  return GLQ_OK;
+#else
+  return glq_error(GLQ_EUNSUPPORTED, "this build has no CUDA backend (nvcc was not found at build time)");
 #endif
-    j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
+}
+
+void lglq_ldlq_backend_give(glq_ldlq_backend *be) {
 #ifdef GLQ_HAVE_CUDA
-  j->o.backend = NULL;
-  ldlq_give(gq);
+  ldlq_give(be->ctx);
 #endif
+  be->ctx = NULL;
+}
+
+static void job_run(qjob *j) {
+  glq_ldlq_backend be = {0};
+  j->rc = j->cuda ? lglq_ldlq_backend_take(&be) : GLQ_OK;
+  if (be.ctx) j->o.backend = &be;
+  if (!j->rc)
+    j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
+  j->o.backend = NULL;
+  lglq_ldlq_backend_give(&be);
   if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", glq_errmsg());
   glq_tensor_release(&j->w);
   if (j->h.st) glq_tensor_release(&j->h);

@@ -7,6 +7,7 @@
 #include <lua.h>
 #include "../core/tensor.h"
 #include "../model/linear.h"
+#include "../quant/ldlq.h"
 
 #define LGLQ_TENSOR "glq.tensor"
 #define LGLQ_LINEAR "glq.linear"
@@ -72,6 +73,10 @@ void lglq_open_tokenizer(lua_State *L);
 void lglq_open_e8(lua_State *L);
 void lglq_open_e8p(lua_State *L);
 void lglq_open_trellis(lua_State *L);
+/* A pooled GPU LDLQ backend (sweeps, proxy sums, the trellis Viterbi) for one quantization, and its return;
+ * GLQ_EUNSUPPORTED in a build without CUDA (l_quant.c) */
+int lglq_ldlq_backend_take(glq_ldlq_backend *be);
+void lglq_ldlq_backend_give(glq_ldlq_backend *be);
 /* codebook "trellis" (l_trellis.c): whether the table at idx has codebook = "trellis"; glq.quantize_linear and
  * glq.dequantize_linear hand such calls to glq.trellis.quantize_linear / dequantize_linear */
 int lglq_trellis_wants(lua_State *L, int idx);

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include "../core/tensor.h"
 #include "hadamard.h"
+
+struct glq_trellis_code; /* trellis.h */
 #include "codec.h"
 
 /* One LDLQ sweep handed to another implementation (the GPU's: cuda/ldlq.cu). It must return what the
@@ -36,6 +38,10 @@ typedef struct {
    * statistics' proxy loss; used for n >= GLQ_BACKEND_PROXY_MIN_N only (below that the CPU's sum is cheap
    * and keeps the statistics bit-equal to the CPU's); may differ from the CPU's in the last bits */
   int (*proxy_sum)(void *ctx, const float *dw, int64_t rows, int64_t n, const float *h, double *out);
+  /* optional (may be NULL): the trellis codec's Viterbi of many tiles at once (trellis.h's
+   * glq_trellis_viterbi_fn; the GPU's returns the CPU's states exactly) */
+  int (*trellis_viterbi)(void *ctx, const struct glq_trellis_code *c, const float *x, int64_t n, int T,
+                         const int32_t *overlap, int32_t *states);
 } glq_ldlq_backend;
 
 #define GLQ_BACKEND_PROXY_MIN_N 1024

@@ -439,6 +439,41 @@ static void block_range(void *ctx, int64_t t0, int64_t t1) {
   if (rc) __atomic_store_n(&j->rc, rc, __ATOMIC_RELAXED);
 }
 
+/* quantize_block through c->viterbi_batch: glq's two passes (quantize_seq_ws) for all tiles at once */
+static int quantize_block_batch(const glq_trellis_code *c, const float *target, int64_t ntiles, int64_t ld,
+                                float *recon, int64_t ldr, uint16_t *states) {
+  const int T = GLQ_TRELLIS_TILE, steps = T / c->V, h = steps / 2, KV = c->K * c->V;
+  if (ntiles < 1) return 0;
+  float *seq = malloc(sizeof(float) * (size_t)(ntiles * T)), *rot = malloc(sizeof(float) * (size_t)(ntiles * T));
+  int32_t *st = malloc(sizeof(int32_t) * (size_t)(ntiles * steps)), *ov = malloc(sizeof(int32_t) * (size_t)ntiles);
+  if (!seq || !rot || !st || !ov) {
+    free(seq), free(rot), free(st), free(ov);
+    return glq_error(GLQ_ENOMEM, "trellis: out of memory for %lld tiles", (long long)ntiles);
+  }
+  for (int64_t t = 0; t < ntiles; t++) {
+    const float *src = target + t * 16 * ld;
+    float *q = seq + t * T, *r = rot + t * T;
+    for (int i = 0; i < T; i++) {
+      int e = glq_trellis_perm[i];
+      q[i] = src[(e >> 4) * ld + (e & 15)];
+    }
+    for (int i = 0; i < T; i++) r[i] = q[((i - h * c->V) % T + T) % T];
+  }
+  int rc = c->viterbi_batch(c->viterbi_ctx, c, rot, ntiles, T, NULL, st);
+  for (int64_t t = 0; !rc && t < ntiles; t++) ov[t] = st[t * steps + h] >> KV;
+  if (!rc) rc = c->viterbi_batch(c->viterbi_ctx, c, seq, ntiles, T, ov, st);
+  for (int64_t t = 0; !rc && t < ntiles; t++) {
+    float tile[GLQ_TRELLIS_TILE];
+    uint16_t *s16 = states + t * steps;
+    for (int i = 0; i < steps; i++) s16[i] = (uint16_t)st[t * steps + i];
+    glq_trellis_decode_tile(c, s16, tile);
+    float *dst = recon + t * 16 * ldr;
+    for (int r = 0; r < 16; r++) memcpy(dst + r * ldr, tile + r * 16, 16 * sizeof(float));
+  }
+  free(seq), free(rot), free(st), free(ov);
+  return rc;
+}
+
 int glq_trellis_quantize_block(const glq_trellis_code *c, const float *target, int64_t rows, int64_t ld,
                                float *recon, int64_t ldr, uint16_t *states) {
   if (rows % 16) return glq_error(GLQ_EINVAL, "trellis: %lld rows is not a multiple of 16", (long long)rows);
@@ -446,6 +481,7 @@ int glq_trellis_quantize_block(const glq_trellis_code *c, const float *target, i
     for (int e = 0; e < 16; e++)
       if (!isfinite(target[r * ld + e]))
         return glq_error(GLQ_ENUMERIC, "trellis: non-finite target at row %lld, column %d", (long long)r, e);
+  if (c->viterbi_batch) return quantize_block_batch(c, target, rows / 16, ld, recon, ldr, states);
   block_job j = {c, target, ld, ldr, recon, states, 0};
   glq_parallel_for(rows / 16, 1, block_range, &j);
   if (j.rc && !*glq_errmsg()) glq_error(j.rc, "trellis: tile quantization failed");

@@ -27,12 +27,21 @@
 
 typedef enum { GLQ_TRELLIS_3INST = 1, GLQ_TRELLIS_HYB = 2, GLQ_TRELLIS_CUSTOM = 3 } glq_trellis_variant;
 
-typedef struct glq_trellis_code {
+typedef struct glq_trellis_code glq_trellis_code;
+/* The Viterbi of n sequences of T values at once on another device (the GPU: cuda/trellis.cu): states
+ * (n x T/V) must be what glq_trellis_viterbi returns for each sequence, with start_ov = end_ov = overlap[i]
+ * (overlap NULL: -1, free ends). */
+typedef int (*glq_trellis_viterbi_fn)(void *ctx, const glq_trellis_code *c, const float *x, int64_t n, int T,
+                                      const int32_t *overlap, int32_t *states);
+
+struct glq_trellis_code {
   glq_trellis_variant variant;
   int L, K, V;
   float *lut;       /* 2^L x V, state-major (owned) */
   double opt_scale; /* glq's Wscale factor: 1 / (0.9 · rms of the lut values) */
-} glq_trellis_code;
+  glq_trellis_viterbi_fn viterbi_batch; /* NULL: the CPU's search; else glq_trellis_quantize_block uses it */
+  void *viterbi_ctx;
+};
 
 /* MMA-fragment order of a tile: sequence position i holds tile element glq_trellis_perm[i]. */
 extern const uint16_t glq_trellis_perm[GLQ_TRELLIS_TILE];
