@@ -169,9 +169,13 @@ local function summarize(dir)
     fmt and fmt.name or (type(tc) == "table" and tc.chat_template and "not recognised") or "none"))
   local qc = json.read_file(fs.join(dir, "quantize_config.json"))
   if type(qc) == "table" then
-    print(("  made by       %s from %s (calibration %s, %s x %s tokens%s)"):format(tostring(qc.tool_version and "glq " .. qc.tool_version or "?"),
-      tostring(qc.source_model or "?"), tostring(qc.calibration or "?"), tostring(qc.nsamples or "?"), tostring(qc.seqlen or "?"),
-      qc.total_time_s and (", %s"):format(require("glq.progress").fmt_time(qc.total_time_s)) or ""))
+    local notes = {}
+    if qc.calibration and qc.nsamples and qc.seqlen then
+      notes[#notes + 1] = ("calibration %s, %s x %s tokens"):format(tostring(qc.calibration), tostring(qc.nsamples), tostring(qc.seqlen))
+    end
+    if qc.total_time_s then notes[#notes + 1] = "in " .. require("glq.progress").fmt_time(qc.total_time_s) end
+    print(("  made by       %s from %s%s"):format(qc.tool_version and "glq " .. tostring(qc.tool_version) or "?",
+      tostring(qc.source_model or "?"), #notes > 0 and " (" .. table.concat(notes, ", ") .. ")" or ""))
   end
   if opts.layers then
     table.sort(names, text.natural_less)

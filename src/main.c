@@ -655,8 +655,8 @@ static void print_usage(lua_State *L) {
          "  -v, --version  print version and backend information\n"
          "  -h, --help     print this help\n"
          "  --          stop handling options\n"
-         "environment: GLQ_RECIPES (recipe dirs), GLQ_DEBUG=1 (tracebacks), GLQ_HISTORY,\n"
-         "  LUA_PATH, LUA_CPATH\n");
+         "environment: GLQ_THREADS (threads; default every core), GLQ_RECIPES (recipe dirs),\n"
+         "  GLQ_DEBUG=1 (tracebacks), GLQ_HISTORY, LUA_PATH, LUA_CPATH\n");
   push_recipe_list(L);
   const char *list = lua_tostring(L, -1);
   if (list[0] == '\0') printf("recipes: (none found)\n");
