@@ -23,7 +23,8 @@ local opts = cli.parse({
     { "rows", default = "base,e8-2,e8-3,e8-4,mixed-2.5,mixed-3.5,hif4-compat,hif4,hif4-rht,hif4-rht-ldlq" },
     { "out", default = "quality-out", metavar = "DIR" },
     { "seed", type = "int", default = 42 },
-    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration, evaluation and Hessians on the GPU (quantization itself stays on the CPU threads)" },
+    { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration, evaluation and Hessians on the GPU" },
+    { "ldlq-device", type = "choice", choices = { "auto", "cpu", "cuda" }, default = "auto", help = "where the LDLQ sweeps (E8 shell) and the trellis Viterbi searches run (auto = --device)" },
   },
 }, arg)
 if not opts then return end
@@ -36,6 +37,12 @@ local ROWS = {
   ["e8-2"] = { label = "E8 2-bit", decide = policy.uniform { format = "e8", bpw = 2 } },
   ["e8-3"] = { label = "E8 3-bit", decide = policy.uniform { format = "e8", bpw = 3 } },
   ["e8-4"] = { label = "E8 4-bit", decide = policy.uniform { format = "e8", bpw = 4 } },
+  ["e8p-2"] = { label = "E8P 2-bit", codebook = "e8p", decide = policy.uniform { format = "e8", bpw = 2 } },
+  ["e8p-3"] = { label = "E8P 3-bit", codebook = "e8p", decide = policy.uniform { format = "e8", bpw = 3 } },
+  ["e8p-4"] = { label = "E8P 4-bit", codebook = "e8p", decide = policy.uniform { format = "e8", bpw = 4 } },
+  ["trellis-2"] = { label = "trellis 2-bit", decide = policy.uniform { format = "trellis", bpw = 2 } },
+  ["trellis-3"] = { label = "trellis 3-bit", decide = policy.uniform { format = "trellis", bpw = 3 } },
+  ["trellis-4"] = { label = "trellis 4-bit", decide = policy.uniform { format = "trellis", bpw = 4 } },
   ["mixed-2.5"] = { label = "E8 mixed 2.5", allocate = 2.5 },
   ["mixed-3.5"] = { label = "E8 mixed 3.5", allocate = 3.5 },
   ["mixed-2.5-total"] = { label = "E8 mixed 2.5 (total-loss objective)", allocate = 2.5, objective = "total" },
@@ -52,6 +59,7 @@ local ROWS = {
 local base = model.load(opts.model, { max_seq = opts.eval_seqlen })
 local ids = eval.tokenize_file(base, opts.text)
 opts.device = model.pick_device(opts.device)
+opts.ldlq_device = opts.ldlq_device == "auto" and opts.device or model.pick_device(opts.ldlq_device)
 if opts.device == "cuda" then base = base:cuda() end
 local cfg = base.cfg
 local shapes = model.layer_shapes(cfg)
@@ -93,7 +101,8 @@ for name in opts.rows:gmatch("[^,]+") do
       seqlen = opts.seqlen, seed = opts.seed, overwrite = true, quiet = true, plot = false,
       fingerprint = { row = name }, needs_calibration = needs_calib,
       allocate = row.allocate ~= nil, target_bpw = row.allocate, min_bpw = 2, max_bpw = 4,
-      alloc_objective = row.objective, device = opts.device,
+      alloc_objective = row.objective, device = opts.device, codebook = row.codebook,
+      ldlq_device = opts.ldlq_device ~= "cpu" and opts.ldlq_device or nil,
       allocation_path = row.allocate and fs.join(opts.out, name .. ".bpw_allocation.json") or nil,
       quantize_config = { tool_version = glq.version, source_model = opts.model, row = name },
     }
