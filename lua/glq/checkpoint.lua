@@ -248,6 +248,7 @@ local function layer_entry(rec, get)
     local a = { bits = rec.bits, out_features = rec.shape[1], in_features = rec.shape[2], codebook = rec.codebook }
     for _, f in ipairs(E8_FIELDS) do a[f] = get(f) end
     if rec.stage2 == false then a.Qidxs2, a.inv_resid_scale = nil, nil end -- zero (switched-off) stage 2
+    for f, t in pairs(rec.pad or {}) do a[f] = t end -- signs padded with ones (glq's unpadded SU/SV)
     if a.Qidxs2 and a.Qidxs2:dtype() == "u8" then a.Qidxs2 = a.Qidxs2:to("i16") end -- packed 3-bit
     e.artifacts = a
   elseif rec.format == "trellis" then
@@ -792,6 +793,23 @@ local function read_e8(path, name, get, quant, c)
   local ws = check_tensor(where, name .. ".Wscale", get("Wscale"), "f32", nil)
   if ws:numel() ~= 1 then fail("%s: %s.Wscale has shape %s, expected a scalar ()", where, name, shape_str(ws:shape())) end
   local rows, cols = su:shape()[1], sv:shape()[1]
+  -- glq >= 0.8 stores a dim that is not a multiple of 8 with Qidxs padded to the next multiple of 8
+  -- and SU/SV unpadded; its loader pads the signs with ones, and so do we
+  local qs, pad = q:shape(), nil
+  local function ones_padded(t, len)
+    local o = glq.full("f16", { len }, 1)
+    local src, dst = ffi.cast("const uint16_t *", t:contiguous():_rawptr()), ffi.cast("uint16_t *", o:_rawptr())
+    for i = 0, t:numel() - 1 do dst[i] = src[i] end
+    return o
+  end
+  if #qs == 2 and qs[1] == ceil8(rows) and qs[1] ~= rows then
+    pad = pad or {}
+    pad.SU, rows = ones_padded(su, qs[1]), qs[1]
+  end
+  if #qs == 2 and qs[2] * 8 == ceil8(cols) and qs[2] * 8 ~= cols then
+    pad = pad or {}
+    pad.SV, cols = ones_padded(sv, qs[2] * 8), qs[2] * 8
+  end
   check_tensor(where, name .. ".Qidxs", q, "i16", { rows, math.floor(cols / 8) })
   if cols % 8 ~= 0 then fail("%s: %s.SV has %d entries, not a multiple of 8", where, name, cols) end
   -- bits: config first, else from the stage-2 tensors
@@ -851,6 +869,8 @@ local function read_e8(path, name, get, quant, c)
       tr = (quant.block_diagonal or not (is_pow2(m) and is_pow2(n))) and "block-diagonal" or "pow2-padded"
     elseif rows == pow2ceil(m) and cols == pow2ceil(n) then
       tr = "pow2-padded"
+    elseif rows == ceil8(m) and cols == ceil8(n) then
+      tr = "block-diagonal" -- glq >= 0.8: dims not multiples of 8 padded to the next multiple of 8
     else
       fail("%s: %s.Qidxs has shape %s but config.json implies %s (block-diagonal) or %s (power-of-two padded) for a %dx%d weight",
         where, name, shape_str(q:shape()), shape_str({ m, n / 8 }), shape_str({ pow2ceil(m), pow2ceil(n) / 8 }), m, n)
@@ -867,7 +887,7 @@ local function read_e8(path, name, get, quant, c)
     fail("%s: E8P layers are read in glq's native layout only (glq 0.8.16's packed Qidxs_e8p is not supported)", where)
   end
   return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2,
-    codebook = e8p and "e8p" or nil }
+    codebook = e8p and "e8p" or nil, pad = pad }
 end
 
 local function read_hif4(path, name, get, c)

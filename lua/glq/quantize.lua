@@ -392,7 +392,7 @@ function M.run(o)
   local function keep(name)
     local t = src:tensor(name)
     if not t then return end
-    local dt = o.dense_dtype or "keep"
+    local dt = o.dense_dtype or "auto"
     if name:find("norm%.weight$") or dt == "keep" then dense[name] = t return end
     local raw, ty
     if src.kind == "gguf" and src.by_hf and src.by_hf[name] then raw, ty = src.g:raw(src.by_hf[name]) end

@@ -5,6 +5,7 @@ and writes its logits for a token list, or reports that the load was refused.
   pyglq.py compare OURS.f32 THEIRS.f32 VOCAB -> prints "exact ..." or "WRONG ..." (exit 0 / 1)
 """
 import json
+import os
 import sys
 
 
@@ -14,6 +15,11 @@ def logits(d, ids_path, out):
     import transformers
     try:
         import glq.hf_integration  # noqa: F401  registers quant_method "glq"
+        if os.environ.get("GLQ_INTEROP_TRUST_CONFIG") == "1" and hasattr(glq.hf_integration, "_detect_block_diagonal"):
+            # reference decode of glq's own files: its loader picks the transform from one tensor's
+            # shape and misreads toy dims (stories260K: 64 rows -> pow2); the file's config says
+            cfg = json.load(open(os.path.join(d, "config.json"))).get("quantization_config", {})
+            glq.hf_integration._detect_block_diagonal = lambda p: bool(cfg.get("block_diagonal"))
         from transformers import AutoModelForCausalLM
         m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32) if transformers.__version__ >= "4.56" \
             else AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
