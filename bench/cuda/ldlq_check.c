@@ -254,7 +254,8 @@ static double agreement(const glq_quant_artifacts *a, const glq_quant_artifacts 
 
 static int quant_run(const layer *L, const glq_quant_opts *base, glq_cuda_ldlq *q, glq_quant_artifacts *a,
                      glq_quant_stats *st) {
-  glq_ldlq_backend be = {q, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum};
+  glq_ldlq_backend be = {q, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum,
+                         glq_cuda_ldlq_trellis_viterbi};
   glq_quant_opts o = *base;
   o.backend = q ? &be : NULL;
   return glq_quantize_linear(L->w, L->m, L->n, L->h, &o, a, st);
