@@ -72,6 +72,22 @@ describe("e8p codebook", function()
     assert.equal(0, glq.e8p.encode(glq.e8p.decode(idx)):max_abs_diff(idx))
   end)
 
+  it("packs indices in glq 0.8.16's Qidxs_e8p / Qidxs2_e81b layouts and back (words checked in tests/c/test_e8p)", function()
+    local v, w = {}, {}
+    for i = 1, 32 * 16 do v[i] = (i * 40503) % 65536 - 32768; w[i] = (i * 97) % 256 end
+    local idx, e81b = glq.tensor(v, {32, 16}, "i16"), glq.tensor(w, {32, 16}, "i32")
+    local p = glq.e8p.pack(idx)
+    assert.same({2, 2, 8, 4}, p:shape())
+    assert.equal("i64", p:dtype())
+    assert.equal(0, glq.e8p.unpack(p):max_abs_diff(idx))
+    local p2 = glq.e8p.e81b_pack(e81b)
+    assert.same({32, 2}, p2:shape())
+    assert.equal(0, glq.e8p.e81b_unpack(p2):to("i32"):max_abs_diff(e81b))
+    local ok, err = pcall(glq.e8p.pack, glq.zeros({24, 16}, "i16"))
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("multiple of 16"))
+  end)
+
   it("rejects non-finite input and bad indices, naming them", function()
     local x = glq.zeros("f32", {2, 8})
     x:set(0 / 0, 2, 6)

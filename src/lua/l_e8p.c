@@ -2,6 +2,8 @@
  *   glq.e8p.encode(x) -> i32 (N) exact nearest E8P indices of x (N, 8) (lowest index on ties)
  *   glq.e8p.decode(idx) -> f32 (N, 8);  glq.e8p.packed_abs() -> i32 (256), glq's grid_packed_abs
  *   glq.e8p.e81b_encode(x) / glq.e8p.e81b_decode(idx): the 256-entry E81B book likewise
+ *   glq.e8p.pack(idx (m, nb)) -> i64 (m/16, nb/8, 8, 4), glq 0.8.16's Qidxs_e8p; glq.e8p.unpack(packed) -> i16 (m, nb)
+ *   glq.e8p.e81b_pack(idx (m, nb)) -> i64 (m, nb/8), its Qidxs2_e81b; glq.e8p.e81b_unpack(packed) -> i16 (m, nb)
  *   glq.e8p._encode_bruteforce(x), glq.e8p._e81b_encode_bruteforce(x): exhaustive test references */
 #include <string.h>
 #include "lglq.h"
@@ -55,7 +57,50 @@ static int l_packed_abs(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fns[] = {{"encode", l_encode},
+/* integer indices (m, nb) at 1 -> the packed i64 tensor */
+static int pack_with(lua_State *L, int e8p, const char *name) {
+  glq_tensor *src = lglq_checktensor(L, 1);
+  if (glq_dtype_is_float(src->dtype) || src->dtype == GLQ_BOOL || src->ndim != 2)
+    lglq_raisef(L, "%s: idx must be a 2-d integer tensor (rows, index columns)", name);
+  glq_tensor *idx = lglq_checktensor_tmp(L, 1, GLQ_I32, name);
+  const int64_t m = idx->shape[0], nb = idx->shape[1];
+  int32_t *p = glq_tensor_data(idx);
+  if (src->dtype == GLQ_I16)
+    for (int64_t i = 0; i < m * nb; i++) p[i] &= 0xFFFF; /* uint16 bit patterns */
+  int64_t s4[4] = {m / 16, nb / 8, 8, 4}, s2[2] = {m, nb / 8};
+  if ((e8p && m % 16) || nb % 8) lglq_check(L, e8p ? glq_e8p_pack(p, m, nb, NULL) : glq_e81b_pack(p, m, nb, NULL), "%s", name);
+  glq_tensor *out = lglq_newtensor(L, GLQ_I64, e8p ? 4 : 2, e8p ? s4 : s2, name);
+  lglq_check(L, e8p ? glq_e8p_pack(p, m, nb, glq_tensor_data(out)) : glq_e81b_pack(p, m, nb, glq_tensor_data(out)), "%s", name);
+  return 1;
+}
+
+static int unpack_with(lua_State *L, int e8p, const char *name) {
+  glq_tensor *src = lglq_checktensor(L, 1);
+  if (src->dtype != GLQ_I64 || src->ndim != (e8p ? 4 : 2) || (e8p && (src->shape[2] != 8 || src->shape[3] != 4)))
+    lglq_raisef(L, "%s: packed must be an i64 tensor of shape %s", name, e8p ? "(m/16, nb/8, 8, 4)" : "(m, nb/8)");
+  glq_tensor *pk = lglq_checktensor_tmp(L, 1, GLQ_I64, name);
+  const int64_t m = e8p ? 16 * pk->shape[0] : pk->shape[0], nb = 8 * pk->shape[1];
+  int64_t shape[2] = {m, nb};
+  glq_tensor *i32 = lglq_newtensor(L, GLQ_I32, 2, shape, name);
+  lglq_check(L, e8p ? glq_e8p_unpack(glq_tensor_data(pk), m, nb, glq_tensor_data(i32))
+                    : glq_e81b_unpack(glq_tensor_data(pk), m, nb, glq_tensor_data(i32)), "%s", name);
+  glq_tensor *out = lglq_newtensor(L, GLQ_I16, 2, shape, name);
+  const int32_t *a = glq_tensor_data(i32);
+  int16_t *b = glq_tensor_data(out);
+  for (int64_t i = 0; i < m * nb; i++) b[i] = (int16_t)(uint16_t)a[i];
+  return 1;
+}
+
+static int l_pack(lua_State *L) { return pack_with(L, 1, "e8p.pack"); }
+static int l_unpack(lua_State *L) { return unpack_with(L, 1, "e8p.unpack"); }
+static int l_e81b_pack(lua_State *L) { return pack_with(L, 0, "e8p.e81b_pack"); }
+static int l_e81b_unpack(lua_State *L) { return unpack_with(L, 0, "e8p.e81b_unpack"); }
+
+static const luaL_Reg fns[] = {{"pack", l_pack},
+                               {"unpack", l_unpack},
+                               {"e81b_pack", l_e81b_pack},
+                               {"e81b_unpack", l_e81b_unpack},
+{"encode", l_encode},
                                {"decode", l_decode},
                                {"e81b_encode", l_e81b_encode},
                                {"e81b_decode", l_e81b_decode},

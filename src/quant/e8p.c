@@ -289,6 +289,66 @@ static int run(const float *x, int64_t n, int32_t *idx, int32_t (*one)(const flo
 int glq_e8p_encode(const float *x, int64_t n, int32_t *idx) { return run(x, n, idx, e8p_encode_one, 256, "e8p encode"); }
 int glq_e81b_encode(const float *x, int64_t n, int32_t *idx) { return run(x, n, idx, e81b_encode_one, 256, "e81b encode"); }
 
+/* ---------- glq 0.8.16's packed layouts ---------- */
+
+static int pack_shape(int64_t m, int64_t nb, int e8p, const char *fn) {
+  if (m < 0 || nb < 0 || (e8p && m % 16) || nb % 8)
+    return glq_error(GLQ_EINVAL, "%s: %lld x %lld indices: rows must be a multiple of %d and index columns of 8", fn,
+                     (long long)m, (long long)nb, e8p ? 16 : 1);
+  return 0;
+}
+
+int glq_e8p_pack(const int32_t *idx, int64_t m, int64_t nb, int64_t *packed) {
+  int rc = pack_shape(m, nb, 1, "e8p pack");
+  for (int64_t i = 0; !rc && i < m / 2; i++)
+    for (int64_t j = 0; j < nb / 2; j++) {
+      uint64_t w = 0;
+      for (int k = 0; k < 4; k++) {
+        const uint32_t v = (uint32_t)idx[(2 * i + (k & 1)) * nb + 2 * j + (k >> 1)] & 0xFFFF;
+        w |= (uint64_t)(v >> 8) << (8 * k);
+        for (int s = 0; s < 8; s++) w |= (uint64_t)((v >> s) & 1) << (32 + 4 * s + k);
+      }
+      packed[((i / 8 * (nb / 8) + j / 4) * 8 + i % 8) * 4 + j % 4] = (int64_t)w;
+    }
+  return rc;
+}
+
+int glq_e8p_unpack(const int64_t *packed, int64_t m, int64_t nb, int32_t *idx) {
+  int rc = pack_shape(m, nb, 1, "e8p unpack");
+  for (int64_t i = 0; !rc && i < m / 2; i++)
+    for (int64_t j = 0; j < nb / 2; j++) {
+      const uint64_t w = (uint64_t)packed[((i / 8 * (nb / 8) + j / 4) * 8 + i % 8) * 4 + j % 4];
+      for (int k = 0; k < 4; k++) {
+        uint32_t v = (uint32_t)((w >> (8 * k)) & 255) << 8;
+        for (int s = 0; s < 8; s++) v |= (uint32_t)((w >> (32 + 4 * s + k)) & 1) << s;
+        idx[(2 * i + (k & 1)) * nb + 2 * j + (k >> 1)] = (int32_t)v;
+      }
+    }
+  return rc;
+}
+
+int glq_e81b_pack(const int32_t *idx, int64_t m, int64_t nb, int64_t *packed) {
+  int rc = pack_shape(m, nb, 0, "e81b pack");
+  for (int64_t i = 0; !rc && i < m * nb; i++)
+    if ((uint32_t)idx[i] >= GLQ_E81B_SIZE)
+      rc = glq_error(GLQ_EINVAL, "e81b pack: index %lld is %d, not below 256", (long long)i, idx[i]);
+  for (int64_t r = 0; !rc && r < m; r++)
+    for (int64_t k = 0; k < nb / 8; k++) {
+      uint64_t w = 0;
+      for (int i = 0; i < 8; i++) w |= (uint64_t)idx[r * nb + 8 * k + i] << (8 * i);
+      packed[r * (nb / 8) + k] = (int64_t)w;
+    }
+  return rc;
+}
+
+int glq_e81b_unpack(const int64_t *packed, int64_t m, int64_t nb, int32_t *idx) {
+  int rc = pack_shape(m, nb, 0, "e81b unpack");
+  for (int64_t r = 0; !rc && r < m; r++)
+    for (int64_t k = 0; k < nb / 8; k++)
+      for (int i = 0; i < 8; i++) idx[r * nb + 8 * k + i] = (int32_t)(((uint64_t)packed[r * (nb / 8) + k] >> (8 * i)) & 255);
+  return rc;
+}
+
 /* ---------- brute-force references (tests) ---------- */
 
 __attribute__((optimize("tree-vectorize")))

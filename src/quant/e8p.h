@@ -33,6 +33,17 @@ int glq_e8p_encode(const float *x, int64_t n, int32_t *idx);
  * minimum); exact for every finite input. */
 int glq_e8p_encode_bruteforce(const float *x, int64_t n, int32_t *idx);
 
+/* glq 0.8.16's tensor-core packing of E8P indices (its checkpoints' Qidxs_e8p): idx (m x nb, 16-bit patterns)
+ * <-> packed (m/16, nb/8, 8, 4) int64. Word [I][J][r][c] holds rows 2i, 2i+1 and index columns 2j, 2j+1
+ * (i = 8I + r, j = 4J + c); entry k = a + 2b of (row 2i+a, column 2j+b) has its absolute index in byte k and
+ * sign bit s in bit 32 + 4s + k. m must be a multiple of 16 and nb of 8 (else GLQ_EINVAL). */
+int glq_e8p_pack(const int32_t *idx, int64_t m, int64_t nb, int64_t *packed);
+int glq_e8p_unpack(const int64_t *packed, int64_t m, int64_t nb, int32_t *idx);
+/* glq 0.8.16's E81B packing (Qidxs2_e81b): idx (m x nb, < 256) <-> (m, nb/8) int64, byte i of word k = column
+ * 8k + i; nb a multiple of 8. */
+int glq_e81b_pack(const int32_t *idx, int64_t m, int64_t nb, int64_t *packed);
+int glq_e81b_unpack(const int64_t *packed, int64_t m, int64_t nb, int32_t *idx);
+
 /* The E8P table as 4x coordinates (65536 x 8 int8, 512 KB). NULL before glq_e8p_init. */
 const int8_t *glq_e8p_table4(void);
 /* The E81B table as 4x coordinates (256 x 8 int8), for kernels sharing E8P's scale. NULL before init. */

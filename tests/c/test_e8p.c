@@ -5,11 +5,14 @@
  *     sampled entries, a fingerprint of all 65536, the E81B table, glq's own quantize on 2000 vectors).
  *  2. search: glq_e8p_encode == glq_e8p_encode_bruteforce (and E81B likewise) on N(0, s²) vectors at
  *     scales 1e-30 .. 1e30, eighth-grid points (exact ties, coordinates equal to ±1/4) and mixed magnitudes.
+ *  3. glq 0.8.16's packed layouts (spec/fixtures/e8p/glq0816_pack.txt, made by its own maybe_pack_idxs and
+ *     pack_e81b): pack equals its words, unpack gives the indices back.
  * Run from the repository root: build/tests/test_e8p [vectors per case] (default 12000: ~10^5 in all). */
 #include "core/ops.h"
 #include "core/pool.h"
 #include "core/error.h"
 #include "quant/e8p.h"
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,10 +154,45 @@ static void compare(const float *x, int64_t n, const char *what) {
   free(a), free(b), free(c), free(d);
 }
 
+static void check_pack(void) {
+  FILE *f = fopen("spec/fixtures/e8p/glq0816_pack.txt", "r");
+  CHECK(f, "spec/fixtures/e8p/glq0816_pack.txt not found (run from the repository root)");
+  if (!f) return;
+  enum { M = 32, NB = 16 };
+  int32_t idx[M * NB], e81b[M * NB], back[M * NB];
+  int64_t want[M * NB / 4], want2[M * NB / 8], got[M * NB / 4];
+  char tag[16];
+  int ok = fscanf(f, "%15s", tag) == 1 && !strcmp(tag, "idx");
+  for (int i = 0; ok && i < M * NB; i++) ok = fscanf(f, "%d", &idx[i]) == 1;
+  ok = ok && fscanf(f, "%15s", tag) == 1 && !strcmp(tag, "e81b");
+  for (int i = 0; ok && i < M * NB; i++) ok = fscanf(f, "%d", &e81b[i]) == 1;
+  int d[4];
+  ok = ok && fscanf(f, "%15s %d %d %d %d", tag, d, d + 1, d + 2, d + 3) == 5 && d[0] == M / 16 && d[1] == NB / 8;
+  for (int i = 0; ok && i < M * NB / 4; i++) ok = fscanf(f, "%" SCNd64, &want[i]) == 1;
+  ok = ok && fscanf(f, "%15s %d %d", tag, d, d + 1) == 3 && d[0] == M && d[1] == NB / 8;
+  for (int i = 0; ok && i < M * NB / 8; i++) ok = fscanf(f, "%" SCNd64, &want2[i]) == 1;
+  fclose(f);
+  CHECK(ok, "glq0816_pack.txt: unexpected contents");
+  if (!ok) return;
+  int bad = 0;
+  CHECK(!glq_e8p_pack(idx, M, NB, got), "%s", glq_errmsg());
+  for (int i = 0; i < M * NB / 4; i++) bad += got[i] != want[i];
+  CHECK(bad == 0, "e8p pack: %d of %d words differ from glq 0.8.16's", bad, M * NB / 4);
+  CHECK(!glq_e8p_unpack(want, M, NB, back) && !memcmp(back, idx, sizeof idx), "e8p unpack does not give the indices back");
+  bad = 0;
+  CHECK(!glq_e81b_pack(e81b, M, NB, got), "%s", glq_errmsg());
+  for (int i = 0; i < M * NB / 8; i++) bad += got[i] != want2[i];
+  CHECK(bad == 0, "e81b pack: %d of %d words differ from glq 0.8.16's", bad, M * NB / 8);
+  CHECK(!glq_e81b_unpack(want2, M, NB, back) && !memcmp(back, e81b, sizeof e81b), "e81b unpack does not give the indices back");
+  CHECK(glq_e8p_pack(idx, 24, NB, got) == GLQ_EINVAL, "24 rows must be refused");
+  printf("packed layouts: Qidxs_e8p and Qidxs2_e81b words equal glq 0.8.16's, unpack round trips\n");
+}
+
 int main(int argc, char **argv) {
   int64_t n = argc > 1 ? atoll(argv[1]) : 12000;
   if (glq_e8p_init()) { printf("%s\n", glq_errmsg()); return 2; }
   check_decode();
+  check_pack();
   float *x = malloc((size_t)n * 8 * sizeof *x);
   static const double scales[] = {1e-30, 0.25, 1, 1.5, 4, 1e30};
   char what[64];
