@@ -324,6 +324,15 @@ describe("glq.chat formats", function()
   end)
 end)
 
+describe("repository conventions", function()
+  it("plain `busted` (as a Lua 5.x user types it) runs a spec file under LuaJIT with .busted's paths", function()
+    local build = os.getenv("GLQ_BUILD") or "build"
+    local rc, out = util.sh("GLQ_BUILD=" .. q(build) .. " busted spec/cli_spec.lua")
+    assert.equal(0, rc, out)
+    assert.matches("\n%d+ passed, 0 failed, 0 skipped\n", out)
+  end)
+end)
+
 describe("the API reference", function()
   it("docs/api.md and lua/glq/apidoc.lua are generated from the current docstrings", function()
     local rc, out = util.sh("luajit scripts/gen-api.lua --check")
