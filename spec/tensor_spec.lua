@@ -224,3 +224,48 @@ describe("ops", function()
     assert.equal(0, before:max_abs_diff(glq.nll_rows(logits, targets)))
   end)
 end)
+
+describe("constructors, indexing and reductions (glq.tensor)", function()
+  it("zeros and full take (shape, dtype) and still the old (dtype, shape) order", function()
+    assert.equal("f32", glq.zeros({2, 3}):dtype())
+    assert.same({2, 3}, glq.zeros({2, 3}, "i16"):shape())
+    assert.equal("i16", glq.zeros({2, 3}, "i16"):dtype())
+    assert.same(glq.zeros("f64", {4}):totable(), glq.zeros({4}, "f64"):totable())
+    assert.same({7, 7}, glq.full({2}, 7):totable())
+    assert.same({2.5, 2.5, 2.5}, glq.full("f64", {3}, 2.5):totable())
+  end)
+
+  it("t[i] is row i (1-based, negative from the end): a number in 1-d, a view otherwise", function()
+    local t = glq.tensor({1, 2, 3, 4, 5, 6}, {2, 3}, "f64")
+    assert.same({4, 5, 6}, t[2]:totable())
+    assert.same({4, 5, 6}, t[-1]:totable())
+    assert.equal(5, t[2][2])
+    assert.equal(3, t[1][-1])
+    t[2]:set(50, 2) -- a view: writes reach t
+    assert.equal(50, t:get(2, 2))
+    assert.has_error(function() return t[3] end, "tensor index 3 out of range for a first dimension of 2")
+    assert.has_error(function() return t[0] end)
+    assert.is_function(t.sum)  -- methods still resolve
+    assert.is_nil(t.no_such_method)
+  end)
+
+  it("mean, max and min over every element, against a direct loop", function()
+    local t = glq.randn({7, 9}, 5)
+    local v = t:to("f64"):totable()
+    local s, mx, mn, at = 0, -math.huge, math.huge, 0
+    for k, x in ipairs(v) do -- totable is flat, row-major
+      s = s + x
+      if x > mx then mx, at = x, k end
+      if x < mn then mn = x end
+    end
+    assert.equal(63, #v)
+    assert.near(s / 63, t:mean(), 1e-12)
+    local m, pos = t:max()
+    assert.equal(mx, m)
+    assert.equal(at, pos)
+    assert.equal(mn, (t:min()))
+    local n = glq.tensor({1, 0 / 0, 3}, {3}, "f64")
+    assert.is_true(n:max() ~= n:max()) -- NaN propagates
+    assert.has_error(function() glq.zeros({0}):mean() end)
+  end)
+end)
