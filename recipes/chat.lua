@@ -1,6 +1,7 @@
 -- glq chat: talk with an instruct model in its own chat template, turn after turn.
 -- The whole conversation is the context of each reply (the oldest turns are dropped when it no longer
--- fits); /reset forgets it, /system TEXT sets the system message, /exit or Ctrl-D leaves.
+-- fits); /reset forgets it, /system TEXT sets the system message, /exit or Ctrl-D leaves; Ctrl-C
+-- stops the reply being written (and is not kept in the conversation).
 local cli = require "glq.cli"
 
 local opts = cli.parse({
@@ -77,7 +78,9 @@ while true do
       if turns[1] and turns[1].role == "assistant" then table.remove(turns, 1) end
     end
     if #ids >= m.max_seq then error(string.format("the message needs %d tokens; the context holds %d (--max-seq)", #ids, m.max_seq), 0) end
-    local _, text, st = gen.run(m, ids, {
+    -- Ctrl-C stops this reply only (glq.host.call); the unfinished reply is not kept
+    local call = ok_host and host.call or pcall
+    local ok, _, text, st = call(gen.run, m, ids, {
       max_new_tokens = opts.max_new_tokens, temperature = opts.temperature, top_k = opts.top_k, top_p = opts.top_p,
       min_p = opts.min_p, repeat_penalty = opts.repeat_penalty, repeat_last_n = opts.repeat_last_n, seed = seed,
       stop_ids = stop_ids, on_text = function(s) io.stdout:write(s); io.stdout:flush() end,
@@ -85,8 +88,14 @@ while true do
     io.stdout:write("\n")
     io.stdout:flush()
     seed = seed + 1
-    turns[#turns + 1] = { role = "assistant", content = text }
-    if opts.stats then
+    if not ok then
+      if _ ~= "interrupted" then error(_, 0) end
+      table.remove(turns)
+      io.stderr:write("(reply interrupted; not kept)\n")
+    else
+      turns[#turns + 1] = { role = "assistant", content = text }
+    end
+    if ok and opts.stats then
       io.stderr:write(string.format("[chat] prompt %d tokens, %d new; prefill %.1f tok/s, decode %.1f tok/s\n",
         st.prompt_tokens, st.new_tokens, st.prompt_tokens / math.max(st.prefill_s, 1e-9),
         st.new_tokens / math.max(st.decode_s, 1e-9)))

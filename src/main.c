@@ -24,7 +24,8 @@
  * on a second Ctrl-C. In the REPL the chunk stops and the prompt comes back: a long C call ends
  * first (a note says so after a second), and a second Ctrl-C leaves glq. A script can register
  * a line printed after "interrupted" (require("glq.host").interrupt_hint(s), e.g. how to resume);
- * glq.host also lends recipes the REPL's line editor (readline(prompt), add_history(line)).
+ * glq.host also lends recipes the REPL's line editor (readline(prompt), add_history(line)) and its
+ * protected call (call(f, ...) -> true, results | false, message; Ctrl-C gives "interrupted").
  * `glq help [RECIPE]` prints the usage and recipe list (or RECIPE --help).
  * REPL history lives in $GLQ_HISTORY if set (empty: none), else ~/.glq_history.
  */
@@ -289,9 +290,11 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, msghandler);
   lua_insert(L, base);
   g_interrupted = 0;
+  struct sigaction outer;                            /* a nested call (glq.host.call) restores it */
+  sigaction(SIGINT, NULL, &outer);
   set_handler(SIGINT, on_sigint, 1);
   int status = lua_pcall(L, narg, nres, base);
-  set_handler(SIGINT, SIG_DFL, 1);
+  sigaction(SIGINT, &outer, NULL);
   if (g_interrupted) alarm(0);
   lua_remove(L, base);
   return status;
@@ -472,9 +475,10 @@ static int host_add_history(lua_State *L) {
 /* host.call(f, ...) -> true, results... | false, message (Ctrl-C gives "interrupted") */
 static int host_call(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
+  int was_in_repl = g_in_repl;
   g_in_repl = 1;
   int status = docall(L, lua_gettop(L) - 1, LUA_MULTRET);
-  g_in_repl = 0;
+  g_in_repl = was_in_repl;
   g_interrupted = 0;
   lua_pushboolean(L, status == 0);
   lua_insert(L, 1);
@@ -583,6 +587,8 @@ static void preload_host(lua_State *L) {
   lua_setfield(L, -2, "readline");
   lua_pushcfunction(L, host_add_history);
   lua_setfield(L, -2, "add_history");
+  lua_pushcfunction(L, host_call);                   /* Ctrl-C ends only this call (glq chat's replies) */
+  lua_setfield(L, -2, "call");
   lua_setfield(L, -2, "glq.host");
   lua_pop(L, 2);
 }

@@ -2,7 +2,8 @@
 # repl_tmux.sh - drives the interactive `glq` REPL in a private tmux server and checks what a user
 # sees: expression values, a tensor, multi-line chunks, errors, Ctrl-C at the prompt, Up-arrow
 # history (in the session and in the history file), Tab completion, help, Ctrl-C during a
-# computation (the prompt comes back, the state stays) and Ctrl-D. Exits non-zero on the first failure.
+# computation (the prompt comes back, the state stays) and Ctrl-D; then glq chat (with SmolLM2):
+# Ctrl-C stops a reply and the conversation goes on. Exits non-zero on the first failure.
 # usage: tests/repl_tmux.sh [path/to/glq]   (default: build/glq next to this script's tests/)
 set -u
 
@@ -121,4 +122,27 @@ screen | grep -q -E 'Sanitizer|runtime error' && fail "sanitizer report"
 grep -qx '1+1' "$tmp/history" || fail "history file lacks 1+1"
 
 [ -n "${REPL_TMUX_SHOW:-}" ] && screen
+
+# glq chat (when SmolLM2 is fetched): Ctrl-C stops a reply, the next question is answered
+smol=${GLQ_CACHE:-$HOME/.cache/glq}/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$smol" ]; then
+  tm kill-session -t t
+  tm new-session -d -s t -x 120 -y 50 \
+    "env GLQ_HISTORY='$tmp/history' HOME='$tmp' '$bin' chat --model '$smol' --max-new-tokens 400; echo \"glq-exit=\$?\"; sleep 30" ||
+    fail "cannot start glq chat"
+  wait_for '^you>' || fail "glq chat: no prompt"
+  send -l 'Write a long story about a dragon.'; send Enter
+  wait_for '^you> Write a long story' || fail "glq chat: the message was not echoed"
+  sleep 3
+  send C-c
+  wait_for '^\(reply interrupted; not kept\)$' || fail "glq chat: Ctrl-C did not stop the reply"
+  wait_last '^you>$' || fail "glq chat: no prompt after Ctrl-C"
+  send -l 'What is the capital of France?'; send Enter
+  wait_for 'Paris' || fail "glq chat: no answer after an interrupted reply"
+  wait_last '^you>$' || fail "glq chat: no prompt after the answer"
+  send C-d
+  wait_for '^glq-exit=0$' || fail "glq chat: Ctrl-D did not leave with status 0"
+else
+  echo "repl_tmux: glq chat part skipped (no $smol; make model fetches it)"
+fi
 echo "repl_tmux: ok"

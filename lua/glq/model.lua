@@ -424,7 +424,7 @@ function Model:cuda(opts)
     if self.layers[l] then gm:sync_layer(l) end
   end
   gm:sync_head()
-  local g = setmetatable({ c = gm, cpu = self, device = "cuda" }, { __index = self })
+  local g = setmetatable({ c = gm, cpu = self, device = "cuda" }, { __index = self, __tostring = Model.__tostring })
   function g:sync_layer(l) gm:sync_layer(l) end
   function g:new_cache(o)
     o = o or {}
