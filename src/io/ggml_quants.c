@@ -237,6 +237,8 @@ static void q8_0_range(void *ctx, int64_t begin, int64_t end) {
 int glq_ggml_quantize_q8_0(const float *src, uint8_t *dst, int64_t n) {
   if (n < 0 || n % 32 != 0)
     return glq_error(GLQ_EINVAL, "quantize q8_0: %lld elements is not a multiple of 32", (long long)n);
+  for (int64_t i = 0; i < n; i++) /* the int8 conversion of a NaN or inf would be undefined */
+    if (!isfinite(src[i])) return glq_error(GLQ_EINVAL, "quantize q8_0: element %lld is not finite", (long long)i);
   q8_job j = {src, dst};
   glq_parallel_for(n / 32, 128, q8_0_range, &j);
   return GLQ_OK;
