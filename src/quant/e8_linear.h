@@ -17,8 +17,6 @@ typedef struct {
   int64_t out, in;          /* m, n: the layer's shape */
   int64_t out_pad, in_pad;  /* mp, np: Qidxs is (mp, np/8), SU (mp), SV (np) */
   int bits;                 /* 2: no stage 2; 3: Qidxs2 in [0, 256); 4: Qidxs2 in [0, 65536) */
-  int codebook;             /* GLQ_CODEBOOK_E8 (zero: C the shell book, C2 its prefix or itself; kind "e8")
-                             * or GLQ_CODEBOOK_E8P (C the E8P book, C2 E81B at 3 bits or E8P at 4; kind "e8p") */
   const int16_t *qidxs;     /* mp x np/8 */
   const int16_t *qidxs2;    /* mp x np/8, or NULL for 2 bits */
   float inv_rs;             /* 1/resid_scale (stage 2 only) */
@@ -26,6 +24,9 @@ typedef struct {
   const float *su, *sv;     /* mp and np entries */
   const float *bias;        /* m entries or NULL */
   glq_hadamard_kind transform; /* zero = GLQ_HADAMARD_DEFAULT */
+  int codebook;             /* GLQ_CODEBOOK_E8 (zero: C the shell book, C2 its prefix or itself; kind "e8")
+                             * or GLQ_CODEBOOK_E8P (C the E8P book, C2 E81B at 3 bits or E8P at 4; kind "e8p");
+                             * last, so positional initializers of the older fields keep working */
 } glq_e8_linear_desc;
 
 /* New layer holding copies of the descriptor's arrays; errors name the bad field. */
