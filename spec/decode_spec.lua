@@ -171,11 +171,11 @@ describe("decode paths", function()
     -- blocks that are not the embedding's (one code changed) are refused, naming the row
     local bad = blocks:clone()
     bad:ptr()[34 * 3 * 7 + 5] = (bad:ptr()[34 * 3 * 7 + 5] + 1) % 256
-    assert.has_error(function() m:set_head_q8_0(bad) end, "llama:set_head_q8_0: Q8_0 head: row 7 of the blocks is not the embedding's")
+    assert.has_error(function() m:set_head_q8_0(bad) end, "EINVAL: llama:set_head_q8_0: Q8_0 head: row 7 of the blocks is not the embedding's")
     assert.has_error(function() m:set_head_q8_0(blocks:narrow(1, 1, 34)) end)
     -- an untied model has no embedding-backed head to replace
     m:set_head(glq.linear.dense(emb))
-    assert.has_error(function() m:set_head_q8_0(blocks) end, "llama:set_head_q8_0: Q8_0 head: the model's head is not tied to its embedding")
+    assert.has_error(function() m:set_head_q8_0(blocks) end, "EINVAL: llama:set_head_q8_0: Q8_0 head: the model's head is not tied to its embedding")
   end)
 
   it("forward writes into a caller's tensor with out = t and checks its shape", function()

@@ -128,7 +128,7 @@ describe("e8 codebook", function()
     local small = glq.e8.codebook(256)
     assert.equal(256, small:size())
     assert.is_true(bytes(small:table()) == bytes(tab:narrow(1, 1, 256)))
-    assert.has_error(function() glq.e8.codebook(100) end, "e8.codebook: e8 codebook: size must be 65536 or 256, got 100")
+    assert.has_error(function() glq.e8.codebook(100) end, "EINVAL: e8.codebook: e8 codebook: size must be 65536 or 256, got 100")
   end)
 end)
 
@@ -217,7 +217,7 @@ describe("e8 encode", function()
   it("rejects non-finite input and bad shapes, naming them", function()
     local x = glq.zeros("f32", {3, 8})
     x:ptr()[13] = 0 / 0
-    assert.has_error(function() glq.e8.encode(x) end, "e8.encode: e8 encode: x[13] (vector 1) is not finite")
+    assert.has_error(function() glq.e8.encode(x) end, "EINVAL: e8.encode: e8 encode: x[13] (vector 1) is not finite")
     assert.has_error(function() glq.e8.encode(glq.zeros("f32", {3, 4})) end,
       "e8.encode: x must be (N, 8), got a 2-d tensor with last size 4")
   end)
@@ -397,7 +397,7 @@ describe("e8 linear", function()
       for k, v in pairs(a) do b[k] = v end
       for k, v in pairs(change) do b[k] = v end
       if change.drop then b[change.drop], b.drop = nil, nil end
-      assert.has_error(function() glq.e8.linear(b) end, "e8.linear: " .. msg)
+      assert.has_error(function() glq.e8.linear(b) end, "EINVAL: e8.linear: " .. msg)
     end
     bad({Qidxs = a.Qidxs:to("i32")}, "field 'Qidxs' must be i16 (uint16 bit patterns), got i32")
     bad({drop = "Qidxs"}, "field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)")
@@ -410,11 +410,11 @@ describe("e8 linear", function()
     bad({bias = glq.zeros("f32", {3})}, "field 'bias' has 3 values, expected 64")
     bad({Qidxs = indices(64, 7, 1, 65536), Qidxs2 = indices(64, 7, 1, 256), SV = signs(56, 1)},
       "e8 linear: padded shape 64 x 56 is smaller than 64 x 64")
-    assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end, "e8.linear: unknown transform 'rotated'")
+    assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end, "EINVAL: e8.linear: unknown transform 'rotated'")
     assert.has_error(function() glq.e8.linear(artifacts(96, 200, 96, 200, 2), {transform = "pow2-padded"}) end,
-      "e8.linear: transform 'pow2-padded' with stored size 96 x 200: only powers of two are supported")
+      "EUNSUPPORTED: e8.linear: transform 'pow2-padded' with stored size 96 x 200: only powers of two are supported")
     assert.has_error(function() glq.e8.linear({}, {name = "layers.0.q"}) end,
-      "e8.linear (layers.0.q): field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)")
+      "EINVAL: e8.linear (layers.0.q): field 'Qidxs' must be a 2-d i16 tensor (out_pad, in_pad/8)")
   end)
 
   it("takes bias, bits and the transform from an options table (lua/glq/model.lua)", function()

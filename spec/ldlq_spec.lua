@@ -303,7 +303,7 @@ describe("determinism", function()
     local bad = weight(16, 32, 1)
     bad:set(0 / 0, 2, 3)
     assert.has_error(function() glq.quantize_linears({ { weight(16, 32, 2), nil, {} }, { bad, nil, { name = "bad" } } }) end,
-      "glq.quantize_linears: job 2: quantize_linear bad: weight has a non-finite value at (1, 2)")
+      "EINVAL: glq.quantize_linears: job 2: quantize_linear bad: weight has a non-finite value at (1, 2)")
     assert.has_error(function() glq.quantize_linears({ 5 }) end, "glq.quantize_linears: job 1 must be a table {W, H, opts}")
     assert.has_error(function() glq.quantize_linears({ { weight(16, 32, 2), glq.zeros("f64", { 8, 8 }), {} } }) end)
   end)
