@@ -55,6 +55,15 @@ describe("trellis decodes", function()
     end)
   end
 
+  it("is read by glq 0.8.16 as we read it: glq's output for our quantized layer (glq_reads_ours.py)", function()
+    local t = glq.load_safetensors(FIX .. "ours_3inst_k3_64x96.safetensors")
+    local lin = glq.trellis.linear({ codebook = "trellis", variant = "3inst", trellis_packed = t.trellis_packed, SU = t.SU,
+      SV = t.SV, Wscale = t.Wscale, out_features = 64, in_features = 96 })
+    local y, ref = lin:forward(t.x), t.y_glq
+    assert.is_true(bytes(y) == bytes(t.y_ours)) -- the file's own output: our decode has not changed
+    assert.is_true(y:sub(ref):norm() < 1e-6 * ref:norm() * 64)
+  end)
+
   it("reproduces glq's own Viterbi states on its fixture tiles", function()
     for _, case in ipairs(manifest.cases) do
       local lut = case.variant == "hyb" and glq.trellis.lut("hyb", case.K, glq.fromfile(FIX .. "hyb_tlut.f16", "f16", { 512, 2 }))
