@@ -124,7 +124,7 @@ local function summarize(dir)
   local groups, order = {}, {}
   local q_params, q_bytes, names = 0, 0, {}
   for name, e in pairs(layers) do
-    local label = e.format .. (e.bits and (" " .. e.bits .. "-bit") or "") .. (e.sv and "+rht" or "")
+    local label = text.layer_label(e)
     local g = groups[label]
     if not g then g = { label = label, count = 0, params = 0, bytes = 0 }; groups[label] = g; order[#order + 1] = g end
     local params, bytes = e.shape[1] * e.shape[2], layer_bytes[name] or 0
@@ -181,7 +181,7 @@ local function summarize(dir)
     table.sort(names, text.natural_less)
     for _, name in ipairs(names) do
       local e = layers[name]
-      print(("    %s  %s%s  %dx%d  %.3f bpw"):format(name, e.format, e.bits and (" " .. e.bits .. "-bit") or "",
+      print(("    %s  %s  %dx%d  %.3f bpw"):format(name, text.layer_label(e),
         e.shape[1], e.shape[2], (layer_bytes[name] or 0) * 8 / (e.shape[1] * e.shape[2])))
     end
   end

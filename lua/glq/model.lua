@@ -333,7 +333,7 @@ function Model:__tostring()
   if ck and ck.layers then
     local by, n = {}, 0
     for _, e in pairs(ck.layers) do
-      local label = e.format .. (e.bits and (" " .. e.bits .. "-bit") or "")
+      local label = require("glq.text").layer_label(e)
       by[label] = (by[label] or 0) + 1
       n = n + 1
     end

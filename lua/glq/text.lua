@@ -28,4 +28,10 @@ function M.human_bytes(bytes)
   return u == 1 and ("%d B"):format(bytes) or ("%.1f %s"):format(bytes, units[u])
 end
 
+-- a quantized layer entry (glq.checkpoint) as "e8 2-bit", "e8p 3-bit", "trellis 2-bit", "hif4+rht"
+function M.layer_label(e)
+  local name = (e.codebook and e.codebook ~= "e8_shell") and e.codebook or e.format
+  return tostring(name) .. (e.bits and (" " .. e.bits .. "-bit") or "") .. (e.sv and "+rht" or "")
+end
+
 return M
