@@ -70,6 +70,12 @@ if mount -t tmpfs -o size=552k tmpfs "$MNT" 2>/dev/null; then
     if q "$MNT/out" --resume >"$T/resume.log" 2>&1; then same_as_ref "$MNT/out" "full disk ($size) then --resume"; else bad "full disk ($size): --resume failed: $(tail -2 "$T/resume.log")"; fi
     umount "$MNT"
   done
+  # a read-only mount: the real errno, before any layer is quantized (item 5)
+  mount -t tmpfs -o ro,size=64k tmpfs "$MNT"
+  q "$MNT/out" >"$T/ro.log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ] && grep -q "Read-only file system" "$T/ro.log"; then ok "read-only output: $(tail -1 "$T/ro.log")"; else bad "read-only output: exit $rc: $(tail -1 "$T/ro.log")"; fi
+  umount "$MNT"
 else
   echo "skip: full-disk checks (mounting a tmpfs is not permitted here)"
 fi
