@@ -231,6 +231,64 @@ describe("trellis layers", function()
   end)
 end)
 
+describe("trellis checkpoints in glq 0.8.16's layout", function()
+  local fs, json, ckpt, model = require "glq.fs", require "glq.json", require "glq.checkpoint", require "glq.model"
+  local HF = { architectures = { "LlamaForCausalLM" }, model_type = "llama", hidden_size = 32, intermediate_size = 64,
+    num_hidden_layers = 1, num_attention_heads = 2, num_key_value_heads = 2, vocab_size = 32, max_position_embeddings = 64,
+    rms_norm_eps = 1e-5, rope_theta = 10000, tie_word_embeddings = true, torch_dtype = "bfloat16" }
+  -- glq's packed layers from the fixture as model.layers.0.mlp.up_proj (64 x 32, 3inst) or down_proj (32 x 64, hyb)
+  for _, c in ipairs({ { case = "3inst_k2_64x32", role = "up_proj", variant = "3inst" }, { case = "hyb_k2_32x64", role = "down_proj", variant = "hyb" } }) do
+    it("reads a " .. c.variant .. " layer with glq's config fields and tensor names", function()
+      local info
+      for _, k in ipairs(manifest.cases) do if k.name == c.case then info = k end end
+      local dir = os.tmpname()
+      os.remove(dir)
+      fs.mkdir_p(dir)
+      local cfg = {}
+      for k, v in pairs(HF) do cfg[k] = v end
+      cfg.quantization_config = { quant_method = "glq", codebook = "trellis", codesz = 16, variant = c.variant,
+        trellis_layout = "kernel", block_diagonal = true, bpw = 2, layer_bpw = { ["model.layers.0.mlp." .. c.role] = 2 } }
+      fs.write_atomic(dir .. "/config.json", json.encode(cfg))
+      local name = "model.layers.0.mlp." .. c.role
+      local t = { [name .. ".trellis_packed"] = glq.fromfile(FIX .. c.case .. ".packed.i16", "i16", info.packed_shape),
+        [name .. ".SU"] = glq.rht.signs(1, "a", "SU", info.m):to("f16"), [name .. ".SV"] = glq.rht.signs(1, "a", "SV", info.n):to("f16"),
+        [name .. ".Wscale"] = glq.full("f32", {}, 0.5) }
+      if c.variant == "hyb" then t[name .. ".tlut"] = glq.fromfile(FIX .. "hyb_tlut.f16", "f16", { 512, 2 }) end
+      local shapes = { ["self_attn.q_proj"] = { 32, 32 }, ["self_attn.k_proj"] = { 32, 32 }, ["self_attn.v_proj"] = { 32, 32 },
+        ["self_attn.o_proj"] = { 32, 32 }, ["mlp.gate_proj"] = { 64, 32 }, ["mlp.up_proj"] = { 64, 32 }, ["mlp.down_proj"] = { 32, 64 } }
+      for hf, sh in pairs(shapes) do -- the other linears dense
+        if "mlp." .. c.role ~= hf then t["model.layers.0." .. hf .. ".weight"] = glq.zeros("f32", sh) end
+      end
+      glq.save_safetensors(dir .. "/model.safetensors", t)
+      local e = ckpt.read(dir).layers[name]
+      assert.equal("trellis", e.format)
+      assert.equal(c.variant, e.variant)
+      assert.equal(2, e.bits)
+      local lin = model.quantized_linear(e, info.m, info.n, name)
+      local direct = glq.trellis.linear({ codebook = "trellis", variant = c.variant, trellis_packed = t[name .. ".trellis_packed"],
+        SU = t[name .. ".SU"], SV = t[name .. ".SV"], Wscale = t[name .. ".Wscale"], tlut = t[name .. ".tlut"],
+        out_features = info.m, in_features = info.n })
+      assert.is_true(bytes(lin:dequantize()) == bytes(direct:dequantize()))
+      -- and the rotated weight is glq's decode_layer times Wscale: W̃ of the dequantized weight, back through the RHT
+      local opts = { variant = c.variant, K = 2, tlut = t[name .. ".tlut"] }
+      local ref = glq.trellis.decode_layer(t[name .. ".trellis_packed"], info.m, info.n, opts):mul(0.5)
+      local x = glq.randn({ 2, info.n }, 5)
+      local y = lin:forward(x)
+      local function rowmul(a, sgn) -- a (rows x k) times the signs along its rows
+        local out, sv = a:contiguous():clone(), sgn:to("f32"):contiguous()
+        local p, q, k = out:ptr(), sv:ptr(), a:size(2)
+        for i = 0, out:numel() - 1 do p[i] = p[i] * q[i % k] end
+        return out
+      end
+      local xr = glq.hadamard(rowmul(x, t[name .. ".SV"]), { kind = "block-diagonal" })
+      local yr = rowmul(glq.hadamard(glq.matmul(xr, ref, { transpose_b = true }), { kind = "block-diagonal", transpose = true }),
+        t[name .. ".SU"])
+      assert.is_true(y:sub(yr):norm() < 1e-5 * yr:norm())
+      fs.remove_tree(dir)
+    end)
+  end
+end)
+
 describe("glq quantize --codebook trellis", function()
   local u = require "spec.support.util"
   local STORIES = "../shared/models/stories260K/stories260K.gguf"
