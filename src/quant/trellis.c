@@ -367,16 +367,34 @@ void glq_trellis_unpack(const glq_trellis_code *c, const uint16_t *words, int st
   const int L = c->L, KV = c->K * c->V;
   const int64_t nbits = (int64_t)steps * KV;
   const uint32_t mask = (1u << L) - 1;
-  int64_t pos = 0;
+  if (nbits > 4096) { /* long sequences (tests): bit by bit */
+    int64_t pos = 0;
 #define BIT(p) ((words[((p) % nbits) >> 4] >> (15 - ((p) % nbits & 15))) & 1u)
-  uint32_t s = 0;
-  for (int b = 0; b < L; b++, pos++) s = (s << 1) | BIT(pos);
-  states[0] = (uint16_t)s;
-  for (int i = 1; i < steps; i++) {
-    for (int b = 0; b < KV; b++, pos++) s = (s << 1) | BIT(pos);
-    states[i] = (uint16_t)(s & mask);
-  }
+    uint32_t s = 0;
+    for (int b = 0; b < L; b++, pos++) s = (s << 1) | BIT(pos);
+    states[0] = (uint16_t)s;
+    for (int i = 1; i < steps; i++) {
+      for (int b = 0; b < KV; b++, pos++) s = (s << 1) | BIT(pos);
+      states[i] = (uint16_t)(s & mask);
+    }
 #undef BIT
+    return;
+  }
+  /* state i is the L-bit window at bit i·KV of the stream followed by its first L - KV bits again */
+  uint8_t buf[4096 / 8 + 8] = {0};
+  const int64_t nw = (nbits + 15) / 16;
+  for (int64_t w = 0; w < nw; w++) buf[2 * w] = (uint8_t)(words[w] >> 8), buf[2 * w + 1] = (uint8_t)words[w];
+  for (int64_t b = 0; b < L - KV; b++) { /* the wrapped bits overwrite any zero padding */
+    int64_t d = nbits + b;
+    unsigned v = (buf[b >> 3] >> (7 - (b & 7))) & 1u;
+    buf[d >> 3] = (uint8_t)((buf[d >> 3] & ~(0x80u >> (d & 7))) | (v << (7 - (d & 7))));
+  }
+  for (int i = 0; i < steps; i++) {
+    const int64_t p = (int64_t)i * KV;
+    const uint8_t *q = buf + (p >> 3);
+    uint32_t v = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
+    states[i] = (uint16_t)((v >> (32 - L - (p & 7))) & mask);
+  }
 }
 
 int glq_trellis_kernel_flip(const uint8_t *in, uint8_t *out, int64_t m, int64_t n, int K, int forward) {
