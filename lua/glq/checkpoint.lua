@@ -881,12 +881,13 @@ local function read_e8(path, name, get, quant, c)
   end
   local bias = get("bias")
   if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  -- E8P (our layout only: the same tensors, the codebook named in quantization_config)
+  -- E8P: the same tensors, the codebook named in quantization_config (ours per layer; glq 0.8.16's CPU
+  -- quantizer writes these plain I16 tensors with codebook "e8p" too)
   local e8p = (quant.layer_codebook and quant.layer_codebook[name] == "e8p") or quant.codebook == "e8p"
-  if e8p and quant.format ~= M.NATIVE then
-    fail("%s: E8P layers are read in glq's native layout only (glq 0.8.16's packed Qidxs_e8p is not supported)", where)
-  end
-  return { format = "e8", shape = { m, n }, bits = bits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2,
+  -- glq 0.8.16's CPU path quantizes "e8p" with its shell pipeline on the E8P table: the 3-bit stage 2 indexes
+  -- the table's first 256 entries (not E81B), which our E8P layer decodes as its 4-bit (E8P) stage 2
+  local dbits = (e8p and bits == 3 and quant.format ~= M.NATIVE) and 4 or bits
+  return { format = "e8", shape = { m, n }, bits = dbits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2,
     codebook = e8p and "e8p" or nil, pad = pad }
 end
 
@@ -960,6 +961,9 @@ function M.read(dir)
   for k in pairs(tensors) do
     local p, f = k:match("^(.+)%.([%w_]+)$")
     if f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" elseif f == "trellis_packed" then layers[p] = "trellis" end
+    if f == "Qidxs_e8p" then
+      fail("%s: %s: glq 0.8.16's packed E8P layers (its GPU quantizer's Qidxs_e8p) are not read yet (glq.e8p.unpack converts the indices)", file, k)
+    end
   end
   if quant and quant.layer_bpw then
     for name in pairs(quant.layer_bpw) do
