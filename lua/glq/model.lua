@@ -90,12 +90,24 @@ local function open_hf(dir)
   return self
 end
 
+-- no tensors of decoder layers the config does not declare (a too small layer count would drop them silently)
+local function check_layer_count(src)
+  for _, name in ipairs(src.names) do
+    local l = tonumber(name:match("^model%.layers%.(%d+)%."))
+    if l and l >= src.cfg.n_layers then
+      error(string.format("%s: tensor %s belongs to decoder layer %d, but the config declares %d layers", src.path,
+        src.kind == "gguf" and (src.by_hf[name] or name) or name, l, src.cfg.n_layers), 0)
+    end
+  end
+  return src
+end
+
 -- open a model source; errors say what the path is not
 function M.open(path)
   if type(path) ~= "string" then error("model path must be a string", 0) end
-  if fs.is_dir(path) then return open_hf(path) end
+  if fs.is_dir(path) then return check_layer_count(open_hf(path)) end
   if not fs.exists(path) then error(path .. ": no such file or directory", 0) end
-  if is_gguf(path) then return open_gguf(path) end
+  if is_gguf(path) then return check_layer_count(open_gguf(path)) end
   error(path .. ": not a model (expected a GGUF file or a directory with config.json)", 0)
 end
 
