@@ -8,7 +8,7 @@ set -u
 BUILD=${BUILD:-build}
 GLQ="$BUILD/glq"
 D=${GLQ_INTEROP_DIR:-.interop}
-W="$D/work"
+W=${GLQ_INTEROP_WORK:-$D/work}   # our checkpoints and logits (a separate one per concurrent run)
 S=${GLQ_SHARED:-../shared}
 SMOL=${GLQ_CACHE:-$HOME/.cache/glq}/SmolLM2-135M-Instruct.Q4_1.gguf
 TEXT="$S/text/wikitext-2-raw/wikitext2_test_hf_joined.txt"
@@ -33,6 +33,7 @@ if [ -f "$S/models/stories260K/stories260K.gguf" ]; then
   [ -f "$W/toy-hf/config.json" ] || "$PY" tests/interop/make_toy.py "$S/models/stories260K/hf" "$W/stories260K-hf" "$W/toy-hf"
 else echo "interop: $S/models/stories260K missing: skipped"; fi
 if [ -f "$SMOL" ]; then models="$models smollm2"; else echo "interop: $SMOL missing (make model): SmolLM2 skipped"; fi
+[ -z "${GLQ_INTEROP_MODELS:-}" ] || models=$(for m in $models; do case " $GLQ_INTEROP_MODELS " in *" $m "*) echo "$m" ;; esac; done)
 [ -n "$models" ] || { echo "interop: no model to test"; exit 1; }
 [ -f "$TEXT" ] || { echo "interop: $TEXT missing"; exit 1; }
 
@@ -93,7 +94,7 @@ if [ "${GLQ_INTEROP_PART_B:-1}" = 1 ] && echo "$models" | grep -q toy; then
   hf="$W/toy-hf"
   for g in $GLQS; do
     for bpw in ${GLQ_INTEROP_B_BPW:-2 3}; do
-      ck="$W/py-$g-toy-${bpw}bit"
+      ck="$D/work/py-$g-toy-${bpw}bit" # shared by concurrent runs: the Python quantizer is slow
       if [ ! -f "$ck/config.json" ]; then
         cb=""; [ "$g" = 0.2.7 ] || cb="--codebook e8_shell"
         # shellcheck disable=SC2086
