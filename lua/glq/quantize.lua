@@ -286,6 +286,10 @@ function M.run(o)
     local saved = run:get("calibration")
     local tok_path = fs.join(fs.join(o.output, checkpoint.PARTIAL), "calib_tokens.i32")
     if saved and fs.exists(tok_path) then
+      if saved.checksum ~= nil and glq.file_checksum(tok_path) ~= saved.checksum then
+        error(string.format("%s: the saved calibration tokens (%s) do not match their checksum in state.json (the file was changed or damaged); pass --overwrite to start over",
+          o.output, tok_path), 0)
+      end
       calib_tokens = glq.fromfile(tok_path, "i32", { o.nsamples, o.seqlen })
       calib_info = saved
       log("[calib] reusing the run's %d x %d calibration tokens", o.nsamples, o.seqlen)
@@ -296,6 +300,7 @@ function M.run(o)
         calib_tokens, calib_info = text_tokens, text_info
       end
       calib_tokens:tofile(tok_path)
+      calib_info.checksum = glq.file_checksum(tok_path) -- verified when the run resumes
       run:put("calibration", calib_info)
     end
     if o.calib == "self" then m = model.load(src, { lazy = true, max_seq = math.max(o.seqlen, 8) }) end

@@ -496,6 +496,21 @@ void glq_atomic_abort(glq_atomic_file *f) {
   free(f->tmp); free(f->path); free(f);
 }
 
+/* best effort: fsync the directory so the rename itself survives a crash (some file systems refuse it) */
+static void sync_parent(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char dir[4096];
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == path) snprintf(dir, sizeof dir, "/");
+  else if ((size_t)(slash - path) < sizeof dir) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  else return;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)fsync(fd);
+    close(fd);
+  }
+}
+
 int glq_atomic_commit(glq_atomic_file *f) {
   int rc = GLQ_OK;
   if (fsync(f->fd) != 0) rc = glq_error(GLQ_EIO, "%s: fsync failed: %s", f->path, strerror(errno));
@@ -503,6 +518,7 @@ int glq_atomic_commit(glq_atomic_file *f) {
   f->fd = -1;
   if (!rc && rename(f->tmp, f->path) != 0) rc = glq_error(GLQ_EIO, "%s: rename failed: %s", f->path, strerror(errno));
   if (rc) unlink(f->tmp);
+  else sync_parent(f->path);
   free(f->tmp); free(f->path); free(f);
   return rc;
 }
