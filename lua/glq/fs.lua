@@ -62,12 +62,14 @@ function M.read(path, max)
 end
 
 -- checks, before any work, that the file path can be written later: an existing path must be a regular
--- file, and a probe file is created and removed in its directory (catches read-only mounts, /proc,
--- permissions and missing directories, which a check of the mode bits alone misses for root)
+-- file, and a probe file is created and removed in its directory, or the nearest existing one above it
+-- (catches read-only mounts, /proc and permissions, which a check of the mode bits alone misses for root)
 function M.check_writable(path, what)
   local kind = require("glq.core").file_kind(path)
   if kind and kind ~= "file" then error(string.format("%s %s: is a %s, not a regular file", what, path, kind), 0) end
-  local probe = string.format("%s/.glq-probe.%d", M.dirname(path), ffi.C.getpid())
+  local dir = M.dirname(path)
+  while not M.is_dir(dir) and dir ~= "/" and dir ~= "." do dir = M.dirname(dir) end -- e.g. inside the output, made later
+  local probe = string.format("%s/.glq-probe.%d", dir, ffi.C.getpid())
   local f, err = io.open(probe, "wb")
   if not f then error(string.format("%s %s: cannot write there: %s", what, path, tostring(err)), 0) end
   f:close()

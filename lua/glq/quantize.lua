@@ -438,6 +438,7 @@ function M.run(o)
   log("[quantize] wrote %s", o.output)
   if not o.quiet then M.print_sizes(o.output, src, layers, dense) end
   local rpath = o.report or fs.join(o.output, "report.json")
+  fs.mkdir_p(fs.dirname(rpath)) -- check_writable probed the nearest existing directory above it
   report:write_json(rpath)
   if not o.quiet then io.stderr:write(report:table(), "\n") end
   if o.plot ~= false then
