@@ -47,6 +47,21 @@ describe("files (items 1, 3)", function()
     local e = err_of(fs.write_atomic, "/nonexistent-dir/x.json", "{}")
     assert.truthy(e:match("^EIO: /nonexistent%-dir/x%.json"), e)
   end)
+  it("never replaces a device node: a character device is written in place, a directory refused", function()
+    local dir = tmpdir()
+    assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
+    local nd = dir .. "/null"
+    if os.execute("mknod -m 666 '" .. nd .. "' c 1 3 2>/dev/null") ~= 0 then
+      pending("mknod needs root: skipped")
+      return
+    end
+    fs.write_atomic(nd, "hello")                          -- as /dev/null: the bytes vanish, the node stays
+    glq.save_safetensors(nd, { x = glq.zeros({ 2 }) })
+    assert.equal("device", (glq.file_kind(nd)))
+    local e = err_of(fs.write_atomic, dir, "{}")
+    assert.truthy(e:match("^EINVAL: .*not a regular file %(a directory%)"), e)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
   it("refuses devices and FIFOs without reading them", function()
     local e = err_of(glq.read_file, "/dev/zero")
     assert.truthy(e:match("not a regular file"), e)

@@ -453,16 +453,35 @@ int glq_tensor_set(glq_tensor *t, const int64_t *idx, double v) {
 
 struct glq_atomic_file {
   int fd;
-  char *path, *tmp;
+  char *path, *tmp; /* tmp NULL: a stream written in place (a character device or a FIFO) */
 };
 
 int glq_atomic_open(const char *path, glq_atomic_file **out) {
   static _Atomic unsigned counter;
+  /* a rename over an existing path replaces whatever is there: as root that would turn /dev/null into a
+   * regular file. Streams (character devices, FIFOs) are written in place; other non-regular files refused. */
+  struct stat sb;
+  int stream = 0;
+  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    if (!S_ISCHR(sb.st_mode) && !S_ISFIFO(sb.st_mode))
+      return glq_error(GLQ_EINVAL, "%s: not a regular file (%s)", path, S_ISDIR(sb.st_mode) ? "a directory" : "a socket or block device");
+    stream = 1;
+  }
   glq_atomic_file *f = calloc(1, sizeof *f);
   size_t n = strlen(path) + 64;
-  if (!f || !(f->path = strdup(path)) || !(f->tmp = malloc(n))) {
+  if (!f || !(f->path = strdup(path)) || (!stream && !(f->tmp = malloc(n)))) {
     if (f) { free(f->path); free(f); }
     return glq_error(GLQ_ENOMEM, "out of memory");
+  }
+  if (stream) {
+    f->fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (f->fd < 0) {
+      int e = errno;
+      free(f->path); free(f);
+      return glq_error(GLQ_EIO, "%s: cannot open for writing: %s", path, strerror(e));
+    }
+    *out = f;
+    return GLQ_OK;
   }
   snprintf(f->tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
   f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -492,7 +511,7 @@ int glq_atomic_write(glq_atomic_file *f, const void *buf, size_t n) {
 void glq_atomic_abort(glq_atomic_file *f) {
   if (!f) return;
   close(f->fd);
-  unlink(f->tmp);
+  if (f->tmp) unlink(f->tmp);
   free(f->tmp); free(f->path); free(f);
 }
 
@@ -513,6 +532,11 @@ static void sync_parent(const char *path) {
 
 int glq_atomic_commit(glq_atomic_file *f) {
   int rc = GLQ_OK;
+  if (!f->tmp) { /* a stream: nothing to sync or rename */
+    if (close(f->fd) != 0) rc = glq_error(GLQ_EIO, "%s: close failed: %s", f->path, strerror(errno));
+    free(f->path); free(f);
+    return rc;
+  }
   if (fsync(f->fd) != 0) rc = glq_error(GLQ_EIO, "%s: fsync failed: %s", f->path, strerror(errno));
   if (close(f->fd) != 0 && !rc) rc = glq_error(GLQ_EIO, "%s: close failed: %s", f->path, strerror(errno));
   f->fd = -1;

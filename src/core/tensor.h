@@ -88,7 +88,8 @@ void glq_convert(const void *src, glq_dtype sdt, void *dst, glq_dtype ddt, int64
 int glq_tensor_tofile(const glq_tensor *t, const char *path);   /* atomic: tmp + rename */
 int glq_tensor_fromfile(const char *path, glq_dtype dt, int ndim, const int64_t *shape, glq_tensor *out);
 
-/* atomic file writing used by every writer: write to "<path>.tmp.<pid>" then rename */
+/* atomic file writing used by every writer: write to "<path>.tmp.<pid>" then rename; an existing character
+ * device or FIFO (/dev/null, a pipe) is written in place instead, any other non-regular path refused */
 typedef struct glq_atomic_file glq_atomic_file;
 int glq_atomic_open(const char *path, glq_atomic_file **out);
 int glq_atomic_write(glq_atomic_file *f, const void *buf, size_t n);
