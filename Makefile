@@ -24,7 +24,7 @@ CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=
 CU_SRCS   := $(if $(filter 1,$(CUDA)),$(wildcard cuda/*.cu),)
 
 BUILD     ?= build
-SRCS      := $(filter-out $(EXCLUDE),$(wildcard src/core/*.c src/io/*.c src/linalg/*.c src/quant/*.c src/model/*.c))
+SRCS      := $(filter-out $(EXCLUDE),$(wildcard src/core/*.c src/io/*.c src/linalg/*.c src/quant/*.c src/layers/*.c src/model/*.c))
 LUA_SRCS  := $(filter-out $(EXCLUDE),$(wildcard src/lua/*.c))
 OBJS      := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LUA_OBJS  := $(LUA_SRCS:%.c=$(BUILD)/obj/%.o)

@@ -8,7 +8,7 @@
 #include "core/ops.h"
 #include "core/pool.h"
 #include "quant/e8.h"
-#include "quant/e8_linear.h"
+#include "layers/e8_linear.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>

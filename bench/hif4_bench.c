@@ -3,7 +3,7 @@
  *   hif4_bench forward [out in]  fused linear forward at batch 1 and 64 vs OpenBLAS sgemv/sgemm on
  *                                the f32 weight
  * Prints markdown table rows; `make bench` (scripts/bench.sh) prints the tables for 1 and 2 threads. */
-#include "quant/hif4_linear.h"
+#include "layers/hif4_linear.h"
 #include "core/pool.h"
 #include <cblas.h>
 #include <stdio.h>

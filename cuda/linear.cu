@@ -31,12 +31,12 @@
 extern "C" {
 #include "../src/core/ops.h"
 #include "../src/core/tensor.h"
-#include "../src/model/dense_linear.h"
-#include "../src/model/linear.h"
+#include "../src/layers/dense_linear.h"
+#include "../src/layers/linear.h"
 #include "../src/quant/e8.h"
-#include "../src/quant/e8_linear.h"
+#include "../src/layers/e8_linear.h"
 #include "../src/quant/hadamard.h"
-#include "../src/quant/hif4_linear.h"
+#include "../src/layers/hif4_linear.h"
 #include "../src/quant/rht.h"
 }
 #include "hadamard_rows.cuh"

@@ -35,13 +35,13 @@
 #include "host_util.h"
 #include "../../src/core/error.h"
 #include "../../src/core/tensor.h"
-#include "../../src/model/dense_linear.h"
-#include "../../src/model/linear.h"
+#include "../../src/layers/dense_linear.h"
+#include "../../src/layers/linear.h"
 #include "../../src/quant/e8.h"
-#include "../../src/quant/e8_linear.h"
+#include "../../src/layers/e8_linear.h"
 #include "../../src/quant/hadamard.h"
 #include "../../src/quant/hif4.h"
-#include "../../src/quant/hif4_linear.h"
+#include "../../src/layers/hif4_linear.h"
 #include "../../src/quant/rht.h"
 
 #define U_BF16 (1.0 / 512.0)

@@ -130,7 +130,7 @@ function M.stored_bits(d, out, inn)
     if d.rht then bits = bits + 16 / out end -- SV signs (f16) per input column, amortised over rows
     return bits
   end
-  if d.format == "trellis" then -- both sides padded to multiples of 32 (src/quant/trellis_linear.h)
+  if d.format == "trellis" then -- both sides padded to multiples of 32 (src/layers/trellis_linear.h)
     return d.bpw * math.ceil(out / 32) * 32 * math.ceil(inn / 32) * 32 / (out * inn) + 32 / (out * inn)
   end
   local pin = math.ceil(inn / 8) * 8

@@ -9,7 +9,7 @@
 #include <string.h>
 #include "lglq.h"
 #include "../quant/e8.h"
-#include "../quant/e8_linear.h"
+#include "../layers/e8_linear.h"
 #include "../quant/codec.h"
 
 #define E8_CODEBOOK "glq.e8.codebook"

@@ -3,7 +3,7 @@
  * {e6m2, e1_8_packed, e1_16_packed, s1p2_packed, shape [, signs, seed] [, stats]}. */
 #include <string.h>
 #include "lglq.h"
-#include "../quant/hif4_linear.h"
+#include "../layers/hif4_linear.h"
 #include "../quant/rht.h"
 
 static const char *const packed_names[4] = {"e6m2", "e1_8_packed", "e1_16_packed", "s1p2_packed"};

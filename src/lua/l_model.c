@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lglq.h"
-#include "../model/dense_linear.h"
+#include "../layers/dense_linear.h"
 #include "../model/llama.h"
 #include "../model/sampler.h"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include "lglq.h"
 #include "../quant/trellis.h"
-#include "../quant/trellis_linear.h"
+#include "../layers/trellis_linear.h"
 
 /* the code arguments (lut (2^L, V) f32, L, K) at stack indices i, i+1, i+2, checked without allocating */
 typedef struct {

@@ -1,12 +1,12 @@
 /* lglq.h - helpers shared by the Lua bindings (the only headers that include lua.h).
  * Tensors are full userdata of metatable "glq.tensor" holding a glq_tensor; linear layers are
- * userdata of metatable "glq.linear" holding a glq_linear* (src/model/linear.h). */
+ * userdata of metatable "glq.linear" holding a glq_linear* (src/layers/linear.h). */
 #ifndef LGLQ_H
 #define LGLQ_H
 #include <lauxlib.h>
 #include <lua.h>
 #include "../core/tensor.h"
-#include "../model/linear.h"
+#include "../layers/linear.h"
 #include "../quant/ldlq.h"
 
 #define LGLQ_TENSOR "glq.tensor"

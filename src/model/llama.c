@@ -1,7 +1,7 @@
 /* llama.c - Llama-family decoder forward: RMSNorm, RoPE (two layouts, llama3 scaling), GQA
  * causal attention over an optional KV cache, SwiGLU MLP; f32 activations. */
 #include "llama.h"
-#include "dense_linear.h"
+#include "../layers/dense_linear.h"
 #include "../core/pool.h"
 #include "../io/ggml_quants.h"
 #include <cblas.h>

@@ -7,7 +7,7 @@
  * per model (it keeps its scratch). */
 #ifndef GLQ_LLAMA_H
 #define GLQ_LLAMA_H
-#include "linear.h"
+#include "../layers/linear.h"
 #include "kvcache.h"
 #include "../core/tensor.h"
 

@@ -2,7 +2,7 @@
  * batch size (one row and batches take different register tiles), and bf16 weights agree with their
  * f32 expansion; the Q8_0 matvec gives the f32 path's bits on ggml's dequantized weights. Prints
  * GFLOP/s as information. */
-#include "../../src/model/dense_linear.h"
+#include "../../src/layers/dense_linear.h"
 #include "../../src/core/ops.h"
 #include "../../src/core/pool.h"
 #include "../../src/io/ggml_quants.h"

@@ -2,11 +2,11 @@
  * the blocks of a Hadamard plan rebuild glq_hadamard_apply (both kinds, both directions, in double),
  * glq_hif4_linear_fields_of returns the packed fields the layer was built from, glq_e8_linear_desc_of
  * and glq_dense_linear_weight_of return the layer's own data, and each refuses another kind. */
-#include "../../src/model/dense_linear.h"
+#include "../../src/layers/dense_linear.h"
 #include "../../src/core/ops.h"
-#include "../../src/quant/e8_linear.h"
+#include "../../src/layers/e8_linear.h"
 #include "../../src/quant/hadamard.h"
-#include "../../src/quant/hif4_linear.h"
+#include "../../src/layers/hif4_linear.h"
 #include "../../src/quant/rht.h"
 #include <math.h>
 #include <stdio.h>

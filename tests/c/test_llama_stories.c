@@ -4,7 +4,7 @@
  * f16/INT8 caches close to f32, and a captured Hessian against a direct sum.
  * Usage: test_llama_stories [models/stories260K dir]; skips (exit 0) when the files are absent. */
 #include "../../src/model/llama.h"
-#include "../../src/model/dense_linear.h"
+#include "../../src/layers/dense_linear.h"
 #include "../../src/model/sampler.h"
 #include "../../src/core/pool.h"
 #include <ctype.h>

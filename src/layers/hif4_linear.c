@@ -14,7 +14,7 @@
  * Each element is an exact small integer q in [-28, 28] times E6M2/4; the kernels multiply the
  * integers (before the micro-scales) by x in f32 and apply the scales once per unit. */
 #include "hif4_linear.h"
-#include "rht.h"
+#include "../quant/rht.h"
 #include "../core/pool.h"
 #include <cblas.h>
 #include <lapacke.h>

@@ -11,10 +11,10 @@
 #define GLQ_TRELLIS_LINEAR_H
 #include <stdint.h>
 #include "../core/tensor.h"
-#include "../model/linear.h"
-#include "hadamard.h"
-#include "ldlq.h"
-#include "trellis.h"
+#include "linear.h"
+#include "../quant/hadamard.h"
+#include "../quant/ldlq.h"
+#include "../quant/trellis.h"
 
 typedef struct {
   glq_trellis_variant variant; /* GLQ_TRELLIS_3INST or GLQ_TRELLIS_HYB */

@@ -15,12 +15,12 @@
 #include <string.h>
 #include "../core/error.h"
 #include "../core/pool.h"
-#include "../model/dense_linear.h"
-#include "e8.h"
-#include "e8p.h"
-#include "codec.h"
-#include "hadamard.h"
-#include "rht.h"
+#include "dense_linear.h"
+#include "../quant/e8.h"
+#include "../quant/e8p.h"
+#include "../quant/codec.h"
+#include "../quant/hadamard.h"
+#include "../quant/rht.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -7,7 +7,7 @@
 #include <time.h>
 #include "../core/error.h"
 #include "../core/pool.h"
-#include "rht.h"
+#include "../quant/rht.h"
 
 
 int64_t glq_trellis_pad(int64_t d) { return (d + 31) / 32 * 32; }

@@ -10,8 +10,8 @@
 #ifndef GLQ_E8_LINEAR_H
 #define GLQ_E8_LINEAR_H
 #include <stdint.h>
-#include "../model/linear.h"
-#include "hadamard.h"
+#include "linear.h"
+#include "../quant/hadamard.h"
 
 typedef struct {
   int64_t out, in;          /* m, n: the layer's shape */

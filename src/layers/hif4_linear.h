@@ -3,8 +3,8 @@
  * and LDLQ/GPTQ error feedback with a calibration Hessian. docs/hif4.md has the details. */
 #ifndef GLQ_HIF4_LINEAR_H
 #define GLQ_HIF4_LINEAR_H
-#include "hif4.h"
-#include "../model/linear.h"
+#include "../quant/hif4.h"
+#include "linear.h"
 
 /* forward kernels */
 enum { GLQ_HIF4_KERNEL_AUTO = 0, GLQ_HIF4_KERNEL_PORTABLE = 1 };
