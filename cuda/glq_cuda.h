@@ -140,6 +140,12 @@ int glq_cuda_ldlq_proxy_sum(void *q, const float *dw, int64_t rows, int64_t n, c
 struct glq_trellis_code;
 int glq_cuda_ldlq_trellis_viterbi(void *q, const struct glq_trellis_code *c, const float *x, int64_t n, int T,
                                   const int32_t *overlap, int32_t *states);
+/* A glq_ldlq_backend (src/quant/ldlq.h: sweeps, proxy sums, the trellis Viterbi) for one quantization, from a
+ * pool of glq_cuda_ldlq objects kept for reuse (creating one per layer, and the device-wide synchronisation of
+ * freeing its buffers, cost more than a small layer's sweeps); thread-safe. give returns it (ctx NULL: nothing). */
+struct glq_ldlq_backend;
+int glq_cuda_ldlq_backend_take(struct glq_ldlq_backend *be);
+void glq_cuda_ldlq_backend_give(struct glq_ldlq_backend *be);
 
 /* ---- Viterbi search of a bitshift trellis (QTIP) on the GPU (cuda/trellis.cu) ----
  * States are L-bit integers; a step appends K·V bits (s' = (s << KV | j) mod 2^L) and emits the V values

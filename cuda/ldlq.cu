@@ -203,7 +203,7 @@ __device__ static void load256(float *s_kf, float *s_nf, const nn_tables tb) {
 }
 
 /* Exhaustive search of the listed vectors: CTA (chunk of TPB list entries, range y of the table). */
-__global__ void __launch_bounds__(TPB) k_brute(const float *vec, const int *list, const int *count, int *partial,
+static __global__ void __launch_bounds__(TPB) k_brute(const float *vec, const int *list, const int *count, int *partial,
                                                int maxn, int range, const nn_tables tb) {
   __shared__ __align__(16) float s_kf[BF_TILE * 8];
   __shared__ float s_nf[BF_TILE];
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(TPB) k_brute(const float *vec, const int *list
 }
 
 /* out[list[p]] = the exact best of the nsplit range winners of listed vector p */
-__global__ void __launch_bounds__(TPB) k_merge(const float *vec, const int *list, const int *count, const int *partial,
+static __global__ void __launch_bounds__(TPB) k_merge(const float *vec, const int *list, const int *count, const int *partial,
                                                int maxn, int nsplit, int *out, const nn_tables tb) {
   const int p = blockIdx.x * TPB + threadIdx.x;
   if (p >= *count) return;
@@ -261,7 +261,7 @@ __global__ void __launch_bounds__(TPB) k_merge(const float *vec, const int *list
 }
 
 /* fast path or scan256 for every vector; 65536-book vectors not settled are listed */
-__global__ void __launch_bounds__(TPB) k_encode(const float *vec, int n, int size, int *out, int *list, int *count,
+static __global__ void __launch_bounds__(TPB) k_encode(const float *vec, int n, int size, int *out, int *list, int *count,
                                                 const nn_tables tb) {
   __shared__ __align__(16) float s_kf[256 * 8];
   __shared__ float s_nf[256];
@@ -293,7 +293,7 @@ struct blk_params {
 };
 
 /* target t = tm[:, c..c+8] (+ R[:, c+8..c+8+k] . L[c+8..c+8+k, c..c+8]) and the stage-1 fast path */
-__global__ void __launch_bounds__(TPB) k_block_target(const blk_params p, const nn_tables tb) {
+static __global__ void __launch_bounds__(TPB) k_block_target(const blk_params p, const nn_tables tb) {
   const int i = blockIdx.x * TPB + threadIdx.x;
   if (i >= p.rows) return;
   float t[8], acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(TPB) k_block_target(const blk_params p, const 
 }
 
 /* stage 2: res = (t - C[i1]) * rs, then its fast path (and the 256 book's scan) */
-__global__ void __launch_bounds__(TPB) k_block_stage2(const blk_params p, const nn_tables tb) {
+static __global__ void __launch_bounds__(TPB) k_block_stage2(const blk_params p, const nn_tables tb) {
   __shared__ __align__(16) float s_kf[256 * 8];
   __shared__ float s_nf[256];
   if (p.size2 == 256) load256(s_kf, s_nf, tb);
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(TPB) k_block_stage2(const blk_params p, const 
 }
 
 /* Q, R = wr - Q, the indices and the row loss F D Fᵀ; resets the list counters for the next block */
-__global__ void __launch_bounds__(TPB) k_block_post(const blk_params p, const nn_tables tb) {
+static __global__ void __launch_bounds__(TPB) k_block_post(const blk_params p, const nn_tables tb) {
   const int i = blockIdx.x * TPB + threadIdx.x;
   if (i == 0) *p.count = 0, *p.count2 = 0;
   if (i >= p.rows) return;
@@ -366,7 +366,7 @@ __global__ void __launch_bounds__(TPB) k_block_post(const blk_params p, const nn
 
 /* out[i] = 2 sum_{j > i} g[i][j] h[i][j] + g[i][i] h[i][i] in f64: one warp per row, lanes strided over j,
  * then a fixed xor tree */
-__global__ void k_proxy_rows(const float *g, const float *h, int64_t n, double *out) {
+static __global__ void k_proxy_rows(const float *g, const float *h, int64_t n, double *out) {
   const int64_t i = (int64_t)blockIdx.x * (TPB / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (i >= n) return;
@@ -482,6 +482,41 @@ extern "C" void glq_cuda_ldlq_free(glq_cuda_ldlq *q) {
   free(q);
 }
 
+/* ---- the pool of sweep objects behind glq_cuda_ldlq_backend_take / _give ---- */
+static std::mutex g_pool_lock;
+static glq_cuda_ldlq *g_pool[64];
+static int g_pool_n;
+
+extern "C" int glq_cuda_ldlq_backend_take(glq_ldlq_backend *be) {
+  memset(be, 0, sizeof *be);
+  glq_cuda_ldlq *q = NULL;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_lock);
+    if (g_pool_n > 0) q = g_pool[--g_pool_n];
+  }
+  if (!q) {
+    int rc = glq_cuda_ldlq_create(&q);
+    if (rc) return rc;
+  }
+  be->ctx = q;
+  be->set_factor = glq_cuda_ldlq_set_factor;
+  be->sweep = glq_cuda_ldlq_sweep;
+  be->proxy_sum = glq_cuda_ldlq_proxy_sum;
+  be->trellis_viterbi = glq_cuda_ldlq_trellis_viterbi;
+  return GLQ_OK;
+}
+
+extern "C" void glq_cuda_ldlq_backend_give(glq_ldlq_backend *be) {
+  glq_cuda_ldlq *q = (glq_cuda_ldlq *)be->ctx;
+  be->ctx = NULL;
+  if (!q) return;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_lock);
+    if (g_pool_n < 64) g_pool[g_pool_n++] = q, q = NULL;
+  }
+  glq_cuda_ldlq_free(q);
+}
+
 /* table ranges per listed chunk: enough CTAs for two waves when ~30% of the rows are listed */
 static int split_for(const glq_cuda_ldlq *q, int64_t rows) {
   const int64_t chunks = (rows + TPB - 1) / TPB;
@@ -552,7 +587,7 @@ extern "C" int glq_cuda_ldlq_set_factor(void *vq, int64_t n, const float *l, con
 }
 
 /* dst = the transpose of src (rows x cols, row-major): dst[c * rows + r] = src[r * cols + c] */
-__global__ void k_transpose(const float *src, int rows, int cols, float *dst) {
+static __global__ void k_transpose(const float *src, int rows, int cols, float *dst) {
   __shared__ float tile[32][33];
   const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
   for (int k = threadIdx.y; k < 32; k += blockDim.y) {

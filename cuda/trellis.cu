@@ -48,7 +48,7 @@ __device__ __forceinline__ float vt_err(const float *lut, int V, uint32_t s, con
   return e;
 }
 
-__global__ void __launch_bounds__(VT_THREADS) viterbi_kernel(const VtArgs a) {
+static __global__ void __launch_bounds__(VT_THREADS) viterbi_kernel(const VtArgs a) {
   const int seq = blockIdx.x;
   const uint32_t ns = 1u << a.L, ng = 1u << (a.L - a.KV), nkv = 1u << a.KV;
   float *c0 = a.cost + (size_t)seq * 2 * ns, *c1 = c0 + ns;

@@ -410,7 +410,8 @@ describe("e8 linear", function()
     bad({bias = glq.zeros("f32", {3})}, "field 'bias' has 3 values, expected 64")
     bad({Qidxs = indices(64, 7, 1, 65536), Qidxs2 = indices(64, 7, 1, 256), SV = signs(56, 1)},
       "e8 linear: padded shape 64 x 56 is smaller than 64 x 64")
-    assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end, "EINVAL: e8.linear: unknown transform 'rotated'")
+    assert.has_error(function() glq.e8.linear(a, {transform = "rotated"}) end,
+      'e8.linear: transform must be "glq-hadamard-v1", "block-diagonal" or "pow2-padded", got "rotated"')
     assert.has_error(function() glq.e8.linear(artifacts(96, 200, 96, 200, 2), {transform = "pow2-padded"}) end,
       "EUNSUPPORTED: e8.linear: transform 'pow2-padded' with stored size 96 x 200: only powers of two are supported")
     assert.has_error(function() glq.e8.linear({}, {name = "layers.0.q"}) end,

@@ -151,7 +151,10 @@ describe("quantize_linear with transform block-diagonal", function()
   it("rejects an unknown transform", function()
     local W = glq.randn({ 8, 16 }, 1)
     assert.has_error(function() glq.quantize_linear(W, nil, { transform = "rotated" }) end,
-      "glq.quantize_linear: unknown transform 'rotated' (expected glq-hadamard-v1 or block-diagonal)")
+      'glq.quantize_linear: transform must be "glq-hadamard-v1", "block-diagonal" or "pow2-padded", got "rotated"')
+    -- one parser for every binding: the trellis and glq.e8.linear name the same choices
+    assert.has_error(function() glq.trellis.quantize_linear(W, nil, { transform = "rotated" }) end,
+      'glq.trellis.quantize_linear: transform must be "glq-hadamard-v1", "block-diagonal" or "pow2-padded", got "rotated"')
     local a = glq.quantize_linear(W, nil, {})
     assert.has_error(function() glq.dequantize_linear(a, { transform = "rotated" }) end)
   end)

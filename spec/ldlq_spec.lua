@@ -271,13 +271,18 @@ describe("determinism", function()
     assert.is_true(one == two)
   end)
 
-  it("quantize_linears gives every job's quantize_linear bytes, for 1, 2 and 3 threads", function()
+  it("quantize_linears gives every job's quantize_linear bytes (trellis jobs too), for 1, 2 and 3 threads", function()
     local h96, h40 = hessian(96, 11), hessian(40, 12)
     local jobs = { { weight(80, 96, 13), h96, { bpw = 2, name = "a" } }, { weight(24, 96, 14), h96, { bpw = 3, name = "b" } },
       { weight(96, 40, 15), h40, { bpw = 4, name = "c" } }, { weight(8, 96, 16), nil, { bpw = 2, name = "d" } },
-      { weight(40, 96, 17), h96, { bpw = 2, name = "e", tune_iters = 1 } } }
+      { weight(40, 96, 17), h96, { bpw = 2, name = "e", tune_iters = 1 } },
+      { weight(32, 96, 18), h96, { bpw = 2, name = "f", codebook = "trellis" } } }
     local want = {}
-    for i, j in ipairs(jobs) do want[i] = glq.quantize_linear(j[1], j[2], j[3]) end
+    for i, j in ipairs(jobs) do
+      want[i] = j[3].codebook == "trellis" and glq.trellis.quantize_linear(j[1], j[2], j[3]) or glq.quantize_linear(j[1], j[2], j[3])
+    end
+    assert.equal("trellis", want[6].codebook)
+    assert.is_not_nil(want[6].trellis_packed)
     local n0 = glq.num_threads()
     for _, t in ipairs({ 1, 2, 3 }) do
       glq.num_threads(t)
@@ -286,7 +291,8 @@ describe("determinism", function()
       assert(ok, got)
       assert.equal(#jobs, #got)
       for i = 1, #jobs do
-        for _, f in ipairs({ "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale" }) do
+        assert.equal(want[i].codebook, got[i].codebook)
+        for _, f in ipairs({ "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale", "trellis_packed", "tlut" }) do
           if want[i][f] then
             assert.equal(0, got[i][f]:max_abs_diff(want[i][f]), ("%d threads, job %d, %s"):format(t, i, f))
           else

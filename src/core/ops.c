@@ -1,6 +1,6 @@
 /* ops.c - convenience tensor operations (reference-quality, double precision). */
 #include "ops.h"
-#include <cblas.h>
+#include "../linalg/linalg.h"
 #include <math.h>
 #include <string.h>
 
@@ -93,11 +93,11 @@ int glq_matmul(const glq_tensor *a, const glq_tensor *b, int transpose_b, glq_te
   if ((rc = glq_tensor_new(a->dtype, 2, shape, &r))) { glq_tensor_release(&x); glq_tensor_release(&y); return rc; }
   if (m && n && k) {
     if (a->dtype == GLQ_F32)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
-                  glq_tensor_data(&x), (int)k, glq_tensor_data(&y), (int)y.shape[1], 0.0f, glq_tensor_data(&r), (int)n);
+      glq_sgemm(0, transpose_b, m, n, k, 1.0f, glq_tensor_data(&x), k, glq_tensor_data(&y), y.shape[1], 0.0f,
+                glq_tensor_data(&r), n);
     else
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0,
-                  glq_tensor_data(&x), (int)k, glq_tensor_data(&y), (int)y.shape[1], 0.0, glq_tensor_data(&r), (int)n);
+      glq_dgemm(0, transpose_b, m, n, k, 1.0, glq_tensor_data(&x), k, glq_tensor_data(&y), y.shape[1], 0.0,
+                glq_tensor_data(&r), n);
   }
   glq_tensor_release(&x);
   glq_tensor_release(&y);

@@ -16,8 +16,7 @@
 #include "hif4_linear.h"
 #include "../quant/rht.h"
 #include "../core/pool.h"
-#include <cblas.h>
-#include <lapacke.h>
+#include "../linalg/linalg.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -255,8 +254,7 @@ static int hif4_forward(glq_linear *l, const float *x, int64_t B, float *y) {
   for (int64_t r0 = 0; r0 < out; r0 += tile) {
     int64_t n = out - r0 < tile ? out - r0 : tile;
     decode_rows(h, r0, n, wt);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)n, (int)kp, 1.0f, xperm, (int)kp, wt, (int)kp,
-                1.0f, y + r0, (int)out);
+    glq_sgemm(0, 1, B, n, kp, 1.0f, xperm, kp, wt, kp, 1.0f, y + r0, out);
   }
   return GLQ_OK;
 }
@@ -425,16 +423,11 @@ static int64_t first_nonfinite(const float *a, int64_t n) {
   return -1;
 }
 
-/* A <- U with H + damp I = ... such that (H + damp I)^-1 = Uᵀ U, U upper triangular, read row-major
- * (U[j*n + k], k >= j; the strict lower part is scratch). Column-major LAPACK on the symmetric
- * matrix: lower Cholesky, inverse from it, lower Cholesky of the inverse, whose transpose is U. */
+/* A <- U with (H + damp I)^-1 = Uᵀ U, U upper triangular read row-major (glq_cholesky_inverse_upper). */
 static int inverse_cholesky(const float *H, int64_t n, double rel, double mean, double *A) {
   for (int64_t i = 0; i < n * n; i++) A[i] = H[i];
   for (int64_t j = 0; j < n; j++) A[j * n + j] += rel * mean;
-  if (LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n)) return -1;
-  if (LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n)) return -1;
-  if (LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n)) return -1;
-  return 0;
+  return glq_cholesky_inverse_upper(A, n);
 }
 
 typedef struct {
@@ -513,8 +506,7 @@ static int ldlq(float *W, int64_t m, int64_t n, float *H, double damp, const glq
     ldlq_ctx c = {W, U, E, n, nb, j1, len, out};
     glq_parallel_for(m, 4, ldlq_block, &c);
     if (j2 < n) /* lazy update of the later columns: W[:, j2:] -= E · U[j1:j2, j2:] */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)(n - j2), (int)len, -1.0f, E, BLK,
-                  U + j1 * n + j2, (int)n, 1.0f, W + j2, (int)n);
+      glq_sgemm(0, 0, m, n - j2, len, -1.0f, E, BLK, U + j1 * n + j2, n, 1.0f, W + j2, n);
   }
   free(E);
   return GLQ_OK;
@@ -622,8 +614,7 @@ int glq_hif4_proxy_loss(const glq_tensor *a, const glq_tensor *b, const glq_tens
   if (!rc) {
     for (int64_t i = 0; i < m * n; i++) D[i] = (double)A[i] - (double)B[i];
     for (int64_t i = 0; i < n * n; i++) Hd[i] = H[i];
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)n, 1.0, D, (int)n, Hd, (int)n, 0.0,
-                DH, (int)n);
+    glq_dgemm(0, 0, m, n, n, 1.0, D, n, Hd, n, 0.0, DH, n);
     double s = 0.0;
     for (int64_t i = 0; i < m * n; i++) s += DH[i] * D[i];
     *loss = s;

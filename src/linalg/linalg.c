@@ -22,9 +22,21 @@ void glq_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float 
               (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
 
+void glq_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double *a, int64_t lda,
+               const double *b, int64_t ldb, double beta, double *c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (blasint)m,
+              (blasint)n, (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
 void glq_ssyrk_tn(int64_t n, int64_t k, const float *a, float *g) {
   if (n <= 0) return;
   cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)n, (blasint)k, 1.0f, a, (blasint)n, 0.0f, g, (blasint)n);
+}
+
+void glq_dsyrk_tn_acc(int64_t n, int64_t k, const double *a, double *h) {
+  if (n <= 0 || k <= 0) return;
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)n, (blasint)k, 1.0, a, (blasint)n, 1.0, h, (blasint)n);
 }
 
 int glq_hessian_accumulate(double *h, int64_t n, const float *x, int64_t rows) {
@@ -37,7 +49,7 @@ int glq_hessian_accumulate(double *h, int64_t n, const float *x, int64_t rows) {
   for (int64_t r = 0; r < rows; r += chunk) {
     int64_t k = rows - r < chunk ? rows - r : chunk;
     for (int64_t i = 0; i < k * n; i++) buf[i] = x[r * n + i];
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)n, (blasint)k, 1.0, buf, (blasint)n, 1.0, h, (blasint)n);
+    glq_dsyrk_tn_acc(n, k, buf, h);
   }
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < i; j++) h[i * n + j] = h[j * n + i];
@@ -53,6 +65,19 @@ int glq_cholesky(double *a, int64_t n) {
   if (info < 0) return glq_error(GLQ_EINVAL, "cholesky: LAPACK argument %d invalid", (int)-info);
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0;
+  return 0;
+}
+
+int glq_cholesky_inverse_upper(double *a, int64_t n) {
+  if (n <= 0) return glq_error(GLQ_EINVAL, "cholesky_inverse_upper: bad size %lld", (long long)n);
+  const char *step = "Cholesky";
+  lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, a, (lapack_int)n);
+  if (!info) step = "inverse", info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', (lapack_int)n, a, (lapack_int)n);
+  if (!info) step = "Cholesky of the inverse", info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', (lapack_int)n, a, (lapack_int)n);
+  if (info > 0)
+    return glq_error(GLQ_ENUMERIC, "cholesky_inverse_upper: %s failed at pivot %d of %lld (not positive definite)", step,
+                     (int)info, (long long)n);
+  if (info < 0) return glq_error(GLQ_EINVAL, "cholesky_inverse_upper: LAPACK argument %d invalid", (int)-info);
   return 0;
 }
 

@@ -87,6 +87,66 @@ const char *lglq_optstring(lua_State *L, int idx, const char *name, const char *
   return v;
 }
 
+/* whether e repeats the value of an earlier entry (an alias, not listed in messages) */
+static int is_alias(const lglq_enum *names, const lglq_enum *e) {
+  for (const lglq_enum *p = names; p < e; p++)
+    if (p->value == e->value) return 1;
+  return 0;
+}
+
+/* the value of v in names, or a raised error listing the names */
+static int enum_value(lua_State *L, const char *v, const char *what, const lglq_enum *names, const char *fn) {
+  for (const lglq_enum *e = names; e->name; e++)
+    if (!strcmp(v, e->name)) return e->value;
+  int total = 0, shown = 0;
+  for (const lglq_enum *e = names; e->name; e++) total += !is_alias(names, e);
+  char list[512] = "";
+  size_t len = 0;
+  for (const lglq_enum *e = names; e->name && len < sizeof list; e++)
+    if (!is_alias(names, e))
+      shown++, len += (size_t)snprintf(list + len, sizeof list - len, "%s\"%s\"", shown == 1 ? "" : shown == total ? " or " : ", ", e->name);
+  return lglq_raisef(L, "%s: %s must be %s, got \"%s\"", fn, what, list, v);
+}
+
+int lglq_optenum(lua_State *L, int idx, const char *name, const lglq_enum *names, int def, const char *fn) {
+  const char *v = lglq_optstring(L, idx, name, NULL);
+  return v ? enum_value(L, v, name, names, fn) : def;
+}
+
+int lglq_checkenum(lua_State *L, int arg, const char *what, const lglq_enum *names, const char *fn) {
+  return enum_value(L, luaL_checkstring(L, arg), what, names, fn);
+}
+
+enum { TR_V1, TR_BLOCKDIAG, TR_POW2 };
+static const lglq_enum transforms[] = {{"glq-hadamard-v1", TR_V1},
+                                       {"block-diagonal", TR_BLOCKDIAG},
+                                       /* glq 0.2.7's power-of-two padding: our plan for those sizes is its FWHT */
+                                       {"pow2-padded", TR_POW2},
+                                       {"default", TR_V1},
+                                       {NULL, 0}};
+
+glq_hadamard_kind lglq_opttransform(lua_State *L, int idx, const char *name, glq_hadamard_kind def, const char *fn,
+                                    int *pow2) {
+  int v = lglq_optenum(L, idx, name, transforms, def == GLQ_HADAMARD_GLQ_BLOCKDIAG ? TR_BLOCKDIAG : TR_V1, fn);
+  if (pow2) *pow2 = v == TR_POW2;
+  return v == TR_BLOCKDIAG ? GLQ_HADAMARD_GLQ_BLOCKDIAG : GLQ_HADAMARD_DEFAULT;
+}
+
+const char *lglq_transform_name(glq_hadamard_kind k) {
+  return transforms[k == GLQ_HADAMARD_GLQ_BLOCKDIAG ? TR_BLOCKDIAG : TR_V1].name;
+}
+
+void lglq_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  if (meta) lglq_register(L, NULL, meta);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_newtable(L);
+  lglq_register(L, NULL, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
 void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns) {
   if (sub) {
     lua_getfield(L, -1, sub);
@@ -127,5 +187,6 @@ int luaopen_glq_core(lua_State *L) {
   lglq_open_model(L);
   lglq_open_cuda(L);
   lglq_open_eval(L);
+  lglq_open_scalefit(L);
   return 1;
 }

@@ -157,8 +157,10 @@ static double get_field_number(lua_State *L, int tidx, const char *name, double 
 
 static int is_pow2(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 
-/* artifacts table at 1, options table at 2 (or none): bias, bits, transform override the artifacts */
-static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
+/* artifacts table at 1, options table at 2 (or none): bias, bits, codebook override the artifacts; the transform
+ * (parsed by the caller: nothing here raises, so f cannot leak) */
+static int build_linear(lua_State *L, glq_hadamard_kind transform, int pow2, const char *opt_codebook, glq_tensor *f,
+                        glq_linear **out) {
   int rc = 0;
   static const glq_dtype dts[NF] = {GLQ_I16, GLQ_I16, GLQ_F32, GLQ_F32, GLQ_F32};
   int present[NF];
@@ -186,21 +188,18 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
   d.in = (int64_t)get_field_number(L, 1, "in_features", (double)d.in_pad, &rc);
   d.bits = (int)get_field_number(L, 1, "bits", present[F_Q2] ? 4 : 2, &rc);
   if (lua_istable(L, 2)) d.bits = (int)get_field_number(L, 2, "bits", d.bits, &rc);
-  const char *tr = lua_istable(L, 2) ? lglq_optstring(L, 2, "transform", "glq-hadamard-v1") : "glq-hadamard-v1";
-  lua_getfield(L, 1, "codebook"); /* the artifacts' codebook ("e8p"), else the options', else the shell book */
+  lua_getfield(L, 1, "codebook"); /* the options' codebook, else the artifacts' ("e8p"), else the shell book */
   const char *cb = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* the table keeps it alive */
   lua_pop(L, 1);
-  if (lua_istable(L, 2)) cb = lglq_optstring(L, 2, "codebook", cb);
+  if (opt_codebook) cb = opt_codebook;
   if (rc) return rc;
   if ((d.codebook = glq_codebook_from_name(cb)) < 0) return glq_error(GLQ_EINVAL, "unknown codebook '%s' (expected e8 or e8p)", cb);
   /* our default plans are the FWHT for powers of two, which is what pow2-padded uses; block-diagonal
    * has its own plans (binary expansion of the stored size, the FWHT itself for powers of two) */
-  if (strcmp(tr, "glq-hadamard-v1") && strcmp(tr, "pow2-padded") && strcmp(tr, "block-diagonal"))
-    return glq_error(GLQ_EINVAL, "unknown transform '%s'", tr);
-  if (!strcmp(tr, "block-diagonal")) d.transform = GLQ_HADAMARD_GLQ_BLOCKDIAG;
-  if (!strcmp(tr, "pow2-padded") && !(is_pow2(d.out_pad) && is_pow2(d.in_pad)))
-    return glq_error(GLQ_EUNSUPPORTED, "transform '%s' with stored size %lld x %lld: only powers of two are supported",
-                     tr, (long long)d.out_pad, (long long)d.in_pad);
+  d.transform = transform;
+  if (pow2 && !(is_pow2(d.out_pad) && is_pow2(d.in_pad)))
+    return glq_error(GLQ_EUNSUPPORTED, "transform 'pow2-padded' with stored size %lld x %lld: only powers of two are supported",
+                     (long long)d.out_pad, (long long)d.in_pad);
   if (present[F_Q2] && (f[F_Q2].ndim != 2 || f[F_Q2].shape[0] != d.out_pad || f[F_Q2].shape[1] != d.in_pad / 8))
     return glq_error(GLQ_EINVAL, "field 'Qidxs2' must have the shape of Qidxs (%lld, %lld)", (long long)d.out_pad,
                      (long long)(d.in_pad / 8));
@@ -221,11 +220,13 @@ static int build_linear(lua_State *L, glq_tensor *f, glq_linear **out) {
 static int l_linear(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  const char *name = lglq_optstring(L, 2, "name", NULL);
+  const char *name = lglq_optstring(L, 2, "name", NULL), *cb = lglq_optstring(L, 2, "codebook", NULL);
+  int pow2 = 0;
+  glq_hadamard_kind tr = lglq_opttransform(L, 2, "transform", GLQ_HADAMARD_DEFAULT, "e8.linear", &pow2);
   glq_tensor f[NF];
   memset(f, 0, sizeof f);
   glq_linear *l = NULL;
-  int rc = build_linear(L, f, &l);
+  int rc = build_linear(L, tr, pow2, cb, f, &l);
   for (int i = 0; i < NF; i++) glq_tensor_release(&f[i]);
   if (name) lglq_check(L, rc, "e8.linear (%s)", name);
   lglq_check(L, rc, "e8.linear");
@@ -240,12 +241,7 @@ static const luaL_Reg fns[] = {{"codebook", l_codebook}, {"encode", l_encode}, {
 static const luaL_Reg methods[] = {{"size", m_size}, {"table", m_table}, {NULL, NULL}};
 
 void lglq_open_e8(lua_State *L) {
-  luaL_newmetatable(L, E8_CODEBOOK);
-  lua_pushcfunction(L, m_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__tostring", m_tostring}, {NULL, NULL}};
+  lglq_newclass(L, E8_CODEBOOK, meta, methods);
   lglq_register(L, "e8", fns);
 }

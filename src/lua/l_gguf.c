@@ -197,14 +197,7 @@ static int l_quantize_q8_0(lua_State *L) {
 static const luaL_Reg funcs[] = {{"open", l_open}, {"dequantize", l_dequantize}, {"quantize_q8_0", l_quantize_q8_0}, {NULL, NULL}};
 
 void lglq_open_gguf(lua_State *L) {
-  luaL_newmetatable(L, LGLQ_GGUF);
-  lua_pushcfunction(L, m_close);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, m_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__gc", m_close}, {"__tostring", m_tostring}, {NULL, NULL}};
+  lglq_newclass(L, LGLQ_GGUF, meta, methods);
   lglq_register(L, "gguf", funcs);
 }

@@ -65,10 +65,11 @@ static glq_tensor *opt_field_tensor(lua_State *L, int idx, const char *name, con
 /* glq.hif4.quantize(t [, {nonfinite = "error" | "nan", name = "..."}]) */
 static int l_quantize(lua_State *L) {
   glq_tensor *x = lglq_checktensor(L, 1);
-  const char *nf = lglq_optstring(L, 2, "nonfinite", "error"), *name = lglq_optstring(L, 2, "name", "tensor");
-  if (strcmp(nf, "error") && strcmp(nf, "nan")) return luaL_error(L, "hif4.quantize: option nonfinite must be \"error\" or \"nan\", got \"%s\"", nf);
+  static const lglq_enum nonfinite[] = {{"error", 0}, {"nan", GLQ_HIF4_NONFINITE_NAN}, {NULL, 0}};
+  int nf = lglq_optenum(L, 2, "nonfinite", nonfinite, 0, "hif4.quantize");
+  const char *name = lglq_optstring(L, 2, "name", "tensor");
   glq_hif4_fields f;
-  lglq_check(L, glq_hif4_quantize(x, name, strcmp(nf, "nan") ? 0 : GLQ_HIF4_NONFINITE_NAN, &f), NULL);
+  lglq_check(L, glq_hif4_quantize(x, name, nf, &f), NULL);
   push_fields(L, &f, 1);
   return 1;
 }
@@ -123,13 +124,13 @@ static int l_linear(lua_State *L) {
   if (!bias && !lua_isnoneornil(L, 2) && !lua_istable(L, 2))
     return luaL_argerror(L, 2, lua_pushfstring(L, "bias tensor or options expected, got %s", luaL_typename(L, 2)));
   int oi = bias || lua_isnil(L, 2) ? 3 : 2;
-  const char *k = lglq_optstring(L, oi, "kernel", "auto");
-  if (strcmp(k, "auto") && strcmp(k, "portable")) return luaL_error(L, "hif4.linear: option kernel must be \"auto\" or \"portable\", got \"%s\"", k);
+  static const lglq_enum kernels[] = {{"auto", GLQ_HIF4_KERNEL_AUTO}, {"portable", GLQ_HIF4_KERNEL_PORTABLE}, {NULL, 0}};
+  int kernel = lglq_optenum(L, oi, "kernel", kernels, GLQ_HIF4_KERNEL_AUTO, "hif4.linear");
   glq_hif4_fields f;
   glq_tensor *signs = opt_field_tensor(L, 1, "signs", "hif4.linear");
   read_fields(L, 1, 1, "hif4.linear", &f);
   glq_linear *l;
-  int rc = glq_hif4_linear_new(&f, bias, signs, strcmp(k, "auto") ? GLQ_HIF4_KERNEL_PORTABLE : GLQ_HIF4_KERNEL_AUTO, &l);
+  int rc = glq_hif4_linear_new(&f, bias, signs, kernel, &l);
   glq_hif4_fields_release(&f);
   lglq_check(L, rc, "hif4.linear");
   lglq_pushlinear(L, l, 0);

@@ -98,11 +98,6 @@ static const luaL_Reg methods[] = {
   {"kind", m_kind}, {"shape", m_shape}, {NULL, NULL}};
 
 void lglq_open_linear(lua_State *L) {
-  luaL_newmetatable(L, LGLQ_LINEAR);
-  lua_pushcfunction(L, m_gc); lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, m_tostring); lua_setfield(L, -2, "__tostring");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__tostring", m_tostring}, {NULL, NULL}};
+  lglq_newclass(L, LGLQ_LINEAR, meta, methods);
 }

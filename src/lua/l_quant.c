@@ -1,19 +1,21 @@
-/* l_quant.c - Lua binding of Hadamard/RHT, Hessian linear algebra and E8 layer quantization:
- * glq.hadamard, glq.hadamard_info, glq.hessian_accumulate, glq.cholesky, glq.block_ldl,
- * glq.quantize_linear, glq.quantize_linears (several layers side by side), glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
+/* l_quant.c - Lua binding of Hadamard/RHT, Hessian linear algebra and layer quantization (E8/E8P and trellis
+ * jobs, src/layers/jobs.h): glq.hadamard, glq.hadamard_info, glq.hessian_accumulate, glq.cholesky, glq.block_ldl,
+ * glq.quantize_linear, glq.quantize_linears (several layers side by side), glq.trellis.quantize_linear,
+ * glq.dequantize_linear, and glq.rht.{signs, weight, weight_inverse, hessian}. */
 #include <string.h>
 #include "lglq.h"
 #include "../core/pool.h"
 #include "../linalg/linalg.h"
+#include "../layers/jobs.h"
 #include "../quant/hadamard.h"
 #include "../quant/ldlq.h"
 #include "../quant/rht.h"
 #ifdef GLQ_HAVE_CUDA
 #include "../../cuda/glq_cuda.h"
+static const glq_ldlq_backend_source cuda_backends = {glq_cuda_ldlq_backend_take, glq_cuda_ldlq_backend_give};
+#define BACKENDS (&cuda_backends)
+#else
+#define BACKENDS NULL
 #endif
 
 /* a 2-D tensor's shape, or a raised error naming the argument */
@@ -23,32 +25,18 @@ static void check2d(lua_State *L, const glq_tensor *t, const char *fn, const cha
     lglq_raisef(L, "%s: %s must be a %lld x %lld matrix", fn, what, (long long)rows, (long long)cols);
 }
 
-/* the Hadamard kind named by a transform string (NULL = default); raises on an unknown name */
-static glq_hadamard_kind kind_of(lua_State *L, const char *fn, const char *name) {
-  /* pow2-padded stores powers of two, where the default plan is the FWHT it needs */
-  if (!name || !strcmp(name, "glq-hadamard-v1") || !strcmp(name, "default") || !strcmp(name, "pow2-padded"))
-    return GLQ_HADAMARD_DEFAULT;
-  if (!strcmp(name, "block-diagonal")) return GLQ_HADAMARD_GLQ_BLOCKDIAG;
-  lglq_raisef(L, "%s: unknown transform '%s' (expected glq-hadamard-v1 or block-diagonal)", fn, name);
-  return GLQ_HADAMARD_DEFAULT;
-}
-
-static const char *kind_name(glq_hadamard_kind k) {
-  return k == GLQ_HADAMARD_GLQ_BLOCKDIAG ? "block-diagonal" : "glq-hadamard-v1";
-}
-
 /* glq.hadamard(x [, {transpose=bool, kind="glq-hadamard-v1"|"block-diagonal"}]) -> new f32 tensor,
  * transform along the last dimension */
 static int l_hadamard(lua_State *L) {
   glq_tensor *x = lglq_checktensor(L, 1), y;
   int tr = lglq_optboolean(L, 2, "transpose", 0);
-  glq_hadamard_kind kind = kind_of(L, "glq.hadamard", lglq_optstring(L, 2, "kind", NULL));
+  glq_hadamard_kind kind = lglq_opttransform(L, 2, "kind", GLQ_HADAMARD_DEFAULT, "glq.hadamard", NULL);
   if (x->ndim < 1) return lglq_raisef(L, "glq.hadamard: x must have at least one dimension");
-  lglq_check(L, glq_tensor_to(x, GLQ_F32, &y), "glq.hadamard");
+  lglq_check(L, glq_tensor_to(x, GLQ_F32, &y), "glq.hadamard", NULL);
   int64_t n = y.shape[y.ndim - 1], rows = n ? glq_tensor_numel(&y) / n : 0;
   int rc = glq_hadamard_transform_kind(glq_tensor_data(&y), rows, n, kind, tr);
   if (rc) glq_tensor_release(&y);
-  lglq_check(L, rc, "glq.hadamard");
+  lglq_check(L, rc, "glq.hadamard", NULL);
   lglq_pushtensor(L, &y);
   return 1;
 }
@@ -56,8 +44,8 @@ static int l_hadamard(lua_State *L) {
 /* glq.hadamard_info(n [, {kind=}]) -> {description=, symmetric=, coherence=} */
 static int l_hadamard_info(lua_State *L) {
   const glq_hadamard *h;
-  glq_hadamard_kind kind = kind_of(L, "glq.hadamard_info", lglq_optstring(L, 2, "kind", NULL));
-  lglq_check(L, glq_hadamard_plan_kind((int64_t)luaL_checknumber(L, 1), kind, &h), "glq.hadamard_info");
+  glq_hadamard_kind kind = lglq_opttransform(L, 2, "kind", GLQ_HADAMARD_DEFAULT, "glq.hadamard_info", NULL);
+  lglq_check(L, glq_hadamard_plan_kind((int64_t)luaL_checknumber(L, 1), kind, &h), "glq.hadamard_info", NULL);
   lua_createtable(L, 0, 3);
   lua_pushstring(L, glq_hadamard_describe(h));
   lua_setfield(L, -2, "description");
@@ -122,7 +110,7 @@ static int l_block_ldl(lua_State *L) {
   return 2;
 }
 
-/* ---- layer quantization ---- */
+/* ---- layer quantization: jobs of src/layers/jobs.h ---- */
 
 static void push_field(lua_State *L, const char *name, glq_tensor *t) {
   if (!t->st) return;
@@ -135,20 +123,16 @@ static void set_number(lua_State *L, const char *name, double v) {
   lua_setfield(L, -2, name);
 }
 
-/* One layer's quantization: arguments read from the Lua stack, then run (possibly on a pool thread). */
-typedef struct {
-  glq_tensor w, h;      /* f32 W, f64 H (h.st NULL: identity) */
-  int64_t m, n;
-  glq_quant_opts o;     /* name/input_name borrowed from the options table */
-  glq_quant_artifacts a;
-  glq_quant_stats st;
-  int cuda;             /* LDLQ sweeps on the GPU (opts.device = "cuda") */
-  int rc;
-  char msg[512];
-} qjob;
+static void set_string(lua_State *L, const char *name, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, name);
+}
 
-/* Check W (wi), H (hi) and the options table (oi) of one job without allocating (raises on bad input). */
-static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, qjob *j) {
+static const lglq_enum devices[] = {{"cpu", 0}, {"cuda", 1}, {NULL, 0}};
+
+/* Check one job's W (wi), H (hi) and options table (oi) into j, W as f32 and H as f64 anchored on the stack
+ * (two values pushed). The kind: the trellis when `trellis` or opts.codebook = "trellis", else E8/E8P. */
+static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, int trellis, glq_quant_job *j) {
   glq_tensor *w0 = lglq_checktensor(L, wi);
   check2d(L, w0, fn, "W", -1, -1);
   j->m = w0->shape[0];
@@ -157,117 +141,34 @@ static void job_check(lua_State *L, int wi, int hi, int oi, const char *fn, qjob
   glq_quant_opts *o = &j->o;
   glq_quant_opts_default(o);
   if (!lua_isnoneornil(L, oi)) luaL_checktype(L, oi, LUA_TTABLE);
+  const char *cb = lglq_optstring(L, oi, "codebook", "e8");
+  j->kind = trellis || !strcmp(cb, "trellis") ? GLQ_JOB_TRELLIS : GLQ_JOB_E8;
   o->bits = (int)lglq_optinteger(L, oi, "bpw", lglq_optinteger(L, oi, "bits", 2));
-  o->tune_iters = (int)lglq_optinteger(L, oi, "tune_iters", 0);
   o->seed = (uint64_t)lglq_optinteger(L, oi, "seed", 42);
   o->damp = lglq_optnumber(L, oi, "damp", 0.01);
   o->name = lglq_optstring(L, oi, "name", "");
   o->input_name = lglq_optstring(L, oi, "input_name", NULL);
   o->scale_search = lglq_optboolean(L, oi, "scale_search", 1);
   o->feedback = lglq_optboolean(L, oi, "feedback", 1);
-  o->resid_scale = lglq_optnumber(L, oi, "resid_scale", 0);
-  o->transform = kind_of(L, fn, lglq_optstring(L, oi, "transform", NULL));
-  const char *cb = lglq_optstring(L, oi, "codebook", "e8");
-  if ((o->codebook = glq_codebook_from_name(cb)) < 0)
-    lglq_raisef(L, "%s: unknown codebook '%s' (expected e8 or e8p)", fn, cb);
-  const char *dev = lglq_optstring(L, oi, "device", "cpu");
-  if (strcmp(dev, "cpu") && strcmp(dev, "cuda")) lglq_raisef(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", fn, dev);
-  j->cuda = !strcmp(dev, "cuda");
+  if (j->kind == GLQ_JOB_E8) {
+    o->tune_iters = (int)lglq_optinteger(L, oi, "tune_iters", 0);
+    o->resid_scale = lglq_optnumber(L, oi, "resid_scale", 0);
+    if ((o->codebook = glq_codebook_from_name(cb)) < 0)
+      lglq_raisef(L, "%s: unknown codebook '%s' (expected e8, e8p or trellis)", fn, cb);
+  }
+  /* glq 0.8.16's trellis layers use block-diagonal Hadamards */
+  o->transform = lglq_opttransform(L, oi, "transform", j->kind == GLQ_JOB_TRELLIS ? GLQ_HADAMARD_GLQ_BLOCKDIAG : GLQ_HADAMARD_DEFAULT, fn, NULL);
+  j->use_backend = lglq_optenum(L, oi, "device", devices, 0, fn);
 #ifndef GLQ_HAVE_CUDA
-  if (j->cuda) lglq_raisef(L, "%s: device \"cuda\": this build has no CUDA backend (nvcc was not found at build time)", fn);
+  if (j->use_backend) lglq_raisef(L, "%s: device \"cuda\": this build has no CUDA backend (nvcc was not found at build time)", fn);
 #endif
+  j->w = glq_tensor_data(lglq_checktensor_tmp(L, wi, GLQ_F32, fn));
+  if (lua_isnoneornil(L, hi)) lua_pushnil(L);
+  else j->h = glq_tensor_data(lglq_checktensor_tmp(L, hi, GLQ_F64, fn));
 }
 
-/* Contiguous f32 W and f64 H for a checked job; on failure nothing is held. */
-static int job_inputs(lua_State *L, int wi, int hi, qjob *j) {
-  glq_tensor *w0 = lglq_checktensor(L, wi);
-  int rc = w0->dtype == GLQ_F32 ? glq_tensor_contiguous(w0, &j->w) : glq_tensor_to(w0, GLQ_F32, &j->w);
-  if (rc) return rc;
-  if (!lua_isnoneornil(L, hi)) {
-    glq_tensor *hh = lglq_checktensor(L, hi);
-    if ((rc = hh->dtype == GLQ_F64 ? glq_tensor_contiguous(hh, &j->h) : glq_tensor_to(hh, GLQ_F64, &j->h))) glq_tensor_release(&j->w);
-  }
-  return rc;
-}
-
-#ifdef GLQ_HAVE_CUDA
-/* GPU sweep objects (stream, cuBLAS handle, device buffers) are kept for reuse: creating one per layer,
- * and the device-wide synchronisation of freeing its buffers, cost more than a small layer's sweeps */
-static pthread_mutex_t ldlq_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static glq_cuda_ldlq *ldlq_pool[64];
-static int ldlq_pool_n;
-
-static int ldlq_take(glq_cuda_ldlq **q) {
-  pthread_mutex_lock(&ldlq_pool_lock);
-  *q = ldlq_pool_n > 0 ? ldlq_pool[--ldlq_pool_n] : NULL;
-  pthread_mutex_unlock(&ldlq_pool_lock);
-  return *q ? GLQ_OK : glq_cuda_ldlq_create(q);
-}
-
-static void ldlq_give(glq_cuda_ldlq *q) {
-  if (!q) return;
-  pthread_mutex_lock(&ldlq_pool_lock);
-  if (ldlq_pool_n < 64) ldlq_pool[ldlq_pool_n++] = q, q = NULL;
-  pthread_mutex_unlock(&ldlq_pool_lock);
-  glq_cuda_ldlq_free(q);
-}
-#endif
-
-int lglq_ldlq_backend_take(glq_ldlq_backend *be) {
-  memset(be, 0, sizeof *be);
-#ifdef GLQ_HAVE_CUDA
-  glq_cuda_ldlq *gq = NULL;
-  int rc = ldlq_take(&gq);
-  if (rc) return rc;
-  *be = (glq_ldlq_backend){gq, glq_cuda_ldlq_set_factor, glq_cuda_ldlq_sweep, glq_cuda_ldlq_proxy_sum,
-                           glq_cuda_ldlq_trellis_viterbi};
-  return GLQ_OK;
-#else
-  return glq_error(GLQ_EUNSUPPORTED, "this build has no CUDA backend (nvcc was not found at build time)");
-#endif
-}
-
-void lglq_ldlq_backend_give(glq_ldlq_backend *be) {
-#ifdef GLQ_HAVE_CUDA
-  ldlq_give(be->ctx);
-#endif
-  be->ctx = NULL;
-}
-
-static void job_run(qjob *j) {
-  glq_ldlq_backend be = {0};
-  j->rc = j->cuda ? lglq_ldlq_backend_take(&be) : GLQ_OK;
-  if (be.ctx) j->o.backend = &be;
-  if (!j->rc)
-    j->rc = glq_quantize_linear(glq_tensor_data(&j->w), j->m, j->n, j->h.st ? glq_tensor_data(&j->h) : NULL, &j->o, &j->a, &j->st);
-  j->o.backend = NULL;
-  lglq_ldlq_backend_give(&be);
-  if (j->rc) snprintf(j->msg, sizeof j->msg, "%s", glq_errmsg());
-  glq_tensor_release(&j->w);
-  if (j->h.st) glq_tensor_release(&j->h);
-}
-
-/* Push a finished job's result table (moves the artifacts into it). */
-static void job_push(lua_State *L, qjob *j) {
-  lua_createtable(L, 0, 10);
-  push_field(L, "Qidxs", &j->a.qidxs);
-  push_field(L, "Qidxs2", &j->a.qidxs2);
-  push_field(L, "SU", &j->a.su);
-  push_field(L, "SV", &j->a.sv);
-  push_field(L, "Wscale", &j->a.wscale);
-  push_field(L, "inv_resid_scale", &j->a.inv_resid_scale);
-  set_number(L, "bits", j->o.bits);
-  if (j->a.codebook == GLQ_CODEBOOK_E8P) { /* only then, so default results keep their exact fields */
-    lua_pushstring(L, "e8p");
-    lua_setfield(L, -2, "codebook");
-  }
-  set_number(L, "out_features", (double)j->m);
-  set_number(L, "in_features", (double)j->n);
-  if (j->o.transform != GLQ_HADAMARD_DEFAULT) { /* only then, so default results keep their exact fields */
-    lua_pushstring(L, kind_name(j->o.transform));
-    lua_setfield(L, -2, "transform");
-  }
-  const glq_quant_stats *st = &j->st;
+/* the statistics table of a quantization (resid_scale: E8's residual scale too) */
+static void push_stats(lua_State *L, const glq_quant_stats *st, int resid_scale) {
   lua_createtable(L, 0, 13);
   set_number(L, "sqnr_db", st->sqnr_db);
   set_number(L, "proxy_loss", st->proxy_loss);
@@ -281,72 +182,86 @@ static void job_push(lua_State *L, qjob *j) {
   set_number(L, "damp_used", st->damp_used);
   set_number(L, "fallback", st->fallback);
   set_number(L, "wscale_rel", st->wscale_rel);
-  set_number(L, "resid_scale", st->resid_scale);
+  if (resid_scale) set_number(L, "resid_scale", st->resid_scale);
+}
+
+/* Push a finished job's result table (moves the artifacts into it). */
+static void job_push(lua_State *L, glq_quant_job *j) {
+  lua_createtable(L, 0, 12);
+  if (j->kind == GLQ_JOB_TRELLIS) {
+    glq_trellis_artifacts *a = &j->trellis;
+    push_field(L, "trellis_packed", &a->packed);
+    push_field(L, "SU", &a->su);
+    push_field(L, "SV", &a->sv);
+    push_field(L, "Wscale", &a->wscale);
+    push_field(L, "tlut", &a->tlut);
+    set_string(L, "codebook", "trellis");
+    set_string(L, "variant", a->variant == GLQ_TRELLIS_HYB ? "hyb" : "3inst");
+    set_string(L, "transform", lglq_transform_name(a->transform));
+    set_number(L, "bits", a->K);
+  } else {
+    glq_quant_artifacts *a = &j->e8;
+    push_field(L, "Qidxs", &a->qidxs);
+    push_field(L, "Qidxs2", &a->qidxs2);
+    push_field(L, "SU", &a->su);
+    push_field(L, "SV", &a->sv);
+    push_field(L, "Wscale", &a->wscale);
+    push_field(L, "inv_resid_scale", &a->inv_resid_scale);
+    set_number(L, "bits", j->o.bits);
+    /* codebook and transform only when not the defaults, so default results keep their exact fields */
+    if (a->codebook == GLQ_CODEBOOK_E8P) set_string(L, "codebook", "e8p");
+    if (j->o.transform != GLQ_HADAMARD_DEFAULT) set_string(L, "transform", lglq_transform_name(j->o.transform));
+  }
+  set_number(L, "out_features", (double)j->m);
+  set_number(L, "in_features", (double)j->n);
+  push_stats(L, &j->st, j->kind == GLQ_JOB_E8);
   lua_setfield(L, -2, "stats");
+}
+
+/* one job from arguments 1-3 */
+static int quantize_one(lua_State *L, const char *fn, int trellis) {
+  lua_settop(L, 3);
+  glq_quant_job j;
+  memset(&j, 0, sizeof j);
+  job_check(L, 1, 2, 3, fn, trellis, &j);
+  if (glq_quantize_linears(&j, 1, glq_num_threads(), BACKENDS) >= 0) {
+    glq_quant_job_free(&j);
+    return lglq_check(L, glq_error(j.rc, "%s", j.msg), "%s", fn);
+  }
+  job_push(L, &j);
+  return 1;
 }
 
 /* glq.quantize_linear(W, H|nil, opts) with opts {bpw (or bits) = 2|3|4, tune_iters = 0, seed = 42,
  * damp = 0.01, name, input_name, scale_search = true, feedback = true, resid_scale (0 = default),
+ * codebook = "e8" | "e8p" | "trellis" (as glq.trellis.quantize_linear),
  * transform = "glq-hadamard-v1" | "block-diagonal", device = "cpu" | "cuda" (LDLQ sweeps on the GPU: the
  * same search and per-row arithmetic, group updates summed in cuBLAS's order)}
  * -> {Qidxs, [Qidxs2], SU, SV, Wscale, [inv_resid_scale], bits, [transform = "block-diagonal"],
  * out_features, in_features, stats = {sqnr_db, proxy_loss, proxy_loss_orig, bpw, seconds (and its parts
  * seconds_prepare, seconds_search, seconds_sweep, seconds_stats), damp_used, fallback, wscale_rel, resid_scale}} */
-static int l_quantize_linear(lua_State *L) {
-  const char *fn = "glq.quantize_linear";
-  if (lglq_trellis_wants(L, 3)) return lglq_trellis_quantize(L); /* codebook "trellis": l_trellis.c */
-  qjob j;
-  memset(&j, 0, sizeof j);
-  job_check(L, 1, 2, 3, fn, &j);
-  lglq_check(L, job_inputs(L, 1, 2, &j), "%s", fn);
-  job_run(&j);
-  if (j.rc) return lglq_check(L, glq_error(j.rc, "%s", j.msg), "%s", fn);
-  job_push(L, &j);
-  return 1;
-}
+static int l_quantize_linear(lua_State *L) { return quantize_one(L, "glq.quantize_linear", 0); }
 
-/* Layers up to this many weights are quantized side by side, one per pool thread (their own loops
- * then run serially); larger ones one after another with every thread inside each. */
-#define SIDE_BY_SIDE_MAX ((int64_t)1 << 22)
+/* glq.trellis.quantize_linear(W, H|nil, opts): opts {bpw (or bits) = 2|3|4, seed = 42, damp = 0.01, name,
+ * input_name, feedback = true, scale_search = true (Wscale: glq's rule, 0.95x or 1.05x, on a sample of 256 rows),
+ * transform = "block-diagonal" (glq 0.8.16's) | "glq-hadamard-v1", device = "cpu" | "cuda" (the Viterbi searches
+ * on the GPU, same states)} -> {trellis_packed, SU, SV, Wscale, [tlut], codebook = "trellis", variant, transform,
+ * bits, out_features, in_features, stats (as glq.quantize_linear's, without resid_scale)} */
+static int l_trellis_quantize_linear(lua_State *L) { return quantize_one(L, "glq.trellis.quantize_linear", 1); }
 
-typedef struct {
-  qjob *jobs;
-  const int *order;
-  int n;
-  atomic_int next;  /* the next job in `order` to claim */
-} qjobs_ctx;
-
-/* One part per thread; each claims the next job until none is left (the pool's parts are fixed
- * ranges, which would pin the largest jobs to one thread). */
-static void jobs_range(void *vctx, int64_t i0, int64_t i1) {
-  qjobs_ctx *c = vctx;
-  for (int64_t p = i0; p < i1; p++)
-    for (int k; (k = atomic_fetch_add(&c->next, 1)) < c->n;) job_run(&c->jobs[c->order[k]]);
-}
-
-typedef struct {
-  int64_t size; /* weights */
-  int job;
-} job_size;
-
-static int by_size_desc(const void *a, const void *b) {
-  const job_size *x = a, *y = b;
-  return x->size != y->size ? (x->size < y->size ? 1 : -1) : x->job - y->job;
-}
-
-/* glq.quantize_linears({{W, H|nil, opts}, ...}) -> {result, ...}: glq.quantize_linear on every job, the
- * results in order and byte-identical to one call each. Small layers (SmolLM2's) run side by side,
- * largest first, which keeps many threads busy where one layer's 8-column sweep cannot. The first
+/* glq.quantize_linears({{W, H|nil, opts}, ...}) -> {result, ...}: glq.quantize_linear on every job (E8, E8P and
+ * trellis alike), the results in order and byte-identical to one call each. Small layers (SmolLM2's) run side by
+ * side, largest first, which keeps many threads busy where one layer's 8-column sweep cannot. The first
  * failing job's error is raised after all have finished. */
 static int l_quantize_linears(lua_State *L) {
   const char *fn = "glq.quantize_linears";
   luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
   int nj = (int)lua_objlen(L, 1);
-  qjob *jobs = lua_newuserdata(L, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
-  int *order = lua_newuserdata(L, sizeof(int) * (size_t)(nj > 0 ? nj : 1));
-  job_size *js = lua_newuserdata(L, sizeof(job_size) * (size_t)(nj > 0 ? nj : 1));
-  memset(jobs, 0, sizeof(qjob) * (size_t)(nj > 0 ? nj : 1));
-  int base = lua_gettop(L);
+  luaL_checkstack(L, 5 * nj + 8, fn); /* per job: W, H, opts and the two anchored inputs */
+  glq_quant_job *jobs = lua_newuserdata(L, sizeof(glq_quant_job) * (size_t)(nj > 0 ? nj : 1));
+  memset(jobs, 0, sizeof(glq_quant_job) * (size_t)(nj > 0 ? nj : 1));
+  const int base = lua_gettop(L);
   for (int i = 0; i < nj; i++) { /* job i's W, H, opts at base + 3i + 1.. (kept on the stack) */
     lua_rawgeti(L, 1, i + 1);
     if (!lua_istable(L, -1)) return lglq_raisef(L, "%s: job %d must be a table {W, H, opts}", fn, i + 1);
@@ -355,36 +270,11 @@ static int l_quantize_linears(lua_State *L) {
     lua_rawgeti(L, t, 2);
     lua_rawgeti(L, t, 3);
     lua_remove(L, t);
-    job_check(L, base + 3 * i + 1, base + 3 * i + 2, base + 3 * i + 3, fn, &jobs[i]);
   }
-  int rc = GLQ_OK, side = glq_num_threads() > 1 && nj > 1;
-  for (int i = 0; i < nj && !rc; i++) {
-    if ((rc = job_inputs(L, base + 3 * i + 1, base + 3 * i + 2, &jobs[i])))
-      for (int k = 0; k < i; k++) {
-        glq_tensor_release(&jobs[k].w);
-        if (jobs[k].h.st) glq_tensor_release(&jobs[k].h);
-      }
-    if (jobs[i].m * jobs[i].n > SIDE_BY_SIDE_MAX) side = 0;
-    order[i] = i;
-  }
-  lglq_check(L, rc, "%s", fn);
-  if (side) {
-    for (int i = 0; i < nj; i++) js[i] = (job_size){jobs[i].m * jobs[i].n, i};
-    qsort(js, (size_t)nj, sizeof *js, by_size_desc);
-    for (int i = 0; i < nj; i++) order[i] = js[i].job;
-    qjobs_ctx c = {jobs, order, nj, 0};
-    int parts = glq_num_threads() < nj ? glq_num_threads() : nj;
-    int blas = glq_blas_threads(1);
-    glq_parallel_for(parts, 1, jobs_range, &c);
-    glq_blas_threads(blas);
-  } else {
-    for (int i = 0; i < nj; i++) job_run(&jobs[i]);
-  }
-  int bad = -1;
-  for (int i = 0; i < nj; i++)
-    if (jobs[i].rc && bad < 0) bad = i;
+  for (int i = 0; i < nj; i++) job_check(L, base + 3 * i + 1, base + 3 * i + 2, base + 3 * i + 3, fn, 0, &jobs[i]);
+  int bad = glq_quantize_linears(jobs, nj, glq_num_threads(), BACKENDS);
   if (bad >= 0) {
-    for (int i = 0; i < nj; i++) glq_quant_artifacts_free(&jobs[i].a);
+    for (int i = 0; i < nj; i++) glq_quant_job_free(&jobs[i]);
     return lglq_check(L, glq_error(jobs[bad].rc, "%s", jobs[bad].msg), "%s: job %d", fn, bad + 1);
   }
   lua_createtable(L, nj, 0);
@@ -413,10 +303,9 @@ static int l_dequantize_linear(lua_State *L) {
   if (lglq_trellis_wants(L, 1)) return lglq_trellis_dequantize(L); /* codebook "trellis": l_trellis.c */
   glq_quant_artifacts a;
   memset(&a, 0, sizeof a);
-  lua_getfield(L, 1, "transform");
-  const char *tr = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL; /* the table keeps it alive */
-  lua_pop(L, 1);
-  a.transform = kind_of(L, "glq.dequantize_linear", lglq_optstring(L, 2, "transform", tr));
+  const char *fn = "glq.dequantize_linear";
+  int from_opts = lglq_optstring(L, 2, "transform", NULL) != NULL; /* the options' transform, else the artifacts' */
+  a.transform = lglq_opttransform(L, from_opts ? 2 : 1, "transform", GLQ_HADAMARD_DEFAULT, fn, NULL);
   const glq_tensor *q2 = art_field(L, 1, "Qidxs2", 0), *irs = art_field(L, 1, "inv_resid_scale", 0);
   a.qidxs = *art_field(L, 1, "Qidxs", 1);
   a.su = *art_field(L, 1, "SU", 1);
@@ -427,7 +316,7 @@ static int l_dequantize_linear(lua_State *L) {
   a.bits = q2 ? 4 : 2;
   const char *cb = lglq_optstring(L, 1, "codebook", "e8");
   if ((a.codebook = glq_codebook_from_name(cb)) < 0)
-    lglq_raisef(L, "glq.dequantize_linear: unknown codebook '%s' (expected e8 or e8p)", cb);
+    lglq_raisef(L, "glq.dequantize_linear: unknown codebook '%s' (expected e8, e8p or trellis)", cb);
   if (a.codebook == GLQ_CODEBOOK_E8P && q2) { /* stage 2 is E81B at 3 bits, E8P at 4: bits says which */
     a.bits = (int)lglq_optinteger(L, 1, "bits", 0);
     if (a.bits != 3 && a.bits != 4) lglq_raisef(L, "glq.dequantize_linear: an E8P layer with Qidxs2 needs bits = 3 or 4, got %d", a.bits);
@@ -519,6 +408,8 @@ void lglq_open_quant(lua_State *L) {
                                  {"weight_inverse", l_rht_weight_inverse},
                                  {"hessian", l_rht_hessian},
                                  {NULL, NULL}};
+  static const luaL_Reg trellis[] = {{"quantize_linear", l_trellis_quantize_linear}, {NULL, NULL}};
   lglq_register(L, NULL, fns);
   lglq_register(L, "rht", rht);
+  lglq_register(L, "trellis", trellis);
 }

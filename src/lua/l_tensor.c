@@ -541,15 +541,10 @@ static const luaL_Reg funcs[] = {
   {"fromfile", l_fromfile}, {"matmul", l_matmul}, {"num_threads", l_num_threads}, {NULL, NULL}};
 
 void lglq_open_tensor(lua_State *L) {
-  luaL_newmetatable(L, LGLQ_TENSOR);
-  lua_pushcfunction(L, m_gc); lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, m_tostring); lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, m_len); lua_setfield(L, -2, "__len");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushstring(L, "glq.tensor"); lua_setfield(L, -2, "__name");
+  static const luaL_Reg meta[] = {{"__gc", m_gc}, {"__tostring", m_tostring}, {"__len", m_len}, {NULL, NULL}};
+  lglq_newclass(L, LGLQ_TENSOR, meta, methods);
   /* expose the metatable so Lua code can add methods (init.lua adds :ptr via the FFI) */
+  luaL_getmetatable(L, LGLQ_TENSOR);
   lua_setfield(L, -2, "_tensor_mt");
   lglq_register(L, NULL, funcs);
 }

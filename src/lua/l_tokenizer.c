@@ -76,10 +76,10 @@ static int opt_id(lua_State *L, const char *name) {
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   glq_tokenizer_spec sp = {0};
-  const char *kind = lglq_optstring(L, 1, "kind", NULL);
-  if (!kind || (strcmp(kind, "spm") != 0 && strcmp(kind, "bpe") != 0))
-    return luaL_error(L, "tokenizer spec: kind must be \"spm\" or \"bpe\"");
-  sp.kind = kind[0] == 's' ? GLQ_TOK_SPM : GLQ_TOK_BPE;
+  static const lglq_enum kinds[] = {{"spm", GLQ_TOK_SPM}, {"bpe", GLQ_TOK_BPE}, {NULL, 0}};
+  int kind = lglq_optenum(L, 1, "kind", kinds, -1, "tokenizer spec");
+  if (kind < 0) return luaL_error(L, "tokenizer spec: kind must be \"spm\" or \"bpe\"");
+  sp.kind = kind;
   size_t nt = list_len(L, 1, "tokens"), nm = list_len(L, 1, "merges"), np = list_len(L, 1, "patterns");
   if (nt == 0 || nt > 0x7fffffff) return luaL_error(L, "tokenizer spec: 'tokens' must be a non-empty list");
   int has_scores = list_len(L, 1, "scores") > 0, has_types = list_len(L, 1, "types") > 0;
@@ -247,12 +247,7 @@ static const luaL_Reg funcs[] = {
   {"pre_patterns", l_pre_patterns}, {NULL, NULL}};
 
 void lglq_open_tokenizer(lua_State *L) {
-  luaL_newmetatable(L, LGLQ_TOKENIZER);
-  lua_pushcfunction(L, m_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  static const luaL_Reg meta[] = {{"__gc", m_gc}, {NULL, NULL}};
+  lglq_newclass(L, LGLQ_TOKENIZER, meta, methods);
   lglq_register(L, "tokenizer", funcs);
 }

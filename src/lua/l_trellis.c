@@ -5,8 +5,8 @@
  *   glq.trellis.quantize_seq(lut, L, K, x) -> i32 states (glq's two-pass tail-biting)
  *   glq.trellis.pack(lut, L, K, states) -> i16 words; glq.trellis.unpack(lut, L, K, words, steps) -> i32 states
  *   glq.trellis.decode_layer(packed, m, n, {variant=, K=, tlut=, layout = "kernel"|"natural"}) -> f32 (m, n)
- *   glq.trellis.quantize_linear(W, H|nil, opts) -> artifacts (as glq.quantize_linear with codebook "trellis")
- *   glq.trellis.dequantize_linear(artifacts) -> f32 W;  glq.trellis.linear(artifacts [, bias]) -> glq.linear */
+ *   glq.trellis.dequantize_linear(artifacts) -> f32 W;  glq.trellis.linear(artifacts [, bias]) -> glq.linear
+ * (glq.trellis.quantize_linear is one of l_quant.c's quantization jobs.) */
 #include <string.h>
 #include "lglq.h"
 #include "../quant/trellis.h"
@@ -17,6 +17,8 @@ typedef struct {
   glq_tensor *lut;
   int L, K, V;
 } code_args;
+
+static const lglq_enum variants[] = {{"3inst", GLQ_TRELLIS_3INST}, {"hyb", GLQ_TRELLIS_HYB}, {NULL, 0}};
 
 static void check_code_args(lua_State *L, int i, const char *fn, code_args *a) {
   a->lut = lglq_checktensor_tmp(L, i, GLQ_F32, fn);
@@ -34,9 +36,8 @@ static int make_code(const code_args *a, glq_trellis_code *c) {
 }
 
 static int l_lut(lua_State *L) {
-  const char *fn = "glq.trellis.lut", *v = luaL_checkstring(L, 1);
-  int K = (int)luaL_checkinteger(L, 2), hyb = !strcmp(v, "hyb");
-  if (!hyb && strcmp(v, "3inst")) return lglq_raisef(L, "%s: unknown variant '%s' (expected 3inst or hyb)", fn, v);
+  const char *fn = "glq.trellis.lut";
+  int hyb = lglq_checkenum(L, 1, "variant", variants, fn) == GLQ_TRELLIS_HYB, K = (int)luaL_checkinteger(L, 2);
   glq_tensor *t = NULL;
   if (hyb) {
     t = lglq_checktensor_tmp(L, 3, GLQ_F32, fn);
@@ -160,24 +161,16 @@ static int l_unpack(lua_State *L) {
   return 1;
 }
 
-/* the variant named by a string */
-static glq_trellis_variant variant_of(lua_State *L, const char *fn, const char *v) {
-  if (!strcmp(v, "3inst")) return GLQ_TRELLIS_3INST;
-  if (!strcmp(v, "hyb")) return GLQ_TRELLIS_HYB;
-  lglq_raisef(L, "%s: unknown trellis variant '%s' (expected 3inst or hyb)", fn, v);
-  return GLQ_TRELLIS_3INST;
-}
-
 static int l_decode_layer(lua_State *L) {
   const char *fn = "glq.trellis.decode_layer";
   lua_settop(L, 4);
   glq_tensor *p = lglq_checktensor_tmp(L, 1, GLQ_I16, fn);
   int64_t m = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
   luaL_checktype(L, 4, LUA_TTABLE);
-  glq_trellis_variant v = variant_of(L, fn, lglq_optstring(L, 4, "variant", "3inst"));
+  glq_trellis_variant v = lglq_optenum(L, 4, "variant", variants, GLQ_TRELLIS_3INST, fn);
   int K = (int)lglq_optinteger(L, 4, "K", 2);
-  const char *layout = lglq_optstring(L, 4, "layout", "kernel");
-  if (strcmp(layout, "kernel") && strcmp(layout, "natural")) lglq_raisef(L, "%s: layout must be kernel or natural", fn);
+  static const lglq_enum layouts[] = {{"kernel", 1}, {"natural", 0}, {NULL, 0}};
+  int kernel = lglq_optenum(L, 4, "layout", layouts, 1, fn);
   if (m < 16 || n < 16 || m % 16 || n % 16) lglq_raisef(L, "%s: m and n must be positive multiples of 16", fn);
   if (glq_tensor_numel(p) != m * n * K / 16) lglq_raisef(L, "%s: packed must hold m·n·K/16 int16 values", fn);
   glq_tensor *t = NULL;
@@ -191,7 +184,7 @@ static int l_decode_layer(lua_State *L) {
   glq_trellis_code c;
   int rc = v == GLQ_TRELLIS_HYB ? glq_trellis_code_hyb(&c, K, glq_tensor_data(t)) : glq_trellis_code_3inst(&c, K);
   lglq_check(L, rc, "%s", fn);
-  rc = glq_trellis_decode_layer(&c, glq_tensor_data(p), m, n, !strcmp(layout, "kernel"), glq_tensor_data(out));
+  rc = glq_trellis_decode_layer(&c, glq_tensor_data(p), m, n, kernel, glq_tensor_data(out));
   glq_trellis_code_free(&c);
   lglq_check(L, rc, "%s", fn);
   return 1;
@@ -212,103 +205,12 @@ static void check_artifacts(lua_State *L, int idx, const char *fn, glq_trellis_a
     if (t) *ts[i] = *t;
     lua_pop(L, 1);
   }
-  a->variant = variant_of(L, fn, lglq_optstring(L, idx, "variant", "3inst"));
+  a->variant = lglq_optenum(L, idx, "variant", variants, GLQ_TRELLIS_3INST, fn);
   if (a->packed.ndim != 2) lglq_raisef(L, "%s: artifacts.trellis_packed must be 2-D", fn);
   a->K = (int)lglq_optinteger(L, idx, "bits", a->packed.shape[1] / 16);
   a->m = (int64_t)lglq_optnumber(L, idx, "out_features", (lua_Number)glq_tensor_numel(&a->su));
   a->n = (int64_t)lglq_optnumber(L, idx, "in_features", (lua_Number)glq_tensor_numel(&a->sv));
-  const char *tr = lglq_optstring(L, idx, "transform", "block-diagonal");
-  if (!strcmp(tr, "block-diagonal")) a->transform = GLQ_HADAMARD_GLQ_BLOCKDIAG;
-  else if (!strcmp(tr, "glq-hadamard-v1") || !strcmp(tr, "default")) a->transform = GLQ_HADAMARD_DEFAULT;
-  else lglq_raisef(L, "%s: unknown transform '%s'", fn, tr);
-}
-
-static void set_number(lua_State *L, const char *name, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, name);
-}
-
-static void push_field(lua_State *L, const char *name, glq_tensor *t) {
-  if (!t->st) return;
-  lglq_pushtensor(L, t);
-  lua_setfield(L, -2, name);
-}
-
-/* pushes the result table of a finished trellis quantization (moves the artifacts' tensors into it) */
-void lglq_trellis_push(lua_State *L, glq_trellis_artifacts *a, const glq_quant_stats *st) {
-  lua_createtable(L, 0, 12);
-  push_field(L, "trellis_packed", &a->packed);
-  push_field(L, "SU", &a->su);
-  push_field(L, "SV", &a->sv);
-  push_field(L, "Wscale", &a->wscale);
-  push_field(L, "tlut", &a->tlut);
-  lua_pushstring(L, "trellis");
-  lua_setfield(L, -2, "codebook");
-  lua_pushstring(L, a->variant == GLQ_TRELLIS_HYB ? "hyb" : "3inst");
-  lua_setfield(L, -2, "variant");
-  lua_pushstring(L, a->transform == GLQ_HADAMARD_GLQ_BLOCKDIAG ? "block-diagonal" : "glq-hadamard-v1");
-  lua_setfield(L, -2, "transform");
-  set_number(L, "bits", a->K);
-  set_number(L, "out_features", (double)a->m);
-  set_number(L, "in_features", (double)a->n);
-  if (!st) return;
-  lua_createtable(L, 0, 12);
-  set_number(L, "sqnr_db", st->sqnr_db);
-  set_number(L, "proxy_loss", st->proxy_loss);
-  set_number(L, "proxy_loss_orig", st->proxy_loss_orig);
-  set_number(L, "bpw", st->bpw);
-  set_number(L, "seconds", st->seconds);
-  set_number(L, "seconds_prepare", st->seconds_prepare);
-  set_number(L, "seconds_search", st->seconds_search);
-  set_number(L, "seconds_sweep", st->seconds_sweep);
-  set_number(L, "seconds_stats", st->seconds_stats);
-  set_number(L, "damp_used", st->damp_used);
-  set_number(L, "fallback", st->fallback);
-  set_number(L, "wscale_rel", st->wscale_rel);
-  lua_setfield(L, -2, "stats");
-}
-
-/* glq.trellis.quantize_linear(W, H|nil, opts): opts {bpw (or bits) = 2|3|4, seed = 42, damp = 0.01, name,
- * input_name, feedback = true, scale_search = true (Wscale: glq's rule, 0.95x or 1.05x, on a sample of 256 rows),
- * transform = "block-diagonal" (glq 0.8.16's) | "glq-hadamard-v1", device = "cpu" | "cuda" (the Viterbi searches
- * on the GPU, same states)} */
-int lglq_trellis_quantize(lua_State *L) {
-  const char *fn = "glq.trellis.quantize_linear";
-  lua_settop(L, 3);
-  glq_tensor *w = lglq_checktensor_tmp(L, 1, GLQ_F32, fn);
-  if (w->ndim != 2) lglq_raisef(L, "%s: W must be a 2-D matrix", fn);
-  const int64_t m = w->shape[0], n = w->shape[1];
-  glq_tensor *h = NULL;
-  if (!lua_isnil(L, 2)) {
-    h = lglq_checktensor_tmp(L, 2, GLQ_F64, fn);
-    if (h->ndim != 2 || h->shape[0] != n || h->shape[1] != n) lglq_raisef(L, "%s: H must be a %lld x %lld matrix", fn, (long long)n, (long long)n);
-  }
-  if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-  glq_quant_opts o;
-  glq_quant_opts_default(&o);
-  o.bits = (int)lglq_optinteger(L, 3, "bpw", lglq_optinteger(L, 3, "bits", 2));
-  o.seed = (uint64_t)lglq_optinteger(L, 3, "seed", 42);
-  o.damp = lglq_optnumber(L, 3, "damp", 0.01);
-  o.name = lglq_optstring(L, 3, "name", "");
-  o.input_name = lglq_optstring(L, 3, "input_name", NULL);
-  o.feedback = lglq_optboolean(L, 3, "feedback", 1);
-  o.scale_search = lglq_optboolean(L, 3, "scale_search", 1);
-  const char *tr = lglq_optstring(L, 3, "transform", "block-diagonal");
-  if (!strcmp(tr, "block-diagonal")) o.transform = GLQ_HADAMARD_GLQ_BLOCKDIAG;
-  else if (!strcmp(tr, "glq-hadamard-v1") || !strcmp(tr, "default")) o.transform = GLQ_HADAMARD_DEFAULT;
-  else lglq_raisef(L, "%s: unknown transform '%s'", fn, tr);
-  const char *dev = lglq_optstring(L, 3, "device", "cpu");
-  if (strcmp(dev, "cpu") && strcmp(dev, "cuda")) lglq_raisef(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", fn, dev);
-  glq_trellis_artifacts a;
-  glq_quant_stats st;
-  glq_ldlq_backend be = {0}; /* device "cuda": the tiles' Viterbi searches on the GPU (the CPU's states) */
-  int rc = !strcmp(dev, "cuda") ? lglq_ldlq_backend_take(&be) : GLQ_OK;
-  if (be.ctx) o.backend = &be;
-  if (!rc) rc = glq_trellis_quantize_linear(glq_tensor_data(w), m, n, h ? glq_tensor_data(h) : NULL, &o, &a, &st);
-  lglq_ldlq_backend_give(&be);
-  lglq_check(L, rc, "%s", fn);
-  lglq_trellis_push(L, &a, &st); /* moves every tensor: nothing left to leak */
-  return 1;
+  a->transform = lglq_opttransform(L, idx, "transform", GLQ_HADAMARD_GLQ_BLOCKDIAG, fn, NULL);
 }
 
 int lglq_trellis_dequantize(lua_State *L) {
@@ -344,7 +246,6 @@ static const luaL_Reg fns[] = {{"lut", l_lut},
                                {"pack", l_pack},
                                {"unpack", l_unpack},
                                {"decode_layer", l_decode_layer},
-                               {"quantize_linear", lglq_trellis_quantize},
                                {"dequantize_linear", lglq_trellis_dequantize},
                                {"linear", l_linear},
                                {NULL, NULL}};

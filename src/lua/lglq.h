@@ -51,6 +51,27 @@ lua_Integer lglq_optinteger(lua_State *L, int idx, const char *name, lua_Integer
 int lglq_optboolean(lua_State *L, int idx, const char *name, int def);
 const char *lglq_optstring(lua_State *L, int idx, const char *name, const char *def);
 
+/* enumerations (luaL_checkoption for option tables): the value of the name in field `name` of the option
+ * table at idx (absent/nil -> def); any other string raises '<fn>: <name> must be "a", "b" or "c", got "x"'
+ * (each value listed by its first name: later entries of the same value are aliases). names ends with {NULL}. */
+typedef struct {
+  const char *name;
+  int value;
+} lglq_enum;
+int lglq_optenum(lua_State *L, int idx, const char *name, const lglq_enum *names, int def, const char *fn);
+/* the same for the string argument at arg (what names it in the message) */
+int lglq_checkenum(lua_State *L, int arg, const char *what, const lglq_enum *names, const char *fn);
+/* the RHT's Hadamard kind, the one parser of transform names: "glq-hadamard-v1" (alias "default"),
+ * "block-diagonal", or "pow2-padded" (glq 0.2.7's layout: our default plans, stored sizes powers of two; *pow2
+ * says so when pow2 is not NULL); and the name a result reports */
+glq_hadamard_kind lglq_opttransform(lua_State *L, int idx, const char *name, glq_hadamard_kind def, const char *fn,
+                                    int *pow2);
+const char *lglq_transform_name(glq_hadamard_kind k);
+
+/* classes: metatable `name` (luaL_newmetatable) with the metamethods of meta (__gc, __tostring, ...; NULL: none),
+ * __name, and __index = a table of methods; leaves the stack as it was. */
+void lglq_newclass(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods);
+
 /* linear layers: push takes ownership of l; if anchor != 0 the value at that index is kept alive
  * as long as the layer (for layers that borrow tensor memory). */
 void lglq_pushlinear(lua_State *L, glq_linear *l, int anchor);
@@ -73,14 +94,9 @@ void lglq_open_tokenizer(lua_State *L);
 void lglq_open_e8(lua_State *L);
 void lglq_open_e8p(lua_State *L);
 void lglq_open_trellis(lua_State *L);
-/* A pooled GPU LDLQ backend (sweeps, proxy sums, the trellis Viterbi) for one quantization, and its return;
- * GLQ_EUNSUPPORTED in a build without CUDA (l_quant.c) */
-int lglq_ldlq_backend_take(glq_ldlq_backend *be);
-void lglq_ldlq_backend_give(glq_ldlq_backend *be);
-/* codebook "trellis" (l_trellis.c): whether the table at idx has codebook = "trellis"; glq.quantize_linear and
- * glq.dequantize_linear hand such calls to glq.trellis.quantize_linear / dequantize_linear */
+/* codebook "trellis" (l_trellis.c): whether the table at idx has codebook = "trellis"; glq.dequantize_linear
+ * hands such calls to glq.trellis.dequantize_linear (quantization: l_quant.c's jobs, one path for every codebook) */
 int lglq_trellis_wants(lua_State *L, int idx);
-int lglq_trellis_quantize(lua_State *L);
 int lglq_trellis_dequantize(lua_State *L);
 void lglq_open_quant(lua_State *L);
 void lglq_open_hif4(lua_State *L);

@@ -3,13 +3,14 @@
 #include "llama.h"
 #include "../layers/dense_linear.h"
 #include "../core/pool.h"
+#include "../linalg/linalg.h"
 #include "../io/ggml_quants.h"
-#include <cblas.h>
 #include <math.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -477,7 +478,7 @@ static int capture(glq_llama *m, glq_llama_capture *cap, int which, const float 
   for (int64_t r0 = 0; r0 < n; r0 += CAP_CHUNK) {
     int64_t nr = n - r0 < CAP_CHUNK ? n - r0 : CAP_CHUNK;
     glq_convert(x + r0 * d, GLQ_F32, buf, GLQ_F64, nr * d);
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nr, 1.0, buf, (int)d, 1.0, H, (int)d);
+    glq_dsyrk_tn_acc(d, nr, buf, H);
   }
   for (int64_t i = 1; i < d; i++)
     for (int64_t j = 0; j < i; j++) H[i * d + j] = H[j * d + i];

@@ -28,7 +28,7 @@ typedef struct glq_sweep_args {
   double *loss;         /* out (may be NULL): sum over rows of sum_k F_k D_k F_kᵀ, rows added in order */
 } glq_sweep_args;
 
-typedef struct {
+typedef struct glq_ldlq_backend {
   void *ctx;
   /* the block LDL of the damped Hessian (l: n x n row-major unit lower, d: n/8 8x8 blocks) that the
    * following sweeps use; called once per layer before its first sweep */
