@@ -1,7 +1,7 @@
 -- model_bench.lua - CPU prefill (1 x 512) and decode throughput of SmolLM2-135M-Instruct with its
--- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2-bit, and HiF4. The E8 layers use
--- random valid codes, signs and scales (throughput does not depend on the values); HiF4 layers
--- are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda]
+-- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2/3/4-bit, HiF4, E8P 2-bit and trellis 2-bit.
+-- The E8, E8P and trellis layers use random valid codes, signs and scales (throughput does not depend on
+-- the values); HiF4 layers are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda]
 -- [rounds] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
 -- graphs). The variants are built first and measured in interleaved rounds (default 5): every
 -- number is a median over rounds, and the E8/HiF4 ratio to dense is the median of the ratios
@@ -23,7 +23,7 @@ if not io.open(path, "rb") then
   return
 end
 
-local function random_e8(out, inn, bits, seed)
+local function random_e8(out, inn, bits, seed, codebook)
   local function codes(s) return glq.rand({ out, inn / 8 }, s):mul(65535):to("i32"):sub(glq.full("i32", { out, inn / 8 }, 32768)):to("i16") end
   local function signs(n, s) return glq.rand({ n }, s):to("f64"):mul(2):to("i32"):to("f32"):mul(2):sub(glq.full("f32", { n }, 1)):to("f16") end
   local a = { Qidxs = codes(seed), SU = signs(out, seed + 1), SV = signs(inn, seed + 2), Wscale = glq.tensor({ 0.02 }, {}, "f32"),
@@ -32,7 +32,16 @@ local function random_e8(out, inn, bits, seed)
     a.Qidxs2 = bits == 3 and glq.rand({ out, inn / 8 }, seed + 3):mul(255):to("i16") or codes(seed + 3)
     a.inv_resid_scale = glq.tensor({ 0.5 }, {}, "f32")
   end
-  return glq.e8.linear(a, { bits = bits })
+  return glq.e8.linear(a, { bits = bits, codebook = codebook })
+end
+
+-- a 3inst trellis layer with random bitstreams (SmolLM2's sides are multiples of 32)
+local function random_trellis(out, inn, bits, seed)
+  local packed = glq.rand({ (out / 16) * (inn / 16), 16 * bits }, seed):mul(65535):to("i32")
+    :sub(glq.full("i32", { (out / 16) * (inn / 16), 16 * bits }, 32768)):to("i16")
+  local function signs(n, s) return glq.rand({ n }, s):to("f64"):mul(2):to("i32"):to("f32"):mul(2):sub(glq.full("f32", { n }, 1)):to("f16") end
+  return glq.trellis.linear({ trellis_packed = packed, SU = signs(out, seed + 1), SV = signs(inn, seed + 2),
+    Wscale = glq.tensor({ 0.02 }, {}, "f32"), bits = bits, out_features = out, in_features = inn })
 end
 
 local prompt = {}
@@ -68,7 +77,7 @@ else
   print(string.format("SmolLM2-135M-Instruct forward on the CPU, %d threads, prefill 1x512, %d decode steps", glq.num_threads(), STEPS))
 end
 print(string.format("%-22s %14s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "decode/dense", "linear MB"))
-local variants, models, mbytes = { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4" }, {}, {}
+local variants, models, mbytes = { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4", "E8P 2-bit", "trellis 2-bit" }, {}, {}
 for vi, variant in ipairs(variants) do
   local m = model.load(path, { max_seq = 1024 })
   local bytes = 0
@@ -82,6 +91,8 @@ for vi, variant in ipairs(variants) do
       elseif variant == "E8 3-bit" then lin = random_e8(s[1], s[2], 3, l * 10)
       elseif variant == "E8 4-bit" then lin = random_e8(s[1], s[2], 4, l * 10)
       elseif variant == "HiF4" then lin = glq.hif4.linear(glq.hif4.quantize(m:linear(name):dequantize()))
+      elseif variant == "E8P 2-bit" then lin = random_e8(s[1], s[2], 2, l * 10, "e8p")
+      elseif variant == "trellis 2-bit" then lin = random_trellis(s[1], s[2], 2, l * 10)
       end
       if lin then m:set_linear(name, lin) end
       bytes = bytes + m:linear(name):stored_bytes()

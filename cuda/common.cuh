@@ -48,6 +48,17 @@ struct glq_cuda_ctx {
   void *lane_blas_ws[GLQ_CUDA_LANES];
 };
 
+/* An E8-style layer's index planes on the device (e8_kernels.cu creates them; the E8 shell kernels there
+ * and the E8P kernels of lowbit.cu read them; cb is NULL for E8P). */
+struct glq_cuda_e8 {
+  const glq_cuda_codebook *cb;
+  int bits;
+  int64_t out, in, rows_pad, groups_pad; /* groups_pad: in/8 rounded up to 32 (one K step) */
+  uint8_t *q1, *q2;                      /* u16 (rows_pad x groups_pad); u8 (3 bits) or u16 (4 bits) */
+  int64_t pitch1, pitch2;                /* bytes per row */
+  float wscale, inv_rs;
+};
+
 /* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */
 enum { GLQ_ROWS_PAD = 32, GLQ_STEP_K = 256 };
 

@@ -1,5 +1,5 @@
 /* e8_kernels.cu - glq E8 layers on the GPU: codebook upload, weight upload, fused matmul,
- * dequantization to bf16 (for the cuBLAS path). Format: docs/glq-spec.md §1, §6.2. */
+ * dequantization to bf16 (for the cuBLAS path). Format: docs/format.md; codebook: ../shared/docs/glq-spec.md §1. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,14 +14,7 @@ struct glq_cuda_codebook {
   uint32_t *words; /* 65536, device */
 };
 
-struct glq_cuda_e8 {
-  const glq_cuda_codebook *cb;
-  int bits;
-  int64_t out, in, rows_pad, groups_pad; /* groups_pad: in/8 rounded up to 32 (one K step) */
-  uint8_t *q1, *q2;                      /* u16 (rows_pad x groups_pad); u8 (3 bits) or u16 (4 bits) */
-  int64_t pitch1, pitch2;                /* bytes per row */
-  float wscale, inv_rs;
-};
+/* struct glq_cuda_e8 (the index planes, shared with the E8P kernels of lowbit.cu): common.cuh */
 
 /* bf16 pairs of the 8 coordinates: pair q = (v_2q, v_2q+1) with v = c/2 - 3, exact.
  * (c << 3) | 0x4100 is the bf16 of 8 + c/2; one fma subtracts 11. */
@@ -52,10 +45,6 @@ __device__ __forceinline__ uint32_t e8_word(const uint32_t *stab, const uint32_t
   return w;
 }
 
-template <int S2> struct E8Raw;
-template <> struct E8Raw<0> { uint4 q1[2]; };
-template <> struct E8Raw<1> { uint4 q1[2]; uint2 q2[2]; };
-template <> struct E8Raw<2> { uint4 q1[2]; uint4 q2[2]; };
 
 /* S2: 0 = 2 bits (one stage), 1 = 3 bits (stage-2 index u8), 2 = 4 bits (stage-2 index u16). */
 template <int S2> struct E8Fmt {
@@ -65,13 +54,7 @@ template <int S2> struct E8Fmt {
   static constexpr uint32_t kBias = 0x41304130u; /* 11.0 in both halves */
   typedef E8Raw<S2> Raw;
   static __device__ __forceinline__ void load(const FusedParams &p, int row0, int s, int g, int t, Raw &r) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = row0 + 8 * h + g, grp = (int64_t)s * 32 + 8 * t;
-      r.q1[h] = ldg_stream16(p.w1 + row * p.pitch1 + grp * 2);
-      if constexpr (S2 == 1) r.q2[h] = ldg_stream8(p.w2 + row * p.pitch2 + grp);
-      if constexpr (S2 == 2) r.q2[h] = ldg_stream16(p.w2 + row * p.pitch2 + grp * 2);
-    }
+    e8_planes_load<S2>(p, row0, s, g, t, r);
   }
   static __device__ __forceinline__ void gather(const FusedParams &p, const Raw &r, int i, int h,
                                                 const uint32_t *stab, uint32_t (&wd)[kStages]) {

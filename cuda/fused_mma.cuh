@@ -22,11 +22,15 @@
  *   F::load(p, row0, s, g, t, r) issue the global loads of step s of rows row0+g, row0+g+8
  *   F::gather(p, r, i, half, stab, wd[kStages])
  *                                the loads chunk i of row row0 + g + 8half needs (E8: codebook words)
+ *   optional: F::Word            the type of a gathered value (default uint32_t; E8P: uint4, a table row)
+ *   optional: F::kGather         chunks gathered before any is unpacked (default 4, or 2 for R·kStages >= 4)
+ *   optional: F::kSmallTable     true: the table is small enough for two CTAs per multiprocessor (cfg 2)
  *   F::unpack(p, r, i, half, wd, e[kStages][4])
  *                                bf16 pairs (weights 2q, 2q+1 of chunk i, q = 0..3) of that row,
  *                                one set per stage. */
 #ifndef GLQ_CUDA_FUSED_MMA_CUH
 #define GLQ_CUDA_FUSED_MMA_CUH
+#include <type_traits>
 #include "common.cuh"
 
 struct FusedParams {
@@ -67,6 +71,14 @@ static inline FusedParams fused_params(const uint16_t *x, void *y, int y_bf16, i
   return p;
 }
 
+/* The optional members of a format policy, with their defaults (see the header comment). */
+template <class F, class = void> struct FmtWord { typedef uint32_t type; };
+template <class F> struct FmtWord<F, std::void_t<typename F::Word>> { typedef typename F::Word type; };
+template <class F, int R, class = void> struct FmtGather { static constexpr int n = (R * F::kStages >= 4) ? 2 : 4; };
+template <class F, int R> struct FmtGather<F, R, std::void_t<decltype(F::kGather)>> { static constexpr int n = F::kGather; };
+template <class F, class = void> struct FmtSmallTable { static constexpr bool v = !F::kTable; };
+template <class F> struct FmtSmallTable<F, std::void_t<decltype(F::kSmallTable)>> { static constexpr bool v = F::kSmallTable; };
+
 __device__ __forceinline__ uint32_t u4get(const uint4 &v, int c) {
   return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
 }
@@ -83,7 +95,8 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
                                            int cb, int g, int t, const uint32_t *stab,
                                            float (&acc)[F::kStages][R][NT][AccSplit<NT>::n][4],
                                            float (&corr)[NT][AccSplit<NT>::n][4]) {
-  constexpr int XC = 8 / NT, GA = (R * F::kStages >= 4) ? 2 : 4;
+  constexpr int XC = 8 / NT, GA = FmtGather<F, R>::n;
+  typedef typename FmtWord<F>::type Word;
   const int kbase = s * 256 + 64 * t;
 #pragma unroll
   for (int i0 = 0; i0 < 8; i0 += XC) {
@@ -101,7 +114,7 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
     }
 #pragma unroll
     for (int ig = 0; ig < XC; ig += GA) {
-      uint32_t wd[GA][R][2][F::kStages];
+      Word wd[GA][R][2][F::kStages];
 #pragma unroll
       for (int i = 0; i < GA; ++i)
 #pragma unroll
@@ -133,6 +146,23 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
         }
       }
     }
+  }
+}
+
+/* The index planes of an E8-style layer (glq_cuda_e8: E8 shell and E8P) as a lane's raw step: 8 u16 stage-1
+ * indices per row g, g+8, and the stage-2 ones (S2: 0 none, 1 u8, 2 u16). */
+template <int S2> struct E8Raw;
+template <> struct E8Raw<0> { uint4 q1[2]; };
+template <> struct E8Raw<1> { uint4 q1[2]; uint2 q2[2]; };
+template <> struct E8Raw<2> { uint4 q1[2]; uint4 q2[2]; };
+template <int S2>
+__device__ __forceinline__ void e8_planes_load(const FusedParams &p, int row0, int s, int g, int t, E8Raw<S2> &r) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = row0 + 8 * h + g, grp = (int64_t)s * 32 + 8 * t;
+    r.q1[h] = ldg_stream16(p.w1 + row * p.pitch1 + grp * 2);
+    if constexpr (S2 == 1) r.q2[h] = ldg_stream8(p.w2 + row * p.pitch2 + grp);
+    if constexpr (S2 == 2) r.q2[h] = ldg_stream16(p.w2 + row * p.pitch2 + grp * 2);
   }
 }
 
@@ -278,13 +308,13 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
 /* Tile shapes (cfg): 0 = 16 rows x 16 warps; 1 = 32 rows x 8 warps (x fragments reused over twice
  * the rows); 2 = 16 rows x 8 warps with two CTAs per multiprocessor (registers capped at 128; not
  * with the E8 codebook's 216 KB of shared memory): twice the warps in flight per multiprocessor.
- * By default HiF4 takes 2 for B <= 8 (the fastest on every measured shape); otherwise 1 when its tiles
+ * By default HiF4 and E8P (formats without a table or with a small one) take 2 for B <= 8 (the fastest on every measured shape); otherwise 1 when its tiles
  * fill more than half the multiprocessors, else 0 (twice as many CTAs): the faster one in every
  * measured case but a few within 10% (docs/cuda-notes.md). */
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
   int cfg = ctx->fused_cfg;
-  if (cfg < 0) cfg = (!F::kTable && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
+  if (cfg < 0) cfg = (FmtSmallTable<F>::v && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
   if (p.B <= 8) {
     if (cfg == 0) return fused_launch_shape<F, FusedShape<1, 1, 16>>(ctx, p, fused_kernel<F, 1, 1, 16>, st);
     if (cfg == 2) return fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2>, st);

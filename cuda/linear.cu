@@ -1,9 +1,12 @@
-/* linear.cu - glq_cuda_linear: a CPU glq_linear (dense, E8-RHT, HiF4) on the GPU, f32 activations.
+/* linear.cu - glq_cuda_linear: a CPU glq_linear (dense, E8-RHT, E8P, trellis, HiF4) on the GPU, f32 activations.
  *
  * forward, by kind (x, y f32 row-major on the device; xb the bf16 matmul input in the context's scratch):
  *   dense       y = x·Wᵀ by cublasGemmEx in f32 with CUBLAS_COMPUTE_32F_PEDANTIC (no TF32), + bias
  *   dense-bf16  xb = bf16(x); y = xb·Wᵀ by cublasGemmEx (bf16 operands, f32 accumulate), + bias
  *   e8          xb = bf16(Hn(SV ⊙ pad(x))); yt = glq_cuda_e8_matmul(xb); y = crop(SU ⊙ Hmᵀ yt) + bias
+ *   e8p         the same with glq_cuda_e8p_matmul (lowbit.cu)
+ *   trellis     the same with glq_cuda_tr_layer_matmul (lowbit.cu; 3inst codes at 2-4 bits; a hyb code, or
+ *               another K, is dequantized once on the CPU and runs as dense f32)
  *   hif4        xb = bf16(Hn(signs ⊙ pad(x))) or bf16(pad(x)); y = glq_cuda_hif4_matmul(xb) + bias
  *
  * Hadamard transforms replay the CPU plan (hadamard.h) block by block, so every plan the CPU builds
@@ -37,9 +40,12 @@ extern "C" {
 #include "../src/layers/e8_linear.h"
 #include "../src/quant/hadamard.h"
 #include "../src/layers/hif4_linear.h"
+#include "../src/layers/trellis_linear.h"
+#include "../src/quant/e8p.h"
 #include "../src/quant/rht.h"
 }
 #include "hadamard_rows.cuh"
+#include "lowbit.cuh"
 
 enum { LT_LOG = 12, LT = 1 << LT_LOG, LT_THREADS = 512, MAX_BATCH_GEMMS = 65535 };
 
@@ -154,6 +160,7 @@ struct FactorEntry {
 };
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static glq_cuda_codebook *g_cb;
+static glq_cuda_e8p_tables *g_e8p;
 static FactorEntry *g_factors;
 
 static int shared_codebook(const glq_cuda_codebook **out) {
@@ -164,6 +171,15 @@ static int shared_codebook(const glq_cuda_codebook **out) {
     rc = cb ? glq_cuda_codebook_create(cb->table, &g_cb) : GLQ_ENOMEM;
   }
   *out = g_cb;
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+static int shared_e8p_tables(const glq_cuda_e8p_tables **out) {
+  pthread_mutex_lock(&g_mu);
+  int rc = GLQ_OK;
+  if (!g_e8p) rc = glq_e8p_init() ? glq_errcode() : glq_cuda_e8p_tables_create(glq_e8p_packed_abs(), glq_e81b_table4(), &g_e8p);
+  *out = g_e8p;
   pthread_mutex_unlock(&g_mu);
   return rc;
 }
@@ -388,15 +404,17 @@ static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int6
 
 /* ---- the layer ---- */
 
-enum LinKind { LIN_DENSE, LIN_DENSE_BF16, LIN_E8, LIN_HIF4 };
+enum LinKind { LIN_DENSE, LIN_DENSE_BF16, LIN_E8, LIN_HIF4, LIN_E8P, LIN_TRELLIS };
 
 struct glq_cuda_linear {
   LinKind kind;
   int64_t in, out;
   int64_t k_dev;          /* columns of the matmul input xb (e8: in_pad; hif4: rotated/padded in) */
-  int64_t m_dev;          /* columns of the matmul output (e8: out_pad, yt) */
+  int64_t m_dev;          /* columns of the matmul output (e8, e8p, trellis: out_pad, yt) */
   void *w;                /* dense: out x in, f32 or bf16 */
-  glq_cuda_e8 *e8;
+  glq_cuda_e8 *e8;        /* e8 and e8p index planes */
+  const glq_cuda_e8p_tables *e8p;
+  glq_cuda_tr_layer *tr;
   glq_cuda_hif4 *hif4;
   float *bias, *su, *sv;  /* device vectors or NULL (sv: the input signs of e8 and hif4) */
   DevPlan pin, pout;      /* input transform (n = k_dev; none for dense f32) and output (n = m_dev) */
@@ -406,6 +424,7 @@ struct glq_cuda_linear {
 extern "C" void glq_cuda_linear_free(glq_cuda_linear *l) {
   if (!l) return;
   glq_cuda_e8_free(l->e8);
+  glq_cuda_tr_layer_free(l->tr);
   glq_cuda_hif4_free(l->hif4);
   cudaFree(l->w);
   cudaFree(l->bias);
@@ -420,7 +439,7 @@ extern "C" int64_t glq_cuda_linear_in(const glq_cuda_linear *l) { return l->in; 
 extern "C" int64_t glq_cuda_linear_out(const glq_cuda_linear *l) { return l->out; }
 extern "C" size_t glq_cuda_linear_bytes(const glq_cuda_linear *l) { return l->bytes; }
 extern "C" const char *glq_cuda_linear_kind(const glq_cuda_linear *l) {
-  static const char *const names[] = {"dense", "dense-bf16", "e8", "hif4"};
+  static const char *const names[] = {"dense", "dense-bf16", "e8", "hif4", "e8p", "trellis"};
   return names[l->kind];
 }
 
@@ -469,24 +488,49 @@ static int upload_dense(glq_cuda_linear *l, const glq_linear *cpu, int dense_bf1
   return rc;
 }
 
+/* The RHT around a rotated-weight matmul (e8, e8p, trellis): plans of kind `transform` for the padded sizes
+ * mp, np (= m_dev, k_dev), the signs SU (mp), SV (np) and the bias (out). */
+static int upload_rht(glq_cuda_linear *l, glq_hadamard_kind transform, const float *su, const float *sv, const float *bias) {
+  const glq_hadamard *hm, *hn;
+  int rc;
+  if ((rc = glq_hadamard_plan_kind(l->k_dev, transform, &hn)) || (rc = glq_hadamard_plan_kind(l->m_dev, transform, &hm)))
+    return rc;
+  if ((rc = plan_from_cpu(hn, 0, &l->pin)) || (rc = plan_from_cpu(hm, 1, &l->pout))) return rc;
+  if ((rc = upload_f32(l, su, l->m_dev, &l->su)) || (rc = upload_f32(l, sv, l->k_dev, &l->sv))) return rc;
+  return upload_f32(l, bias, l->out, &l->bias);
+}
+
+/* kind "e8" (the shell codebook) and "e8p": the same index planes, different decodes */
 static int upload_e8(glq_cuda_linear *l, const glq_linear *cpu) {
   glq_e8_linear_desc d;
-  const glq_cuda_codebook *cb;
-  const glq_hadamard *hm, *hn;
+  const glq_cuda_codebook *cb = NULL;
   int rc = glq_e8_linear_desc_of(cpu, &d);
-  if (!rc) rc = shared_codebook(&cb);
+  const int e8p = !rc && d.codebook == GLQ_CODEBOOK_E8P;
+  if (!rc) rc = e8p ? shared_e8p_tables(&l->e8p) : shared_codebook(&cb);
   if (rc) return rc;
-  l->kind = LIN_E8;
+  l->kind = e8p ? LIN_E8P : LIN_E8;
   l->k_dev = d.in_pad;
   l->m_dev = d.out_pad;
   if ((rc = glq_cuda_e8_create(cb, d.bits, d.out_pad, d.in_pad, d.qidxs, d.qidxs2, d.wscale, d.inv_rs, &l->e8)))
     return rc;
   l->bytes += glq_cuda_e8_bytes(l->e8);
-  if ((rc = glq_hadamard_plan_kind(d.in_pad, d.transform, &hn)) || (rc = glq_hadamard_plan_kind(d.out_pad, d.transform, &hm)))
-    return rc;
-  if ((rc = plan_from_cpu(hn, 0, &l->pin)) || (rc = plan_from_cpu(hm, 1, &l->pout))) return rc;
-  if ((rc = upload_f32(l, d.su, d.out_pad, &l->su)) || (rc = upload_f32(l, d.sv, d.in_pad, &l->sv))) return rc;
-  return upload_f32(l, d.bias, d.out, &l->bias);
+  return upload_rht(l, d.transform, d.su, d.sv, d.bias);
+}
+
+static int upload_dequantized(glq_cuda_linear *l, const glq_linear *cpu);
+
+/* kind "trellis": 3inst codes at 2-4 bits on the trellis kernels; other codes dequantized once */
+static int upload_trellis(glq_cuda_linear *l, const glq_linear *cpu) {
+  glq_trellis_linear_desc d;
+  int rc = glq_trellis_linear_desc_of(cpu, &d);
+  if (rc) return rc;
+  if (d.variant != GLQ_TRELLIS_3INST || d.K < 2 || d.K > 4) return upload_dequantized(l, cpu);
+  l->kind = LIN_TRELLIS;
+  l->k_dev = d.np;
+  l->m_dev = d.mp;
+  if ((rc = glq_cuda_tr_layer_create(d.K, d.mp, d.np, d.words, d.wscale, &l->tr))) return rc;
+  l->bytes += glq_cuda_tr_layer_bytes(l->tr);
+  return upload_rht(l, d.transform, d.su, d.sv, d.bias);
 }
 
 static int upload_hif4(glq_cuda_linear *l, const glq_linear *cpu) {
@@ -520,8 +564,9 @@ static int upload_hif4(glq_cuda_linear *l, const glq_linear *cpu) {
   return upload_f32(l, d.bias, d.out, &l->bias);
 }
 
-/* A layer kind with no GPU kernel yet (E8P, trellis): its weight dequantized once on the CPU and run as a
- * dense f32 layer, so every checkpoint the CPU reads also runs on the GPU (at dense speed and memory). */
+/* A layer with no GPU kernel (a trellis hyb code, or a kind added later): its weight dequantized once on the
+ * CPU and run as a dense f32 layer, so every checkpoint the CPU reads also runs on the GPU (at dense speed and
+ * memory). */
 static int upload_dequantized(glq_cuda_linear *l, const glq_linear *cpu) {
   if (!cpu->vt->dequantize) return glq_error(GLQ_EUNSUPPORTED, "layer kind \"%s\" has no GPU implementation", cpu->vt->kind);
   const int64_t n = l->out * l->in;
@@ -550,7 +595,8 @@ extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear
   l->out = cpu->out;
   int rc;
   if (!strcmp(kind, "dense")) rc = upload_dense(l, cpu, dense_bf16);
-  else if (!strcmp(kind, "e8")) rc = upload_e8(l, cpu);
+  else if (!strcmp(kind, "e8") || !strcmp(kind, "e8p")) rc = upload_e8(l, cpu);
+  else if (!strcmp(kind, "trellis")) rc = upload_trellis(l, cpu);
   else if (!strcmp(kind, "hif4")) rc = upload_hif4(l, cpu);
   else rc = upload_dequantized(l, cpu);
   if (rc) {
@@ -564,6 +610,9 @@ extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear
 
 /* ---- scratch and forward ---- */
 
+/* 1 for the kinds whose matmul output yt goes through an output transform (SU, Hmᵀ, crop). */
+static int rotated_out(const glq_cuda_linear *l) { return l->kind == LIN_E8 || l->kind == LIN_E8P || l->kind == LIN_TRELLIS; }
+
 /* Per-row scratch of forward: f32 t1 and t2 (t1 also holds the E8 matmul output yt) and bf16 xb. */
 static void scratch_per_row(const glq_cuda_linear *l, int64_t *t1, int64_t *t2, int64_t *xb) {
   *t1 = *t2 = *xb = 0;
@@ -573,7 +622,7 @@ static void scratch_per_row(const glq_cuda_linear *l, int64_t *t1, int64_t *t2, 
   const int pre_or_pad = l->sv != NULL || l->in < l->k_dev;
   *t1 = plan_t1(&l->pin, pre_or_pad);
   *t2 = plan_t2(&l->pin);
-  if (l->kind == LIN_E8) {
+  if (rotated_out(l)) {
     if (l->m_dev > *t1) *t1 = l->m_dev;
     if (plan_t2(&l->pout) > *t2) *t2 = plan_t2(&l->pout);
   }
@@ -594,7 +643,7 @@ static int ensure_scratch(glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B
     GLQ_CUDA_TRY(cudaMalloc(&ctx->lin_ws[lane], need));
     ctx->lin_ws_bytes[lane] = need;
   }
-  if ((l->e8 || l->hif4) && B > ctx->max_fused_batch) return glq_cuda_ctx_reserve(ctx, l->m_dev, l->k_dev);
+  if ((l->e8 || l->tr || l->hif4) && B > ctx->max_fused_batch) return glq_cuda_ctx_reserve(ctx, l->m_dev, l->k_dev);
   return GLQ_OK;
 }
 
@@ -648,8 +697,13 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
     case LIN_DENSE: rc = dense_gemm(ctx, l, x, B, y, st, lane); break;
     case LIN_DENSE_BF16: rc = dense_gemm(ctx, l, xb, B, y, st, lane); break;
     case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, B, y, 0, GLQ_CUDA_AUTO, stream); break;
-    case LIN_E8: {
-      if ((rc = glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream))) return rc;
+    case LIN_E8:
+    case LIN_E8P:
+    case LIN_TRELLIS: {
+      rc = l->kind == LIN_E8    ? glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream)
+           : l->kind == LIN_E8P ? glq_cuda_e8p_matmul(ctx, l->e8p, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, st)
+                                : glq_cuda_tr_layer_matmul(ctx, l->tr, xb, B, t1, 0, GLQ_CUDA_AUTO, st);
+      if (rc) return rc;
       const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
       return transform(ctx, &l->pout, out, B, NULL, t2, st, lane); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
     }
@@ -662,6 +716,31 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
 /* ---- random layers ---- */
 
 static float uniform_pm1(uint64_t *s) { return (float)((double)(glq_splitmix64(s) >> 11) * 0x1p-52 - 1.0); }
+
+/* A 3inst trellis layer at K bits: random bitstreams (any stream decodes), +-1 signs, unit gain. */
+static int random_trellis(int K, int64_t out, int64_t in, uint64_t *s, glq_linear **cpu) {
+  if (K < 2 || K > 4) return glq_error(GLQ_EINVAL, "trellis bits %d not in {2, 3, 4}", K);
+  glq_trellis_artifacts a;
+  memset(&a, 0, sizeof a);
+  a.variant = GLQ_TRELLIS_3INST, a.K = K, a.m = out, a.n = in;
+  const int64_t mp = glq_trellis_pad(out), np = glq_trellis_pad(in), one = 1;
+  const int64_t pshape[2] = {(mp / 16) * (np / 16), 16 * K};
+  int rc = glq_tensor_new(GLQ_I16, 2, pshape, &a.packed);
+  if (!rc) rc = glq_tensor_new(GLQ_F16, 1, &mp, &a.su);
+  if (!rc) rc = glq_tensor_new(GLQ_F16, 1, &np, &a.sv);
+  if (!rc) rc = glq_tensor_new(GLQ_F32, 0, &one, &a.wscale);
+  if (!rc) {
+    int16_t *p = (int16_t *)glq_tensor_data(&a.packed);
+    for (int64_t i = 0; i < pshape[0] * pshape[1]; ++i) p[i] = (int16_t)(glq_splitmix64(s) & 0xFFFF);
+    uint16_t *su = (uint16_t *)glq_tensor_data(&a.su), *sv = (uint16_t *)glq_tensor_data(&a.sv);
+    for (int64_t i = 0; i < mp; ++i) su[i] = glq_f32_to_f16((glq_splitmix64(s) & 1) ? -1.f : 1.f);
+    for (int64_t i = 0; i < np; ++i) sv[i] = glq_f32_to_f16((glq_splitmix64(s) & 1) ? -1.f : 1.f);
+    *(float *)glq_tensor_data(&a.wscale) = (float)(1.0 / sqrt((double)in)); /* 3inst values have rms about 1 */
+    rc = glq_trellis_linear_new(&a, NULL, cpu);
+  }
+  glq_trellis_artifacts_free(&a);
+  return rc;
+}
 
 static int random_cpu(const char *kind, int bits, int64_t out, int64_t in, uint64_t seed, glq_linear **cpu) {
   uint64_t s = seed;
@@ -677,16 +756,18 @@ static int random_cpu(const char *kind, int bits, int64_t out, int64_t in, uint6
     glq_tensor_release(&w);
     return rc;
   }
-  if (!strcmp(kind, "e8")) {
-    if (bits < 2 || bits > 4) return glq_error(GLQ_EINVAL, "E8 bits %d not in {2, 3, 4}", bits);
+  if (!strcmp(kind, "e8") || !strcmp(kind, "e8p")) {
+    if (bits < 2 || bits > 4) return glq_error(GLQ_EINVAL, "%s bits %d not in {2, 3, 4}", kind, bits);
     glq_e8_linear_desc d;
     memset(&d, 0, sizeof d);
+    d.codebook = strcmp(kind, "e8p") ? GLQ_CODEBOOK_E8 : GLQ_CODEBOOK_E8P;
     d.out = out;
     d.in = in;
     d.out_pad = glq_rht_pad(out);
     d.in_pad = glq_rht_pad(in);
     d.bits = bits;
     d.wscale = (float)(1.0 / sqrt((double)in)); /* codebook coordinates have rms about 1: unit gain */
+    if (d.codebook == GLQ_CODEBOOK_E8P) d.wscale *= 0.6f; /* E8P's rms is about 1.6 */
     d.inv_rs = bits == 3 ? 1.f / 2.f : 1.f / 3.75f; /* the quantizer's default residual scales */
     const size_t nq = (size_t)(d.out_pad * d.in_pad / 8);
     int16_t *q = (int16_t *)malloc(nq * sizeof(int16_t) * (bits > 2 ? 2 : 1));
@@ -708,6 +789,7 @@ static int random_cpu(const char *kind, int bits, int64_t out, int64_t in, uint6
     free(su);
     return rc;
   }
+  if (!strcmp(kind, "trellis")) return random_trellis(bits, out, in, &s, cpu);
   const int rht = !strcmp(kind, "hif4-rht");
   if (rht || !strcmp(kind, "hif4")) {
     const int64_t shape[2] = {out, in}, units = out * glq_hif4_nblocks(in), np = glq_rht_pad(in);
@@ -740,14 +822,14 @@ static int random_cpu(const char *kind, int bits, int64_t out, int64_t in, uint6
     if (rht) glq_tensor_release(&signs);
     return rc;
   }
-  return glq_error(GLQ_EINVAL, "unknown kind \"%s\" (dense, e8, hif4, hif4-rht)", kind);
+  return glq_error(GLQ_EINVAL, "unknown kind \"%s\" (dense, e8, e8p, trellis, hif4, hif4-rht)", kind);
 }
 
 extern "C" int glq_cuda_linear_random(glq_cuda_ctx *ctx, const char *kind, int bits, int64_t out, int64_t in,
                                       uint64_t seed, glq_cuda_linear **out_l) {
   *out_l = NULL;
   glq_linear *cpu = NULL;
-  int rc = !kind ? glq_error(GLQ_EINVAL, "no kind (dense, e8, hif4, hif4-rht)")
+  int rc = !kind ? glq_error(GLQ_EINVAL, "no kind (dense, e8, e8p, trellis, hif4, hif4-rht)")
            : out < 1 || in < 1 ? glq_error(GLQ_EINVAL, "shape %lld x %lld", (long long)out, (long long)in)
                                : random_cpu(kind, bits, out, in, seed, &cpu);
   if (!rc) rc = glq_cuda_linear_upload(ctx, cpu, 1, out_l);

@@ -60,7 +60,8 @@ describe("trellis decodes", function()
     local lin = glq.trellis.linear({ codebook = "trellis", variant = "3inst", trellis_packed = t.trellis_packed, SU = t.SU,
       SV = t.SV, Wscale = t.Wscale, out_features = 64, in_features = 96 })
     local y, ref = lin:forward(t.x), t.y_glq
-    assert.is_true(bytes(y) == bytes(t.y_ours)) -- the file's own output: our decode has not changed
+    -- the file's own output to f32 rounding (the fused AVX2 forward sums in another order): our decode has not changed
+    assert.is_true(y:sub(t.y_ours):norm() < 1e-6 * t.y_ours:norm())
     assert.is_true(y:sub(ref):norm() < 1e-6 * ref:norm() * 64)
   end)
 

@@ -14,7 +14,9 @@
 #include <vector>
 #include <string>
 #include <algorithm>
+#include <cuda_fp16.h>
 #include "../../cuda/glq_cuda.h"
+#include "../../cuda/lowbit.cuh"
 #include "host_util.h"
 extern "C" {
 #include "../../src/core/error.h"
@@ -135,6 +137,89 @@ static void dequant_hif4(const HostHif4 &h, std::vector<double> &w) {
       const int nib = (h.s1p2[32 * u + kk / 2] >> (4 * (kk & 1))) & 15;
       w[r * h.in + k] = scale * ldexp(1.0, e) * ((nib & 8) ? -1.0 : 1.0) * (nib & 7) / 4.0;
     }
+}
+
+/* E8P (lowbit.cuh) with random tables of E8P's structure: 256 absolute vectors (2|a_i| in {1,3,5,7}, coordinate 7
+ * stored negative for half of them, as glq's packed grid does for an odd sum) and an E81B-like stage-2 book
+ * (4c in {0, ±2, ±4, ±8}); the reference decodes as src/quant/e8p.c does. Index planes: HostE8's. */
+static uint32_t g_e8p_abs[256];
+static int8_t g_e81b4[256 * 8];
+static glq_cuda_e8p_tables *g_e8p;
+static const int E8P_SHUF[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+static void make_e8p_tables() {
+  for (int a = 0; a < 256; ++a) {
+    uint32_t code = 0;
+    for (int k = 0; k < 8; ++k) {
+      int v = 2 * (int)(rnd() % 4) + 1;
+      if (k == 7 && (rnd() & 1)) v = -v;
+      code |= (uint32_t)(v + 8) << (4 * k);
+    }
+    g_e8p_abs[a] = code;
+  }
+  static const int8_t vals[7] = {0, 2, -2, 4, -4, 8, -8};
+  for (auto &v : g_e81b4) v = vals[rnd() % 7];
+  GQ(glq_cuda_e8p_tables_create(g_e8p_abs, g_e81b4, &g_e8p));
+}
+static void e8p_entry4(uint32_t idx, double *out) { /* 4x the entry */
+  const uint32_t s0 = idx & 255, code = g_e8p_abs[(idx >> 8) & 255];
+  const uint32_t p = (uint32_t)__builtin_parity(s0), s = s0 ^ p;
+  for (int i = 0; i < 8; ++i) {
+    const int b = E8P_SHUF[i];
+    int v = 2 * ((int)((code >> (4 * b)) & 15) - 8);
+    if ((s >> b) & 1) v = -v;
+    out[i] = v + (p ? -1 : 1);
+  }
+}
+static void dequant_e8p(const HostE8 &h, std::vector<double> &w) {
+  w.assign(h.out * h.in, 0.0);
+  double c1[8], c2[8] = {0};
+  for (int64_t r = 0; r < h.out; ++r)
+    for (int64_t j = 0; j < h.in / 8; ++j) {
+      e8p_entry4((uint16_t)h.q1[r * (h.in / 8) + j], c1);
+      const uint32_t i2 = h.bits > 2 ? (uint16_t)h.q2[r * (h.in / 8) + j] : 0;
+      if (h.bits == 3)
+        for (int k = 0; k < 8; ++k) c2[k] = g_e81b4[8 * i2 + k];
+      if (h.bits == 4) e8p_entry4(i2, c2);
+      for (int k = 0; k < 8; ++k) w[r * h.in + 8 * j + k] = 0.25 * h.wscale * (c1[k] + (double)h.inv_rs * c2[k]);
+    }
+}
+
+/* Trellis (3inst) with random bitstreams: tiles of 16K uint16 (MSB first), state i = the 16 bits at bit iK (wrapping),
+ * value = fp16(hi + lo halves of the LCG output), sequence position i = tile element perm(i) (trellis.h). */
+struct HostTr {
+  int K;
+  int64_t out, in;
+  std::vector<uint16_t> words;
+  float wscale;
+};
+static HostTr make_tr(int K, int64_t out, int64_t in) {
+  HostTr h{K, out, in, std::vector<uint16_t>((out / 16) * (in / 16) * 16 * K), 0.f};
+  for (auto &v : h.words) v = (uint16_t)rnd();
+  h.wscale = (float)((0.75 + 0.5 * urand()) / sqrt((double)in));
+  return h;
+}
+static double tr3inst_host(uint32_t s) {
+  const uint32_t r = ((s * 89226354u + 64248484u) & 0x8FFF8FFFu) ^ 0x3B603B60u;
+  __half_raw lo, hi;
+  lo.x = (unsigned short)(r & 0xFFFF), hi.x = (unsigned short)(r >> 16);
+  const float sum = __half2float(__half(lo)) + __half2float(__half(hi)); /* exact in f32 */
+  return (double)__half2float(__float2half_rn(sum));
+}
+static void dequant_tr(const HostTr &h, std::vector<double> &w) {
+  w.assign(h.out * h.in, 0.0);
+  const int64_t tn = h.in / 16, nbits = 256 * h.K;
+  for (int64_t t = 0; t < (h.out / 16) * tn; ++t) {
+    const uint16_t *ws = &h.words[t * 16 * h.K];
+    for (int i = 0; i < 256; ++i) {
+      uint32_t s = 0;
+      for (int b = 0; b < 16; ++b) {
+        const int64_t pos = ((int64_t)i * h.K + b) % nbits;
+        s = (s << 1) | ((ws[pos >> 4] >> (15 - (pos & 15))) & 1u);
+      }
+      const int e = ((i >> 1) & 1) * 128 + (i >> 5) * 16 + ((i >> 2) & 1) * 8 + ((i >> 3) & 3) * 2 + (i & 1);
+      w[((t / tn) * 16 + (e >> 4)) * h.in + (t % tn) * 16 + (e & 15)] = h.wscale * tr3inst_host(s);
+    }
+  }
 }
 
 /* ---------- correctness ---------- */
@@ -372,6 +457,27 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
       hf.push_back(l);
     }
   }
+  /* E8P and trellis layers (rotating copies, as above) */
+  std::vector<glq_cuda_e8 *> e8p[3];
+  std::vector<glq_cuda_tr_layer *> tr[3];
+  for (int bits = 2; bits <= 4; ++bits) {
+    HostE8 h = make_e8(bits, out, in);
+    HostTr ht = make_tr(bits, out, in);
+    glq_cuda_e8 *l;
+    glq_cuda_tr_layer *t;
+    GQ(glq_cuda_e8_create(NULL, bits, out, in, h.q1.data(), bits > 2 ? h.q2.data() : NULL, h.wscale, h.inv_rs, &l));
+    GQ(glq_cuda_tr_layer_create(bits, out, in, ht.words.data(), ht.wscale, &t));
+    e8p[bits - 2].push_back(l);
+    tr[bits - 2].push_back(t);
+    for (int c = 1; c < copies_for(glq_cuda_e8_bytes(l)); ++c) {
+      GQ(glq_cuda_e8_create(NULL, bits, out, in, h.q1.data(), bits > 2 ? h.q2.data() : NULL, h.wscale, h.inv_rs, &l));
+      e8p[bits - 2].push_back(l);
+    }
+    for (int c = 1; c < copies_for(glq_cuda_tr_layer_bytes(t)); ++c) {
+      GQ(glq_cuda_tr_layer_create(bits, out, in, ht.words.data(), ht.wscale, &t));
+      tr[bits - 2].push_back(t);
+    }
+  }
   const float one = 1.f, zero = 0.f;
   for (int64_t B : batches) {
     const double io = (double)B * in * 2 + (double)B * out * 2; /* x read + bf16 y written */
@@ -415,6 +521,34 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
         }
       }
     }
+    /* E8P (fused: every tile shape) and trellis: the fused kernels up to B = 16, dequantize + cuBLAS from 64 */
+    for (int f = 0; f < 6; ++f) {
+      const int bi = f % 3, is_tr = f >= 3;
+      const int nc = is_tr ? (int)tr[bi].size() : (int)e8p[bi].size();
+      const double wb = is_tr ? (double)glq_cuda_tr_layer_bytes(tr[bi][0]) : (double)glq_cuda_e8_bytes(e8p[bi][0]);
+      char nm[32];
+      snprintf(nm, sizeof nm, "%s-%dbit", is_tr ? "TR" : "E8P", bi + 2);
+      const glq_cuda_path path = B <= 16 ? GLQ_CUDA_FUSED : GLQ_CUDA_DEQUANT;
+      if (B > 16 && B < 64) continue;
+      auto run = [&](int i) -> int {
+        return is_tr ? glq_cuda_tr_layer_matmul(ctx, tr[bi][i % nc], dx, B, dyb, 1, path, g_st)
+                     : glq_cuda_e8p_matmul(ctx, g_e8p, e8p[bi][i % nc], dx, B, dyb, 1, path, g_st);
+      };
+      const int n = std::max(20, nc);
+      if (path == GLQ_CUDA_DEQUANT || is_tr) {
+        add_row(shape, B, nm, path == GLQ_CUDA_DEQUANT ? "dequant" : "fused", time_graph(n, run), tb, wb + io);
+        continue;
+      }
+      for (int cfg : {0, 1, 2}) {
+        glq_cuda_ctx_set_fused_cfg(ctx, cfg);
+        add_row(shape, B, nm, cfg == 0 ? "fused-c0" : cfg == 1 ? "fused-c1" : "fused-c2", time_graph(n, run), tb, wb + io);
+      }
+      glq_cuda_ctx_set_fused_cfg(ctx, -1);
+    }
+  }
+  for (int f = 0; f < 3; ++f) {
+    for (auto l : e8p[f]) glq_cuda_e8_free(l);
+    for (auto l : tr[f]) glq_cuda_tr_layer_free(l);
   }
   for (int f = 0; f < 3; ++f)
     for (auto l : e8[f]) glq_cuda_e8_free(l);
@@ -482,6 +616,7 @@ int main(int argc, char **argv) {
   g_table.resize(65536 * 8);
   for (size_t i = 0; i < g_table.size(); ++i) g_table[i] = i < 8 ? 0.f : (float)(rnd() % 13) * 0.5f - 3.f;
   GQ(glq_cuda_codebook_create(g_table.data(), &g_cb));
+  make_e8p_tables();
 
   glq_cuda_ctx *ctx;
   GQ(glq_cuda_ctx_create(&ctx));
@@ -548,6 +683,53 @@ int main(int argc, char **argv) {
       check_matmul("hif4 dequant+cublas bf16-y", out, in, 70, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
         return glq_cuda_hif4_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 1);
       glq_cuda_hif4_free(l);
+      /* E8P: fused (every tile shape) and dequantize + cuBLAS (3/4 bits round 4C1 + inv_rs 4C2 to bf16) */
+      for (int bits = 2; bits <= 4; ++bits) {
+        HostE8 h = make_e8(bits, out, in);
+        std::vector<double> w;
+        dequant_e8p(h, w);
+        glq_cuda_e8 *l;
+        GQ(glq_cuda_e8_create(NULL, bits, out, in, h.q1.data(), bits > 2 ? h.q2.data() : NULL, h.wscale, h.inv_rs, &l));
+        char nm[64];
+        for (int cfg : {0, 1, 2}) {
+          glq_cuda_ctx_set_fused_cfg(ctx, cfg);
+          snprintf(nm, sizeof nm, "e8p-%d fused c%d", bits, cfg);
+          for (int64_t B : {1, 3, 8, 13, 40})
+            check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+              return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
+        }
+        glq_cuda_ctx_set_fused_cfg(ctx, -1);
+        snprintf(nm, sizeof nm, "e8p-%d fused bf16-y", bits);
+        check_matmul(nm, out, in, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+          return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+        snprintf(nm, sizeof nm, "e8p-%d dequant+cublas", bits);
+        for (int64_t B : {5, 70})
+          check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, bits == 2 ? 1e-4 : 1e-2, 0);
+        glq_cuda_e8_free(l);
+      }
+      /* trellis 3inst (sides rounded down to multiples of 16): fused exact in W̃; dequantize rounds W̃ to bf16 */
+      const int64_t to = out / 16 * 16, ti = in / 16 * 16;
+      for (int K = 2; K <= 4; ++K) {
+        HostTr h = make_tr(K, to, ti);
+        std::vector<double> w;
+        dequant_tr(h, w);
+        glq_cuda_tr_layer *l;
+        GQ(glq_cuda_tr_layer_create(K, to, ti, h.words.data(), h.wscale, &l));
+        char nm[64];
+        snprintf(nm, sizeof nm, "trellis-%d fused", K);
+        for (int64_t B : {1, 3, 8, 13, 16, 40})
+          check_matmul(nm, to, ti, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-5, 0);
+        snprintf(nm, sizeof nm, "trellis-%d fused bf16-y", K);
+        check_matmul(nm, to, ti, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+          return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+        snprintf(nm, sizeof nm, "trellis-%d dequant+cublas", K);
+        for (int64_t B : {5, 70})
+          check_matmul(nm, to, ti, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 0);
+        glq_cuda_tr_layer_free(l);
+      }
     }
     for (int64_t n : {32, 64, 512, 1024, 4096, 16384, 32768}) check_fwht(n, 3, 0);
     check_fwht(4096, 5, 1);
@@ -597,7 +779,60 @@ int main(int argc, char **argv) {
     mdprintf("| %s | %lld | %.1f | %s | %s | %s | %s |\n", b.shape.c_str(), (long long)b.B, b.us, cell[0], cell[1], cell[2],
              cell[3]);
   }
+  /* E8P / trellis summary and the targets of issue #15 (best path per format, x cuBLAS bf16) */
+  auto best_of = [&](const std::string &shape, int64_t B, const char *kernel, double *bf16) -> double {
+    double best = 1e30;
+    *bf16 = 0;
+    for (auto &r : g_rows)
+      if (r.shape == shape && r.B == B) {
+        if (r.kernel == "cuBLAS-bf16") *bf16 = r.us;
+        if (r.kernel == kernel && r.us < best) best = r.us;
+      }
+    return best;
+  };
+  printf("\nSUMMARY E8P / trellis (best path; us and x bf16 speed)\n");
+  mdprintf("\n## Summary: E8P and trellis, best path (µs, × bf16 speed)\n\n| out×in | B | cuBLAS bf16 | E8P 2 | E8P 3 | E8P 4 | "
+           "trellis 2 | trellis 3 | trellis 4 |\n|---|---|---|---|---|---|---|---|---|\n");
+  const char *lk[6] = {"E8P-2bit", "E8P-3bit", "E8P-4bit", "TR-2bit", "TR-3bit", "TR-4bit"};
+  for (auto &b : g_rows) {
+    if (b.kernel != "cuBLAS-bf16") continue;
+    double bf;
+    std::string line;
+    char cell[64];
+    for (int f = 0; f < 6; ++f) {
+      const double t = best_of(b.shape, b.B, lk[f], &bf);
+      if (t < 1e30) snprintf(cell, sizeof cell, " | %.1f x%.2f", t, bf / t);
+      else snprintf(cell, sizeof cell, " | -");
+      line += cell;
+    }
+    printf("%-11s %5lld %8.1f%s\n", b.shape.c_str(), (long long)b.B, b.us, line.c_str());
+    mdprintf("| %s | %lld | %.1f%s |\n", b.shape.c_str(), (long long)b.B, b.us, line.c_str());
+  }
+  struct Target { const char *shape; int64_t B; const char *kernel; double goal, floor; };
+  const Target tg[] = {
+      {"4096x14336", 1, "E8-2bit", 3.0, 2.5},   {"4096x14336", 1, "E8P-2bit", 3.0, 2.5}, {"4096x14336", 1, "TR-2bit", 3.0, 2.5},
+      {"4096x14336", 1, "E8-3bit", 2.4, 2.0},   {"4096x14336", 1, "E8P-3bit", 2.4, 2.0}, {"4096x14336", 1, "TR-3bit", 2.4, 2.0},
+      {"4096x14336", 1, "E8-4bit", 2.0, 1.6},   {"4096x14336", 1, "E8P-4bit", 2.0, 1.6}, {"4096x14336", 1, "TR-4bit", 2.0, 1.6},
+      {"4096x14336", 16, "E8-2bit", 1.5, 1.0},  {"4096x14336", 16, "E8P-2bit", 1.5, 1.0}, {"4096x14336", 16, "TR-2bit", 1.5, 1.0},
+      {"4096x4096", 1, "E8P-2bit", 3.0, 2.5},   {"4096x4096", 1, "TR-2bit", 3.0, 2.5},
+      {"4096x4096", 16, "E8P-2bit", 1.5, 1.0},  {"4096x4096", 16, "TR-2bit", 1.5, 1.0},
+      {"4096x4096", 2048, "E8P-2bit", 0.9, 0.8}, {"4096x4096", 2048, "TR-2bit", 0.9, 0.8},
+      {"4096x14336", 2048, "E8P-2bit", 0.9, 0.8}, {"4096x14336", 2048, "TR-2bit", 0.9, 0.8},
+      {"14336x4096", 2048, "E8P-2bit", 0.9, 0.8}, {"14336x4096", 2048, "TR-2bit", 0.9, 0.8}};
+  printf("\nTARGETS (issue #15: x cuBLAS bf16, goal / floor)\n");
+  mdprintf("\n## Targets of issue #15 (× cuBLAS bf16)\n\n| out×in | B | kernel | µs | × bf16 | goal | floor | |\n|---|---|---|---|---|---|---|---|\n");
+  for (auto &t : tg) {
+    double bf;
+    const double us = best_of(t.shape, t.B, t.kernel, &bf);
+    if (us >= 1e30 || bf <= 0) continue;
+    const double x = bf / us;
+    const char *v = x >= t.goal ? "met" : x >= t.floor ? "floor met, goal missed" : "MISSED";
+    printf("target %-11s B=%-5lld %-9s %8.2f us  x%.2f  (goal %.1f, floor %.1f) %s\n", t.shape, (long long)t.B, t.kernel, us, x,
+           t.goal, t.floor, v);
+    mdprintf("| %s | %lld | %s | %.2f | %.2f | %.1f | %.1f | %s |\n", t.shape, (long long)t.B, t.kernel, us, x, t.goal, t.floor, v);
+  }
   printf("correctness: %d of %d checks passed\n", n_check - n_fail, n_check);
+  glq_cuda_e8p_tables_free(g_e8p);
   glq_cuda_ctx_free(ctx);
   glq_cuda_codebook_free(g_cb);
   if (md) fclose(md);

@@ -38,7 +38,9 @@
 #include "../../src/layers/dense_linear.h"
 #include "../../src/layers/linear.h"
 #include "../../src/quant/e8.h"
+#include "../../src/quant/e8p.h"
 #include "../../src/layers/e8_linear.h"
+#include "../../src/layers/trellis_linear.h"
 #include "../../src/quant/hadamard.h"
 #include "../../src/quant/hif4.h"
 #include "../../src/layers/hif4_linear.h"
@@ -63,6 +65,8 @@ typedef struct {
   glq_hadamard_kind kind;     /* the rotation's plan kind */
   int rows_norm;              /* 1: 2-norm bound per row (an output transform follows the matmul) */
   int roundings, roundings_dq;/* bf16 roundings for B <= 16 and B > 16 (0: f32 everywhere) */
+  int low_bit;                /* E8P / trellis: batches 1, 3, 16, 40 (else 1, 3, 16, 33, 77) */
+  const char *gpu_kind;       /* the kind the GPU layer must report, when not the CPU layer's */
 } lcase;
 
 static void case_free(lcase *c) {
@@ -183,13 +187,13 @@ static void run_case(lcase *c) {
     case_free(c);
     return;
   }
-  const char *want = c->dense_bf16 && !strcmp(c->cpu->vt->kind, "dense") ? "dense-bf16" : c->cpu->vt->kind;
+  const char *want = c->gpu_kind ? c->gpu_kind : c->dense_bf16 && !strcmp(c->cpu->vt->kind, "dense") ? "dense-bf16" : c->cpu->vt->kind;
   const int meta = glq_cuda_linear_in(g) == c->cpu->in && glq_cuda_linear_out(g) == c->cpu->out &&
                    !strcmp(glq_cuda_linear_kind(g), want) && glq_cuda_linear_bytes(g) > 0;
   report(meta, "%-58s kind %s, %lld x %lld, %.2f MB on the device", c->name, glq_cuda_linear_kind(g),
          (long long)glq_cuda_linear_out(g), (long long)glq_cuda_linear_in(g), glq_cuda_linear_bytes(g) / 1e6);
-  const int64_t Bs[] = {1, 3, 16, 33, 77};
-  for (int i = 0; i < 5; i++) check_batch(c, g, Bs[i]);
+  const int64_t Bs[] = {1, 3, 16, 33, 77}, Bl[] = {1, 3, 16, 40};
+  for (int i = 0; i < (c->low_bit ? 4 : 5); i++) check_batch(c, g, c->low_bit ? Bl[i] : Bs[i]);
   glq_cuda_linear_free(g);
   case_free(c);
 }
@@ -230,6 +234,21 @@ static void dense_case(int64_t out, int64_t in, glq_dtype cpu_dt, int dense_bf16
   run_case(&c);
 }
 
+/* Random indices (stage 2 below 256 at 3 bits), signs and bias for the descriptor d (shapes and bits set); the
+ * arrays are the caller's to free. */
+static void random_e8_arrays(glq_e8_linear_desc *d, int bias, int16_t **q, int16_t **q2, float **su, float **sv, float **bv) {
+  const int64_t nq = d->out_pad * (d->in_pad / 8);
+  *q = xmalloc((size_t)nq * sizeof(int16_t)), *q2 = d->bits > 2 ? xmalloc((size_t)nq * sizeof(int16_t)) : NULL;
+  *su = xmalloc((size_t)d->out_pad * sizeof(float)), *sv = xmalloc((size_t)d->in_pad * sizeof(float));
+  *bv = bias ? xmalloc((size_t)d->out * sizeof(float)) : NULL;
+  for (int64_t i = 0; i < nq; i++) (*q)[i] = (int16_t)(rnd() & 0xFFFF);
+  for (int64_t i = 0; *q2 && i < nq; i++) (*q2)[i] = (int16_t)(rnd() & (d->bits == 3 ? 0xFF : 0xFFFF));
+  for (int64_t i = 0; i < d->out_pad; i++) (*su)[i] = sign();
+  for (int64_t i = 0; i < d->in_pad; i++) (*sv)[i] = sign();
+  for (int64_t i = 0; bias && i < d->out; i++) (*bv)[i] = 0.5f * nrand();
+  d->qidxs = *q, d->qidxs2 = *q2, d->su = *su, d->sv = *sv, d->bias = *bv;
+}
+
 /* E8 layer of out x in stored at out_pad x in_pad, random indices and signs, plan kind `kind`. */
 static void e8_case(int bits, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad, glq_hadamard_kind kind,
                     int bias, const char *note) {
@@ -239,16 +258,10 @@ static void e8_case(int bits, int64_t out, int64_t in, int64_t out_pad, int64_t 
   d.out = out, d.in = in, d.out_pad = out_pad, d.in_pad = in_pad, d.bits = bits, d.transform = kind;
   d.wscale = (float)((0.75 + 0.5 * urand()) / sqrt((double)in));
   d.inv_rs = bits == 3 ? 0.5f : 1.f / 3.75f;
-  const int64_t nb = in_pad / 8, nq = out_pad * nb;
-  int16_t *q = xmalloc((size_t)nq * sizeof(int16_t)), *q2 = bits > 2 ? xmalloc((size_t)nq * sizeof(int16_t)) : NULL;
-  float *su = xmalloc((size_t)out_pad * sizeof(float)), *sv = xmalloc((size_t)in_pad * sizeof(float));
-  float *bv = bias ? xmalloc((size_t)out * sizeof(float)) : NULL;
-  for (int64_t i = 0; i < nq; i++) q[i] = (int16_t)(rnd() & 0xFFFF);
-  for (int64_t i = 0; q2 && i < nq; i++) q2[i] = (int16_t)(rnd() & (bits == 3 ? 0xFF : 0xFFFF));
-  for (int64_t i = 0; i < out_pad; i++) su[i] = sign();
-  for (int64_t i = 0; i < in_pad; i++) sv[i] = sign();
-  for (int64_t i = 0; bias && i < out; i++) bv[i] = 0.5f * nrand();
-  d.qidxs = q, d.qidxs2 = q2, d.su = su, d.sv = sv, d.bias = bv;
+  const int64_t nb = in_pad / 8;
+  int16_t *q, *q2;
+  float *su, *sv, *bv;
+  random_e8_arrays(&d, bias, &q, &q2, &su, &sv, &bv);
   if (glq_e8_linear_new(&d, &c.cpu)) c.cpu = NULL;
   /* |W̃| (out_pad x in_pad) */
   const glq_e8_codebook *cb = glq_e8_codebook_get(65536);
@@ -274,6 +287,82 @@ static void e8_case(int bits, int64_t out, int64_t in, int64_t out_pad, int64_t 
   int havep = !glq_hadamard_plan_kind(in_pad, kind, &hn) && !glq_hadamard_plan_kind(out_pad, kind, &hm);
   snprintf(c.name, sizeof c.name, "e8-%d %lldx%lld%s%s [in %s | out %s]", bits, (long long)out, (long long)in,
            bias ? " +bias" : "", note, havep ? glq_hadamard_describe(hn) : "?", havep ? glq_hadamard_describe(hm) : "?");
+  run_case(&c);
+}
+
+/* E8P layer (QuIP#'s codebook; stage 2 E81B at 3 bits, E8P at 4) of out x in stored at out_pad x in_pad. Fused:
+ * the stages are exact bf16 values with their own accumulators (x the one rounding); dequantize + cuBLAS rounds
+ * 4C1 + inv_rs·4C2 to bf16 at 3/4 bits. */
+static void e8p_case(int bits, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad, glq_hadamard_kind kind, int bias,
+                     const char *note) {
+  lcase c = {0};
+  glq_e8_linear_desc d;
+  memset(&d, 0, sizeof d);
+  d.out = out, d.in = in, d.out_pad = out_pad, d.in_pad = in_pad, d.bits = bits, d.transform = kind;
+  d.codebook = GLQ_CODEBOOK_E8P;
+  d.wscale = (float)((0.4 + 0.3 * urand()) / sqrt((double)in));
+  d.inv_rs = bits == 3 ? 0.5f : 1.f / 3.75f;
+  const int64_t nb = in_pad / 8;
+  int16_t *q, *q2;
+  float *su, *sv, *bv;
+  random_e8_arrays(&d, bias, &q, &q2, &su, &sv, &bv);
+  if (glq_e8_linear_new(&d, &c.cpu)) c.cpu = NULL;
+  /* |W̃| = |wscale (C1 + inv_rs C2)| (out_pad x in_pad) */
+  float *aw = xmalloc((size_t)(out_pad * in_pad) * sizeof(float)), *c2 = xmalloc((size_t)in_pad * sizeof(float));
+  int32_t *i1 = xmalloc((size_t)nb * sizeof(int32_t)), *i2 = xmalloc((size_t)nb * sizeof(int32_t));
+  for (int64_t r = 0; r < out_pad; r++) {
+    for (int64_t j = 0; j < nb; j++) i1[j] = (uint16_t)q[r * nb + j], i2[j] = q2 ? (uint16_t)q2[r * nb + j] : 0;
+    float *row = aw + r * in_pad;
+    glq_e8p_decode(i1, nb, row);
+    if (bits == 3) glq_e81b_decode(i2, nb, c2);
+    if (bits == 4) glq_e8p_decode(i2, nb, c2);
+    for (int64_t j = 0; j < in_pad; j++) row[j] = fabsf(d.wscale * (row[j] + (q2 ? d.inv_rs * c2[j] : 0.f)));
+  }
+  free(i1), free(i2), free(c2), free(q), free(q2), free(su), free(bv);
+  c.aw = aw, c.m_t = out_pad, c.k = in_pad, c.sv = sv, c.kind = kind, c.rows_norm = 1, c.low_bit = 1;
+  c.roundings = 1;
+  c.roundings_dq = bits > 2 ? 2 : 1;
+  snprintf(c.name, sizeof c.name, "e8p-%d %lldx%lld%s%s", bits, (long long)out, (long long)in, bias ? " +bias" : "", note);
+  run_case(&c);
+}
+
+/* 3inst trellis layer of out x in (padded to multiples of 32) at K bits: random bitstreams (any stream is a
+ * path), random signs. Fused: W̃ enters the bf16 MMA exactly (hi + lo), x is the one rounding; dequantize +
+ * cuBLAS rounds W̃ to bf16. hyb: a hyb code has no GPU kernel and runs dequantized in f32 (exact bound). */
+static void trellis_case(int K, int64_t out, int64_t in, glq_hadamard_kind kind, int bias, int hyb, const char *note) {
+  lcase c = {0};
+  glq_trellis_artifacts a;
+  memset(&a, 0, sizeof a);
+  a.variant = hyb ? GLQ_TRELLIS_HYB : GLQ_TRELLIS_3INST, a.K = K, a.m = out, a.n = in, a.transform = kind;
+  const int64_t mp = glq_trellis_pad(out), np = glq_trellis_pad(in), one = 1, tshape[2] = {512, 2};
+  const int64_t pshape[2] = {(mp / 16) * (np / 16), 16 * K};
+  if (glq_tensor_new(GLQ_I16, 2, pshape, &a.packed) || glq_tensor_new(GLQ_F16, 1, &mp, &a.su) ||
+      glq_tensor_new(GLQ_F16, 1, &np, &a.sv) || glq_tensor_new(GLQ_F32, 0, &one, &a.wscale) ||
+      (hyb && glq_tensor_new(GLQ_F16, 2, tshape, &a.tlut)))
+    exit(2);
+  int16_t *p = glq_tensor_data(&a.packed);
+  for (int64_t i = 0; i < pshape[0] * pshape[1]; i++) p[i] = (int16_t)(rnd() & 0xFFFF);
+  uint16_t *su = glq_tensor_data(&a.su), *sv = glq_tensor_data(&a.sv);
+  for (int64_t i = 0; i < mp; i++) su[i] = glq_f32_to_f16(sign());
+  for (int64_t i = 0; i < np; i++) sv[i] = glq_f32_to_f16(sign());
+  for (int64_t i = 0; hyb && i < 1024; i++) ((uint16_t *)glq_tensor_data(&a.tlut))[i] = glq_f32_to_f16(nrand());
+  *(float *)glq_tensor_data(&a.wscale) = (float)((0.75 + 0.5 * urand()) / sqrt((double)in));
+  glq_tensor bt = {0};
+  if (bias) bt = bias_tensor(out);
+  if (glq_trellis_linear_new(&a, bias ? glq_tensor_data(&bt) : NULL, &c.cpu)) c.cpu = NULL;
+  c.aw = xmalloc((size_t)(mp * np) * sizeof(float));
+  if (glq_trellis_decode_rotated(&a, c.aw)) exit(2);
+  absf(c.aw, mp * np);
+  c.sv = xmalloc((size_t)np * sizeof(float));
+  for (int64_t i = 0; i < np; i++) c.sv[i] = glq_f16_to_f32(sv[i]);
+  glq_trellis_artifacts_free(&a);
+  if (bias) glq_tensor_release(&bt);
+  c.m_t = mp, c.k = np, c.kind = kind, c.rows_norm = 1, c.low_bit = 1;
+  c.gpu_kind = hyb ? "dense" : NULL;
+  c.roundings = hyb ? 0 : 1;
+  c.roundings_dq = hyb ? 0 : 2;
+  snprintf(c.name, sizeof c.name, "trellis-%s-%d %lldx%lld%s%s", hyb ? "hyb" : "3inst", K, (long long)out, (long long)in,
+           bias ? " +bias" : "", note);
   run_case(&c);
 }
 
@@ -455,6 +544,27 @@ int main(void) {
   e8_case(3, 16384, 512, 16384, 512, GLQ_HADAMARD_DEFAULT, 1, " long FWHT");
   e8_case(2, 64, 98304, 64, 98304, GLQ_HADAMARD_DEFAULT, 0, " long Kronecker");
 
+  /* E8P at 2/3/4 bits: model shapes, padding to multiples of 8, glq-compat blocks, an 8B-sized layer */
+  const int64_t pshape[3][2] = {{576, 1536}, {1536, 576}, {4096, 4096}};
+  for (int s = 0; s < 3; s++)
+    for (int bits = 2; bits <= 4; bits++)
+      e8p_case(bits, pshape[s][0], pshape[s][1], glq_rht_pad(pshape[s][0]), glq_rht_pad(pshape[s][1]), GLQ_HADAMARD_DEFAULT,
+               bits == 3, "");
+  e8p_case(2, 100, 172, 104, 176, GLQ_HADAMARD_DEFAULT, 1, " padded");
+  e8p_case(4, 100, 172, 104, 176, GLQ_HADAMARD_DEFAULT, 0, " padded");
+  e8p_case(3, 200, 200, 200, 200, GLQ_HADAMARD_GLQ_BLOCKDIAG, 0, " glq-compat");
+  e8p_case(2, 4096, 14336, 4096, 14336, GLQ_HADAMARD_DEFAULT, 0, "");
+  /* trellis 3inst at 2/3/4 bits: model shapes, sides padded to multiples of 32 (172 -> 192, 100 -> 128), glq's
+   * blocks, an 8B-sized layer; a hyb code (dequantized fallback) */
+  const int64_t tshape[3][2] = {{576, 1536}, {1536, 576}, {4096, 4096}};
+  for (int s = 0; s < 3; s++)
+    for (int K = 2; K <= 4; K++) trellis_case(K, tshape[s][0], tshape[s][1], GLQ_HADAMARD_DEFAULT, K == 3, 0, "");
+  trellis_case(2, 172, 64, GLQ_HADAMARD_DEFAULT, 1, 0, " padded");
+  trellis_case(3, 100, 200, GLQ_HADAMARD_DEFAULT, 0, 0, " padded");
+  trellis_case(4, 576, 1536, GLQ_HADAMARD_GLQ_BLOCKDIAG, 0, 0, " glq-compat");
+  trellis_case(2, 4096, 14336, GLQ_HADAMARD_DEFAULT, 0, 0, "");
+  trellis_case(2, 192, 256, GLQ_HADAMARD_DEFAULT, 1, 1, "");
+
   /* HiF4 without and with RHT signs (4096 x 14336: the input transform H28 (x) FWHT 512) */
   const int64_t hshape[4][2] = {{576, 1536}, {1536, 576}, {64, 100}, {4096, 14336}};
   for (int s = 0; s < 4; s++)
@@ -468,10 +578,17 @@ int main(void) {
   graph_case("e8", 2, 4096, 14336, 1);
   graph_case("e8", 2, 14336, 4096, 16);
   graph_case("hif4-rht", 0, 4096, 14336, 1);
+  graph_case("e8p", 2, 4096, 14336, 1);
+  graph_case("e8p", 3, 14336, 4096, 16);
+  graph_case("trellis", 2, 4096, 14336, 1);
+  graph_case("trellis", 4, 14336, 4096, 16);
+  graph_case("trellis", 3, 576, 1536, 77);
 
   /* random layers for end-to-end benchmarks */
   random_case("dense", 0, 4096, 14336);
   for (int bits = 2; bits <= 4; bits++) random_case("e8", bits, 4096, 14336);
+  for (int bits = 2; bits <= 4; bits++) random_case("e8p", bits, 4096, 14336);
+  for (int bits = 2; bits <= 4; bits++) random_case("trellis", bits, 4096, 14336);
   random_case("hif4", 0, 4096, 14336);
   random_case("hif4-rht", 0, 4096, 14336);
 

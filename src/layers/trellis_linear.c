@@ -7,7 +7,13 @@
 #include <time.h>
 #include "../core/error.h"
 #include "../core/pool.h"
+#include "dense_linear.h"
 #include "../quant/rht.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TRL_X86 1
+#endif
 
 
 int64_t glq_trellis_pad(int64_t d) { return (d + 31) / 32 * 32; }
@@ -248,25 +254,38 @@ int glq_trellis_quantize_linear(const float *w, int64_t m, int64_t n, const doub
   return rc;
 }
 
-/* ---- the CPU layer ---- */
+/* ---- the CPU layer ----
+ * forward, by batch (every output a fixed-order sum computed by one thread: identical for any thread count):
+ *  - B <= SMALL_B, 3inst code, AVX2 + F16C (GLQ_NO_AVX2=1 turns it off): fused decode and dot. A tile's sequence
+ *    position 8L + j (lane L = 4g + t of glq's MMA order) is tile element (g + 8·(j>>1 & 1), 2t + (j & 1) + 8·(j>>2)),
+ *    so the 8 states of a lane come from one 64-bit window of the tile's bitstream, decode to 8 floats with
+ *    vector integer ops and F16C (the 3inst fp16 sum, rounded as glq_trellis_3inst does), and multiply x
+ *    permuted once per forward into that order (xp); accumulators per lane, summed per row at the end.
+ *  - B > SMALL_B: each row tile decoded to f32 (wscale applied) and multiplied by glq_gemm_nt.
+ *  - otherwise (hyb codes, no AVX2): the decoded tile times x, scalar. */
+
+#define SMALL_B 8
+#define STRIP_TILES 16 /* row tiles decoded at once for B > SMALL_B */
 
 typedef struct {
   glq_linear base;
   int64_t mp, np, wpt;
   glq_trellis_code code;
-  uint16_t *words;         /* natural layout: tile t's 16K words at t·wpt */
+  uint16_t *words;         /* natural layout: tile t's 16K words at t·wpt (+16 bytes of padding: see tile_window) */
   float wscale;
   float *su, *sv, *bias;
   const glq_hadamard *hm, *hn;
   glq_hadamard_kind transform;
-  float *xt, *yt;          /* scratch: rows x np, rows x mp */
+  float *xt, *yt, *xp;     /* scratch: rows x np, rows x mp, rows x 2np (x in lane order) */
+  float *strip;            /* STRIP_TILES·16 x np (B > SMALL_B) */
   int64_t rows_cap;
+  int avx2;
   size_t stored;
 } trlin;
 
 typedef struct {
   const trlin *l;
-  int64_t B;
+  int64_t B, rt0;
 } fw_job;
 
 /* row tiles [r0, r1): yt[b][rows of the tile] = sum over column tiles (ascending) of tile · xt[b] */
@@ -297,6 +316,112 @@ static void fw_range(void *ctx, int64_t r0, int64_t r1) {
   }
 }
 
+/* row tiles rt0 + [r0, r1) decoded into the strip (wscale applied), then yt[b][their rows] = strip · xt[b] */
+static void strip_range(void *ctx, int64_t r0, int64_t r1) {
+  const fw_job *j = ctx;
+  const trlin *l = j->l;
+  const int steps = GLQ_TRELLIS_TILE / l->code.V;
+  const int64_t tn = l->np / 16;
+  uint16_t st[GLQ_TRELLIS_TILE];
+  float tile[GLQ_TRELLIS_TILE];
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t rt = j->rt0 + r;
+    float *dst = l->strip + r * 16 * l->np;
+    for (int64_t ct = 0; ct < tn; ct++) {
+      glq_trellis_unpack(&l->code, l->words + (rt * tn + ct) * l->wpt, steps, st);
+      glq_trellis_decode_tile(&l->code, st, tile);
+      for (int rr = 0; rr < 16; rr++)
+        for (int cc = 0; cc < 16; cc++) dst[rr * l->np + ct * 16 + cc] = tile[rr * 16 + cc] * l->wscale;
+    }
+    glq_gemm_nt(l->xt, l->np, j->B, dst, GLQ_F32, l->np, 16, l->np, NULL, l->yt + rt * 16, l->mp);
+  }
+}
+
+#ifdef TRL_X86
+#define TRL_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* Bits 8·K·lane .. +63 of tile `tile`'s bitstream (MSB first) as a 64-bit value; the stream wraps for lane 31. The
+ * stream is the tile's uint16 words, so stream byte b is memory byte b ^ 1: lanes 0..30 load 16 bytes from the
+ * even byte below and reorder them with one shuffle (this reads up to 15 bytes past the tile: the words array
+ * is padded). */
+TRL_AVX2 static inline uint64_t tile_window(const uint8_t *tile, int K, int lane) {
+  const int b = K * lane;
+  if (lane == 31) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | tile[((b + i) % (32 * K)) ^ 1];
+    return v;
+  }
+  /* out byte 7 - i = in byte ((b & 1) + i) ^ 1 */
+  static const int8_t shuf[2][16] = {{6, 7, 4, 5, 2, 3, 0, 1, -1, -1, -1, -1, -1, -1, -1, -1},
+                                     {9, 6, 7, 4, 5, 2, 3, 0, -1, -1, -1, -1, -1, -1, -1, -1}};
+  const __m128i v = _mm_loadu_si128((const __m128i *)(tile + (b & ~1)));
+  return (uint64_t)_mm_cvtsi128_si64(_mm_shuffle_epi8(v, _mm_loadu_si128((const __m128i *)shuf[b & 1])));
+}
+
+/* the 8 values (3inst) of the states (X >> (48 - jK)) & 0xFFFF, j = 0..7: glq_trellis_3inst bit for bit */
+TRL_AVX2 static inline __m256 lane_values(uint64_t X, __m256i sh_lo, __m256i sh_hi) {
+  const __m256i xv = _mm256_set1_epi64x((long long)X), idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+  const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_srlv_epi64(xv, sh_lo), idx);
+  const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_srlv_epi64(xv, sh_hi), idx);
+  __m256i s = _mm256_blend_epi32(lo, hi, 0xF0);
+  s = _mm256_and_si256(s, _mm256_set1_epi32(0xFFFF));
+  __m256i r = _mm256_add_epi32(_mm256_mullo_epi32(s, _mm256_set1_epi32(89226354)), _mm256_set1_epi32(64248484));
+  r = _mm256_xor_si256(_mm256_and_si256(r, _mm256_set1_epi32((int)0x8FFF8FFFu)), _mm256_set1_epi32(0x3B603B60));
+  /* low halves then high halves, 16 bits each, in state order */
+  const __m256i p = _mm256_permute4x64_epi64(
+      _mm256_packus_epi32(_mm256_and_si256(r, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(r, 16)), 0xD8);
+  const __m256 sum = _mm256_add_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(p)), _mm256_cvtph_ps(_mm256_extracti128_si256(p, 1)));
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(sum, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* xp[b][ct·32 + 8t + j] = x[b][16ct + 2t + (j & 1) + 8·(j >> 2)] (the lane order of a tile's columns) */
+static void permute_x(const trlin *l, int64_t B) {
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t ct = 0; ct < l->np / 16; ct++) {
+      const float *x = l->xt + b * l->np + ct * 16;
+      float *d = l->xp + b * 2 * l->np + ct * 32;
+      for (int t = 0; t < 4; t++)
+        for (int jj = 0; jj < 8; jj++) d[8 * t + jj] = x[2 * t + (jj & 1) + 8 * (jj >> 2)];
+    }
+}
+
+TRL_AVX2 static void fw_range_avx2(void *ctx, int64_t r0, int64_t r1) {
+  const fw_job *j = ctx;
+  const trlin *l = j->l;
+  const int K = l->code.K, B = (int)j->B;
+  const int64_t tn = l->np / 16;
+  const __m256i sh_lo = _mm256_setr_epi64x(48, 48 - K, 48 - 2 * K, 48 - 3 * K);
+  const __m256i sh_hi = _mm256_setr_epi64x(48 - 4 * K, 48 - 5 * K, 48 - 6 * K, 48 - 7 * K);
+  __m256 acc[SMALL_B][32];
+  for (int64_t rt = r0; rt < r1; rt++) {
+    for (int b = 0; b < B; b++)
+      for (int ln = 0; ln < 32; ln++) acc[b][ln] = _mm256_setzero_ps();
+    for (int64_t ct = 0; ct < tn; ct++) {
+      const uint8_t *tile = (const uint8_t *)(l->words + (rt * tn + ct) * l->wpt);
+      const float *xp = l->xp + ct * 32;
+      for (int ln = 0; ln < 32; ln++) {
+        const __m256 v = lane_values(tile_window(tile, K, ln), sh_lo, sh_hi);
+        for (int b = 0; b < B; b++) acc[b][ln] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][ln]);
+      }
+    }
+    for (int b = 0; b < B; b++) {
+      float *y = l->yt + b * l->mp + rt * 16;
+      for (int g = 0; g < 8; g++) {
+        float s0 = 0, s1 = 0; /* rows g and g + 8: lanes 4g .. 4g+3, elements {0,1,4,5} and {2,3,6,7} */
+        for (int t = 0; t < 4; t++) {
+          float a[8];
+          _mm256_storeu_ps(a, acc[b][4 * g + t]);
+          s0 += (a[0] + a[1]) + (a[4] + a[5]);
+          s1 += (a[2] + a[3]) + (a[6] + a[7]);
+        }
+        y[g] = s0 * l->wscale;
+        y[g + 8] = s1 * l->wscale;
+      }
+    }
+  }
+}
+#endif
+
 static int tr_forward(glq_linear *base, const float *x, int64_t B, float *y) {
   trlin *l = (trlin *)base;
   const int64_t m = base->out, n = base->in;
@@ -307,7 +432,9 @@ static int tr_forward(glq_linear *base, const float *x, int64_t B, float *y) {
     if (xt) l->xt = xt;
     float *yt = xt ? realloc(l->yt, (size_t)(B * l->mp) * sizeof(float)) : NULL;
     if (yt) l->yt = yt;
-    if (!xt || !yt) return glq_error(GLQ_ENOMEM, "trellis linear: no memory for %lld input rows", (long long)B);
+    float *xp = yt ? realloc(l->xp, (size_t)(B * 2 * l->np) * sizeof(float)) : NULL;
+    if (xp) l->xp = xp;
+    if (!xt || !yt || !xp) return glq_error(GLQ_ENOMEM, "trellis linear: no memory for %lld input rows", (long long)B);
     l->rows_cap = B;
   }
   for (int64_t b = 0; b < B; b++) {
@@ -316,8 +443,24 @@ static int tr_forward(glq_linear *base, const float *x, int64_t B, float *y) {
     for (int64_t k = n; k < l->np; k++) xt[k] = 0;
   }
   glq_hadamard_apply(l->hn, l->xt, B, 0);
-  fw_job j = {l, B};
-  glq_parallel_for(l->mp / 16, 1, fw_range, &j);
+  fw_job j = {l, B, 0};
+  if (B > SMALL_B) {
+    if (!l->strip && !(l->strip = malloc((size_t)(STRIP_TILES * 16 * l->np) * sizeof(float))))
+      return glq_error(GLQ_ENOMEM, "trellis linear: no memory for a %d x %lld strip", STRIP_TILES * 16, (long long)l->np);
+    for (j.rt0 = 0; j.rt0 < l->mp / 16; j.rt0 += STRIP_TILES) {
+      const int64_t n = l->mp / 16 - j.rt0 < STRIP_TILES ? l->mp / 16 - j.rt0 : STRIP_TILES;
+      glq_parallel_for(n, 1, strip_range, &j);
+    }
+  }
+#ifdef TRL_X86
+  else if (l->avx2) {
+    permute_x(l, B);
+    glq_parallel_for(l->mp / 16, 1, fw_range_avx2, &j);
+  }
+#endif
+  else {
+    glq_parallel_for(l->mp / 16, 1, fw_range, &j);
+  }
   glq_hadamard_apply(l->hm, l->yt, B, 1);
   for (int64_t b = 0; b < B; b++)
     for (int64_t i = 0; i < m; i++) y[b * m + i] = l->yt[b * l->mp + i] * l->su[i] + (l->bias ? l->bias[i] : 0.0f);
@@ -362,11 +505,23 @@ static void tr_destroy(glq_linear *base) {
   trlin *l = (trlin *)base;
   if (!l) return;
   glq_trellis_code_free(&l->code);
-  free(l->words), free(l->su), free(l->sv), free(l->bias), free(l->xt), free(l->yt);
+  free(l->words), free(l->su), free(l->sv), free(l->bias), free(l->xt), free(l->yt), free(l->xp), free(l->strip);
   free(l);
 }
 
 static const glq_linear_vt trellis_vt = {"trellis", tr_forward, tr_dequantize, tr_stored_bytes, tr_destroy};
+
+int glq_trellis_linear_desc_of(const glq_linear *base, glq_trellis_linear_desc *d) {
+  if (!base || base->vt != &trellis_vt) return glq_error(GLQ_EINVAL, "trellis linear: not a trellis layer");
+  const trlin *l = (const trlin *)base;
+  memset(d, 0, sizeof *d);
+  d->variant = l->code.variant, d->K = l->code.K;
+  d->m = base->out, d->n = base->in, d->mp = l->mp, d->np = l->np;
+  d->words = l->words, d->wscale = l->wscale;
+  d->su = l->su, d->sv = l->sv, d->bias = l->bias;
+  d->transform = l->transform;
+  return GLQ_OK;
+}
 
 int glq_trellis_linear_new(const glq_trellis_artifacts *a, const float *bias, glq_linear **out) {
   *out = NULL;
@@ -385,7 +540,7 @@ int glq_trellis_linear_new(const glq_trellis_artifacts *a, const float *bias, gl
   }
   l->wpt = glq_trellis_packed_words(&l->code, GLQ_TRELLIS_TILE / l->code.V);
   const int64_t nw = (l->mp / 16) * (l->np / 16) * l->wpt;
-  l->words = malloc((size_t)nw * sizeof(uint16_t));
+  l->words = malloc((size_t)nw * sizeof(uint16_t) + 16); /* + the over-read of tile_window */
   l->su = malloc((size_t)l->mp * sizeof(float));
   l->sv = malloc((size_t)l->np * sizeof(float));
   if (bias) l->bias = malloc((size_t)a->m * sizeof(float));
@@ -399,6 +554,11 @@ int glq_trellis_linear_new(const glq_trellis_artifacts *a, const float *bias, gl
   }
   signs_f32(&a->su, l->su);
   signs_f32(&a->sv, l->sv);
+#ifdef TRL_X86
+  const char *no = getenv("GLQ_NO_AVX2");
+  l->avx2 = a->variant == GLQ_TRELLIS_3INST && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            __builtin_cpu_supports("f16c") && !(no && *no && *no != '0');
+#endif
   if (bias) {
     memcpy(l->bias, bias, (size_t)a->m * sizeof(float));
     l->base.bias = l->bias;

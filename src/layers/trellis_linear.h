@@ -50,4 +50,17 @@ void glq_trellis_artifacts_free(glq_trellis_artifacts *a);
  * gives the same bytes). */
 int glq_trellis_linear_new(const glq_trellis_artifacts *a, const float *bias, glq_linear **out);
 
+/* What a kind "trellis" layer holds, pointing at the layer's own arrays (valid while it lives): for the GPU upload. */
+typedef struct {
+  glq_trellis_variant variant;
+  int K;
+  int64_t m, n, mp, np;       /* shape, padded shape (multiples of 32) */
+  const uint16_t *words;      /* (mp/16)·(np/16) tiles of 16K words, natural layout (MSB first, trellis.h) */
+  float wscale;
+  const float *su, *sv, *bias; /* mp, np, m (or NULL) */
+  glq_hadamard_kind transform;
+} glq_trellis_linear_desc;
+/* GLQ_EINVAL for a layer of another kind. */
+int glq_trellis_linear_desc_of(const glq_linear *l, glq_trellis_linear_desc *d);
+
 #endif
