@@ -49,7 +49,7 @@ log("[demo] model %s", path)
 q.run {
   model = path, output = out, calib = "self", nsamples = opts.nsamples, seqlen = opts.seqlen, seed = 42,
   overwrite = true, quiet = false, plot = true, codebook = opts.codebook ~= "trellis" and opts.codebook or nil,
-  decide = policy.uniform { format = opts.codebook == "trellis" and "trellis" or "e8", bpw = opts.bpw },
+  decide = policy.uniform { format = opts.codebook, bits = opts.bpw },
   fingerprint = { demo = true, codebook = opts.codebook, bpw = opts.bpw, nsamples = opts.nsamples, seqlen = opts.seqlen },
   quantize_config = { tool_version = glq.version, source_model = path, calibration = "self", nsamples = opts.nsamples, seqlen = opts.seqlen },
 }

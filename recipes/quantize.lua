@@ -83,7 +83,7 @@ if opts.bpw_map then
 elseif opts.format == "hif4" then
   base = policy.uniform({ format = "hif4", rht = opts.hif4_rht, ldlq = opts.hif4_ldlq })
 else
-  base = policy.uniform({ format = opts.codebook == "trellis" and "trellis" or "e8", bpw = math.floor(opts.bpw) })
+  base = policy.uniform({ format = opts.codebook, bits = math.floor(opts.bpw) }) -- e8, e8p or trellis
 end
 local decide = opts.policy and policy.load(opts.policy, base) or base
 if opts.glq_compat then -- glq reads E8 layers only: a policy or bpw map must not choose HiF4

@@ -53,7 +53,7 @@ describe("glq quantize", function()
     local a, b = tmpdir(), tmpdir()
     local cmd = string.format("%s quantize --model %s --bpw 2 %s", bin, GGUF, quick)
     assert.equal(0, (sh(cmd .. " --output " .. a)))
-    local rc, log = sh("GLQ_TEST_STOP_AFTER=12 " .. cmd .. " --output " .. b)
+    local rc, log = sh(util.stop_after(12, cmd .. " --output " .. b))
     assert.are_not.equal(0, rc)
     assert.truthy(log:find("interrupted", 1, true))
     assert.falsy(fs.exists(b .. "/config.json")) -- does not look finished

@@ -81,12 +81,15 @@ else
 fi
 
 # ---- kills at fixed points (item 6) and at times
-for point in before-state final-write; do
+# (tests/support/on_event.lua runs the recipe and SIGKILLs it at a glq.events event: partial.started = the
+# run's directory made, before its first state.json; checkpoint.written = the final files in OUT.tmp.<pid>)
+for point in partial.started checkpoint.written; do
   out=$T/kill-$point
-  GLQ_TEST_KILL_AT=$point q "$out" >"$T/kill.log" 2>&1
+  "$BIN" tests/support/on_event.lua $point kill quantize --model "$GGUF" --calib "$TINY" --nsamples 16 --seqlen 256 --bpw 3 \
+    --quiet --output "$out" >"$T/kill.log" 2>&1
   rc=$?
   if [ $rc -eq 137 ]; then ok "killed at $point"; else bad "kill at $point: exit $rc"; fi
-  if [ "$point" = final-write ] && [ -z "$(ls -d "$out".tmp.* 2>/dev/null)" ]; then bad "final-write kill left no $out.tmp.<pid> to clean (hook not reached?)"; fi
+  if [ "$point" = checkpoint.written ] && [ -z "$(ls -d "$out".tmp.* 2>/dev/null)" ]; then bad "checkpoint.written kill left no $out.tmp.<pid> to clean (event not reached?)"; fi
   if q "$out" --resume >"$T/resume.log" 2>&1; then same_as_ref "$out" "kill at $point"; else bad "kill at $point: --resume failed: $(tail -2 "$T/resume.log")"; fi
 done
 for t in 0.4 0.8 1.2 1.6; do

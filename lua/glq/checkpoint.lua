@@ -571,7 +571,7 @@ local function write_dir(dir, spec, opts, from_partial)
   fs.remove_tree(tmp)
   fs.mkdir_p(tmp)
   local ok, err = pcall(write_files, tmp, b)
-  fs.kill_point("final-write")
+  require("glq.events").emit("checkpoint.written", { dir = dir, tmp = tmp })
   if ok and state == "absent" then
     ok, err = pcall(fs.rename, tmp, dir)
   elseif ok then
@@ -657,7 +657,7 @@ function M.partial(dir, fingerprint, opts)
     if state == "finished" then os.remove(fs.join(dir, "config.json")) end -- overwrite: no longer finished
     fs.remove_tree(pdir)
     fs.mkdir_p(fs.join(pdir, "layers"))
-    fs.kill_point("before-state")
+    require("glq.events").emit("partial.started", { dir = dir })
     self.state = { glq_partial = 1, fingerprint = fingerprint, layers = {}, values = {} }
     self:_save_state()
   end

@@ -96,12 +96,6 @@ function M.rename(a, b)
   end
 end
 
--- testing hook for the kill/resume check (tests/reliability.sh): GLQ_TEST_KILL_AT=<point> kills this
--- process with SIGKILL when it reaches that point
-function M.kill_point(point)
-  if os.getenv("GLQ_TEST_KILL_AT") == point then ffi.C.kill(ffi.C.getpid(), 9) end
-end
-
 function M.isatty(fd) return ffi.C.isatty(fd or 2) == 1 end
 
 -- list a directory's entries (names only) through ls; nil if it is not a directory

@@ -1,11 +1,12 @@
 -- Per-layer policies: a policy maps a layer description to a decision.
 --   layer = {name=, role="q"|"k"|"v"|"o"|"gate"|"up"|"down"|"head"|"embed"|"router",
 --            shape={out, in}, index=<decoder layer, 0-based>, n_layers=, hessian={mean_diag=, trace=, n=}}
---   decision = {format="e8", bpw=2|3|4} | {format="trellis", bpw=2|3|4} | {format="hif4", rht=bool, ldlq=bool}
---              | {format="dense"}
+--   decision = {format="e8"|"e8p"|"trellis", bits=2|3|4} | {format="hif4", rht=bool, ldlq=bool} | {format="dense"}
+--              (glq.formats; a decision's old key bpw is read as bits)
 -- A user policy file returns either a function(layer, default_decision) -> decision or a table
 -- {decide = function(layer, default_decision) ... end}.
 local modelcfg = require "glq.modelcfg"
+local formats = require "glq.formats"
 local M = {}
 
 local ROLES = { q = true, k = true, v = true, o = true, gate = true, up = true, down = true }
@@ -24,17 +25,16 @@ end
 
 local function check_decision(d, name)
   if type(d) ~= "table" then error(string.format("policy: layer %s: decision must be a table, got %s", name, type(d)), 0) end
-  if d.format == "e8" then
-    if d.bpw ~= 2 and d.bpw ~= 3 and d.bpw ~= 4 then
-      error(string.format("policy: layer %s: e8 needs bpw 2, 3 or 4, got %s", name, tostring(d.bpw)), 0)
-    end
-  elseif d.format == "trellis" then
-    if d.bpw ~= 2 and d.bpw ~= 3 and d.bpw ~= 4 then
-      error(string.format("policy: layer %s: trellis needs bpw 2, 3 or 4, got %s", name, tostring(d.bpw)), 0)
-    end
-  elseif d.format ~= "hif4" and d.format ~= "dense" then
-    error(string.format("policy: layer %s: unknown format %s (e8, trellis, hif4 or dense)", name, tostring(d.format)), 0)
+  local f = formats.get(d.format)
+  if not f then
+    error(string.format("policy: layer %s: unknown format %s (%s)", name, tostring(d.format), table.concat(formats.names, ", ")), 0)
   end
+  if d.bits == nil and d.bpw ~= nil then -- the key's old name
+    local t = { bits = d.bpw }
+    for k, v in pairs(d) do if k ~= "bpw" then t[k] = v end end
+    d = t
+  end
+  if f.check then f.check(d, "policy: layer " .. name) end
   return d
 end
 M.check_decision = check_decision
@@ -47,9 +47,6 @@ function M.uniform(decision)
   end
 end
 
--- from a bpw allocation map (glq's flat module -> bits map; "hif4" names HiF4; map.default applies)
-local ALLOC_VALUES = { hif4 = true, ["hif4+rht"] = true, ["hif4+ldlq"] = true, ["hif4+rht+ldlq"] = true, dense = true }
-
 -- a map is checked whole before it is used: any other file (a config.json, say) is refused, not read as
 -- "no entries, 2 bits everywhere"; where names the file in messages
 function M.check_allocation(map, where)
@@ -61,8 +58,7 @@ function M.check_allocation(map, where)
       error(string.format("%s: not a bpw allocation: key %s is not a decoder linear (model.layers.N.self_attn.q_proj, ...) or \"default\"",
         where, tostring(k)), 0)
     end
-    local b = tonumber(v)
-    if not (ALLOC_VALUES[v] or (b and (b == 2 or b == 3 or b == 4))) then
+    if not formats.from_alloc_value(v) then
       error(string.format("%s: %s = %s: expected 2, 3, 4, \"hif4\", \"hif4+rht\", \"hif4+ldlq\", \"hif4+rht+ldlq\" or \"dense\"",
         where, k, tostring(v)), 0)
     end
@@ -72,19 +68,15 @@ function M.check_allocation(map, where)
   return map
 end
 
+-- from a bpw allocation map (glq's flat module -> bits map; "hif4" names HiF4; map.default applies)
 function M.from_allocation(map, fallback)
   M.check_allocation(map)
   return function(layer)
     if not ROLES[layer.role] then return { format = "dense" } end
     local v = map[layer.name]
     if v == nil then v = map.default end
-    if v == nil then return fallback or { format = "e8", bpw = 2 } end
-    if v == "hif4" then return { format = "hif4" } end
-    if v == "hif4+rht" then return { format = "hif4", rht = true } end
-    if v == "hif4+ldlq" then return { format = "hif4", ldlq = true } end
-    if v == "hif4+rht+ldlq" then return { format = "hif4", rht = true, ldlq = true } end
-    if v == "dense" then return { format = "dense" } end
-    return { format = "e8", bpw = tonumber(v) }
+    if v == nil then return fallback or { format = "e8", bits = 2 } end
+    return formats.from_alloc_value(v)
   end
 end
 
@@ -119,23 +111,6 @@ end
 -- apply a policy to a layer description and validate
 function M.decide(policy, layer)
   return check_decision(policy(layer), layer.name)
-end
-
--- stored bits per weight of a decision for a (out x in) layer, matching what the writers store
-function M.stored_bits(d, out, inn)
-  if d.format == "dense" then return 16 end
-  if d.format == "hif4" then
-    local padded = math.ceil(inn / 64) * 64
-    local bits = 4.5 * padded / inn
-    if d.rht then bits = bits + 16 / out end -- SV signs (f16) per input column, amortised over rows
-    return bits
-  end
-  if d.format == "trellis" then -- both sides padded to multiples of 32 (src/layers/trellis_linear.h)
-    return d.bpw * math.ceil(out / 32) * 32 * math.ceil(inn / 32) * 32 / (out * inn) + 32 / (out * inn)
-  end
-  local pin = math.ceil(inn / 8) * 8
-  local stage = ({ [2] = 16, [3] = 24, [4] = 32 })[d.bpw]
-  return stage / 8 * pin / inn + 32 / (out * inn)
 end
 
 return M

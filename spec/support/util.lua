@@ -55,4 +55,10 @@ end
 -- the glq executable under test
 M.bin = os.getenv("GLQ_BIN") or ((os.getenv("GLQ_BUILD") or "build") .. "/glq")
 
+-- a "BIN quantize ..." command line that stops with "interrupted ..." after its nth finished linear
+-- (tests/support/on_event.lua on glq.events' "quantize.linear")
+function M.stop_after(n, cmd)
+  return (cmd:gsub(" quantize ", string.format(" tests/support/on_event.lua quantize.linear@%d stop quantize ", n), 1))
+end
+
 return M
