@@ -41,7 +41,7 @@ void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
 void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *ctx, int cfg);
 void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
 
-/* ---- E8 (glq layout, docs/glq-spec.md §1, §6.2) ---- */
+/* ---- E8 (layout: docs/format.md; codebook: ../shared/docs/glq-spec.md §1) ---- */
 /* The 65536 x 8 codebook on the device; every coordinate must be a multiple of 0.5 in [-3, 3]. */
 typedef struct glq_cuda_codebook glq_cuda_codebook;
 int glq_cuda_codebook_create(const float *table_65536x8, glq_cuda_codebook **cb);
@@ -63,7 +63,7 @@ int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, const uint16
 /* w (out x in bf16 bits, device) = round_bf16(W / wscale): the exact E8 sum for 2 bits. */
 int glq_cuda_e8_dequant(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, uint16_t *w_bf16, void *stream);
 
-/* ---- HiF4 (docs/hif4-notes.md; packed layout of the reference) ---- */
+/* ---- HiF4 (docs/hif4.md; packed layout of the reference) ---- */
 typedef struct glq_cuda_hif4 glq_cuda_hif4;
 /* Upload one layer of out rows and in columns (n_blocks = ceil(in/64) units per row) from the
  * reference's packed host arrays: e6m2 (out x nb), e1_8 (out x nb), e1_16 (out x nb x 2),

@@ -1,5 +1,5 @@
 /* hif4_kernels.cu - HiF4 layers on the GPU: weight upload (repacked), fused matmul, exact
- * dequantization to bf16 (for the cuBLAS path). Format: docs/hif4-notes.md. */
+ * dequantization to bf16 (for the cuBLAS path). Format: docs/hif4.md. */
 #include <stdlib.h>
 #include <string.h>
 #include "fused_mma.cuh"

@@ -1,4 +1,5 @@
-/* e8_linear.h - glq's E8-RHT quantized linear layer (glq-spec §6.2, §7.1) behind the glq_linear interface.
+/* e8_linear.h - glq's E8-RHT quantized linear layer behind the glq_linear interface (tensors:
+ * docs/format.md; forward math: ../shared/docs/glq-spec.md §7.1, outside this repository).
  * In the convention of rht.h, with W̃ (mp x np) stored as 8-column blocks:
  *   W̃[i, 8j:8j+8] = Wscale * (C[Qidxs[i,j]] + inv_rs * C2[Qidxs2[i,j]])   (indices masked with 0xFFFF)
  *   W = crop_{m x n}( diag(SU) · Hmᵀ · W̃ · Hn · diag(SV) ),   y = x·Wᵀ + b

@@ -1,4 +1,4 @@
-/* e8.c - glq's E8 shell codebook: generation (glq-spec §1.2-1.3) and exact nearest-neighbour coding.
+/* e8.c - glq's E8 shell codebook: generation (../shared/docs/glq-spec.md §1.2-1.3) and exact nearest-neighbour coding.
  *
  * Distance definition: the exact real value ||x - C_j||^2 with x taken as its exact float value;
  * ties go to the lowest index. Equivalently argmin of key_j = ||C_j||^2 - <2C_j, x> (2C_j is an

@@ -1,5 +1,5 @@
 /* e8.h - glq's E8 shell codebook (65536 x 8, and its 256-row prefix) and exact nearest-neighbour coding.
- * Table order is identical, index for index, to glq 0.2.7's bundled table (docs/glq-spec §1). */
+ * Table order is identical, index for index, to glq 0.2.7's bundled table (../shared/docs/glq-spec.md §1). */
 #ifndef GLQ_E8_H
 #define GLQ_E8_H
 #include <stdint.h>

@@ -16,7 +16,7 @@ static inline GLQ_HD double glq_dmin(double a, double b) { return a < b ? a : b;
 static inline GLQ_HD double glq_dmax(double a, double b) { return a > b ? a : b; }
 
 /* Lookup of a lattice point (2c, int8 per coordinate, |2c| <= 6) in the table: its nibble code (the packed
- * form of glq-spec §1.9) hashed into GLQ_E8_HASH_SLOTS open-addressed slots {code, index} (empty: code
+ * form of ../shared/docs/glq-spec.md §1.9) hashed into GLQ_E8_HASH_SLOTS open-addressed slots {code, index} (empty: code
  * GLQ_E8_HASH_EMPTY), built by e8.c and uploaded as is by the GPU search. */
 #define GLQ_E8_HASH_BITS 17
 #define GLQ_E8_HASH_SLOTS (1u << GLQ_E8_HASH_BITS)

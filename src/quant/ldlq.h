@@ -1,4 +1,5 @@
-/* ldlq.h - E8 + RHT quantization of one linear layer with LDLQ error feedback (docs/glq-spec §3).
+/* ldlq.h - E8 + RHT quantization of one linear layer with LDLQ error feedback (docs/hadamard.md;
+ * ../shared/docs/glq-spec.md §3).
  *
  * Pipeline: damp #1 on H (original domain) -> RHT of W and H (rht.h, pads to multiples of 8) ->
  * damp #2 with a fallback ladder -> block LDL (b = 8) -> optional search of Wscale and the residual
