@@ -15,41 +15,39 @@ extern "C" {
 #define CHUNK_ROWS 8192                 /* rows per layer call without a cache (bounds the scratch) */
 #define SCORE_BYTES ((size_t)1 << 30)   /* attention scores per chunk */
 
-/* ---- device buffers ---- */
+/* ---- device tensors ---- */
 
-struct glq_cuda_buf {
-  void *p;
-  size_t bytes;
-  int refs;
-};
+static void cuda_storage_free(glq_storage *st) { cudaFree(st->data); }
 
-extern "C" int glq_cuda_buf_new(size_t bytes, glq_cuda_buf **out) {
-  *out = NULL;
-  glq_cuda_buf *b = (glq_cuda_buf *)calloc(1, sizeof *b);
-  if (!b) return glq_error(GLQ_ENOMEM, "device buffer: out of host memory");
-  cudaError_t e = cudaMalloc(&b->p, bytes ? bytes : 1);
+extern "C" int glq_cuda_tensor_new(glq_dtype dt, int ndim, const int64_t *shape, glq_tensor *out) {
+  memset(out, 0, sizeof *out);
+  int rc = glq_shape_check(ndim, shape);
+  if (rc) return rc;
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  size_t bytes = (size_t)n * glq_dtype_size(dt);
+  glq_storage *st = (glq_storage *)calloc(1, sizeof *st);
+  if (!st) return glq_error(GLQ_ENOMEM, "device tensor: out of host memory");
+  void *p = NULL;
+  cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
   /* cudaMemset runs on the legacy stream, which the models' non-blocking streams do not wait for:
-   * finish it before the buffer is handed out */
-  if (e == cudaSuccess) e = cudaMemset(b->p, 0, bytes ? bytes : 1);
+   * finish it before the tensor is handed out */
+  if (e == cudaSuccess) e = cudaMemset(p, 0, bytes ? bytes : 1);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
   if (e != cudaSuccess) {
-    cudaFree(b->p);
-    free(b);
-    return glq_error(e == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO, "device buffer of %zu bytes: %s", bytes,
+    cudaFree(p);
+    free(st);
+    return glq_error(e == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO, "device tensor of %zu bytes: %s", bytes,
                      cudaGetErrorString(e));
   }
-  b->bytes = bytes;
-  b->refs = 1;
-  *out = b;
-  return GLQ_OK;
-}
-extern "C" void *glq_cuda_buf_ptr(const glq_cuda_buf *b) { return b->p; }
-extern "C" size_t glq_cuda_buf_bytes(const glq_cuda_buf *b) { return b->bytes; }
-extern "C" void glq_cuda_buf_retain(glq_cuda_buf *b) { b->refs++; }
-extern "C" void glq_cuda_buf_release(glq_cuda_buf *b) {
-  if (!b || --b->refs > 0) return;
-  cudaFree(b->p);
-  free(b);
+  st->refcount = 1;
+  st->kind = GLQ_STORAGE_CUDA;
+  st->data = p;
+  st->nbytes = bytes;
+  st->free_fn = cuda_storage_free;
+  rc = glq_tensor_view(st, 0, dt, ndim, shape, out);
+  glq_storage_release(st); /* the view holds the one reference left (or, on failure, none) */
+  return rc;
 }
 extern "C" int glq_cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
   GLQ_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));

@@ -1,4 +1,4 @@
-/* model_cuda.h - the Llama forward on the GPU: device buffers, a model copied from a CPU glq_llama
+/* model_cuda.h - the Llama forward on the GPU: device tensors, a model copied from a CPU glq_llama
  * (layer by layer, so a streaming quantizer can keep one decoder layer on the device), an f32 KV
  * cache, and Hessian capture in fp64 with cuBLAS. Activations are f32 as on the CPU; linears are
  * glq_cuda_linear (dense f32 by default, E8 and HiF4 through their fused kernels).
@@ -13,16 +13,15 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#include "../src/core/tensor.h"
 
 struct glq_llama;
+struct glq_model_backend;
 
-/* ---- reference-counted device memory (what a Lua device tensor holds) ---- */
-typedef struct glq_cuda_buf glq_cuda_buf;
-int glq_cuda_buf_new(size_t bytes, glq_cuda_buf **out);         /* refcount 1, zero-filled */
-void *glq_cuda_buf_ptr(const glq_cuda_buf *b);
-size_t glq_cuda_buf_bytes(const glq_cuda_buf *b);
-void glq_cuda_buf_retain(glq_cuda_buf *b);
-void glq_cuda_buf_release(glq_cuda_buf *b);                     /* frees at zero; NULL is fine */
+/* ---- device memory ---- */
+/* A zero-filled contiguous tensor in GPU memory: storage of kind GLQ_STORAGE_CUDA whose free_fn
+ * releases the memory when the last view goes (what device activations and logits are). */
+int glq_cuda_tensor_new(glq_dtype dt, int ndim, const int64_t *shape, glq_tensor *out);
 int glq_cuda_copy_to_device(void *dst, const void *src, size_t bytes);
 int glq_cuda_copy_to_host(void *dst, const void *src, size_t bytes);
 
@@ -93,6 +92,10 @@ int glq_cuda_nll_rows(const float *logits, int64_t n, int64_t vocab, const int32
 int glq_cuda_kl_rows(const float *p, const float *q, int64_t n, int64_t vocab, double *kl, uint8_t *agree);
 /* Wait for the model's stream. */
 int glq_cuda_llama_sync(glq_cuda_llama *g);
+
+/* The model backend (src/model/backend.h) that runs cpu's forward on the GPU through a glq_cuda_llama
+ * (cuda/backend.cu); cpu is borrowed and must outlive it. */
+int glq_cuda_backend_new(struct glq_llama *cpu, int dense_bf16, struct glq_model_backend **out);
 
 #ifdef __cplusplus
 }

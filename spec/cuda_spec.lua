@@ -1,5 +1,5 @@
--- The forward pass on the GPU (glq.cuda.model, --device cuda) against the CPU forward and
--- llama2.c's references. Runs on a machine with a CUDA GPU (`make test-gpu`); elsewhere every
+-- The forward pass on the GPU (the model's cuda backend: m:to("cuda"), --device cuda) against the
+-- CPU forward and llama2.c's references. Runs on a machine with a CUDA GPU (`make test-gpu`); elsewhere every
 -- case is pending with the reason.
 local glq = require "glq"
 local util = require "spec.support.util"
@@ -38,16 +38,30 @@ describe("GPU forward", function()
     assert.has_error(function() d:narrow(1, 3, 2) end)
   end)
 
+  it("runs on the cuda backend: device argmax, f32 caches only, no CPU cache", function()
+    assert.equal("cuda", g.device)
+    assert.equal("cuda", g.c:device())
+    assert.is_true(g.c:has("argmax"))
+    assert.is_false(g.c:has("kv_quant"))
+    assert.equal(g, g:to("cuda"))
+    assert.error_matches(function() g:new_cache { dtype = "int8" } end, "GPU KV cache is f32")
+    assert.error_matches(function() g.c:forward({ 1, 2 }, { cache = m:new_cache {} }) end, "a cpu KV cache cannot serve")
+    assert.error_matches(function() m.c:forward({ 1, 2 }, { cache = g:new_cache {} }) end, "a cuda KV cache cannot serve")
+    assert.error_matches(function() g.c:head(glq.zeros("f32", { 2, m.cfg.dim })) end, "expected a cuda tensor")
+    assert.is_true(g.c:bytes() > 0)
+  end)
+
   it("row statistics (NLL, KL, top-1) on the GPU equal the CPU's", function()
-    local p = glq.randn({ 37, 1000 }, 5):mul(4)
-    local q = p:add(glq.randn({ 37, 1000 }, 6))
+    local V = m.cfg.vocab
+    local p = glq.randn({ 37, V }, 5):mul(4)
+    local q = p:add(glq.randn({ 37, V }, 6))
     q:set(100, 3, 1); q:set(100, 3, 7); p:set(100, 3, 7) -- a tied argmax goes to the lowest index
     local t = glq.zeros("i32", { 37 })
-    for i = 1, 37 do t:set((i * 37) % 1000, i) end
-    local a, b = glq.nll_rows(q, t), glq.core.cuda.nll_rows(q:cuda(), t)
+    for i = 1, 37 do t:set((i * 37) % V, i) end
+    local a, b = m.c:nll_rows(q, t), g.c:nll_rows(q:cuda(), t)
     assert.is_true(a:max_abs_diff(b) < 1e-9)
-    local ka, aa = glq.kl_rows(p, q)
-    local kb, ab = glq.core.cuda.kl_rows(p:cuda(), q:cuda())
+    local ka, aa = m.c:kl_rows(p, q)
+    local kb, ab = g.c:kl_rows(p:cuda(), q:cuda())
     assert.is_true(ka:max_abs_diff(kb) < 1e-9)
     assert.equal(0, aa:to("f64"):max_abs_diff(ab:to("f64")))
   end)
@@ -111,11 +125,7 @@ describe("GPU forward", function()
     for i = 0, 31 do p[i] = ids[(i % #ids) + 1] end
     local hc, hg = m.c:embed(toks), g.c:embed(toks)
     for l = 0, 1 do
-      local capc = {}
-      for s = 1, 2 do
-        local _, c = m.c:layer(l, hc:narrow(1, s, 1), { capture = capc })
-        capc = c
-      end
+      local _, capc = m.c:layer(l, hc, { capture = true })
       local _, capg = g.c:layer(l, hg, { capture = true })
       for _, k in ipairs { "qkv", "o", "gate_up", "down" } do
         assert.equal(capc.rows[k], capg.rows[k])
@@ -123,6 +133,14 @@ describe("GPU forward", function()
       end
       assert.is_true(rel_diff(hg:cpu(), hc) < 1e-5)
     end
+    -- a capture table given is accumulated into, as on the CPU; in_place = false leaves hidden as it was
+    local before = hg:cpu()
+    local _, cap1 = g.c:layer(2, hg, { capture = true, in_place = false })
+    local once = cap1.down:clone()
+    g.c:layer(2, hg, { capture = cap1, in_place = false })
+    assert.equal(0, hg:cpu():max_abs_diff(before))
+    assert.equal(2 * 32, cap1.rows.down)
+    assert.is_true(rel_diff(cap1.down, once:mul(2)) < 1e-12)
   end)
 
   it("runs E8 and HiF4 checkpoints like the CPU", function()
@@ -131,7 +149,7 @@ describe("GPU forward", function()
       "--nsamples 8 --seqlen 128 --device cuda --quiet", util.bin, S, out, S .. "/../../text/calib/tiny.utf8"))
     assert.equal(0, rc, log)
     local q = model.load(out)
-    local qg = q:cuda()
+    local qg = q:to("cuda")
     local ids = m:encode("Once upon a time, there was a little dog named Max.")
     local a = q.c:forward(model.ids_tensor(ids), { all_logits = true })
     local b = qg.c:forward(model.ids_tensor(ids), { all_logits = true })

@@ -86,4 +86,66 @@ describe("stories260K", function()
     assert.error_matches(function() model.load("/nonexistent/model.gguf") end, "no such file")
     assert.error_matches(function() model.load(S .. "/tok512.bin") end, "not a model")
   end)
+
+  -- the model's backend (src/model/backend.h): what eval, generate and quantize call on any device
+  describe("backend", function()
+    local toks = glq.tensor({ 1, 403, 407, 261, 378, 12, 99, 7, 1, 50, 77, 300, 45, 8, 9, 10 }, { 2, 8 }, "i32")
+
+    it("runs on the cpu, with f16/int8 caches and without device argmax; other devices are refused clearly", function()
+      assert.equal("cpu", m.device)
+      assert.equal("cpu", m.c:device())
+      assert.is_true(m.c:has("kv_quant"))
+      assert.is_false(m.c:has("argmax"))
+      assert.has_error(function() m.c:has("flying") end)
+      assert.equal(m, m:to("cpu"))
+      assert.error_matches(function() m.c:to("tpu") end, 'unknown device "tpu"')
+      if not glq.core.cuda.built() then
+        assert.error_matches(function() m:to("cuda") end, "no CUDA backend")
+      end
+    end)
+
+    it("a layer call runs its sequences independently: batched = one by one, in place or on a copy", function()
+      local h = m.c:embed(toks)
+      local one = h:clone()
+      for s = 1, 2 do m.c:layer(0, one:narrow(1, s, 1)) end
+      local kept = h:clone()
+      local same, cap = m.c:layer(0, kept, { capture = true, in_place = false })
+      assert.equal(kept, same)
+      assert.equal(0, kept:max_abs_diff(h))
+      assert.same({ qkv = 16, o = 16, gate_up = 16, down = 16 }, cap.rows)
+      local _, cap2 = m.c:layer(0, h, { capture = true })
+      assert.equal(0, h:max_abs_diff(one))
+      for _, k in ipairs { "qkv", "o", "gate_up", "down" } do assert.equal(0, cap2[k]:max_abs_diff(cap[k])) end
+      assert.error_matches(function() m.c:layer(0, h, { cache = m:new_cache { batch = 2 }, in_place = false }) end,
+        "must run in place")
+    end)
+
+    it("head logits and their row statistics equal glq.nll_rows / kl_rows", function()
+      local h = m:hidden(toks:narrow(1, 1, 1))
+      local lg = m.c:head(h)
+      assert.same({ 1, 8, m.cfg.vocab }, lg:shape())
+      local flat = lg:reshape({ 8, m.cfg.vocab })
+      local tg = glq.tensor({ 403, 407, 261, 378, 12, 99, 7, 1 }, { 8 }, "i32")
+      assert.equal(0, m.c:nll_rows(lg, tg):max_abs_diff(glq.nll_rows(flat, tg)))
+      local q = m.c:head(m:hidden(toks:narrow(1, 2, 1)))
+      local kl, ag = m.c:kl_rows(lg, q)
+      local kl2, ag2 = glq.kl_rows(flat, q:reshape({ 8, m.cfg.vocab }))
+      assert.equal(0, kl:max_abs_diff(kl2))
+      assert.equal(0, ag:to("f64"):max_abs_diff(ag2:to("f64")))
+      assert.error_matches(function() m.c:nll_rows(lg, glq.zeros("i32", { 3 })) end, "8 rows of logits but 3 targets")
+    end)
+
+    it("forward with argmax gives each sequence's greedy token", function()
+      local lg = m.c:forward(toks)
+      local a, b = m.c:forward(toks, { argmax = true })
+      for s, id in ipairs { a, b } do
+        local best, arg = -math.huge, -1
+        for j = 1, m.cfg.vocab do
+          if lg:get(s, j) > best then best, arg = lg:get(s, j), j - 1 end
+        end
+        assert.equal(arg, id)
+      end
+      assert.has_error(function() m.c:forward(toks, { argmax = true, all_logits = true }) end)
+    end)
+  end)
 end)

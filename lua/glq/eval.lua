@@ -8,6 +8,9 @@ local progress = require "glq.progress"
 
 local M = {}
 
+-- rows of logits per head call, by device: the GPU amortises its launches over more rows
+local CHUNK = { cpu = 128, cuda = 512 }
+
 -- token ids of a text file (BOS added once, per the tokenizer's rule)
 function M.tokenize_file(m, path)
   local f, err = io.open(path, "rb")
@@ -43,17 +46,11 @@ function M.run(m, ids, opts)
   if nwin < 1 then
     error(string.format("the text has %d tokens, fewer than one window of %d", #ids, T), 0)
   end
-  -- on the GPU (m:cuda()), logits stay on the device and the row statistics run there
-  local dev = m.device == "cuda"
-  local chunk = opts.chunk or (dev and 512 or 128)
-  local nll_rows = dev and glq.core.cuda.nll_rows or glq.nll_rows
-  local kl_rows = dev and glq.core.cuda.kl_rows or glq.kl_rows
-  local function logits(mm, h, s, n)
-    if dev then return mm.c:head_device(h:narrow(2, s + 1, n)) end
-    return mm.c:head(h:narrow(2, s + 1, n)):reshape({ n, m.cfg.vocab })
-  end
+  -- logits stay in the model's memory (on the GPU, the device) and the row statistics run there
+  local chunk = opts.chunk or CHUNK[m.device] or 128
+  local function logits(mm, h, s, n) return mm.c:head(h:narrow(2, s + 1, n)) end
   local base = opts.base
-  if base and (base.device == "cuda") ~= dev then error("the model and --base must run on the same device", 0) end
+  if base and base.device ~= m.device then error("the model and --base must run on the same device", 0) end
   local sum, count, sumsq = 0, 0, 0
   local kls, agree = {}, 0
   local bsum, bsumsq, dsum, dsumsq = 0, 0, 0, 0 -- base nll, and the paired differences nll - nll_base
@@ -69,19 +66,19 @@ function M.run(m, ids, opts)
       local tg = glq.zeros("i32", { n })
       local tp = tg:ptr()
       for i = 0, n - 1 do tp[i] = ids[w * T + s + i + 2] end
-      local nll = nll_rows(lg, tg)
+      local nll = m.c:nll_rows(lg, tg)
       local np = nll:ptr()
       for i = 0, n - 1 do sumsq = sumsq + np[i] * np[i] end
       sum = sum + nll:sum()
       count = count + n
       if base then
         local lb = logits(base, hb, s, n)
-        local bp = nll_rows(lb, tg):ptr()
+        local bp = base.c:nll_rows(lb, tg):ptr()
         for i = 0, n - 1 do
           local d = np[i] - bp[i]
           bsum, bsumsq, dsum, dsumsq = bsum + bp[i], bsumsq + bp[i] * bp[i], dsum + d, dsumsq + d * d
         end
-        local kl, ag = kl_rows(lb, lg)
+        local kl, ag = m.c:kl_rows(lb, lg)
         local kp, ap = kl:ptr(), ag:ptr()
         for i = 0, n - 1 do kls[#kls + 1] = kp[i]; agree = agree + ap[i] end
       end

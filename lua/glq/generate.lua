@@ -50,12 +50,12 @@ function M.run(m, prompt_ids, opts)
   local penalty = (opts.repeat_penalty or 1) ~= 1
   if penalty then sampler:accept(opts.history or prompt_ids) end
   local now = require("glq.progress").now
-  -- greedy on the GPU: the device picks the token and only its id comes back (no logits copy);
-  -- a repetition penalty changes the row first, so then the CPU sampler chooses
-  local gpu_greedy = m.device == "cuda" and (opts.temperature or 0) <= 0 and not penalty
+  -- greedy where the device picks the token (only its id comes back, no logits copy); a repetition
+  -- penalty changes the row first, so then the sampler chooses
+  local dev_greedy = m.c:has("argmax") and (opts.temperature or 0) <= 0 and not penalty
   local t0 = now()
   local logits, next_id
-  if gpu_greedy then next_id = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache, argmax = true })
+  if dev_greedy then next_id = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache, argmax = true })
   else logits = m.c:forward(model.ids_tensor(prompt_ids), { cache = cache }) end
   local t1 = now()
   local eos = m:tokenizer():eos()
@@ -74,7 +74,7 @@ function M.run(m, prompt_ids, opts)
   local text = ""
   -- every step writes into the prefill's logits tensor: no per-token garbage for the collector
   local one = glq.zeros("i32", { 1, 1 })
-  local step = { cache = cache, out = logits, argmax = gpu_greedy or nil }
+  local step = { cache = cache, out = logits, argmax = dev_greedy or nil }
   for _ = 1, maxn do
     local id = next_id or sampler:sample(logits:reshape({ m.cfg.vocab }))
     if opts.stop_at_eos ~= false and (id == eos or (opts.stop_ids and opts.stop_ids[id])) then break end
@@ -91,7 +91,7 @@ function M.run(m, prompt_ids, opts)
     end
     if #out == maxn then break end
     one:ptr()[0] = id
-    if gpu_greedy then next_id = m.c:forward(one, step) else m.c:forward(one, step) end
+    if dev_greedy then next_id = m.c:forward(one, step) else m.c:forward(one, step) end
   end
   local t2 = now()
   text = new_text()

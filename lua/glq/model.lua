@@ -1,7 +1,10 @@
 -- glq.model: open model files (GGUF, Hugging Face directories, glq/HiF4 checkpoints), build the C
--- forward (glq.llama) with pluggable linears, and run it.
+-- model (glq.llama: CPU weights with pluggable linears, and a backend that runs the forward on the
+-- CPU or, after m:to("cuda"), the GPU), and run it.
 --   local m = glq.model.load(path [, {max_seq = 2048}])
 --   m:encode(text) / m:decode(ids); m:logits(ids); m:set_linear(name, linear); m:hidden(tokens)
+-- Whatever the device, m.c answers the same methods (embed, layer, head, forward, kvcache, nll_rows,
+-- kl_rows, sync_layer, ...): callers never branch on it, only on m.c:has(capability).
 -- Weights are read lazily per tensor; GGUF llama-arch q/k rows are permuted back from Meta's
 -- interleaved RoPE order to Hugging Face's, so every model runs with rotate-half RoPE and
 -- checkpoints written from GGUF inputs use HF's layout.
@@ -300,7 +303,7 @@ function M.load(path, opts)
   if opts.tokenizer then
     src.tok = type(opts.tokenizer) == "string" and require("glq.tokenizer").load(opts.tokenizer) or opts.tokenizer
   end
-  local self = setmetatable({ src = src, cfg = c, c = cm, max_seq = max_seq, layers = {} }, Model)
+  local self = setmetatable({ src = src, cfg = c, c = cm, max_seq = max_seq, layers = {}, device = "cpu" }, Model)
   if not opts.lazy then
     for l = 0, c.n_layers - 1 do self:load_layer(l) end
   end
@@ -369,6 +372,7 @@ function Model:encode(text, opts) return self:tokenizer():encode(text, opts) end
 function Model:decode(ids, opts) return self:tokenizer():decode(ids, opts) end
 
 -- replace the linear of module `name` (e.g. "model.layers.3.mlp.up_proj") and return the old one
+-- (in the CPU weights: a model on the GPU runs it after m.c:sync_layer(l))
 function Model:set_linear(name, lin)
   local l, role = modelcfg.parse_linear_name(name)
   if not l then error("set_linear: not a decoder projection: " .. tostring(name), 0) end
@@ -394,22 +398,23 @@ function M.ids_tensor(ids, first, last)
   return t
 end
 
--- last-position logits (vocab) of a token list
+-- last-position logits (vocab) of a token list (a CPU tensor)
 function Model:logits(ids)
   local lg = self.c:forward(M.ids_tensor(ids), { all_logits = false })
   return lg:reshape({ self.cfg.vocab })
 end
 
--- hidden states after the last decoder layer for tokens (1, T) (before the final norm)
+-- hidden states after the last decoder layer for tokens (1, T) (before the final norm), in the
+-- model's memory (a device tensor on the GPU)
 function Model:hidden(tokens)
   local h = self.c:embed(tokens)
   for l = 0, self.cfg.n_layers - 1 do self.c:layer(l, h) end
   return h
 end
 
--- a KV cache for this model (opts as glq.llama.kvcache: dtype, batch, max_seq, residual_length)
+-- a KV cache for this model on its device (opts as glq.llama.kvcache: dtype, batch, max_seq, residual_length)
 function Model:new_cache(opts)
-  return core.llama.kvcache(self.c, opts)
+  return self.c:kvcache(opts)
 end
 
 -- where a command runs: "cpu", or "cuda" when the build and the machine have a GPU (otherwise one
@@ -425,27 +430,35 @@ function M.pick_device(want)
   return "cpu"
 end
 
--- The model on the GPU: a copy of every loaded layer, the embedding and the head (the CPU model
--- stays the source of truth: after m:set_linear, call gpu:sync_layer(l)). The returned object
--- answers what eval and generate use (hidden, c:head, c:forward, new_cache, encode, ...), so
--- they run unchanged. opts.dense_bf16 keeps dense projections in bf16 on the device.
-function Model:cuda(opts)
+-- Move this model's forward to `device` ("cpu" or "cuda") in place and return it. The CPU weights stay
+-- the source of truth and are shared: the device gets a copy of every loaded layer (none with
+-- opts.layers = false: a streaming caller syncs each layer when it runs it), the embedding and the
+-- head; after m:set_linear, m.c:sync_layer(l) refreshes the copy. opts.dense_bf16 keeps dense
+-- projections in bf16 on the GPU.
+function Model:use(device, opts)
   opts = opts or {}
-  local gm = core.cuda.model(self.c, { dense_bf16 = opts.dense_bf16 })
-  for l = 0, self.cfg.n_layers - 1 do
-    if self.layers[l] then gm:sync_layer(l) end
-  end
-  gm:sync_head()
-  local g = setmetatable({ c = gm, cpu = self, device = "cuda" }, { __index = self, __tostring = Model.__tostring })
-  function g:sync_layer(l) gm:sync_layer(l) end
-  function g:new_cache(o)
-    o = o or {}
-    if o.dtype and o.dtype ~= "f32" then
-      error(string.format("the GPU KV cache is f32 (--kv-cache %s runs on the CPU only)", o.dtype), 0)
+  if device == self.device then return self end
+  local c = self.c:to(device, { dense_bf16 = opts.dense_bf16 })
+  if opts.layers ~= false then
+    for l = 0, self.cfg.n_layers - 1 do
+      if self.layers[l] then c:sync_layer(l) end
     end
-    return gm:kvcache { batch = o.batch or 1, max_seq = o.max_seq or self.max_seq }
   end
-  return g
+  c:sync_head()
+  self.c, self.device = c, device
+  return self
 end
+
+-- This model on `device` (itself when already there, else a second model sharing its weights; opts as
+-- Model:use); this one stays where it is.
+function Model:to(device, opts)
+  if device == self.device then return self end
+  local m = {}
+  for k, v in pairs(self) do m[k] = v end
+  return setmetatable(m, Model):use(device, opts)
+end
+
+-- The model on the GPU (Model:to("cuda", opts)).
+function Model:cuda(opts) return self:to("cuda", opts) end
 
 return M

@@ -193,39 +193,20 @@ local function hessian_summary(H)
   return { trace = tr, mean_diag = tr / n, n = n }
 end
 
--- calibration hidden states of the tokens: on the GPU when o.device is "cuda" (then run_layer
--- copies each layer to the device and runs it there; Hessians come back as f64 tensors)
+-- calibration hidden states of the tokens, on o.device ("cuda": the model's forward moves to the GPU,
+-- which then holds the head and, while run_layer uses it, one decoder layer)
 local function embed(m, tokens, o)
-  if o.device == "cuda" then
-    m.gpu = core.cuda.model(m.c)
-    m.gpu:sync_head()
-    return m.gpu:embed(tokens)
-  end
+  m:use(o.device or "cpu", { layers = false })
   return m.c:embed(tokens)
 end
 
--- run layer l over every calibration sample of `hidden` (nsamples, T, dim); with capture the
--- Hessians are returned (normalised to means) and the samples are left as they were, unless
--- in_place asks for the layer's outputs too (used when quantized outputs are not propagated)
+-- run layer l over every calibration sample of `hidden` (nsamples, T, dim) on the model's device (its
+-- copy of the layer refreshed first); with capture the Hessians are returned (normalised to means) and
+-- the samples are left as they were, unless in_place asks for the layer's outputs too (used when
+-- quantized outputs are not propagated)
 local function run_layer(m, l, hidden, capture, in_place)
-  local cap
-  if m.gpu then
-    m.gpu:sync_layer(l)
-    local _, c = m.gpu:layer(l, hidden, { capture = capture, in_place = in_place or not capture })
-    cap = c
-  else
-    cap = capture and {} or nil
-    for s = 1, hidden:size(1) do
-      local h = hidden:narrow(1, s, 1)
-      if capture then
-        if not in_place then h = h:clone() end
-        local _, c = m.c:layer(l, h, { capture = cap })
-        cap = c
-      else
-        m.c:layer(l, h)
-      end
-    end
-  end
+  m.c:sync_layer(l)
+  local _, cap = m.c:layer(l, hidden, { capture = capture, in_place = in_place or not capture })
   if cap then
     for k, rows in pairs(cap.rows or {}) do
       if rows > 0 and cap[k] then cap[k] = cap[k]:mul(1 / rows):to("f64") end
@@ -248,7 +229,7 @@ local function each_layer(m, cfg, hidden, o)
     if hidden and not capture and o.dense_outputs then run_layer(m, l, hidden, false) end
     o.visit(l, cap)
     if hidden and not o.dense_outputs then run_layer(m, l, hidden, false) end
-    if m.gpu then m.gpu:drop_layer(l) end
+    m.c:drop_layer(l)
   end
 end
 

@@ -1,21 +1,21 @@
-/* l_model.c - Lua binding of the Llama forward (glq.llama), its KV cache, the sampler
- * (glq.sampler) and the dense linear constructor (glq.linear.dense).
- * A model userdata keeps every tensor and linear it was given alive through its environment
- * table; the C model borrows them (created without owns_linears). Layer indices are 0-based,
- * as in the checkpoints' tensor names; token ids are the model's own 0-based ids. */
+/* l_model.c - Lua binding of the Llama model (glq.llama): its CPU weights and the backend that runs
+ * its forward (src/model/backend.h: the CPU, or the GPU after m:to("cuda")), one class for every
+ * device; its KV cache; the sampler (glq.sampler) and the dense linear constructor (glq.linear.dense).
+ * The userdata that owns the weights keeps every tensor and linear it was given alive through its
+ * environment table; the C model borrows them (created without owns_linears). Layer indices are
+ * 0-based, as in the checkpoints' tensor names; token ids are the model's own 0-based ids. */
 #include <stdlib.h>
 #include <string.h>
 #include "lglq.h"
 #include "../layers/dense_linear.h"
-#include "../model/llama.h"
+#include "../model/backend.h"
 #include "../model/sampler.h"
 
 #define LLAMA_MT "glq.llama"
 #define KVCACHE_MT "glq.kvcache"
 #define SAMPLER_MT "glq.sampler"
 
-typedef struct { glq_llama *m; } llama_ud;
-typedef struct { glq_kvcache *c; } kvcache_ud;
+typedef struct { glq_model_kv *c; } kvcache_ud;
 typedef struct { glq_sampler *s; } sampler_ud;
 
 static const char *cap_names[GLQ_CAP_N] = {"qkv", "o", "gate_up", "down"};
@@ -34,16 +34,30 @@ static int l_dense(lua_State *L) {
 
 /* ---- helpers ---- */
 
-glq_llama *lglq_checkllama(lua_State *L, int idx) {
-  llama_ud *u = luaL_checkudata(L, idx, LLAMA_MT);
-  return u->m;
+/* A model userdata: the CPU weights and the backend that runs them. The one made by glq.llama.new
+ * owns the weights; one made by m:to(device) borrows them and keeps the owner alive through
+ * its environment (field "weights"). */
+typedef struct {
+  glq_llama *m;
+  glq_model_backend *b;
+  int owns;
+} model_ud;
+
+static model_ud *checkmodel(lua_State *L, int idx) {
+  model_ud *u = luaL_checkudata(L, idx, LLAMA_MT);
+  if (!u->b) luaL_error(L, "glq.llama: model used after free");
+  return u;
 }
 
-static glq_kvcache *optcache(lua_State *L, int opts) {
+glq_llama *lglq_checkllama(lua_State *L, int idx) { return checkmodel(L, idx)->m; }
+
+static glq_model_backend *checkbackend(lua_State *L, int idx) { return checkmodel(L, idx)->b; }
+
+static glq_model_kv *optcache(lua_State *L, int opts) {
   if (lua_isnoneornil(L, opts)) return NULL;
   luaL_checktype(L, opts, LUA_TTABLE);
   lua_getfield(L, opts, "cache");
-  glq_kvcache *c = NULL;
+  glq_model_kv *c = NULL;
   if (!lua_isnil(L, -1)) c = ((kvcache_ud *)luaL_checkudata(L, -1, KVCACHE_MT))->c;
   lua_pop(L, 1);
   return c;
@@ -94,9 +108,23 @@ const int32_t *lglq_checktokens(lua_State *L, int idx, int *B, int *T) {
   return glq_tensor_data(lglq_checktensor(L, -1));
 }
 
-/* Remember value at idx under key in the model's environment (keeps it alive). */
-static void anchor(lua_State *L, int model, const char *key, int idx) {
+/* Push the environment of the userdata that owns model idx's weights. */
+static void owner_env(lua_State *L, int model) {
   lua_getfenv(L, model);
+  lua_getfield(L, -1, "weights");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfenv(L, -1);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Remember value at idx under key in the weights' owner (keeps it alive as long as the weights). */
+static void anchor(lua_State *L, int model, const char *key, int idx) {
+  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+  owner_env(L, model);
   lua_pushvalue(L, idx);
   lua_setfield(L, -2, key);
   lua_pop(L, 1);
@@ -110,12 +138,47 @@ static int cfg_int(lua_State *L, int idx, const char *name, int def, int require
   return (int)lglq_optinteger(L, idx, name, def);
 }
 
+/* Tensors in the backend's memory: CPU tensors, or device tensors (glq.cuda.tensor). */
+static glq_tensor *to_act(lua_State *L, int idx, const glq_model_backend *b) {
+  return b->vt->storage == GLQ_STORAGE_CUDA ? lglq_todevtensor(L, idx) : lglq_totensor(L, idx);
+}
+
+/* a contiguous f32 tensor in b's memory at idx whose last dimension is d; rows = numel / d */
+static glq_tensor *check_act(lua_State *L, int idx, const glq_model_backend *b, int64_t d, const char *what, int64_t *rows) {
+  glq_tensor *t = to_act(L, idx, b);
+  if (!t) lglq_raisef(L, "%s: expected a %s tensor", what, b->vt->device);
+  if (t->dtype != GLQ_F32 || t->ndim < 1 || t->shape[t->ndim - 1] != d || !glq_tensor_is_contiguous(t))
+    lglq_raisef(L, "%s: expected a contiguous f32 %s tensor (..., %lld)", what, b->vt->device, (long long)d);
+  *rows = glq_tensor_numel(t) / d;
+  return t;
+}
+
+/* push a new zero-filled tensor in b's memory and return it */
+static glq_tensor *push_act(lua_State *L, const glq_model_backend *b, glq_dtype dt, int ndim, const int64_t *shape,
+                            const char *what) {
+  glq_tensor t;
+  lglq_check(L, b->vt->tensor_new(dt, ndim, shape, &t), "%s", what);
+  if (t.st->kind == GLQ_STORAGE_CUDA) lglq_pushdevtensor(L, &t);
+  else lglq_pushtensor(L, &t);
+  return to_act(L, -1, b);
+}
+
 /* ---- model ---- */
+
+static model_ud *new_model(lua_State *L) {
+  model_ud *u = lua_newuserdata(L, sizeof *u);
+  memset(u, 0, sizeof *u);
+  luaL_getmetatable(L, LLAMA_MT);
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_setfenv(L, -2);
+  return u;
+}
 
 /* glq.llama.new(cfg) with cfg = {dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab,
  * max_seq, norm_eps, rope_theta, rope_layout = "interleaved" | "half", rope_scaling = nil |
  * {type = "llama3", factor, low_freq_factor, high_freq_factor, original_max_position_embeddings},
- * qk_norm, tied} */
+ * qk_norm, tied} -> a model without weights whose forward runs on the CPU (m:to("cuda") for the GPU) */
 static int l_llama_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   glq_llama_config c = {0};
@@ -150,21 +213,58 @@ static int l_llama_new(lua_State *L) {
     return luaL_error(L, "glq.llama.new: rope_scaling must be a table or nil");
   }
   lua_pop(L, 1);
-  llama_ud *u = lua_newuserdata(L, sizeof *u);
-  u->m = NULL;
-  luaL_getmetatable(L, LLAMA_MT);
-  lua_setmetatable(L, -2);
-  lua_newtable(L);
-  lua_setfenv(L, -2);
+  model_ud *u = new_model(L);
+  u->owns = 1;
   lglq_check(L, glq_llama_new(&c, 0, &u->m), "glq.llama.new");
+  lglq_check(L, glq_cpu_backend_new(u->m, &u->b), "glq.llama.new");
+  return 1;
+}
+
+/* m:to(device [, {dense_bf16 = false}]) -> the same weights with the forward on device ("cpu" or
+ * "cuda"). A device model starts without weights: sync_layer(l) and sync_head() copy them (again
+ * after every change of the CPU weights); dense_bf16 stores dense projections in bf16 on the GPU. */
+static int m_to(lua_State *L) {
+  model_ud *src = checkmodel(L, 1);
+  const char *dev = luaL_checkstring(L, 2);
+  glq_backend_opts o = {lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "dense_bf16", 0)};
+  model_ud *u = new_model(L);
+  u->m = src->m;
+  lua_getfenv(L, -1);
+  lua_getfenv(L, 1);
+  lua_getfield(L, -1, "weights");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+  }
+  lua_setfield(L, -3, "weights");
+  lua_pop(L, 2);
+  lglq_check(L, glq_model_backend_new(dev, u->m, &o, &u->b), "llama:to(\"%s\")", dev);
   return 1;
 }
 
 static int m_llama_gc(lua_State *L) {
-  llama_ud *u = luaL_checkudata(L, 1, LLAMA_MT);
-  glq_llama_free(u->m);
+  model_ud *u = luaL_checkudata(L, 1, LLAMA_MT);
+  glq_model_backend_free(u->b);
+  if (u->owns) glq_llama_free(u->m);
+  u->b = NULL;
   u->m = NULL;
   return 0;
+}
+
+/* m:device() -> "cpu" or "cuda": where the forward runs */
+static int m_device(lua_State *L) {
+  lua_pushstring(L, checkbackend(L, 1)->vt->device);
+  return 1;
+}
+
+/* m:has(capability) -> whether the backend has it: "argmax" (forward{argmax = true} picks greedy tokens
+ * on the device, without copying logits back), "kv_quant" (f16 and int8 KV caches) */
+static int m_has(lua_State *L) {
+  static const char *names[] = {"argmax", "kv_quant", NULL};
+  static const unsigned bits[] = {GLQ_BACKEND_ARGMAX, GLQ_BACKEND_KV_QUANT};
+  glq_model_backend *b = checkbackend(L, 1);
+  lua_pushboolean(L, (b->vt->caps & bits[luaL_checkoption(L, 2, NULL, names)]) != 0);
+  return 1;
 }
 
 /* m:config() -> table of the model's configuration */
@@ -210,7 +310,8 @@ static int m_set_head(lua_State *L) {
   return 0;
 }
 
-/* m:set_layer(l, {attn_norm, ffn_norm, [q_norm, k_norm], q, k, v, o, gate, up, down}) */
+/* m:set_layer(l, {attn_norm, ffn_norm, [q_norm, k_norm], q, k, v, o, gate, up, down}) sets the CPU
+ * weights (a device model copies them with sync_layer) */
 static int m_set_layer(lua_State *L) {
   glq_llama *m = lglq_checkllama(L, 1);
   int l = (int)luaL_checkinteger(L, 2);
@@ -245,21 +346,49 @@ static int m_layer_linears(lua_State *L) {
   lglq_checkllama(L, 1);
   char key[32];
   snprintf(key, sizeof key, "layer%d", (int)luaL_checkinteger(L, 2));
-  lua_getfenv(L, 1);
+  owner_env(L, 1);
   lua_getfield(L, -1, key);
   return 1;
 }
 
-/* m:embed(tokens) -> hidden (B, T, dim) f32 */
+/* m:sync_layer(l): copy layer l's CPU weights as they are now to the model's device (on the CPU: only
+ * checks the layer is set) */
+static int m_sync_layer(lua_State *L) {
+  glq_model_backend *b = checkbackend(L, 1);
+  int l = (int)luaL_checkinteger(L, 2);
+  lglq_check(L, b->vt->sync_layer(b, l), "llama:sync_layer(%d)", l);
+  return 0;
+}
+
+/* m:drop_layer(l): free the device's copy of layer l (streaming; nothing on the CPU) */
+static int m_drop_layer(lua_State *L) {
+  glq_model_backend *b = checkbackend(L, 1);
+  b->vt->drop_layer(b, (int)luaL_checkinteger(L, 2));
+  return 0;
+}
+
+/* m:sync_head(): copy the embedding, final norm and output head to the model's device */
+static int m_sync_head(lua_State *L) {
+  glq_model_backend *b = checkbackend(L, 1);
+  lglq_check(L, b->vt->sync_head(b), "llama:sync_head");
+  return 0;
+}
+
+/* m:bytes() -> bytes of weights the device holds (0 on the CPU, which reads the weights where they are) */
+static int m_bytes(lua_State *L) {
+  glq_model_backend *b = checkbackend(L, 1);
+  lua_pushnumber(L, (lua_Number)b->vt->bytes(b));
+  return 1;
+}
+
+/* m:embed(tokens) -> hidden (B, T, dim) f32 in the model's memory (a device tensor on the GPU) */
 static int m_embed(lua_State *L) {
-  glq_llama *m = lglq_checkllama(L, 1);
+  model_ud *u = checkmodel(L, 1);
   int B, T;
   const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
-  glq_tensor h;
-  int64_t shape[3] = {B, T, glq_llama_config_of(m)->dim};
-  lglq_check(L, glq_tensor_new(GLQ_F32, 3, shape, &h), "llama:embed");
-  lglq_pushtensor(L, &h);
-  lglq_check(L, glq_llama_embed(m, tok, (int64_t)B * T, glq_tensor_data(lglq_checktensor(L, -1))), "llama:embed");
+  int64_t shape[3] = {B, T, glq_llama_config_of(u->m)->dim};
+  glq_tensor *h = push_act(L, u->b, GLQ_F32, 3, shape, "llama:embed");
+  lglq_check(L, u->b->vt->embed(u->b, tok, (int64_t)B * T, glq_tensor_data(h)), "llama:embed");
   return 1;
 }
 
@@ -299,21 +428,23 @@ static void prepare_capture(lua_State *L, glq_llama *m, int idx, glq_llama_captu
   lua_pop(L, 1);
 }
 
-/* m:layer(l, hidden (B, T, dim) or (T, dim), {pos0 = 0, cache = c, capture = true | table})
- * updates hidden in place (it must be a contiguous f32 tensor) and returns it, plus the capture
- * table {qkv = H, o = H, gate_up = H, down = H, rows = {qkv = n, ...}} (f64 H += xᵀx). With a
- * cache, the position is the cache's length; call cache:advance(T) after the last layer. */
+/* m:layer(l, hidden (B, T, dim) or (T, dim), {cache = c, capture = true | table, in_place = true})
+ * runs decoder layer l on hidden (a contiguous f32 tensor in the model's memory), in place unless
+ * in_place = false (capture only; not with a cache), and returns it, plus with capture the table
+ * {qkv = H, o = H, gate_up = H, down = H, rows = {qkv = n, ...}} (CPU f64, H += xᵀx; a table given
+ * is accumulated into). Without a cache the sequences are independent and start at position 0; with
+ * one, at the cache's length: call cache:advance(T) after the last layer. */
 static int m_layer(lua_State *L) {
-  glq_llama *m = lglq_checkllama(L, 1);
+  model_ud *u = checkmodel(L, 1);
   int l = (int)luaL_checkinteger(L, 2);
-  glq_tensor *h = lglq_checktensor(L, 3);
-  int dim = glq_llama_config_of(m)->dim;
-  if (h->dtype != GLQ_F32 || !glq_tensor_is_contiguous(h) || h->st->readonly || (h->ndim != 2 && h->ndim != 3) ||
-      h->shape[h->ndim - 1] != dim)
-    return lglq_raisef(L, "llama:layer(%d): hidden must be a writable contiguous f32 (B, T, %d) or (T, %d) tensor", l, dim, dim);
+  int64_t dim = glq_llama_config_of(u->m)->dim, rows;
+  glq_tensor *h = check_act(L, 3, u->b, dim, "llama:layer", &rows);
+  if ((h->ndim != 2 && h->ndim != 3) || h->st->readonly)
+    return lglq_raisef(L, "llama:layer(%d): hidden must be a writable (B, T, %lld) or (T, %lld) tensor", l, (long long)dim,
+                       (long long)dim);
   int B = h->ndim == 3 ? (int)h->shape[0] : 1, T = (int)h->shape[h->ndim - 2];
-  glq_kvcache *cache = optcache(L, 4);
-  int pos0 = cache ? glq_kvcache_len(cache) : (int)lglq_optinteger(L, 4, "pos0", 0);
+  glq_model_kv *cache = optcache(L, 4);
+  int in_place = lua_isnoneornil(L, 4) ? 1 : lglq_optboolean(L, 4, "in_place", 1);
   glq_llama_capture cap, *capp = NULL;
   int capidx = 0;
   if (!lua_isnoneornil(L, 4)) {
@@ -324,11 +455,11 @@ static int m_layer(lua_State *L) {
         lua_newtable(L);
       }
       capidx = lua_gettop(L);
-      prepare_capture(L, m, capidx, &cap);
+      prepare_capture(L, u->m, capidx, &cap);
       capp = &cap;
     }
   }
-  lglq_check(L, glq_llama_layer(m, l, glq_tensor_data(h), B, T, pos0, cache, capp), "llama:layer(%d)", l);
+  lglq_check(L, u->b->vt->layer(u->b, l, glq_tensor_data(h), B, T, cache, capp, in_place), "llama:layer(%d)", l);
   lua_pushvalue(L, 3);
   if (!capp) return 1;
   lua_getfield(L, capidx, "rows");
@@ -341,78 +472,127 @@ static int m_layer(lua_State *L) {
   return 2;
 }
 
-/* m:head(hidden (..., dim)) -> logits (..., vocab) */
+/* m:head(hidden (..., dim)) -> logits (..., vocab) in the model's memory (CPU hidden of any float dtype
+ * is converted; a device tensor on the GPU: d:cpu() copies it to the host) */
 static int m_head(lua_State *L) {
-  glq_llama *m = lglq_checkllama(L, 1);
-  const glq_llama_config *c = glq_llama_config_of(m);
-  glq_tensor *in = lglq_checktensor(L, 2);
-  if (in->ndim < 1 || in->shape[in->ndim - 1] != c->dim)
-    return lglq_raisef(L, "llama:head: hidden must end in a dimension of %d", c->dim);
-  glq_tensor x, y;
-  lglq_checktensor_as(L, 2, GLQ_F32, "llama:head", &x);
-  lglq_pushtensor(L, &x);
-  glq_tensor *xp = lglq_checktensor(L, -1);
+  model_ud *u = checkmodel(L, 1);
+  const glq_llama_config *c = glq_llama_config_of(u->m);
+  if (u->b->vt->storage != GLQ_STORAGE_CUDA) {
+    glq_tensor *in = lglq_checktensor(L, 2);
+    if (in->ndim < 1 || in->shape[in->ndim - 1] != c->dim)
+      return lglq_raisef(L, "llama:head: hidden must end in a dimension of %d", c->dim);
+    lglq_checktensor_tmp(L, 2, GLQ_F32, "llama:head");
+    lua_replace(L, 2);
+  }
+  int64_t n;
+  glq_tensor *x = check_act(L, 2, u->b, c->dim, "llama:head", &n);
   int64_t shape[GLQ_MAX_DIMS];
-  memcpy(shape, xp->shape, sizeof shape);
-  shape[xp->ndim - 1] = c->vocab;
-  lglq_check(L, glq_tensor_new(GLQ_F32, xp->ndim, shape, &y), "llama:head");
-  lglq_pushtensor(L, &y);
-  lglq_check(L, glq_llama_head(m, glq_tensor_data(xp), glq_tensor_numel(xp) / c->dim, glq_tensor_data(lglq_checktensor(L, -1))),
-             "llama:head");
+  memcpy(shape, x->shape, sizeof shape);
+  shape[x->ndim - 1] = c->vocab;
+  glq_tensor *y = push_act(L, u->b, GLQ_F32, x->ndim, shape, "llama:head");
+  lglq_check(L, u->b->vt->head(u->b, glq_tensor_data(x), n, glq_tensor_data(y)), "llama:head");
   return 1;
 }
 
-/* m:forward(tokens, {cache = c, all_logits = false, out = t}) -> logits (B, vocab) or (B, T, vocab),
- * written into `out` when given */
+/* m:forward(tokens, {cache = c, all_logits = false, out = t, argmax = false}) -> CPU logits (B, vocab)
+ * or (B, T, vocab), written into `out` when given; with argmax = true instead the greedy next token of
+ * each sequence (B integers: the lowest index of the maximum; chosen on the device when m:has("argmax")) */
 static int m_forward(lua_State *L) {
-  glq_llama *m = lglq_checkllama(L, 1);
-  glq_kvcache *cache = optcache(L, 3);
+  model_ud *u = checkmodel(L, 1);
+  const glq_llama_config *c = glq_llama_config_of(u->m);
+  glq_model_kv *cache = optcache(L, 3);
   int all = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "all_logits", 0);
+  int argmax = lua_isnoneornil(L, 3) ? 0 : lglq_optboolean(L, 3, "argmax", 0);
   int B, T;
   const int32_t *tok = lglq_checktokens(L, 2, &B, &T);
-  int64_t shape[3] = {B, all ? T : glq_llama_config_of(m)->vocab, glq_llama_config_of(m)->vocab};
+  if (argmax) {
+    if (all) return luaL_error(L, "llama:forward: argmax and all_logits exclude each other");
+    int32_t *next = lua_newuserdata(L, sizeof(int32_t) * (size_t)B);
+    lglq_check(L, u->b->vt->forward(u->b, cache, tok, B, T, NULL, 0, next), "llama:forward");
+    luaL_checkstack(L, B, "llama:forward");
+    for (int b = 0; b < B; b++) lua_pushinteger(L, next[b]);
+    return B;
+  }
+  int64_t shape[3] = {B, all ? T : c->vocab, c->vocab};
   float *y = lglq_push_out(L, 3, all ? 3 : 2, shape, "llama:forward");
-  lglq_check(L, glq_llama_forward(m, cache, tok, B, T, y, all), "llama:forward");
+  lglq_check(L, u->b->vt->forward(u->b, cache, tok, B, T, y, all, NULL), "llama:forward");
   return 1;
+}
+
+/* m:nll_rows(logits (..., vocab) in the model's memory, targets (rows)) -> CPU f64 (rows):
+ * logsumexp(row) - row[target], as glq.nll_rows (on the device for a GPU model) */
+static int m_nll_rows(lua_State *L) {
+  model_ud *u = checkmodel(L, 1);
+  int64_t V = glq_llama_config_of(u->m)->vocab, n;
+  glq_tensor *lg = check_act(L, 2, u->b, V, "llama:nll_rows", &n);
+  glq_tensor *tg = lglq_checktensor_tmp(L, 3, GLQ_I32, "llama:nll_rows targets");
+  if (glq_tensor_numel(tg) != n) return lglq_raisef(L, "llama:nll_rows: %lld rows of logits but %lld targets", (long long)n,
+                                                    (long long)glq_tensor_numel(tg));
+  glq_tensor *out = lglq_newtensor(L, GLQ_F64, 1, &n, "llama:nll_rows");
+  lglq_check(L, u->b->vt->nll_rows(glq_tensor_data(lg), n, V, glq_tensor_data(tg), glq_tensor_data(out)), "llama:nll_rows");
+  return 1;
+}
+
+/* m:kl_rows(p, q) (logits (..., vocab) in the model's memory, p the reference) -> CPU kl f64 (rows),
+ * agree u8 (rows), as glq.kl_rows */
+static int m_kl_rows(lua_State *L) {
+  model_ud *u = checkmodel(L, 1);
+  int64_t V = glq_llama_config_of(u->m)->vocab, n, nq;
+  glq_tensor *p = check_act(L, 2, u->b, V, "llama:kl_rows", &n), *q = check_act(L, 3, u->b, V, "llama:kl_rows", &nq);
+  if (n != nq) return lglq_raisef(L, "llama:kl_rows: p has %lld rows, q %lld", (long long)n, (long long)nq);
+  glq_tensor *kl = lglq_newtensor(L, GLQ_F64, 1, &n, "llama:kl_rows");
+  glq_tensor *ag = lglq_newtensor(L, GLQ_U8, 1, &n, "llama:kl_rows");
+  lglq_check(L, u->b->vt->kl_rows(glq_tensor_data(p), glq_tensor_data(q), n, V, glq_tensor_data(kl), glq_tensor_data(ag)),
+             "llama:kl_rows");
+  return 2;
 }
 
 /* ---- KV cache ---- */
 
-/* glq.llama.kvcache(m, {dtype = "f32" | "f16" | "int8", batch = 1, max_seq = cfg.max_seq,
- * residual_length = 128, group = 32}) */
+/* m:kvcache({dtype = "f32" | "f16" | "int8", batch = 1, max_seq = cfg.max_seq, residual_length = 128,
+ * group = 32}) (also glq.llama.kvcache(m, opts)) -> a cache in the model's memory; f16 and int8 need
+ * m:has("kv_quant") */
 static int l_kvcache(lua_State *L) {
-  const glq_llama_config *mc = glq_llama_config_of(lglq_checkllama(L, 1));
+  static const char *dtypes[] = {"f32", "f16", "int8", NULL};
+  static const glq_kv_dtype kinds[] = {GLQ_KV_F32, GLQ_KV_F16, GLQ_KV_INT8};
+  model_ud *u = checkmodel(L, 1);
+  const glq_llama_config *mc = glq_llama_config_of(u->m);
   glq_kvcache_config c = {mc->n_layers, 1, mc->n_kv_heads, mc->head_dim, mc->max_seq, GLQ_KV_F32, 128, 32};
   const char *dt = lglq_optstring(L, 2, "dtype", "f32");
-  if (!strcmp(dt, "f16")) c.dtype = GLQ_KV_F16;
-  else if (!strcmp(dt, "int8")) c.dtype = GLQ_KV_INT8;
-  else if (strcmp(dt, "f32")) return luaL_error(L, "glq.llama.kvcache: dtype must be \"f32\", \"f16\" or \"int8\", got \"%s\"", dt);
+  int k = 0;
+  while (dtypes[k] && strcmp(dtypes[k], dt)) k++;
+  if (!dtypes[k]) return luaL_error(L, "glq.llama.kvcache: dtype must be \"f32\", \"f16\" or \"int8\", got \"%s\"", dt);
+  c.dtype = kinds[k];
   c.batch = (int)lglq_optinteger(L, 2, "batch", 1);
   c.max_seq = (int)lglq_optinteger(L, 2, "max_seq", mc->max_seq);
   c.residual = (int)lglq_optinteger(L, 2, "residual_length", 128);
   c.group = (int)lglq_optinteger(L, 2, "group", 32);
   if (c.residual < 0 || c.group < 1) return luaL_error(L, "glq.llama.kvcache: residual_length must be >= 0 and group >= 1");
-  kvcache_ud *u = lua_newuserdata(L, sizeof *u);
-  u->c = NULL;
+  kvcache_ud *cu = lua_newuserdata(L, sizeof *cu);
+  cu->c = NULL;
   luaL_getmetatable(L, KVCACHE_MT);
   lua_setmetatable(L, -2);
-  lglq_check(L, glq_kvcache_new(&c, &u->c), "glq.llama.kvcache");
+  lglq_check(L, u->b->vt->kv_new(u->b, &c, &cu->c), "glq.llama.kvcache");
   return 1;
 }
 
-static glq_kvcache *checkcache(lua_State *L, int idx) { return ((kvcache_ud *)luaL_checkudata(L, idx, KVCACHE_MT))->c; }
+static glq_model_kv *checkcache(lua_State *L, int idx) {
+  glq_model_kv *c = ((kvcache_ud *)luaL_checkudata(L, idx, KVCACHE_MT))->c;
+  if (!c) luaL_error(L, "kvcache: used after free");
+  return c;
+}
 
 static int m_cache_gc(lua_State *L) {
   kvcache_ud *u = luaL_checkudata(L, 1, KVCACHE_MT);
-  glq_kvcache_free(u->c);
+  glq_model_kv_free(u->c);
   u->c = NULL;
   return 0;
 }
-static int m_cache_len(lua_State *L) { lua_pushinteger(L, glq_kvcache_len(checkcache(L, 1))); return 1; }
-static int m_cache_bytes(lua_State *L) { lua_pushnumber(L, (lua_Number)glq_kvcache_bytes(checkcache(L, 1))); return 1; }
-static int m_cache_reset(lua_State *L) { glq_kvcache_reset(checkcache(L, 1)); return 0; }
+static int m_cache_len(lua_State *L) { lua_pushinteger(L, glq_model_kv_len(checkcache(L, 1))); return 1; }
+static int m_cache_bytes(lua_State *L) { lua_pushnumber(L, (lua_Number)glq_model_kv_bytes(checkcache(L, 1))); return 1; }
+static int m_cache_reset(lua_State *L) { glq_model_kv_reset(checkcache(L, 1)); return 0; }
 static int m_cache_advance(lua_State *L) {
-  lglq_check(L, glq_kvcache_advance(checkcache(L, 1), (int)luaL_checkinteger(L, 2)), "kvcache:advance");
+  lglq_check(L, glq_model_kv_advance(checkcache(L, 1), (int)luaL_checkinteger(L, 2)), "kvcache:advance");
   return 0;
 }
 
@@ -483,31 +663,26 @@ static int m_accept(lua_State *L) {
   return 0;
 }
 
-static void new_class(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
-  lua_pushcfunction(L, gc);
-  lua_setfield(L, -2, "__gc");
-  lua_newtable(L);
-  lglq_register(L, NULL, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-}
-
 void lglq_open_model(lua_State *L) {
   static const luaL_Reg llama_methods[] = {
-    {"config", m_config}, {"set_embedding", m_set_embedding}, {"set_final_norm", m_set_final_norm},
-    {"set_head_q8_0", m_set_head_q8_0},
+    {"config", m_config}, {"device", m_device}, {"has", m_has}, {"to", m_to},
+    {"set_embedding", m_set_embedding}, {"set_final_norm", m_set_final_norm}, {"set_head_q8_0", m_set_head_q8_0},
     {"set_head", m_set_head}, {"set_layer", m_set_layer}, {"layer_linears", m_layer_linears},
-    {"embed", m_embed}, {"layer", m_layer}, {"head", m_head}, {"forward", m_forward}, {NULL, NULL}};
+    {"sync_layer", m_sync_layer}, {"drop_layer", m_drop_layer}, {"sync_head", m_sync_head}, {"bytes", m_bytes},
+    {"embed", m_embed}, {"layer", m_layer}, {"head", m_head}, {"forward", m_forward}, {"kvcache", l_kvcache},
+    {"nll_rows", m_nll_rows}, {"kl_rows", m_kl_rows}, {NULL, NULL}};
   static const luaL_Reg cache_methods[] = {
     {"len", m_cache_len}, {"bytes", m_cache_bytes}, {"reset", m_cache_reset}, {"advance", m_cache_advance}, {NULL, NULL}};
   static const luaL_Reg sampler_methods[] = {{"sample", m_sample}, {"accept", m_accept}, {NULL, NULL}};
   static const luaL_Reg llama_funcs[] = {{"new", l_llama_new}, {"kvcache", l_kvcache}, {NULL, NULL}};
   static const luaL_Reg sampler_funcs[] = {{"new", l_sampler_new}, {NULL, NULL}};
   static const luaL_Reg linear_funcs[] = {{"dense", l_dense}, {NULL, NULL}};
-  new_class(L, LLAMA_MT, m_llama_gc, llama_methods);
-  new_class(L, KVCACHE_MT, m_cache_gc, cache_methods);
-  new_class(L, SAMPLER_MT, m_sampler_gc, sampler_methods);
+  static const luaL_Reg llama_meta[] = {{"__gc", m_llama_gc}, {NULL, NULL}};
+  static const luaL_Reg cache_meta[] = {{"__gc", m_cache_gc}, {NULL, NULL}};
+  static const luaL_Reg sampler_meta[] = {{"__gc", m_sampler_gc}, {NULL, NULL}};
+  lglq_newclass(L, LLAMA_MT, llama_meta, llama_methods);
+  lglq_newclass(L, KVCACHE_MT, cache_meta, cache_methods);
+  lglq_newclass(L, SAMPLER_MT, sampler_meta, sampler_methods);
   lglq_register(L, "llama", llama_funcs);
   lglq_register(L, "sampler", sampler_funcs);
   lglq_register(L, "linear", linear_funcs);

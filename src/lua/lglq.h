@@ -82,6 +82,11 @@ glq_linear *lglq_checklinear(lua_State *L, int idx);
 struct glq_llama *lglq_checkllama(lua_State *L, int idx);
 const int32_t *lglq_checktokens(lua_State *L, int idx, int *B, int *T);
 
+/* device tensors (l_cuda.c; metatable "glq.cuda.tensor"): glq_tensors with GLQ_STORAGE_CUDA storage.
+ * push moves t's reference into a new userdata (raises in a build without CUDA); to: NULL if not one */
+void lglq_pushdevtensor(lua_State *L, glq_tensor *t);
+glq_tensor *lglq_todevtensor(lua_State *L, int idx);
+
 /* registration: set fns into the table on top of the stack, or into its subtable `sub` (created if absent) */
 void lglq_register(lua_State *L, const char *sub, const luaL_Reg *fns);
 
