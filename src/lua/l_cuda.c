@@ -47,21 +47,19 @@ static glq_tensor *checkdt(lua_State *L, int idx) {
 }
 
 void lglq_pushdevtensor(lua_State *L, glq_tensor *t) {
+  /* the collector sees only the small userdata: step it by the device bytes a new tensor owns (as for
+   * CPU tensors), so that dead device tensors are freed as fast as new ones come */
+  size_t owned = t->st && t->st->refcount == 1 ? t->st->nbytes : 0;
   glq_tensor *u = lua_newuserdata(L, sizeof *u);
   *u = *t;
   memset(t, 0, sizeof *t);
   luaL_getmetatable(L, DTENSOR_MT);
   lua_setmetatable(L, -2);
+  if (owned >= ((size_t)1 << 16)) lua_gc(L, LUA_GCSTEP, (int)(owned >> 10 > 1 << 30 ? 1 << 30 : owned >> 10));
 }
 
 /* new zero-filled device tensor pushed on the stack */
 static glq_tensor *newdt(lua_State *L, glq_dtype dt, int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= shape[i];
-  size_t bytes = (size_t)n * glq_dtype_size(dt);
-  /* the collector sees only the small userdata: step it by the device bytes (as for CPU tensors),
-   * before allocating, so dead device tensors are freed first */
-  if (bytes >= ((size_t)1 << 16)) lua_gc(L, LUA_GCSTEP, (int)(bytes >> 10 > 1 << 30 ? 1 << 30 : bytes >> 10));
   glq_tensor t;
   lglq_check(L, glq_cuda_tensor_new(dt, ndim, shape, &t), "device tensor");
   lglq_pushdevtensor(L, &t);
