@@ -108,6 +108,7 @@ void lglq_open_hif4(lua_State *L);
 void lglq_open_model(lua_State *L);
 void lglq_open_cuda(lua_State *L);
 void lglq_open_eval(lua_State *L);
+void lglq_open_scalefit(lua_State *L);
 
 int luaopen_glq_core(lua_State *L);
 
