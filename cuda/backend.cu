@@ -116,7 +116,7 @@ static int cuda_forward(glq_model_backend *b, glq_model_kv *kv, const int32_t *t
 }
 
 static const glq_model_backend_vt cuda_vt = {
-  "cuda", GLQ_BACKEND_ARGMAX, GLQ_STORAGE_CUDA, cuda_free, glq_cuda_tensor_new, cuda_sync_layer, cuda_drop_layer,
+  "cuda", GLQ_BACKEND_ARGMAX, GLQ_STORAGE_CUDA, 512, cuda_free, glq_cuda_tensor_new, cuda_sync_layer, cuda_drop_layer,
   cuda_sync_head, cuda_bytes, cuda_embed, cuda_layer, cuda_head, cuda_forward, cuda_kv_new, glq_cuda_nll_rows,
   glq_cuda_kl_rows};
 

@@ -8,9 +8,6 @@ local progress = require "glq.progress"
 
 local M = {}
 
--- rows of logits per head call, by device: the GPU amortises its launches over more rows
-local CHUNK = { cpu = 128, cuda = 512 }
-
 -- token ids of a text file (BOS added once, per the tokenizer's rule)
 function M.tokenize_file(m, path)
   local f, err = io.open(path, "rb")
@@ -47,7 +44,7 @@ function M.run(m, ids, opts)
     error(string.format("the text has %d tokens, fewer than one window of %d", #ids, T), 0)
   end
   -- logits stay in the model's memory (on the GPU, the device) and the row statistics run there
-  local chunk = opts.chunk or CHUNK[m.device] or 128
+  local chunk = opts.chunk or m.c:head_rows()
   local function logits(mm, h, s, n) return mm.c:head(h:narrow(2, s + 1, n)) end
   local base = opts.base
   if base and base.device ~= m.device then error("the model and --base must run on the same device", 0) end

@@ -267,6 +267,13 @@ static int m_has(lua_State *L) {
   return 1;
 }
 
+/* m:head_rows() -> how many rows of logits a caller best asks m:head for at once: a performance hint (more
+ * on the GPU, which amortises its launches over them) */
+static int m_head_rows(lua_State *L) {
+  lua_pushinteger(L, checkbackend(L, 1)->vt->head_rows);
+  return 1;
+}
+
 /* m:config() -> table of the model's configuration */
 static int m_config(lua_State *L) {
   const glq_llama_config *c = glq_llama_config_of(lglq_checkllama(L, 1));
@@ -665,7 +672,7 @@ static int m_accept(lua_State *L) {
 
 void lglq_open_model(lua_State *L) {
   static const luaL_Reg llama_methods[] = {
-    {"config", m_config}, {"device", m_device}, {"has", m_has}, {"to", m_to},
+    {"config", m_config}, {"device", m_device}, {"has", m_has}, {"head_rows", m_head_rows}, {"to", m_to},
     {"set_embedding", m_set_embedding}, {"set_final_norm", m_set_final_norm}, {"set_head_q8_0", m_set_head_q8_0},
     {"set_head", m_set_head}, {"set_layer", m_set_layer}, {"layer_linears", m_layer_linears},
     {"sync_layer", m_sync_layer}, {"drop_layer", m_drop_layer}, {"sync_head", m_sync_head}, {"bytes", m_bytes},

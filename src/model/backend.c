@@ -118,7 +118,7 @@ static int cpu_tensor_new(glq_dtype dt, int ndim, const int64_t *shape, glq_tens
 }
 
 static const glq_model_backend_vt cpu_vt = {
-  "cpu", GLQ_BACKEND_KV_QUANT, GLQ_STORAGE_HEAP, cpu_free, cpu_tensor_new, cpu_sync_layer, cpu_drop_layer,
+  "cpu", GLQ_BACKEND_KV_QUANT, GLQ_STORAGE_HEAP, 128, cpu_free, cpu_tensor_new, cpu_sync_layer, cpu_drop_layer,
   cpu_sync_head, cpu_bytes, cpu_embed, cpu_layer, cpu_head, cpu_forward, cpu_kv_new, glq_nll_rows, glq_kl_rows};
 
 int glq_cpu_backend_new(glq_llama *m, glq_model_backend **out) {

@@ -48,6 +48,7 @@ typedef struct glq_model_backend_vt {
   const char *device;             /* "cpu", "cuda" */
   unsigned caps;                  /* GLQ_BACKEND_* */
   glq_storage_kind storage;       /* where activations and logits live */
+  int head_rows;                  /* rows of logits a caller best asks head for at once (the GPU amortises launches) */
   void (*free)(glq_model_backend *b);
   /* a new zero-filled contiguous tensor in the backend's memory */
   int (*tensor_new)(glq_dtype dt, int ndim, const int64_t *shape, glq_tensor *out);
