@@ -45,6 +45,8 @@ local ROWS = {
   ["trellis-4"] = { label = "trellis 4-bit", decide = policy.uniform { format = "trellis", bits = 4 } },
   ["mixed-2.5"] = { label = "E8 mixed 2.5", allocate = 2.5 },
   ["mixed-3.5"] = { label = "E8 mixed 3.5", allocate = 3.5 },
+  ["trellis-mixed-2.5"] = { label = "trellis mixed 2.5", codebook = "trellis", allocate = 2.5 },
+  ["trellis-mixed-3.5"] = { label = "trellis mixed 3.5", codebook = "trellis", allocate = 3.5 },
   ["mixed-2.5-total"] = { label = "E8 mixed 2.5 (total-loss objective)", allocate = 2.5, objective = "total" },
   ["mixed-3.5-total"] = { label = "E8 mixed 3.5 (total-loss objective)", allocate = 3.5, objective = "total" },
   ["hif4-compat"] = { label = "HiF4 (reference rule, --compat)", calib = false, decide = function(l)
@@ -92,8 +94,16 @@ for name in opts.rows:gmatch("[^,]+") do
     emit(string.format("| base (%s) | %s | %.1f | %.4f | 0 | 0 | 1 | - |", fs.basename(opts.model), "-",
       fsize(opts.model) / 1e6, r.ppl))
   else
-    local row = ROWS[name]
+    -- NAME-plain: row NAME without the closed-form scale refit (glq.rescale), the pipeline before 2026-12-06
+    local base_name = name:match("^(.-)%-plain$")
+    local row = ROWS[base_name or name]
     if not row then error("unknown row " .. name, 0) end
+    if base_name then
+      local r = {}
+      for k, v in pairs(row) do r[k] = v end
+      r.label, r.rescale = row.label .. " (no scale refit)", false
+      row = r
+    end
     local out = fs.join(opts.out, name)
     local needs_calib = row.calib ~= false
     q.run {
@@ -101,7 +111,7 @@ for name in opts.rows:gmatch("[^,]+") do
       seqlen = opts.seqlen, seed = opts.seed, overwrite = true, quiet = true, plot = false,
       fingerprint = { row = name }, needs_calibration = needs_calib,
       allocate = row.allocate ~= nil, target_bpw = row.allocate, min_bpw = 2, max_bpw = 4,
-      alloc_objective = row.objective, device = opts.device, codebook = row.codebook,
+      alloc_objective = row.objective, device = opts.device, codebook = row.codebook, rescale = row.rescale,
       ldlq_device = opts.ldlq_device ~= "cpu" and opts.ldlq_device or nil,
       allocation_path = row.allocate and fs.join(opts.out, name .. ".bpw_allocation.json") or nil,
       quantize_config = { tool_version = glq.version, source_model = opts.model, row = name },

@@ -56,7 +56,7 @@ describe("glq.quantize options", function()
     assert.equal(4, g.calib.nsamples)
     assert.equal(3, g.alloc.min_bits)
     assert.is_true(g.calib.needs_calibration)
-    assert.equal("e8", g.quant.e8_format)
+    assert.equal("e8", g.quant.book_format)
   end)
   it("refuse unknown keys, wrong types and missing requirements", function()
     local o = base(); o.nsample = 4

@@ -17,6 +17,7 @@ local json = require "glq.json"
 local fs = require "glq.fs"
 local formats = require "glq.formats"
 local events = require "glq.events"
+local rescale = require "glq.rescale"
 
 local M = {}
 
@@ -86,8 +87,9 @@ end
 --   run:   model, output (required), fingerprint, resume, overwrite, quiet -> the source and the resumable run
 --   calib: calib ("self" or a text file), nsamples, seqlen, seed, needs_calibration (default true),
 --          device ("cuda": calibration forward on the GPU), propagate (false: the next layer sees dense outputs)
---   quant: decide(layer) -> decision (glq.policy), codebook ("e8p" turns E8 decisions into E8P), transform,
---          tune_iters, damp, seed, ldlq_device -> glq.formats' quantize / ldlq_options
+--   quant: decide(layer) -> decision (glq.policy), codebook ("e8p"/"trellis" turn E8 decisions, and the
+--          allocation's candidates, into that codebook), transform, tune_iters, damp, seed, ldlq_device,
+--          rescale (default true: refit each layer's SU/SV, glq.rescale) -> glq.formats' quantize / ldlq_options
 --   alloc: allocate (mixed precision), target_bpw, min_bpw/max_bpw (read as min_bits/max_bits: E8 widths),
 --          alloc_objective, hif4_candidate, hif4_rht, hif4_ldlq, profile_only, allocation_path
 --   write: dense_dtype, python_compat, quantize_config, hif4_skip_keywords, report, plot, plot_path
@@ -96,7 +98,7 @@ local OPTION_GROUPS = {
   calib = { calib = "string", nsamples = "number", seqlen = "number", seed = "number", needs_calibration = "boolean",
     device = "string", propagate = "boolean" },
   quant = { decide = "function", codebook = "string", transform = "string", tune_iters = "number", damp = "number",
-    seed = "number", ldlq_device = "string" },
+    seed = "number", ldlq_device = "string", rescale = "boolean" },
   alloc = { allocate = "boolean", target_bpw = "number", min_bpw = "number", max_bpw = "number", alloc_objective = "string",
     hif4_candidate = "boolean", hif4_rht = "boolean", hif4_ldlq = "boolean", profile_only = "boolean", allocation_path = "string" },
   write = { dense_dtype = "string", python_compat = "boolean", quantize_config = "table", hif4_skip_keywords = "table",
@@ -127,8 +129,10 @@ function M.options(o)
     option_error("calibration needs nsamples and seqlen")
   end
   if g.alloc.allocate and not g.alloc.target_bpw then option_error("allocate needs target_bpw") end
-  -- an "e8" decision means the run's E8 codebook
-  g.quant.e8_format = g.quant.codebook == "e8p" and "e8p" or "e8"
+  if g.quant.rescale == nil then g.quant.rescale = true end
+  -- an "e8" decision (a policy's, a bpw map's width) means the run's codebook
+  local cb = g.quant.codebook
+  g.quant.book_format = (cb == "e8p" or cb == "trellis") and cb or "e8"
   return g
 end
 
@@ -178,6 +182,12 @@ function M.quantize_linear(name, W, bias, H, d, quant, pre)
   entry.bias = bias
   local lin = model.quantized_linear(entry, W:size(1), W:size(2), name)
   local What = lin:dequantize()
+  local a = entry.artifacts
+  if quant.rescale and a and a.SU and a.SV then -- refit SU/SV (glq.rescale), then the layer as stored
+    rescale.apply(a, W, What, H, { damp = quant.damp or 0.01 })
+    lin = model.quantized_linear(entry, W:size(1), W:size(2), name)
+    What = lin:dequantize()
+  end
   local st = { format = d.format, label = f.label(d), stored_bpw = checkpoint.stored_bpw(name, entry), sqnr_db = sqnr_db(W, What),
     proxy_loss = proxy_loss(W, What, H), seconds = progress.now() - t0 }
   return entry, lin, st
@@ -240,13 +250,13 @@ local function describe(cfg, l, role, H)
     index = l, n_layers = cfg.n_layers, hessian = hessian_summary(H) }
 end
 
--- the policy's decision for a layer; "e8" stands for the run's E8 codebook
+-- the policy's decision for a layer; "e8" stands for the run's codebook
 local function decide(quant, layer)
   local d = policy.decide(quant.decide, layer)
-  if d.format == "e8" and quant.e8_format ~= "e8" then
+  if d.format == "e8" and quant.book_format ~= "e8" then
     local t = {}
     for k, v in pairs(d) do t[k] = v end
-    t.format = quant.e8_format
+    t.format = quant.book_format
     d = t
   end
   return d
@@ -329,10 +339,10 @@ end
 
 -- ---------------------------------------------------------------- mixed precision
 
--- candidates per layer: the run's E8 book at each allowed width (and HiF4 when enabled)
+-- candidates per layer: the run's codebook at each allowed width (and HiF4 when enabled)
 local function candidates(g)
   local c = {}
-  for b = g.alloc.min_bits or 2, g.alloc.max_bits or 4 do c[#c + 1] = { format = g.quant.e8_format, bits = b } end
+  for b = g.alloc.min_bits or 2, g.alloc.max_bits or 4 do c[#c + 1] = { format = g.quant.book_format, bits = b } end
   if g.alloc.hif4_candidate then c[#c + 1] = { format = "hif4", rht = g.alloc.hif4_rht, ldlq = g.alloc.hif4_ldlq } end
   return c
 end

@@ -67,10 +67,11 @@ static int col_scales(const float *w, const float *q, int64_t m, int64_t n, cons
   return 0;
 }
 
-int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const double *h, int iters, int64_t max_cols,
-                   float *s, float *u, double *loss0, double *loss1) {
-  if (!w || !q || !s || !u || m < 1 || n < 1 || iters < 1 || max_cols < 0)
-    return glq_error(GLQ_EINVAL, "fit_scales: bad arguments (m=%lld n=%lld iters=%d)", (long long)m, (long long)n, iters);
+int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const double *h0, double damp, int iters,
+                   int64_t max_cols, float *s, float *u, double *loss0, double *loss1) {
+  if (!w || !q || !s || !u || m < 1 || n < 1 || iters < 1 || max_cols < 0 || !(damp >= 0))
+    return glq_error(GLQ_EINVAL, "fit_scales: bad arguments (m=%lld n=%lld iters=%d damp=%g)", (long long)m, (long long)n,
+                     iters, damp);
   const int do_cols = max_cols == 0 || n <= max_cols;
   int rc = GLQ_OK;
   float *hf = malloc((size_t)(n * n) * sizeof(float));
@@ -79,9 +80,16 @@ int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const d
   float *st = malloc((size_t)m * sizeof(float)), *ut = malloc((size_t)n * sizeof(float));
   float *g = do_cols ? malloc((size_t)(n * n) * sizeof(float)) : NULL, *k = do_cols ? malloc((size_t)(n * n) * sizeof(float)) : NULL;
   double *a = do_cols ? malloc((size_t)(n * n) * sizeof(double)) : NULL, *y = malloc((size_t)n * sizeof(double));
-  if (!hf || !cur || !trial || !d || !p || !st || !ut || !y || (do_cols && (!g || !k || !a))) {
+  double *h = h0 ? malloc((size_t)(n * n) * sizeof(double)) : NULL;
+  if (!hf || !cur || !trial || !d || !p || !st || !ut || !y || (do_cols && (!g || !k || !a)) || (h0 && !h)) {
     rc = glq_error(GLQ_ENOMEM, "fit_scales: out of memory for a %lld x %lld layer", (long long)m, (long long)n);
     goto done;
+  }
+  if (h0) {
+    double tr = 0;
+    for (int64_t j = 0; j < n; j++) tr += h0[j * n + j];
+    memcpy(h, h0, (size_t)(n * n) * sizeof(double));
+    for (int64_t j = 0; j < n; j++) h[j * n + j] += damp * tr / (double)n;
   }
   for (int64_t i = 0; i < n * n; i++) hf[i] = h ? (float)h[i] : 0.0f;
   if (!h)
@@ -114,6 +122,6 @@ int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const d
   }
   if (loss1) *loss1 = best;
 done:
-  free(hf), free(cur), free(trial), free(d), free(p), free(st), free(ut), free(g), free(k), free(a), free(y);
+  free(hf), free(cur), free(trial), free(d), free(p), free(st), free(ut), free(g), free(k), free(a), free(y), free(h);
   return rc;
 }

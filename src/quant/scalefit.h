@@ -11,10 +11,12 @@
 #include <stdint.h>
 
 /* w, q: (m x n) f32 row-major, the original and the decoded weight; h: (n x n) f64 Hessian, or NULL
- * for the identity (plain Frobenius loss). iters >= 1 alternations (column step, then row step;
+ * for the identity (plain Frobenius loss), damped as LDLQ damps it: damp * mean(diag h) is added to its
+ * diagonal (damp >= 0; with few calibration tokens an undamped H lets the n column scales fit its
+ * noise). The losses reported are on the damped H. iters >= 1 alternations (column step, then row step;
  * the column step is skipped when n > max_cols, 0 = never skipped). Writes s (m) and u (n) and the
  * losses before/after (either pointer may be NULL). GLQ_EINVAL on bad sizes, GLQ_ENOMEM. */
-int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const double *h, int iters, int64_t max_cols,
-                   float *s, float *u, double *loss0, double *loss1);
+int glq_fit_scales(const float *w, const float *q, int64_t m, int64_t n, const double *h, double damp, int iters,
+                   int64_t max_cols, float *s, float *u, double *loss0, double *loss1);
 
 #endif
