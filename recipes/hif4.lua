@@ -19,7 +19,7 @@ local opts = cli.parse({
     { "nsamples", type = "int", min = 1, default = 32, help = "calibration sequences (--ldlq)" },
     { "seqlen", type = "int", min = 2, default = 512, help = "calibration sequence length (--ldlq)" },
     { "seed", type = "int", min = 0, default = 0, help = "seed of the RHT signs and self-calibration" },
-    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head, skipped linears; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks, wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks (glq's own reader only)" },
+    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0", "hif4" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head, skipped linears; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks, wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks, hif4 = HiF4 (both glq's own reader only)" },
     { "resume", type = "bool", help = "continue an interrupted run" },
     { "overwrite", type = "bool", help = "replace an existing output" },
     { "threads", type = "int", min = 1, max = 256, help = "threads (default: GLQ_THREADS or all cores)" },

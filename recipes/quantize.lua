@@ -28,7 +28,7 @@ local opts = cli.parse({
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
     { "propagate", type = "bool", default = true, help = "calibrate each layer on the outputs of the already-quantized earlier layers (GPTQ-style); --no-propagate uses the dense model's activations" },
-    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks (lossless; not with --glq-compat), wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks (our layout only)" },
+    { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0", "hif4" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks (lossless; not with --glq-compat), wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks, hif4 = HiF4 (4.5 bits; both our layout only)" },
     { "seed", type = "int", min = 0, default = 42, help = "seed for signs and self-calibration" },
     { "damp", type = "number", min = 0, default = 0.01, help = "Hessian damping relative to its mean diagonal" },
     { "device", type = "choice", choices = { "cpu", "cuda" }, default = "cpu", help = "cuda: calibration forward, Hessians and the LDLQ sweeps (nearest-codeword search included) on the GPU; falls back to the CPU with a message when there is no GPU" },
@@ -56,7 +56,7 @@ for _, k in ipairs { "min_bpw", "max_bpw" } do
 end
 if opts.min_bpw and opts.max_bpw and opts.min_bpw > opts.max_bpw then fail("--min-bpw is above --max-bpw") end
 if opts.calib ~= "self" and not fs.exists(opts.calib) then fail("--calib %s: no such file", opts.calib) end
-if opts.glq_compat and opts.dense_dtype == "q8_0" then fail("--glq-compat: the Python glq cannot read q8_0 dense tensors; use --dense-dtype auto, bf16, f16 or keep") end
+if opts.glq_compat and (opts.dense_dtype == "q8_0" or opts.dense_dtype == "hif4") then fail("--glq-compat: the Python glq cannot read %s dense tensors; use --dense-dtype auto, bf16, f16 or keep", opts.dense_dtype) end
 if opts.glq_compat and opts.codebook == "e8p" then
   fail("--glq-compat: E8P layers are written in our layout only (glq 0.8.16's tensor-core packed Qidxs_e8p is not implemented); drop --codebook e8p")
 end

@@ -302,6 +302,41 @@ function M.python_misreads(names, recs)
   return nil
 end
 
+-- The layer a --glq-compat file stores dense to make glq < 0.2.13 refuse it: the smallest quantized
+-- one (ties: the first name); nil with fewer than two (glq >= 0.2.13 must still find a quantized one).
+local function python_marker_layer(names, recs)
+  if #names < 2 then return nil end
+  local best
+  for _, name in ipairs(names) do
+    local s = recs[name].shape
+    if not best or s[1] * s[2] < recs[best].shape[1] * recs[best].shape[2] then best = name end
+  end
+  return best
+end
+
+-- glq 0.2.7 pads block-diagonal layers to powers of two and decodes them silently wrong, and no config
+-- field or quantized layer's tensor makes it refuse a file that glq >= 0.2.13 reads. But it turns every
+-- nn.Linear except lm_head into its E8 module (glq >= 0.2.13: only those with a .Qidxs), and the shape
+-- of each tensor loaded into a module is checked. So layer `name` is stored as the dense f32 weight
+-- our forward decodes (the same function; glq >= 0.2.13 keeps it an nn.Linear) plus P.SU one entry
+-- longer than glq 0.2.7's power-of-two SU buffer: 0.2.7 raises "size mismatch for SU", glq >= 0.2.13
+-- ignores it (an unexpected key). Replaces the layer's tensors in `tensors`.
+local function mark_for_python(name, rec, tensors)
+  local m, n = rec.shape[1], rec.shape[2]
+  local e = layer_entry(rec, function(f) return tensors[name .. "." .. f] end)
+  e.bias = nil
+  local lin = require("glq.model").quantized_linear(e, m, n, name)
+  local eye = glq.zeros("f32", { n, n })
+  local p = ffi.cast("float *", eye:_rawptr())
+  for i = 0, n - 1 do p[i * n + i] = 1 end
+  local w = lin:forward(eye):transpose():contiguous() -- rows of forward(I) are W's columns
+  for k in pairs(tensors) do
+    if k:sub(1, #name + 1) == name .. "." and k ~= name .. ".bias" then tensors[k] = nil end
+  end
+  tensors[name .. ".weight"] = w
+  tensors[name .. ".SU"] = glq.full("f16", { pow2ceil(m) + 1 }, 1)
+end
+
 -- ---- output directories ----
 
 local function dir_has(dir, name) return fs.exists(fs.join(dir, name)) end
@@ -390,8 +425,19 @@ local function build(spec)
       end
       tensors[name] = check_tensor("checkpoint: dense tensor " .. name, "blocks", t.blocks, "u8", { r, cl / 32 * 34 })
       dense_format[name] = "q8_0"
+    elseif type(t) == "table" and t.format == "hif4" then
+      -- HiF4 fields (no rotation) stored under the tensor's name: NAME.e6m2, NAME.e1_8_packed, ...
+      local p, where = t.pack, "checkpoint: dense tensor " .. name
+      local r, cl = t.shape and t.shape[1], t.shape and t.shape[2]
+      if type(p) ~= "table" or type(r) ~= "number" or type(cl) ~= "number" or p.signs ~= nil then
+        fail("%s: hif4 needs shape = {rows, cols} and an unrotated pack", where)
+      end
+      local nb = math.ceil(cl / 64)
+      tensors[name .. ".e6m2"] = check_tensor(where, "e6m2", p.e6m2, "u8", { r, nb })
+      for f, last in pairs(HIF4_LAST) do tensors[name .. "." .. f] = check_tensor(where, f, p[f], "u8", { r, nb, last }) end
+      dense_format[name] = "hif4"
     elseif not glq.is_tensor(t) then
-      fail("checkpoint: dense tensor %s must be a tensor or a q8_0 entry, got %s", name, type(t))
+      fail("checkpoint: dense tensor %s must be a tensor or a q8_0/hif4 entry, got %s", name, type(t))
     else
       tensors[name] = t
     end
@@ -428,11 +474,19 @@ local function build(spec)
           rec.format == "e8" and ("E8 with transform " .. rec.transform) or rec.format)
       end
     end
-    local why = M.python_misreads(names, recs)
+    local marked = python_marker_layer(names, recs)
+    local rest = {}
+    for _, name in ipairs(names) do if name ~= marked then rest[#rest + 1] = name end end
+    local why = not marked and "it has fewer than two quantized layers, too few to mark it for glq < 0.2.13"
+      or M.python_misreads(rest, recs)
     if why then
       io.stderr:write("glq: warning: the Python glq would misread this checkpoint (" .. why
         .. "); it is written in our layout, which the Python glq refuses\n")
       compat = false
+    else
+      mark_for_python(marked, recs[marked], tensors)
+      layer_bpw[marked], recs[marked], names = nil, nil, rest
+      qc.python_glq_marker = marked .. ".SU"
     end
   end
   if compat then
@@ -447,7 +501,7 @@ local function build(spec)
         tensors[name .. ".inv_resid_scale3"] = zero
       end
     end
-    if next(dense_format) then fail("checkpoint: a file for the Python glq cannot hold q8_0 dense tensors") end
+    if next(dense_format) then fail("checkpoint: a file for the Python glq cannot hold q8_0 or hif4 dense tensors") end
   else
     -- our layout: 3-bit stage-2 indices (< 256) in one byte, and no quant_method (see M.NATIVE)
     for _, name in ipairs(names) do
@@ -956,11 +1010,15 @@ function M.read(dir)
     fail("%s: missing %s", dir, fs.basename(file))
   end
 
-  -- quantized modules are the prefixes of .Qidxs / .e6m2 tensors
+  -- quantized modules are the prefixes of .Qidxs / .e6m2 tensors (a HiF4 dense tensor's fields aside)
+  local dense_format = (quant and quant.dense_format) or (hif4 and hif4.dense_format) or {}
+  if type(dense_format) ~= "table" then fail("%s: dense_format must be an object", cfgp) end
   local layers, owned = {}, {}
   for k in pairs(tensors) do
     local p, f = k:match("^(.+)%.([%w_]+)$")
-    if f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" elseif f == "trellis_packed" then layers[p] = "trellis" end
+    if dense_format[p] == "hif4" then
+      owned[k] = true
+    elseif f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" elseif f == "trellis_packed" then layers[p] = "trellis" end
     if f == "Qidxs_e8p" then
       fail("%s: %s: glq 0.8.16's packed E8P layers (its GPU quantizer's Qidxs_e8p) are not read yet (glq.e8p.unpack converts the indices)", file, k)
     end
@@ -995,18 +1053,39 @@ function M.read(dir)
       out.dense[k] = t
     end
   end
-  -- dense tensors stored in another format (our layout): decoded to f32, the raw blocks kept
-  out.dense_raw = {}
-  for k, f in pairs((quant and quant.dense_format) or (hif4 and hif4.dense_format) or {}) do
-    local t = out.dense[k]
-    if not t then fail("%s: missing tensor %s (listed in dense_format)", file, k) end
-    if f ~= "q8_0" then fail("%s: dense_format '%s' of %s is not supported (q8_0 is)", cfgp, tostring(f), k) end
-    local s = t:shape()
-    if t:dtype() ~= "u8" or #s ~= 2 or s[2] % 34 ~= 0 then
-      fail("%s: %s is q8_0 but has dtype %s and shape %s, expected u8 (rows, cols/32*34)", file, k, t:dtype(), shape_str(s))
+  -- --glq-compat's refusal marker for glq < 0.2.13 (see mark_for_python): a dense linear's stray SU
+  local mk = quant and quant.python_glq_marker
+  if mk ~= nil then
+    local p = type(mk) == "string" and mk:match("^(.+)%.SU$")
+    local t = p and out.dense[mk]
+    if not (p and modelcfg.parse_linear_name(p) and out.dense[p .. ".weight"] and t and #t:shape() == 1) then
+      fail("%s: python_glq_marker %s must name the SU tensor (1-d) of a linear stored dense", cfgp, json.encode(mk))
     end
-    out.dense[k] = glq.gguf.dequantize(t, "q8_0", { s[1], s[2] / 34 * 32 })
-    out.dense_raw[k] = { format = "q8_0", blocks = t }
+    out.dense[mk] = nil
+  end
+  -- dense tensors stored in another format (our layout): decoded to f32, Q8_0's raw blocks kept
+  out.dense_raw = {}
+  for k, f in pairs(dense_format) do
+    if f == "hif4" then
+      -- HiF4 fields under the tensor's name, its shape from config.json (embedding, head or a linear)
+      local s = (k == "model.embed_tokens.weight" or k == "lm_head.weight") and { c.vocab, c.dim }
+        or k:match("%.weight$") and expected_shape(c, k:sub(1, -8))
+      if not s then fail("%s: dense_format hif4 of %s: not an embedding, head or linear weight", cfgp, k) end
+      local nb, p = math.ceil(s[2] / 64), { shape = s }
+      p.e6m2 = check_tensor(file, k .. ".e6m2", tensors[k .. ".e6m2"], "u8", { s[1], nb })
+      for fld, last in pairs(HIF4_LAST) do p[fld] = check_tensor(file, k .. "." .. fld, tensors[k .. "." .. fld], "u8", { s[1], nb, last }) end
+      out.dense[k] = glq.hif4.dequantize(p) -- the forward reads the decoded values (no HiF4 head kernel kept)
+    else
+      local t = out.dense[k]
+      if not t then fail("%s: missing tensor %s (listed in dense_format)", file, k) end
+      if f ~= "q8_0" then fail("%s: dense_format '%s' of %s is not supported (q8_0 and hif4 are)", cfgp, tostring(f), k) end
+      local s = t:shape()
+      if t:dtype() ~= "u8" or #s ~= 2 or s[2] % 34 ~= 0 then
+        fail("%s: %s is q8_0 but has dtype %s and shape %s, expected u8 (rows, cols/32*34)", file, k, t:dtype(), shape_str(s))
+      end
+      out.dense[k] = glq.gguf.dequantize(t, "q8_0", { s[1], s[2] / 34 * 32 })
+      out.dense_raw[k] = { format = "q8_0", blocks = t }
+    end
   end
   -- no tensors of decoder layers the config does not have (a wrong num_hidden_layers would drop them)
   for k in pairs(tensors) do

@@ -1,6 +1,7 @@
-"""A toy Llama for the interop checks, from stories260K's HF weights zero-padded to hidden 72 and
-ffn 176: dims that are multiples of 8 and not powers of two (what glq >= 0.8's loader detects as
-block-diagonal from its first .Qidxs tensor), with stories260K's function (up to the norms' eps).
+"""A toy Llama for the interop checks, from stories260K's HF weights zero-padded to hidden 96 and
+ffn 224: dims that are multiples of 32 (what glq 0.8.16's trellis needs) and not powers of two (what
+its loader detects as block-diagonal from its first .Qidxs tensor, and what glq 0.2.7 pads to powers
+of two), with stories260K's function (up to the norms' eps).
 
   make_toy.py STORIES_HF_DIR TOKENIZER_DIR OUT_DIR
 """
@@ -12,7 +13,7 @@ import sys
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-H, F = 72, 176
+H, F = 96, 224
 
 
 def pad(a, rows, cols=None):

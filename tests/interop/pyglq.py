@@ -2,6 +2,8 @@
 and writes its logits for a token list, or reports that the load was refused.
 
   pyglq.py logits DIR IDS.json OUT.f32     -> prints "ok" or "REFUSED: <message>" (exit 0 either way)
+  pyglq.py modlogits DIR IDS.json OUT.f32  -> the same, decoded by glq's own modules without
+                                              transformers' quantized loading (see modlogits)
   pyglq.py compare OURS.f32 THEIRS.f32 VOCAB -> prints "exact ..." or "WRONG ..." (exit 0 / 1)
 """
 import json
@@ -38,6 +40,59 @@ def logits(d, ids_path, out):
     print("ok")
 
 
+def modlogits(d, ids_path, out):
+    """glq 0.8.16 cannot load trellis checkpoints through transformers 4.57 / 5.25 (it registers
+    trellis_packed 0-size and resizes it only off the meta device, so the meta-device load fails with
+    a size mismatch) -- its own files included. This reference builds the dense model from config.json,
+    puts glq's E8RHTLinear (the checkpoint's codebook) on the CPU at each quantized module, loads its
+    tensors with the module's own state-dict hook, then lets glq's quantizer attach the codebooks as
+    after a transformers load: glq's decode, without transformers' quantized loading."""
+    import numpy as np
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        from glq import hf_integration as hi
+        from glq.quantized_linear import E8RHTLinear
+        cfg = AutoConfig.from_pretrained(d)
+        qc = dict(cfg.quantization_config)
+        del cfg.quantization_config
+        m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32) if transformers.__version__ >= "4.56" \
+            else AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+        sd = load_file(os.path.join(d, "model.safetensors"))
+        names = hi._collect_quantized_layer_names(d) or set()
+        cb = qc.get("codebook", "e8_shell")
+        bd = hi._detect_block_diagonal(d) and cb != "e8p"
+        for name in sorted(names):
+            old = m.get_submodule(name)
+            new = E8RHTLinear(old.in_features, old.out_features, bias=old.bias is not None,
+                              block_diagonal=bd, codebook_type=cb)
+            pre = name + "."
+            r = new.load_state_dict({k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}, strict=False)
+            if r.unexpected_keys:
+                raise RuntimeError("%s: unexpected %s" % (name, r.unexpected_keys))
+            m.set_submodule(name, new)
+        rest = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()
+                if not any(k.startswith(n + ".") for n in names)}
+        m.load_state_dict(rest, strict=False)
+        m.tie_weights()
+        hi.GLQQuantizer(hi.GLQConfig(**qc))._process_model_after_weight_loading(m)
+        m.eval()
+        ids = json.load(open(ids_path))
+        with torch.no_grad():
+            lg = m(torch.tensor([ids])).logits[0].float().numpy()
+    except ImportError as e:
+        print("ERROR: " + str(e))
+        return
+    except Exception as e:
+        msg = (type(e).__name__ + ": " + str(e)).replace("\n", " ")
+        print("REFUSED: " + msg[:300])
+        return
+    np.ascontiguousarray(lg, dtype=np.float32).tofile(out)
+    print("ok")
+
+
 def compare(a_path, b_path, vocab):
     import numpy as np
     a = np.fromfile(a_path, dtype=np.float32).reshape(-1, vocab)
@@ -55,7 +110,7 @@ def compare(a_path, b_path, vocab):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "logits":
-        logits(sys.argv[2], sys.argv[3], sys.argv[4])
+    if sys.argv[1] in ("logits", "modlogits"):
+        (logits if sys.argv[1] == "logits" else modlogits)(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit(compare(sys.argv[2], sys.argv[3], int(sys.argv[4])))
