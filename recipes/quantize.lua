@@ -24,9 +24,10 @@ local opts = cli.parse({
     { "calib", default = "self", metavar = "FILE|self", help = "calibration text file, or 'self': sequences sampled from the model (data-free, seeded)" },
     { "policy", metavar = "FILE.lua", help = "per-layer policy: returns function(layer, default) -> decision" },
     { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
-    { "codebook", type = "choice", choices = { "e8", "e8p", "trellis" }, default = "e8", help = "codebook of the quantized projections: e8 (glq's E8 shell, 8 weights per code), e8p (QuIP#'s E8P: 256-entry absolute grid + signs, glq 0.8.16's indices; 3 bits add an E81B stage, 4 an E8P stage; our checkpoint layout, LDLQ on the CPU; the shell book's quality within a few % at equal bits (docs/results.md)) or trellis (QTIP's bitshift trellis, 3inst code, 16x16 tiles, glq 0.8.16's layout; uniform --bpw 2, 3 or 4; sides padded to multiples of 32; the Viterbi search runs on the CPU and is much slower than e8)" },
+    { "codebook", type = "choice", choices = { "e8", "e8p", "trellis" }, default = "e8", help = "codebook of the quantized projections: e8 (glq's E8 shell, 8 weights per code), e8p (QuIP#'s E8P: 256-entry absolute grid + signs, glq 0.8.16's indices; 3 bits add an E81B stage, 4 an E8P stage; our checkpoint layout, LDLQ on the CPU; the shell book's quality within a few % at equal bits (docs/results.md)) or trellis (QTIP's bitshift trellis, 3inst code, 16x16 tiles, glq 0.8.16's layout; --bpw 2, 3, 4 or a fraction (mixed precision among the trellis widths); sides padded to multiples of 32; its Viterbi search is much slower than e8's: ~10 min for SmolLM2-135M at 2 bits on the H100 machine, hours on 2 CPU cores)" },
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
+    { "rescale", type = "bool", default = true, help = "refit each quantized layer's row and column scales (SU/SV) in closed form on the damped calibration Hessian after its codes are chosen: lower proxy loss and KL at no cost in bits, format-compatible (docs/results.md); --no-rescale keeps the LDLQ scales" },
     { "propagate", type = "bool", default = true, help = "calibrate each layer on the outputs of the already-quantized earlier layers (GPTQ-style); --no-propagate uses the dense model's activations" },
     { "dense-dtype", type = "choice", choices = { "auto", "keep", "bf16", "f16", "q8_0", "hif4" }, default = "auto", help = "precision of the tensors kept dense (embeddings, head; norms stay exact): auto = a GGUF's Q8_0 matrices keep their blocks (lossless; not with --glq-compat), wider floats become bf16; keep = as in the source; q8_0 = ggml Q8_0 blocks, hif4 = HiF4 (4.5 bits; both our layout only)" },
     { "seed", type = "int", min = 0, default = 42, help = "seed for signs and self-calibration" },
@@ -69,7 +70,7 @@ local q = require "glq.quantize"
 
 local integer_bpw = opts.bpw == math.floor(opts.bpw)
 local mixed = not opts.bpw_map and (not integer_bpw or opts.min_bpw ~= nil or opts.max_bpw ~= nil or opts.format == "auto")
-if opts.codebook == "trellis" and (mixed or opts.format ~= "e8") then fail("--codebook trellis takes a uniform --bpw 2, 3 or 4 and --format e8") end
+if opts.codebook == "trellis" and opts.format == "hif4" then fail("--codebook trellis: --format hif4 quantizes every projection to HiF4; use --format e8 or auto") end
 if opts.format == "hif4" and mixed then fail("--format hif4 quantizes every projection to HiF4; drop the fractional --bpw or use --format auto") end
 if not mixed and opts.format == "e8" and not opts.bpw_map and (opts.bpw < 2 or opts.bpw > 4) then fail("--bpw must be 2, 3 or 4") end
 
@@ -153,7 +154,7 @@ local fingerprint = {
   tune_iters = opts.tune_iters, alloc_objective = mixed and opts.alloc_objective or nil, nsamples = opts.nsamples, seqlen = opts.seqlen, calib = opts.calib,
   format = opts.format, codebook = opts.codebook ~= "e8" and opts.codebook or nil, hif4_rht = opts.hif4_rht or false, hif4_ldlq = opts.hif4_ldlq or false,
   seed = opts.seed, damp = opts.damp, glq_compat = opts.glq_compat or nil, dense_dtype = opts.dense_dtype, propagate = opts.propagate,
-  device = device ~= "cpu" and device or nil, ldlq_device = ldlq_device ~= "cpu" and ldlq_device or nil,
+  rescale = opts.rescale, device = device ~= "cpu" and device or nil, ldlq_device = ldlq_device ~= "cpu" and ldlq_device or nil,
 }
 
 local r = q.run {
@@ -164,7 +165,7 @@ local r = q.run {
   allocate = mixed, alloc_objective = opts.alloc_objective, target_bpw = opts.bpw, min_bpw = opts.min_bpw or 2, max_bpw = opts.max_bpw or 4,
   hif4_candidate = opts.format == "auto", hif4_rht = opts.hif4_rht, hif4_ldlq = opts.hif4_ldlq,
   profile_only = opts.profile_only, transform = opts.glq_compat and "block-diagonal" or nil, python_compat = opts.glq_compat,
-  codebook = opts.codebook,
+  codebook = opts.codebook, rescale = opts.rescale,
   allocation_path = mixed and fs.join(opts.output, "bpw_allocation.json") or nil,
   quantize_config = {
     quant_method = "glq", codebook = (opts.codebook == "trellis" or opts.codebook == "e8p") and opts.codebook or "e8_shell",

@@ -131,3 +131,53 @@ describe("glq.rescale", function()
     assert.is_true(after < before, string.format("%g -> %g", before, after))
   end)
 end)
+
+describe("glq quantize --rescale", function()
+  local u = require "spec.support.util"
+  local STORIES = "../shared/models/stories260K/stories260K.gguf"
+  local CALIB = "../shared/text/calib/tiny.utf8"
+  if not (u.exists(STORIES) and u.exists(CALIB)) then
+    pending("stories260K or tiny.utf8 not in ../shared: skipped")
+    return
+  end
+  -- the stored SU/SV of every layer: {all +-1?, count}
+  local function scales(out)
+    local ck = require("glq.checkpoint").read(out)
+    local signs, n = true, 0
+    for _, e in pairs(ck.layers) do
+      for _, k in ipairs({ "SU", "SV" }) do
+        for _, v in ipairs(e.artifacts[k]:to("f32"):totable()) do
+          n = n + 1
+          if v ~= 1 and v ~= -1 then signs = false end
+        end
+      end
+    end
+    return signs, n
+  end
+
+  it("refits SU/SV by default (lower proxy loss) and keeps the LDLQ signs with --no-rescale", function()
+    local a, b = u.tmppath(), u.tmppath()
+    local cmd = "%s quantize --model %s --output %s --bpw 2 --calib %s --nsamples 4 --seqlen 64 --quiet %s"
+    local rc, log = u.sh(cmd:format(u.bin, STORIES, a, CALIB, ""))
+    assert.equal(0, rc, log)
+    rc, log = u.sh(cmd:format(u.bin, STORIES, b, CALIB, "--no-rescale"))
+    assert.equal(0, rc, log)
+    local sa, na = scales(a)
+    local sb, nb = scales(b)
+    assert.equal(na, nb)
+    assert.is_false(sa, "the default run's scales are refitted reals")
+    assert.is_true(sb, "--no-rescale keeps +-1 signs")
+    -- the report's proxy losses of decoder layer 0, whose Hessians both runs share (later layers see
+    -- each run's own quantized outputs): the refit lowers them
+    local ra, rb = require("glq.json").read_file(a .. "/report.json"), require("glq.json").read_file(b .. "/report.json")
+    local function total(r)
+      local t = 0
+      for _, l in ipairs(r.layers) do
+        if l.name:match("%.layers%.0%.") then t = t + l.proxy_loss end
+      end
+      return t
+    end
+    assert.is_true(total(ra) < total(rb), string.format("%g vs %g", total(ra), total(rb)))
+    u.sh("rm -rf " .. a .. " " .. b)
+  end)
+end)

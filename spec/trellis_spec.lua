@@ -325,9 +325,22 @@ describe("glq quantize --codebook trellis", function()
     u.sh("rm -rf " .. out)
   end)
 
-  it("refuses a fractional --bpw with a message", function()
-    local rc, log = u.sh(string.format("%s quantize --model %s --output %s --bpw 2.5 --codebook trellis --calib %s --quiet", u.bin, STORIES, u.tmppath(), CALIB))
-    assert.is_not.equal(0, rc)
-    assert.matches("--codebook trellis takes a uniform --bpw", log, 1, true)
+  it("takes a fractional --bpw: mixed precision among the trellis widths", function()
+    local out = u.tmppath()
+    local rc, log = u.sh(string.format("%s quantize --model %s --output %s --bpw 2.5 --codebook trellis --calib %s --nsamples 4 --seqlen 64 --quiet",
+      u.bin, STORIES, out, CALIB))
+    assert.equal(0, rc, log)
+    local ck = require("glq.checkpoint").read(out)
+    local widths, n = {}, 0
+    for name, e in pairs(ck.layers) do
+      assert.equal("trellis", e.format, name)
+      widths[e.bits] = true
+      n = n + 1
+    end
+    assert.equal(35, n)
+    assert.is_true(widths[2] and (widths[3] or widths[4]), "more than one width chosen")
+    local alloc = require("glq.json").read_file(out .. "/bpw_allocation.json")
+    assert.is_table(alloc)
+    u.sh("rm -rf " .. out)
   end)
 end)
