@@ -493,7 +493,7 @@ static int upload_dense(glq_cuda_linear *l, const glq_linear *cpu, int dense_bf1
 static int upload_rht(glq_cuda_linear *l, glq_hadamard_kind transform, const float *su, const float *sv, const float *bias) {
   const glq_hadamard *hm, *hn;
   int rc;
-  if ((rc = glq_hadamard_plan_kind(l->k_dev, transform, &hn)) || (rc = glq_hadamard_plan_kind(l->m_dev, transform, &hm)))
+  if ((rc = glq_hadamard_plan(l->k_dev, transform, &hn)) || (rc = glq_hadamard_plan(l->m_dev, transform, &hm)))
     return rc;
   if ((rc = plan_from_cpu(hn, 0, &l->pin)) || (rc = plan_from_cpu(hm, 1, &l->pout))) return rc;
   if ((rc = upload_f32(l, su, l->m_dev, &l->su)) || (rc = upload_f32(l, sv, l->k_dev, &l->sv))) return rc;
@@ -555,7 +555,7 @@ static int upload_hif4(glq_cuda_linear *l, const glq_linear *cpu) {
   l->bytes += glq_cuda_hif4_bytes(l->hif4);
   if (d.signs) {
     const glq_hadamard *hn;
-    if ((rc = glq_hadamard_plan(l->k_dev, &hn)) || (rc = plan_from_cpu(hn, 0, &l->pin))) return rc;
+    if ((rc = glq_hadamard_plan(l->k_dev, GLQ_HADAMARD_DEFAULT, &hn)) || (rc = plan_from_cpu(hn, 0, &l->pin))) return rc;
     if ((rc = upload_f32(l, d.signs, l->k_dev, &l->sv))) return rc;
   } else if ((rc = plan_identity(l->k_dev, &l->pin))) {
     return rc;

@@ -132,7 +132,7 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     for (int64_t j = 0; j < c->k; j++) xt[b * c->k + j] = j < in ? x[b * in + j] * (c->sv ? c->sv[j] : 1.f) : 0.f;
   if (c->sv) {
     const glq_hadamard *h;
-    if (glq_hadamard_plan_kind(c->k, c->kind, &h)) {
+    if (glq_hadamard_plan(c->k, c->kind, &h)) {
       fprintf(stderr, "plan %lld: %s\n", (long long)c->k, glq_errmsg());
       exit(2);
     }
@@ -284,7 +284,7 @@ static void e8_case(int bits, int64_t out, int64_t in, int64_t out_pad, int64_t 
   c.roundings = 1;
   c.roundings_dq = bits > 2 ? 2 : 1; /* the dequantize path rounds C1 + C2/rs to bf16 */
   const glq_hadamard *hn, *hm;
-  int havep = !glq_hadamard_plan_kind(in_pad, kind, &hn) && !glq_hadamard_plan_kind(out_pad, kind, &hm);
+  int havep = !glq_hadamard_plan(in_pad, kind, &hn) && !glq_hadamard_plan(out_pad, kind, &hm);
   snprintf(c.name, sizeof c.name, "e8-%d %lldx%lld%s%s [in %s | out %s]", bits, (long long)out, (long long)in,
            bias ? " +bias" : "", note, havep ? glq_hadamard_describe(hn) : "?", havep ? glq_hadamard_describe(hm) : "?");
   run_case(&c);

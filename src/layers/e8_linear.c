@@ -453,7 +453,7 @@ int glq_e8_linear_new(const glq_e8_linear_desc *d, glq_linear **out) {
   l->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(no && *no && *no != '0');
 #endif
   size_t nq = (size_t)(l->mp * l->nb);
-  if ((rc = glq_hadamard_plan_kind(l->mp, d->transform, &l->hm)) || (rc = glq_hadamard_plan_kind(l->np, d->transform, &l->hn))) {
+  if ((rc = glq_hadamard_plan(l->mp, d->transform, &l->hm)) || (rc = glq_hadamard_plan(l->np, d->transform, &l->hn))) {
     glq_error_prefix("e8 linear");
     goto fail;
   }

@@ -234,7 +234,7 @@ static int hif4_forward(glq_linear *l, const float *x, int64_t B, float *y) {
   int rc = grow_scratch(h, xr + xp + (B > MAX_FUSED_BATCH ? (size_t)(tile * kp) : 0));
   if (rc) return rc;
   if (h->sv) {
-    if ((rc = glq_rht_input(x, B, in, h->sv, h->scratch))) return rc;
+    if ((rc = glq_rht_input(x, B, in, h->sv, GLQ_HADAMARD_DEFAULT, h->scratch))) return rc;
     x = h->scratch;
   }
   float *xperm = h->scratch + xr;
@@ -289,7 +289,7 @@ static int hif4_dequantize(const glq_linear *l, float *w) {
   if (!(c.w = malloc((size_t)(l->out * c.k) * sizeof(float))))
     return glq_error(GLQ_ENOMEM, "hif4 linear: out of memory dequantizing %lldx%lld", (long long)l->out, (long long)c.k);
   glq_parallel_for(l->out, 8, undo_range, &c);
-  int rc = glq_rht_output(c.w, l->out, l->in, h->sv, w); /* rows: crop(sv ⊙ Hᵀ row) */
+  int rc = glq_rht_output(c.w, l->out, l->in, h->sv, GLQ_HADAMARD_DEFAULT, w); /* rows: crop(sv ⊙ Hᵀ row) */
   free(c.w);
   return rc;
 }
@@ -543,7 +543,7 @@ static int prepare_hessian(const glq_tensor *t, int64_t n, const float *sv, floa
                      (long long)(i % n));
   int64_t k = sv ? glq_rht_pad(n) : n;
   if (!rc && !(*out = malloc((size_t)(k * k) * sizeof(float)))) rc = glq_error(GLQ_ENOMEM, "hif4: out of memory for the hessian");
-  if (!rc && sv) rc = glq_rht_hessian(h, n, 0.0, sv, *out);
+  if (!rc && sv) rc = glq_rht_hessian(h, n, 0.0, sv, GLQ_HADAMARD_DEFAULT, *out);
   else if (!rc)
     for (int64_t i = 0; i < n * n; i++) (*out)[i] = (float)h[i];
   glq_tensor_release(&d);
@@ -570,7 +570,7 @@ int glq_hif4_quantize_weight(const glq_tensor *w, const glq_hif4_wopts *o, glq_h
     sv = glq_tensor_data(signs);
     glq_rht_signs(o->seed, o->name, "SV", k, sv);
     float *wt = malloc((size_t)(m * k) * sizeof(float));
-    rc = wt ? glq_rht_input(W, m, n, sv, wt) : glq_error(GLQ_ENOMEM, "hif4: out of memory rotating the weight");
+    rc = wt ? glq_rht_input(W, m, n, sv, GLQ_HADAMARD_DEFAULT, wt) : glq_error(GLQ_ENOMEM, "hif4: out of memory rotating the weight");
     free(W);
     W = wt;
   }

@@ -79,7 +79,7 @@ static int inverse_crop(const float *wt, int64_t mp, int64_t np, int64_t m, int6
                         glq_hadamard_kind kind, float *w) {
   float *full = (m == mp && n == np) ? w : malloc((size_t)(mp * np) * sizeof *full);
   if (!full) return glq_error(GLQ_ENOMEM, "trellis: out of memory (%lld x %lld)", (long long)mp, (long long)np);
-  int rc = glq_rht_weight_inverse_kind(wt, mp, np, su, sv, kind, full);
+  int rc = glq_rht_weight_inverse(wt, mp, np, su, sv, kind, full);
   if (full != w) {
     for (int64_t i = 0; !rc && i < m; i++) memcpy(w + i * n, full + i * np, (size_t)n * sizeof *w);
     free(full);
@@ -546,8 +546,8 @@ int glq_trellis_linear_new(const glq_trellis_artifacts *a, const float *bias, gl
   if (bias) l->bias = malloc((size_t)a->m * sizeof(float));
   if (!l->words || !l->su || !l->sv || (bias && !l->bias)) rc = glq_error(GLQ_ENOMEM, "trellis linear: out of memory");
   if (!rc) rc = glq_trellis_kernel_flip(glq_tensor_data(&a->packed), (uint8_t *)l->words, l->mp, l->np, a->K, 0);
-  if (!rc) rc = glq_hadamard_plan_kind(l->mp, l->transform, &l->hm);
-  if (!rc) rc = glq_hadamard_plan_kind(l->np, l->transform, &l->hn);
+  if (!rc) rc = glq_hadamard_plan(l->mp, l->transform, &l->hm);
+  if (!rc) rc = glq_hadamard_plan(l->np, l->transform, &l->hn);
   if (rc) {
     tr_destroy(&l->base);
     return rc;

@@ -34,7 +34,7 @@ static int l_hadamard(lua_State *L) {
   if (x->ndim < 1) return lglq_raisef(L, "glq.hadamard: x must have at least one dimension");
   lglq_check(L, glq_tensor_to(x, GLQ_F32, &y), "glq.hadamard", NULL);
   int64_t n = y.shape[y.ndim - 1], rows = n ? glq_tensor_numel(&y) / n : 0;
-  int rc = glq_hadamard_transform_kind(glq_tensor_data(&y), rows, n, kind, tr);
+  int rc = glq_hadamard_transform(glq_tensor_data(&y), rows, n, kind, tr);
   if (rc) glq_tensor_release(&y);
   lglq_check(L, rc, "glq.hadamard", NULL);
   lglq_pushtensor(L, &y);
@@ -45,7 +45,7 @@ static int l_hadamard(lua_State *L) {
 static int l_hadamard_info(lua_State *L) {
   const glq_hadamard *h;
   glq_hadamard_kind kind = lglq_opttransform(L, 2, "kind", GLQ_HADAMARD_DEFAULT, "glq.hadamard_info", NULL);
-  lglq_check(L, glq_hadamard_plan_kind((int64_t)luaL_checknumber(L, 1), kind, &h), "glq.hadamard_info", NULL);
+  lglq_check(L, glq_hadamard_plan((int64_t)luaL_checknumber(L, 1), kind, &h), "glq.hadamard_info", NULL);
   lua_createtable(L, 0, 3);
   lua_pushstring(L, glq_hadamard_describe(h));
   lua_setfield(L, -2, "description");
@@ -357,7 +357,7 @@ static int l_rht_weight(lua_State *L) {
   int64_t m = w0->shape[0], n = w0->shape[1], shape[2] = {glq_rht_pad(m), glq_rht_pad(n)};
   glq_tensor *su = signs_arg(L, 2, shape[0], fn, "SU"), *sv = signs_arg(L, 3, shape[1], fn, "SV");
   glq_tensor *w = lglq_checktensor_tmp(L, 1, GLQ_F32, fn), *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
-  lglq_check(L, glq_rht_weight(glq_tensor_data(w), m, n, glq_tensor_data(su), glq_tensor_data(sv), glq_tensor_data(out)), "%s", fn);
+  lglq_check(L, glq_rht_weight(glq_tensor_data(w), m, n, glq_tensor_data(su), glq_tensor_data(sv), GLQ_HADAMARD_DEFAULT, glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 
@@ -370,7 +370,7 @@ static int l_rht_weight_inverse(lua_State *L) {
   glq_tensor *su = signs_arg(L, 2, glq_rht_pad(m), fn, "SU"), *sv = signs_arg(L, 3, glq_rht_pad(n), fn, "SV");
   glq_tensor *wt = lglq_checktensor_tmp(L, 1, GLQ_F32, fn), *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
   lglq_check(L, glq_rht_weight_inverse(glq_tensor_data(wt), m, n, glq_tensor_data(su), glq_tensor_data(sv),
-                                       glq_tensor_data(out)), "%s", fn);
+                                       GLQ_HADAMARD_DEFAULT, glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 
@@ -389,7 +389,7 @@ static int l_rht_hessian(lua_State *L) {
   glq_tensor *sv = signs_arg(L, 2, np, fn, "SV");
   glq_tensor *h = lua_isnoneornil(L, 1) ? NULL : lglq_checktensor_tmp(L, 1, GLQ_F64, fn);
   glq_tensor *out = lglq_newtensor(L, GLQ_F32, 2, shape, fn);
-  lglq_check(L, glq_rht_hessian(h ? glq_tensor_data(h) : NULL, n, 0.0, glq_tensor_data(sv), glq_tensor_data(out)), "%s", fn);
+  lglq_check(L, glq_rht_hessian(h ? glq_tensor_data(h) : NULL, n, 0.0, glq_tensor_data(sv), GLQ_HADAMARD_DEFAULT, glq_tensor_data(out)), "%s", fn);
   return 1;
 }
 

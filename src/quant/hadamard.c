@@ -369,9 +369,8 @@ static int make_plan(int64_t n, glq_hadamard_kind kind, glq_hadamard **out) {
   return 0;
 }
 
-int glq_hadamard_plan(int64_t n, const glq_hadamard **out) { return glq_hadamard_plan_kind(n, GLQ_HADAMARD_DEFAULT, out); }
 
-int glq_hadamard_plan_kind(int64_t n, glq_hadamard_kind kind, const glq_hadamard **out) {
+int glq_hadamard_plan(int64_t n, glq_hadamard_kind kind, const glq_hadamard **out) {
   if (kind != GLQ_HADAMARD_DEFAULT && kind != GLQ_HADAMARD_GLQ_BLOCKDIAG)
     return glq_error(GLQ_EINVAL, "hadamard: unknown transform kind %d", (int)kind);
   if (kind == GLQ_HADAMARD_GLQ_BLOCKDIAG && (n < 1 || n > MAX_N))
@@ -534,13 +533,9 @@ void glq_hadamard_apply(const glq_hadamard *h, float *x, int64_t rows, int trans
   glq_parallel_for(rows, min_rows, apply_range, &c);
 }
 
-int glq_hadamard_transform(float *x, int64_t rows, int64_t n, int transpose) {
-  return glq_hadamard_transform_kind(x, rows, n, GLQ_HADAMARD_DEFAULT, transpose);
-}
-
-int glq_hadamard_transform_kind(float *x, int64_t rows, int64_t n, glq_hadamard_kind kind, int transpose) {
+int glq_hadamard_transform(float *x, int64_t rows, int64_t n, glq_hadamard_kind kind, int transpose) {
   const glq_hadamard *h;
-  int rc = glq_hadamard_plan_kind(n, kind, &h);
+  int rc = glq_hadamard_plan(n, kind, &h);
   if (rc) return rc;
   glq_hadamard_apply(h, x, rows, transpose);
   return 0;

@@ -16,10 +16,9 @@ typedef enum {
                                    * orthonormal Sylvester FWHT (any n >= 1; blocks below 8 when 8 ∤ n) */
 } glq_hadamard_kind;
 
-/* The plan for dimension n (n >= 1) of the default kind. Fails with a message for unsupported n. */
-int glq_hadamard_plan(int64_t n, const glq_hadamard **out);
-/* The plan for dimension n of the given kind (cached per kind). */
-int glq_hadamard_plan_kind(int64_t n, glq_hadamard_kind kind, const glq_hadamard **out);
+/* The plan for dimension n (n >= 1) of the given kind (GLQ_HADAMARD_DEFAULT: ours), cached per kind.
+ * Fails with a message for unsupported n. */
+int glq_hadamard_plan(int64_t n, glq_hadamard_kind kind, const glq_hadamard **out);
 int64_t glq_hadamard_dim(const glq_hadamard *h);
 int glq_hadamard_is_symmetric(const glq_hadamard *h);
 /* x (rows × n, row-major) in place: each row x_i <- H x_i, or Hᵀ x_i when transpose != 0. Orthonormal.
@@ -42,7 +41,6 @@ const char *glq_hadamard_describe(const glq_hadamard *h);
 /* max |H_ij| * sqrt(n): 1 for a true Hadamard matrix, sqrt(n / smallest block) for block-diagonal plans. */
 double glq_hadamard_coherence(const glq_hadamard *h);
 /* Convenience: plan for n, then apply (error message names n). */
-int glq_hadamard_transform(float *x, int64_t rows, int64_t n, int transpose);
-int glq_hadamard_transform_kind(float *x, int64_t rows, int64_t n, glq_hadamard_kind kind, int transpose);
+int glq_hadamard_transform(float *x, int64_t rows, int64_t n, glq_hadamard_kind kind, int transpose);
 
 #endif

@@ -546,7 +546,7 @@ int glq_dequantize_linear(const glq_quant_artifacts *a, float *w) {
   if (!rc) {
     signs_f32(&a->su, su);
     signs_f32(&a->sv, sv);
-    rc = glq_rht_weight_inverse_kind(wt, a->m, a->n, su, sv, a->transform, w);
+    rc = glq_rht_weight_inverse(wt, a->m, a->n, su, sv, a->transform, w);
   }
   free(wt), free(su), free(sv);
   return rc;
@@ -625,8 +625,8 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     mu /= (double)n;
   }
   const double damp1 = o->damp * mu;
-  if ((rc = glq_rht_weight_kind(w, m, n, x->su, x->sv, o->transform, x->wt)) ||
-      (rc = glq_rht_hessian_kind(h, n, damp1, x->sv, o->transform, x->ht1)) ||
+  if ((rc = glq_rht_weight(w, m, n, x->su, x->sv, o->transform, x->wt)) ||
+      (rc = glq_rht_hessian(h, n, damp1, x->sv, o->transform, x->ht1)) ||
       (rc = factorize(x->ht1, np, o->damp, B, &x->f)))
     return rc;
   const double t_prep = now();
@@ -690,7 +690,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   /* statistics from the artifacts themselves, so they describe exactly what dequantize returns */
   memset(st, 0, sizeof *st);
   if (ALLOC(x->dw, mp * np) || ALLOC(x->what, m * n)) return glq_error(GLQ_ENOMEM, "out of memory for statistics");
-  if ((rc = glq_quant_decode_rotated(out, x->dw)) || (rc = glq_rht_weight_inverse_kind(x->dw, m, n, x->su, x->sv, o->transform, x->what)))
+  if ((rc = glq_quant_decode_rotated(out, x->dw)) || (rc = glq_rht_weight_inverse(x->dw, m, n, x->su, x->sv, o->transform, x->what)))
     return rc;
   for (int64_t i = 0; i < mp * np; i++) x->dw[i] = x->wt[i] - x->dw[i];
   double px, e2 = 0, w2 = 0;

@@ -56,7 +56,7 @@ static void columns_range(void *vc, int64_t p0, int64_t p1) {
 /* a (rows x cols): each column c <- H c (or Hᵀ c) */
 static int columns(float *a, int64_t rows, int64_t cols, glq_hadamard_kind kind, int transpose_h) {
   col_ctx c = {NULL, a, rows, cols, transpose_h, 0};
-  int rc = glq_hadamard_plan_kind(rows, kind, &c.h);
+  int rc = glq_hadamard_plan(rows, kind, &c.h);
   if (rc) return rc;
   glq_parallel_for((cols + PANEL - 1) / PANEL, 1, columns_range, &c);
   if (c.failed) return glq_error(GLQ_ENOMEM, "rht: out of memory for a column panel (%lld rows)", (long long)rows);
@@ -67,25 +67,17 @@ static int oom(const char *what, int64_t a, int64_t b) {
   return glq_error(GLQ_ENOMEM, "rht: out of memory for %s (%lld x %lld)", what, (long long)a, (long long)b);
 }
 
-int glq_rht_weight(const float *w, int64_t m, int64_t n, const float *su, const float *sv, float *wt) {
-  return glq_rht_weight_kind(w, m, n, su, sv, GLQ_HADAMARD_DEFAULT, wt);
-}
-
-int glq_rht_weight_kind(const float *w, int64_t m, int64_t n, const float *su, const float *sv, glq_hadamard_kind kind,
+int glq_rht_weight(const float *w, int64_t m, int64_t n, const float *su, const float *sv, glq_hadamard_kind kind,
                         float *wt) {
   int64_t mp = glq_rht_pad(m), np = glq_rht_pad(n);
   memset(wt, 0, (size_t)(mp * np) * sizeof *wt);
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) wt[i * np + j] = su[i] * w[i * n + j] * sv[j];
-  int rc = glq_hadamard_transform_kind(wt, mp, np, kind, 0);
+  int rc = glq_hadamard_transform(wt, mp, np, kind, 0);
   return rc ? rc : columns(wt, mp, np, kind, 0);
 }
 
-int glq_rht_weight_inverse(const float *wt, int64_t m, int64_t n, const float *su, const float *sv, float *w) {
-  return glq_rht_weight_inverse_kind(wt, m, n, su, sv, GLQ_HADAMARD_DEFAULT, w);
-}
-
-int glq_rht_weight_inverse_kind(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
+int glq_rht_weight_inverse(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
                                 glq_hadamard_kind kind, float *w) {
   return glq_rht_weight_inverse_stored(wt, glq_rht_pad(m), glq_rht_pad(n), m, n, su, sv, kind, w);
 }
@@ -96,7 +88,7 @@ int glq_rht_weight_inverse_stored(const float *wt, int64_t mp, int64_t np, int64
   int rc = a ? 0 : oom("weight", mp, np);
   if (!rc) {
     memcpy(a, wt, (size_t)(mp * np) * sizeof *a);
-    rc = glq_hadamard_transform_kind(a, mp, np, kind, 1);
+    rc = glq_hadamard_transform(a, mp, np, kind, 1);
   }
   if (!rc) rc = columns(a, mp, np, kind, 1);
   if (!rc)
@@ -123,44 +115,32 @@ static void symmetrize_range(void *vc, int64_t t0, int64_t t1) {
           c->a[i * c->n + j] = c->a[j * c->n + i] = 0.5f * (c->a[i * c->n + j] + c->a[j * c->n + i]);
 }
 
-int glq_rht_hessian(const double *h, int64_t n, double diag_add, const float *sv, float *ht) {
-  return glq_rht_hessian_kind(h, n, diag_add, sv, GLQ_HADAMARD_DEFAULT, ht);
-}
-
-int glq_rht_hessian_kind(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht) {
+int glq_rht_hessian(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht) {
   int64_t np = glq_rht_pad(n);
   memset(ht, 0, (size_t)(np * np) * sizeof *ht);
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++)
       ht[i * np + j] = (float)(sv[i] * ((h ? h[i * n + j] : (double)(i == j)) + (i == j ? diag_add : 0.0)) * sv[j]);
-  int rc = glq_hadamard_transform_kind(ht, np, np, kind, 0); /* X·Hnᵀ */
+  int rc = glq_hadamard_transform(ht, np, np, kind, 0); /* X·Hnᵀ */
   if (!rc) rc = columns(ht, np, np, kind, 0);                 /* Hn·X·Hnᵀ */
   sym_ctx c = {ht, np};
   if (!rc) glq_parallel_for((np + TILE - 1) / TILE, 1, symmetrize_range, &c);
   return rc;
 }
 
-int glq_rht_input(const float *x, int64_t rows, int64_t n, const float *sv, float *xt) {
-  return glq_rht_input_kind(x, rows, n, sv, GLQ_HADAMARD_DEFAULT, xt);
-}
-
-int glq_rht_input_kind(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt) {
+int glq_rht_input(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt) {
   int64_t np = glq_rht_pad(n);
   for (int64_t r = 0; r < rows; r++)
     for (int64_t j = 0; j < np; j++) xt[r * np + j] = j < n ? x[r * n + j] * sv[j] : 0.0f;
-  return glq_hadamard_transform_kind(xt, rows, np, kind, 0);
+  return glq_hadamard_transform(xt, rows, np, kind, 0);
 }
 
-int glq_rht_output(const float *yt, int64_t rows, int64_t m, const float *su, float *y) {
-  return glq_rht_output_kind(yt, rows, m, su, GLQ_HADAMARD_DEFAULT, y);
-}
-
-int glq_rht_output_kind(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y) {
+int glq_rht_output(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y) {
   int64_t mp = glq_rht_pad(m);
   float *a = malloc((size_t)(rows * mp) * sizeof *a);
   if (!a) return oom("output", rows, mp);
   memcpy(a, yt, (size_t)(rows * mp) * sizeof *a);
-  int rc = glq_hadamard_transform_kind(a, rows, mp, kind, 1);
+  int rc = glq_hadamard_transform(a, rows, mp, kind, 1);
   if (!rc)
     for (int64_t r = 0; r < rows; r++)
       for (int64_t i = 0; i < m; i++) y[r * m + i] = su[i] * a[r * mp + i];

@@ -23,27 +23,22 @@
 int64_t glq_rht_pad(int64_t d);
 /* out[0..len) = +-1 from (seed, name, tag) as documented above (name NULL = "") */
 void glq_rht_signs(uint64_t seed, const char *name, const char *tag, int64_t len, float *out);
+/* The transforms below take the Hadamard kind of the layer (GLQ_HADAMARD_DEFAULT: ours, glq-hadamard-v1). */
 /* wt (m_pad x n_pad) = forward transform of w (m x n) */
-int glq_rht_weight(const float *w, int64_t m, int64_t n, const float *su, const float *sv, float *wt);
+int glq_rht_weight(const float *w, int64_t m, int64_t n, const float *su, const float *sv, glq_hadamard_kind kind,
+                   float *wt);
 /* w (m x n) = inverse transform of wt (m_pad x n_pad): the single reconstruction used everywhere */
-int glq_rht_weight_inverse(const float *wt, int64_t m, int64_t n, const float *su, const float *sv, float *w);
-/* ht (n_pad x n_pad f32) = transform of (h + diag_add·I) padded with zeros, for h (n x n f64, NULL =
- * identity); the result is exactly symmetric */
-int glq_rht_hessian(const double *h, int64_t n, double diag_add, const float *sv, float *ht);
-/* xt (rows x n_pad) = Hn(SV ⊙ pad(x)) for x (rows x n): the inference input transform */
-int glq_rht_input(const float *x, int64_t rows, int64_t n, const float *sv, float *xt);
-/* y (rows x m) = crop(SU ⊙ Hmᵀ yt) for yt (rows x m_pad): the inference output transform */
-int glq_rht_output(const float *yt, int64_t rows, int64_t m, const float *su, float *y);
-
-int glq_rht_weight_kind(const float *w, int64_t m, int64_t n, const float *su, const float *sv, glq_hadamard_kind kind,
-                        float *wt);
-int glq_rht_weight_inverse_kind(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
-                                glq_hadamard_kind kind, float *w);
+int glq_rht_weight_inverse(const float *wt, int64_t m, int64_t n, const float *su, const float *sv,
+                           glq_hadamard_kind kind, float *w);
 /* the inverse for a W̃ stored at any padded size (mp >= m, np >= n; e.g. glq 0.2.7's powers of two) */
 int glq_rht_weight_inverse_stored(const float *wt, int64_t mp, int64_t np, int64_t m, int64_t n, const float *su,
                                   const float *sv, glq_hadamard_kind kind, float *w);
-int glq_rht_hessian_kind(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht);
-int glq_rht_input_kind(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt);
-int glq_rht_output_kind(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y);
+/* ht (n_pad x n_pad f32) = transform of (h + diag_add·I) padded with zeros, for h (n x n f64, NULL =
+ * identity); the result is exactly symmetric */
+int glq_rht_hessian(const double *h, int64_t n, double diag_add, const float *sv, glq_hadamard_kind kind, float *ht);
+/* xt (rows x n_pad) = Hn(SV ⊙ pad(x)) for x (rows x n): the inference input transform */
+int glq_rht_input(const float *x, int64_t rows, int64_t n, const float *sv, glq_hadamard_kind kind, float *xt);
+/* y (rows x m) = crop(SU ⊙ Hmᵀ yt) for yt (rows x m_pad): the inference output transform */
+int glq_rht_output(const float *yt, int64_t rows, int64_t m, const float *su, glq_hadamard_kind kind, float *y);
 
 #endif

@@ -56,7 +56,7 @@ static void run_case(int64_t m, int64_t n) {
   o.codec = &SCALAR, o.name = "blk.0.w", o.scale_search = 0;
   glq_rht_signs(o.seed, o.name, "SU", mp, su);
   glq_rht_signs(o.seed, o.name, "SV", np, sv);
-  glq_rht_weight_kind(w, m, n, su, sv, o.transform, wt);
+  glq_rht_weight(w, m, n, su, sv, o.transform, wt);
 
   /* 1. identity Hessian: plain rounding */
   glq_quant_artifacts a;
@@ -74,7 +74,7 @@ static void run_case(int64_t m, int64_t n) {
   double mu = 0;
   for (int64_t i = 0; i < n; i++) mu += h[i * n + i];
   mu /= n;
-  glq_rht_hessian_kind(h, n, o.damp * mu, sv, o.transform, ht);
+  glq_rht_hessian(h, n, o.damp * mu, sv, o.transform, ht);
   double mu2 = 0, *c = calloc(np * np, sizeof *c), *l = calloc(np * np, sizeof *l);
   for (int64_t i = 0; i < np; i++) mu2 += ht[i * np + i];
   mu2 /= np;
@@ -119,7 +119,7 @@ static void run_case(int64_t m, int64_t n) {
   if (glq_dequantize_linear(&a, deq)) CHECK(0, "%s", glq_errmsg());
   for (int64_t i = 0; i < mp; i++)
     for (int64_t j = 0; j < np; j++) wq[i * np + j] = ws * (float)code_at(&a, np, i, j);
-  glq_rht_weight_inverse_kind(wq, m, n, su, sv, o.transform, ref);
+  glq_rht_weight_inverse(wq, m, n, su, sv, o.transform, ref);
   CHECK(!memcmp(ref, deq, m * n * sizeof *ref), "dequantize differs from decoding the codes");
   glq_quant_artifacts b;
   int nt = glq_num_threads();

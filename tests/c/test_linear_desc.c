@@ -51,7 +51,7 @@ static void apply_blocks(const glq_hadamard *h, const float *x, int transpose, d
 
 static void check_plan(int64_t n, glq_hadamard_kind kind) {
   const glq_hadamard *h;
-  if (glq_hadamard_plan_kind(n, kind, &h)) { CHECK(0, "plan %lld: %s", (long long)n, glq_errmsg()); return; }
+  if (glq_hadamard_plan(n, kind, &h)) { CHECK(0, "plan %lld: %s", (long long)n, glq_errmsg()); return; }
   int64_t next = 0;
   for (int i = 0; i < glq_hadamard_nblocks(h); i++) {
     glq_hadamard_block b;
