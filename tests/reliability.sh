@@ -37,7 +37,13 @@ same_as_ref() {
      && [ ! -e "$out/.glq-partial" ] && [ -z "$(ls -d "$out".tmp.* 2>/dev/null)" ]; then
     ok "$what: resumed to the reference's bytes, no leftovers"
   else
-    bad "$what: resumed checkpoint differs from the reference or left files behind"
+    local why=""
+    cmp -s "$T/ref/model.safetensors" "$out/model.safetensors" || why="$why model.safetensors differs;"
+    cmp -s "$T/ref/config.json" "$out/config.json" || why="$why config.json differs;"
+    [ ! -e "$out/.glq-partial" ] || why="$why $out/.glq-partial left;"
+    [ -z "$(ls -d "$out".tmp.* 2>/dev/null)" ] || why="$why $(ls -d "$out".tmp.* | tr '\n' ' ') left;"
+    bad "$what: resumed checkpoint differs from the reference or left files behind:$why"
+    cp -r "$out" "${GLQ_RELIABILITY_KEEP:-/tmp}/reliability-failed-$(basename "$out")" 2>/dev/null || true
   fi
 }
 
