@@ -10,7 +10,7 @@ if ! command -v clang >/dev/null 2>&1; then echo "fuzz: clang not installed"; ec
 flags="-g -O1 -std=c11 -D_GNU_SOURCE -Isrc -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined"
 objs=()
 # the harnesses cover file parsers and tokenizers; only their sources are instrumented
-for c in src/core/*.c src/io/*.c src/model/tokenizer.c; do
+for c in src/core/*.c src/io/*.c src/linalg/*.c src/model/tokenizer.c; do
   [ -f "$c" ] || continue
   o="$out/obj/$(echo "$c" | tr / _).o"
   if [ ! -f "$o" ] || [ "$c" -nt "$o" ]; then clang $flags -c "$c" -o "$o" || { echo "fuzz: cannot compile $c"; echo "0 passed, 1 failed"; exit 1; }; fi
