@@ -38,7 +38,7 @@ void glq_cuda_llama_drop_layer(glq_cuda_llama *g, int l);
 /* Copy the embedding, the final norm and the output head (tied: a dense layer over the embedding). */
 int glq_cuda_llama_sync_head(glq_cuda_llama *g, const struct glq_llama *cpu);
 /* Benchmarks of large shapes without a CPU weight: layer l from random layers of `kind` ("dense" bf16,
- * "e8" with bits 2/3/4, "hif4"; see glq_cuda_linear_random) with unit norms, and a random bf16
+ * "e8", "e8p" or "trellis" with bits 2/3/4, "hif4"; see glq_cuda_linear_random) with unit norms, and a random bf16
  * embedding with a dense bf16 head. */
 int glq_cuda_llama_random_layer(glq_cuda_llama *g, int l, const char *kind, int bits, uint64_t seed);
 int glq_cuda_llama_random_head(glq_cuda_llama *g, uint64_t seed);

@@ -1,9 +1,11 @@
 /* e2e_bench.c - end-to-end GPU throughput of a model with Llama-3-8B shapes (dim 4096, 32 layers,
  * 32 heads / 8 KV heads of 128, MLP 14336, vocabulary 128256, llama3 RoPE) whose projections are
- * random valid layers (values do not change the work): dense bf16, E8 2/3/4 bits, HiF4.
+ * random valid layers (values do not change the work): dense bf16, E8 shell, E8P and trellis (3inst) at
+ * 2/3/4 bits, HiF4.
  * Prefill: one sequence of PREFILL tokens, median of 3 after a warm-up. Decode: after a 128-token
  * prompt, DECODE steps of one token with the KV cache (CUDA graphs on), median step time.
- * The embedding and head stay bf16 in every variant. Usage: e2e_bench [variant ...] */
+ * The embedding and head stay bf16 in every variant. Usage: e2e_bench [variant ...], a variant named by its
+ * label ("E8P 2-bit") or its kind (dense, e8, e8p, trellis, hif4: every width of that kind); none: all. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +68,7 @@ static int run(const char *kind, int bits, const char *label, glq_llama *cpu, co
     }
   }
   qsort(dt, DECODE, sizeof(double), cmp);
-  printf("| %-10s | %8.2f | %10.0f | %9.3f | %9.1f |\n", label, bytes / 1e9, PREFILL / pt[1], dt[DECODE / 2] * 1e3,
+  printf("| %-13s | %8.2f | %10.0f | %9.3f | %9.1f |\n", label, bytes / 1e9, PREFILL / pt[1], dt[DECODE / 2] * 1e3,
          1.0 / dt[DECODE / 2]);
   fflush(stdout);
   (void)build_s;
@@ -94,7 +96,10 @@ int main(int argc, char **argv) {
          desc, PREFILL, PROMPT, DECODE);
   printf("| projections | weights GB | prefill tok/s | decode ms/token | decode tok/s |\n|---|---|---|---|---|\n");
   struct { const char *kind; int bits; const char *label; } v[] = {
-    {"dense", 16, "dense bf16"}, {"e8", 2, "E8 2-bit"}, {"e8", 3, "E8 3-bit"}, {"e8", 4, "E8 4-bit"}, {"hif4", 4, "HiF4"}};
+    {"dense", 16, "dense bf16"}, {"e8", 2, "E8 2-bit"},          {"e8", 3, "E8 3-bit"},
+    {"e8", 4, "E8 4-bit"},       {"e8p", 2, "E8P 2-bit"},        {"e8p", 3, "E8P 3-bit"},
+    {"e8p", 4, "E8P 4-bit"},     {"trellis", 2, "trellis 2-bit"}, {"trellis", 3, "trellis 3-bit"},
+    {"trellis", 4, "trellis 4-bit"}, {"hif4", 4, "HiF4"}};
   for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
     int pick = argc < 2;
     for (int a = 1; a < argc; a++) pick |= !strcmp(argv[a], v[i].label) || !strcmp(argv[a], v[i].kind);
