@@ -40,50 +40,56 @@ def logits(d, ids_path, out):
     print("ok")
 
 
-def modlogits(d, ids_path, out):
-    """glq 0.8.16 cannot load trellis checkpoints through transformers 4.57 / 5.25 (it registers
-    trellis_packed 0-size and resizes it only off the meta device, so the meta-device load fails with
-    a size mismatch) -- its own files included. This reference builds the dense model from config.json,
-    puts glq's E8RHTLinear (the checkpoint's codebook) on the CPU at each quantized module, loads its
-    tensors with the module's own state-dict hook (all at once), then lets glq's quantizer attach the
-    codebooks as after a transformers load: glq's decode, without transformers' quantized loading.
-    Also the reference for glq 0.2.7's 3/4-bit files: its hook injects a zero Qidxs2 whenever a call's
-    state dict lacks one, and transformers 4.57 loads one tensor per call, so its own transformers load
-    drops every stage 2."""
-    import numpy as np
+def module_model(d):
+    """glq's own decode without transformers' quantized loading, on the CPU in f32. glq 0.8.16
+    cannot load trellis checkpoints through transformers 4.57 / 5.25 (it registers trellis_packed
+    0-size and resizes it only off the meta device, so the meta-device load fails with a size
+    mismatch) -- its own files included. This builds the dense model from config.json, puts glq's
+    E8RHTLinear (the checkpoint's codebook) at each quantized module, loads its tensors with the
+    module's own state-dict hook (all at once), then lets glq's quantizer attach the codebooks as
+    after a transformers load. Also the reference for glq 0.2.7's 3/4-bit files: its hook injects a
+    zero Qidxs2 whenever a call's state dict lacks one, and transformers 4.57 loads one tensor per
+    call, so its own transformers load drops every stage 2."""
     import torch
     import transformers
     from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from glq import hf_integration as hi
+    from glq.quantized_linear import E8RHTLinear
+    cfg = AutoConfig.from_pretrained(d)
+    qc = dict(cfg.quantization_config)
+    del cfg.quantization_config
+    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32) if transformers.__version__ >= "4.56" \
+        else AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    sd = load_file(os.path.join(d, "model.safetensors"))
+    names = {k.rsplit(".", 1)[0] for k in sd if k.endswith((".Qidxs", ".trellis_packed"))}
+    # the dense tensors first: loading them later would run glq's state-dict hook on its modules
+    # with their tensors absent (glq 0.2.7's then zeroes Qidxs2 and inv_resid_scale)
+    m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()
+                       if not any(k.startswith(n + ".") for n in names)}, strict=False)
+    cb = qc.get("codebook", "e8_shell")
+    # glq >= 0.8: the transform and codebook as its loader picks them; glq 0.2.7 knows neither
+    kw = {"block_diagonal": hi._detect_block_diagonal(d) and cb != "e8p", "codebook_type": cb} \
+        if hasattr(hi, "_detect_block_diagonal") else {}
+    for name in sorted(names):
+        old = m.get_submodule(name)
+        new = E8RHTLinear(old.in_features, old.out_features, bias=old.bias is not None, **kw)
+        pre = name + "."
+        r = new.load_state_dict({k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}, strict=False)
+        if r.unexpected_keys:
+            raise RuntimeError("%s: unexpected %s" % (name, r.unexpected_keys))
+        m.set_submodule(name, new)
+    m.tie_weights()
+    hi.GLQQuantizer(hi.GLQConfig(**qc))._process_model_after_weight_loading(m)
+    return m.eval()
+
+
+def modlogits(d, ids_path, out):
+    """The logits of module_model(d): glq's decode without transformers' quantized loading."""
+    import numpy as np
+    import torch
     try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-        from glq import hf_integration as hi
-        from glq.quantized_linear import E8RHTLinear
-        cfg = AutoConfig.from_pretrained(d)
-        qc = dict(cfg.quantization_config)
-        del cfg.quantization_config
-        m = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32) if transformers.__version__ >= "4.56" \
-            else AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
-        sd = load_file(os.path.join(d, "model.safetensors"))
-        names = {k.rsplit(".", 1)[0] for k in sd if k.endswith((".Qidxs", ".trellis_packed"))}
-        # the dense tensors first: loading them later would run glq's state-dict hook on its modules
-        # with their tensors absent (glq 0.2.7's then zeroes Qidxs2 and inv_resid_scale)
-        m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()
-                           if not any(k.startswith(n + ".") for n in names)}, strict=False)
-        cb = qc.get("codebook", "e8_shell")
-        # glq >= 0.8: the transform and codebook as its loader picks them; glq 0.2.7 knows neither
-        kw = {"block_diagonal": hi._detect_block_diagonal(d) and cb != "e8p", "codebook_type": cb} \
-            if hasattr(hi, "_detect_block_diagonal") else {}
-        for name in sorted(names):
-            old = m.get_submodule(name)
-            new = E8RHTLinear(old.in_features, old.out_features, bias=old.bias is not None, **kw)
-            pre = name + "."
-            r = new.load_state_dict({k[len(pre):]: v for k, v in sd.items() if k.startswith(pre)}, strict=False)
-            if r.unexpected_keys:
-                raise RuntimeError("%s: unexpected %s" % (name, r.unexpected_keys))
-            m.set_submodule(name, new)
-        m.tie_weights()
-        hi.GLQQuantizer(hi.GLQConfig(**qc))._process_model_after_weight_loading(m)
-        m.eval()
+        m = module_model(d)
         ids = json.load(open(ids_path))
         with torch.no_grad():
             lg = m(torch.tensor([ids])).logits[0].float().numpy()
