@@ -1,26 +1,36 @@
 /* trellis.cu - the Viterbi search of a bitshift trellis (QTIP) on the GPU (glq_cuda.h).
  *
- * One CTA per sequence. The 2^L path costs of a sequence live in global memory (two buffers, L2-resident
- * for the batches LDLQ hands us: 256 KB each at L = 16); per step every thread takes groups u of states
- * that share their predecessors {u + t·2^(L-KV)}, keeps the minimum over t (ascending, strict <, so the
- * lowest predecessor wins ties), records t, and writes the new costs err(s', x) + min for the 2^KV states
- * s' = u·2^KV + j. The arithmetic is the CPU's (src/quant/trellis.c) operation for operation: err is
- * d0·d0 (+ d1·d1 for V = 2) with d = lut - x, then + min; this file is compiled with -fmad=false so that no
- * multiply/add pair is contracted. The final minimum takes the lowest state index on ties; the traceback
- * runs in one thread from the recorded predecessor choices. */
+ * One CTA per sequence, everything of a step in shared memory. The CPU (src/quant/trellis.c) keeps the
+ * 2^L path costs of a step; here only the 2^(L-KV) group minima are kept: for the groups u of states that
+ * share their predecessors p_t = u + t·2^(L-KV),
+ *     best_{i+1}(u) = min_t cost_i(p_t),   cost_i(p) = err_i(p) + best_i(p >> KV)   (cost_0 = err_0),
+ * with the minimum over t ascending and strict < (the lowest predecessor wins ties), and t recorded for
+ * the traceback. cost_i is recomputed where it is needed, with the CPU's operations in the CPU's order
+ * (err = d0·d0, + d1·d1 for V = 2, d = lut - x; then + best), so the f32 values, and therefore the chosen
+ * states, are the CPU's bit for bit; this file is compiled with -fmad=false so that nothing is contracted.
+ * The group minima of a step (64 KB at L = 16, K = 2) stay in shared memory: each thread computes its
+ * groups' new minima into registers, then the CTA overwrites the old ones between two barriers. The 3inst
+ * code is computed (a multiply-add, two masks and an fp16 sum), other codes read their lut from global
+ * memory. The final minimum takes the lowest state index on ties; the traceback runs in one thread from
+ * the recorded choices. */
 #include "common.cuh"
 #include "glq_cuda.h"
+#include <cuda_fp16.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+extern "C" {
+#include "../src/quant/trellis.h"
+}
 
 #define VT_THREADS 1024
-#define VT_MAX_SEQ 256 /* sequences per launch (bounds the predecessor-choice buffer) */
+#define VT_GMAX 32       /* groups per thread: 2^(L-KV) / VT_THREADS <= 32 (L <= 16, KV >= 1) */
+#define VT_MAX_SEQ 128   /* sequences per launch (bounds the predecessor-choice buffer) */
 
 struct glq_cuda_trellis {
   int L, K, V;
+  int inst3;           /* the lut is the 3inst code: computed in the kernel */
   float *lut;          /* 2^L x V */
-  float *cost;         /* VT_MAX_SEQ x 2 x 2^L */
   uint8_t *choice;     /* VT_MAX_SEQ x steps x 2^(L-KV), allocated for the longest T seen */
   size_t choice_bytes;
   float *x;            /* VT_MAX_SEQ x T */
@@ -31,90 +41,117 @@ struct glq_cuda_trellis {
 
 struct VtArgs {
   const float *lut, *x;
-  float *cost;
   uint8_t *choice;
   const int32_t *ov;   /* NULL: no tail-biting constraint */
   int32_t *states;
   int L, KV, V, steps, T;
 };
 
+/* glq_trellis_3inst (src/quant/trellis.c): the f32 sum of the two fp16 halves is exact, then rounded to fp16 */
+__device__ __forceinline__ float vt_3inst(uint32_t s) {
+  const uint32_t x = s * 89226354u + 64248484u;
+  const uint32_t r = (x & 0x8FFF8FFFu) ^ 996162400u;
+  const float sum = __half2float(__ushort_as_half((unsigned short)(r >> 16))) +
+                    __half2float(__ushort_as_half((unsigned short)(r & 0xFFFFu)));
+  return __half2float(__float2half_rn(sum));
+}
+
+template <bool INST3>
 __device__ __forceinline__ float vt_err(const float *lut, int V, uint32_t s, const float *xs) {
-  float d = lut[(size_t)s * V] - xs[0];
+  float d = (INST3 ? vt_3inst(s) : lut[(size_t)s * V]) - xs[0];
   float e = d * d;
-  if (V == 2) {
+  if (!INST3 && V == 2) {
     d = lut[(size_t)s * 2 + 1] - xs[1];
     e = e + d * d;
   }
   return e;
 }
 
-static __global__ void __launch_bounds__(VT_THREADS) viterbi_kernel(const VtArgs a) {
-  const int seq = blockIdx.x;
-  const uint32_t ns = 1u << a.L, ng = 1u << (a.L - a.KV), nkv = 1u << a.KV;
-  float *c0 = a.cost + (size_t)seq * 2 * ns, *c1 = c0 + ns;
-  const float *x = a.x + (size_t)seq * a.T;
+template <bool INST3>
+static __global__ void __launch_bounds__(VT_THREADS, 1) viterbi_kernel(const VtArgs a) {
+  extern __shared__ float sm[];
+  float *best = sm;                              /* 2^(L-KV) group minima of the current step */
+  float *xs = sm + ((size_t)1 << (a.L - a.KV));  /* the sequence */
+  const int seq = blockIdx.x, tid = threadIdx.x;
+  const int sh = a.L - a.KV;
+  const uint32_t ns = 1u << a.L, ng = 1u << sh, nkv = 1u << a.KV;
+  const int G = ng > VT_THREADS ? (int)(ng / VT_THREADS) : 1;
   uint8_t *ch = a.choice + (size_t)seq * a.steps * ng;
   const int has_ov = a.ov != NULL;
   const uint32_t ov = has_ov ? (uint32_t)a.ov[seq] : 0;
-  for (uint32_t s = threadIdx.x; s < ns; s += VT_THREADS) {
-    float e = vt_err(a.lut, a.V, s, x);
-    if (has_ov && (s >> a.KV) != ov) e = INFINITY;
-    c0[s] = e;
-  }
+  for (int i = tid; i < a.T; i += VT_THREADS) xs[i] = a.x[(size_t)seq * a.T + i];
   __syncthreads();
+  /* cost_i(p) for the step i whose minima are in best (i >= 1), or cost_0 */
   for (int i = 1; i < a.steps; i++) {
-    const float *xs = x + (size_t)i * a.V;
+    const float *xp = xs + (size_t)(i - 1) * a.V;
     uint8_t *chi = ch + (size_t)i * ng;
-    for (uint32_t u = threadIdx.x; u < ng; u += VT_THREADS) {
-      float best = c0[u];
-      uint32_t bt = 0;
-      for (uint32_t t = 1; t < nkv; t++) {
-        const float c = c0[u + (t << (a.L - a.KV))];
-        if (c < best) best = c, bt = t;
-      }
-      chi[u] = (uint8_t)bt;
-      for (uint32_t j = 0; j < nkv; j++) {
-        const uint32_t s = (u << a.KV) | j;
-        c1[s] = vt_err(a.lut, a.V, s, xs) + best;
+    float nb[VT_GMAX];
+#pragma unroll
+    for (int g = 0; g < VT_GMAX; g++) {
+      const uint32_t u = (uint32_t)tid + (uint32_t)g * VT_THREADS;
+      if (g < G && u < ng) {
+        float b = 0.0f;
+        uint32_t bt = 0;
+        for (uint32_t t = 0; t < nkv; t++) {
+          const uint32_t p = u + (t << sh);
+          float c = vt_err<INST3>(a.lut, a.V, p, xp);
+          if (i == 1) {
+            if (has_ov && (p >> a.KV) != ov) c = INFINITY;
+          } else {
+            c = c + best[p >> a.KV];
+          }
+          if (t == 0 || c < b) b = c, bt = t;
+        }
+        nb[g] = b;
+        chi[u] = (uint8_t)bt;
       }
     }
     __syncthreads();
-    float *tmp = c0;
-    c0 = c1;
-    c1 = tmp;
+#pragma unroll
+    for (int g = 0; g < VT_GMAX; g++) {
+      const uint32_t u = (uint32_t)tid + (uint32_t)g * VT_THREADS;
+      if (g < G && u < ng) best[u] = nb[g];
+    }
+    __syncthreads();
   }
-  /* final minimum, lowest index on ties; end states restricted to low L-KV bits == ov */
+  /* final costs, minimum with the lowest index on ties; end states restricted to low L-KV bits == ov */
   __shared__ float rbest[VT_THREADS];
   __shared__ uint32_t ridx[VT_THREADS];
-  float best = INFINITY;
+  float bv = INFINITY;
   uint32_t bi = 0xFFFFFFFFu;
   const uint32_t low = ng - 1;
-  for (uint32_t s = threadIdx.x; s < ns; s += VT_THREADS) {
+  const float *xl = xs + (size_t)(a.steps - 1) * a.V;
+  for (uint32_t s = tid; s < ns; s += VT_THREADS) {
     if (has_ov && (s & low) != ov) continue;
-    const float c = c0[s];
-    if (c < best || bi == 0xFFFFFFFFu) best = c, bi = s; /* ascending s per thread: first minimum kept */
+    float c = vt_err<INST3>(a.lut, a.V, s, xl);
+    if (a.steps == 1) {
+      if (has_ov && (s >> a.KV) != ov) c = INFINITY;
+    } else {
+      c = c + best[s >> a.KV];
+    }
+    if (c < bv || bi == 0xFFFFFFFFu) bv = c, bi = s; /* ascending s per thread: first minimum kept */
   }
-  rbest[threadIdx.x] = best;
-  ridx[threadIdx.x] = bi;
+  rbest[tid] = bv;
+  ridx[tid] = bi;
   __syncthreads();
   for (int w = VT_THREADS / 2; w > 0; w >>= 1) {
-    if ((int)threadIdx.x < w) {
-      const float ob = rbest[threadIdx.x + w];
-      const uint32_t oi = ridx[threadIdx.x + w];
-      const float mb = rbest[threadIdx.x];
-      const uint32_t mi = ridx[threadIdx.x];
+    if (tid < w) {
+      const float ob = rbest[tid + w];
+      const uint32_t oi = ridx[tid + w];
+      const float mb = rbest[tid];
+      const uint32_t mi = ridx[tid];
       if (oi != 0xFFFFFFFFu && (mi == 0xFFFFFFFFu || ob < mb || (ob == mb && oi < mi)))
-        rbest[threadIdx.x] = ob, ridx[threadIdx.x] = oi;
+        rbest[tid] = ob, ridx[tid] = oi;
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
+  if (tid == 0) {
     int32_t *out = a.states + (size_t)seq * a.steps;
     uint32_t s = ridx[0];
     out[a.steps - 1] = (int32_t)s;
     for (int i = a.steps - 1; i > 0; i--) {
       const uint32_t u = s >> a.KV;
-      s = u + ((uint32_t)ch[(size_t)i * ng + u] << (a.L - a.KV));
+      s = u + ((uint32_t)ch[(size_t)i * ng + u] << sh);
       out[i - 1] = (int32_t)s;
     }
   }
@@ -128,10 +165,12 @@ extern "C" int glq_cuda_trellis_create(int L, int K, int V, const float *lut, gl
   if (!t) return glq_error(GLQ_ENOMEM, "cuda trellis: out of host memory");
   t->L = L, t->K = K, t->V = V;
   const size_t ns = (size_t)1 << L;
+  t->inst3 = L == 16 && V == 1;
+  for (uint32_t s = 0; t->inst3 && s < ns; s++)
+    if (lut[s] != glq_trellis_3inst(s)) t->inst3 = 0;
   cudaError_t e = cudaStreamCreateWithFlags(&t->st, cudaStreamNonBlocking);
   if (e == cudaSuccess) e = cudaMalloc((void **)&t->lut, ns * V * sizeof(float));
   if (e == cudaSuccess) e = cudaMemcpy(t->lut, lut, ns * V * sizeof(float), cudaMemcpyHostToDevice);
-  if (e == cudaSuccess) e = cudaMalloc((void **)&t->cost, (size_t)VT_MAX_SEQ * 2 * ns * sizeof(float));
   if (e == cudaSuccess) e = cudaMalloc((void **)&t->ov, VT_MAX_SEQ * sizeof(int32_t));
   if (e != cudaSuccess) {
     glq_cuda_trellis_free(t);
@@ -145,7 +184,6 @@ extern "C" void glq_cuda_trellis_free(glq_cuda_trellis *t) {
   if (!t) return;
   if (t->st) cudaStreamDestroy(t->st);
   cudaFree(t->lut);
-  cudaFree(t->cost);
   cudaFree(t->choice);
   cudaFree(t->x);
   cudaFree(t->ov);
@@ -177,6 +215,15 @@ static int reserve(glq_cuda_trellis *t, int T) {
 extern "C" int glq_cuda_trellis_viterbi(glq_cuda_trellis *t, const float *x, int64_t n, int T, const int32_t *overlap,
                                         int32_t *states) {
   if (!t || n < 0 || T < 1 || T % t->V) return glq_error(GLQ_EINVAL, "cuda trellis viterbi: bad arguments (n=%lld, T=%d)", (long long)n, T);
+  const size_t smem = (((size_t)1 << (t->L - t->K * t->V)) + (size_t)T) * sizeof(float);
+  int dev = 0, optin = 0;
+  GLQ_CUDA_TRY(cudaGetDevice(&dev));
+  GLQ_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (smem + 2 * VT_THREADS * sizeof(float) > (size_t)optin)
+    return glq_error(GLQ_EUNSUPPORTED, "cuda trellis viterbi: %zu bytes of shared memory needed, the device has %d per block "
+                     "(L=%d, K·V=%d, T=%d)", smem, optin, t->L, t->K * t->V, T);
+  void (*kern)(const VtArgs) = t->inst3 ? viterbi_kernel<true> : viterbi_kernel<false>;
+  GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int rc = reserve(t, T);
   if (rc) return rc;
   const int steps = T / t->V;
@@ -186,9 +233,9 @@ extern "C" int glq_cuda_trellis_viterbi(glq_cuda_trellis *t, const float *x, int
     if (overlap)
       GLQ_CUDA_TRY(cudaMemcpyAsync(t->ov, overlap + i0, (size_t)nb * sizeof(int32_t), cudaMemcpyHostToDevice, t->st));
     VtArgs a;
-    a.lut = t->lut, a.x = t->x, a.cost = t->cost, a.choice = t->choice, a.ov = overlap ? t->ov : NULL;
+    a.lut = t->lut, a.x = t->x, a.choice = t->choice, a.ov = overlap ? t->ov : NULL;
     a.states = t->states, a.L = t->L, a.KV = t->K * t->V, a.V = t->V, a.steps = steps, a.T = T;
-    viterbi_kernel<<<(unsigned)nb, VT_THREADS, 0, t->st>>>(a);
+    kern<<<(unsigned)nb, VT_THREADS, smem, t->st>>>(a);
     GLQ_CUDA_LAUNCHED();
     GLQ_CUDA_TRY(cudaMemcpyAsync(states + i0 * steps, t->states, (size_t)nb * steps * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, t->st));

@@ -3,7 +3,8 @@
  * (also when there is no CUDA device: this program only runs on a GPU machine).
  *
  * The search is defined operation for operation (trellis.h), so the GPU must return the CPU's states
- * exactly: for 3inst at K = 2, 3, 4 and hyb at K = 2 (a random table), sequences of 256 weights drawn as
+ * exactly: for 3inst at K = 1..4 (computed in the kernel), hyb at K = 2 (a random table) and a random
+ * lut with L = 10 (both read from a table), sequences of 256 weights drawn as
  * N(0, s^2) at several scales plus sequences with many exact ties (values repeated from the code), free
  * and constrained to a tail-biting overlap; then glq's two-pass tail-biting flow on both; and the same
  * GPU call twice (identical bytes). */
@@ -18,7 +19,7 @@
 #include "../../src/core/error.h"
 #include "../../src/quant/trellis.h"
 
-#define NSEQ 300 /* more than one launch's worth (cuda/trellis.cu takes 256 per launch) */
+#define NSEQ 300 /* more than one launch's worth (cuda/trellis.cu takes 128 per launch) */
 
 static void check_code(const char *name, const glq_trellis_code *c) {
   glq_cuda_trellis *g = NULL;
@@ -122,7 +123,7 @@ int main(void) {
     return 1;
   }
   printf("# trellis_check on %s\n", dev);
-  for (int K = 2; K <= 4; K++) {
+  for (int K = 1; K <= 4; K++) {
     glq_trellis_code c;
     char name[32];
     snprintf(name, sizeof name, "3inst K=%d", K);
@@ -140,6 +141,16 @@ int main(void) {
     if (glq_trellis_code_hyb(&c, 2, tlut)) report(0, "hyb K=2: %s", glq_errmsg());
     else {
       check_code("hyb K=2", &c);
+      glq_trellis_code_free(&c);
+    }
+  }
+  {
+    float lut[1 << 10];
+    for (int i = 0; i < 1 << 10; i++) lut[i] = nrand();
+    glq_trellis_code c;
+    if (glq_trellis_code_lut(&c, 10, 3, 1, lut)) report(0, "lut L=10 K=3: %s", glq_errmsg());
+    else {
+      check_code("lut L=10 K=3", &c);
       glq_trellis_code_free(&c);
     }
   }
