@@ -13,13 +13,7 @@ local shapes, bitsl = {}, {}
 for m, n in ((arg and arg[1]) or "576x1536,4096x4096,14336x4096,4096x14336"):gmatch("(%d+)x(%d+)") do shapes[#shapes + 1] = { tonumber(m), tonumber(n) } end
 for b in ((arg and arg[2]) or "2,4"):gmatch("%d") do bitsl[#bitsl + 1] = tonumber(b) end
 
-local function hessian(n, seed)
-  local rows = 2 * n
-  local x = glq.matmul(glq.randn({ rows, 64 }, seed), glq.randn({ 64, n }, seed + 1)):add(glq.randn({ rows, n }, seed + 2):mul(0.3))
-  local h = glq.zeros("f64", { n, n })
-  glq.hessian_accumulate(h, x)
-  return h:mul(1 / rows)
-end
+local hessian = dofile("bench/support/hessian.lua")
 
 local function agreement(a, b)
   local x, y = a.Qidxs:to("f64"):contiguous(), b.Qidxs:to("f64"):contiguous()

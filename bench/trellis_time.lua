@@ -18,13 +18,7 @@ for d in ((arg and arg[3]) or (cuda_ok and "cpu,cuda" or "cpu")):gmatch("%a+") d
   devs[#devs + 1] = d
 end
 
-local function hessian(n, seed)
-  local rows = 2 * n
-  local x = glq.matmul(glq.randn({ rows, 64 }, seed), glq.randn({ 64, n }, seed + 1)):add(glq.randn({ rows, n }, seed + 2):mul(0.3))
-  local h = glq.zeros("f64", { n, n })
-  glq.hessian_accumulate(h, x)
-  return h:mul(1 / rows)
-end
+local hessian = dofile("bench/support/hessian.lua")
 
 local function same(a, b)
   local x, y = a.trellis_packed:to("f64"):contiguous(), b.trellis_packed:to("f64"):contiguous()
