@@ -76,7 +76,7 @@ template <int S2> struct E8Fmt {
  * SEGS index loads issued before the first gather (the loop is latency-bound otherwise). Small layers
  * use SEGS = 1 and 256-thread blocks, so that many multiprocessors share the work. */
 template <int S2, int SEGS>
-__global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
+static __global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
                                                           int64_t pitch1, int64_t pitch2, const uint32_t *__restrict__ table,
                                                           int n_smem, int out, int in, float inv_rs, uint16_t *__restrict__ w) {
   extern __shared__ __align__(16) uint32_t stab[];

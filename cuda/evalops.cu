@@ -52,7 +52,7 @@ __device__ void row_lse(const float *x, int64_t v, double *lse, int64_t *arg, do
   __syncthreads();
 }
 
-__global__ void k_nll(const float *lg, int64_t v, const int32_t *t, double *out) {
+static __global__ void k_nll(const float *lg, int64_t v, const int32_t *t, double *out) {
   __shared__ double shd[EV_THREADS];
   __shared__ float shf[EV_THREADS];
   __shared__ int64_t shi[EV_THREADS];
@@ -63,7 +63,7 @@ __global__ void k_nll(const float *lg, int64_t v, const int32_t *t, double *out)
   if (threadIdx.x == 0) out[blockIdx.x] = lse - x[t[blockIdx.x]];
 }
 
-__global__ void k_kl(const float *P, const float *Q, int64_t v, double *kl, uint8_t *agree) {
+static __global__ void k_kl(const float *P, const float *Q, int64_t v, double *kl, uint8_t *agree) {
   __shared__ double shd[EV_THREADS];
   __shared__ float shf[EV_THREADS];
   __shared__ int64_t shi[EV_THREADS];
@@ -90,7 +90,7 @@ __global__ void k_kl(const float *P, const float *Q, int64_t v, double *kl, uint
 }
 
 /* out[row] = the lowest index of the row's maximum, or -1 when the row has a NaN */
-__global__ void k_argmax(const float *lg, int64_t v, int32_t *out) {
+static __global__ void k_argmax(const float *lg, int64_t v, int32_t *out) {
   __shared__ float shf[EV_THREADS];
   __shared__ int64_t shi[EV_THREADS];
   int nan;

@@ -77,14 +77,6 @@ int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, const ui
 /* w (out x in bf16 bits, device) = the exact decoded weight. */
 int glq_cuda_hif4_dequant(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, uint16_t *w_bf16, void *stream);
 
-/* ---- Fast Walsh-Hadamard transform along the last dimension ---- */
-/* For each of rows rows of n (power of two, 32..32768) f32 values, contiguous:
- * out_row = post .* (scale * H_n (pre .* in_row)), H_n the unnormalised Sylvester matrix.
- * pre/post: device f32 vectors of length n or NULL (= ones). out may equal in.
- * out_bf16 != 0 writes bf16 bits (uint16) instead of f32 (e.g. the input of a matmul). */
-int glq_cuda_fwht(const float *in, void *out, int out_bf16, int64_t rows, int64_t n,
-                  const float *pre, const float *post, float scale, void *stream);
-
 /* ---- Linear layers: any CPU glq_linear on the GPU, f32 activations (cuda/linear.cu) ----
  * Scratch (rotated inputs, bf16 copies of x) lives in the context and is shared by its layers:
  * reserve every layer (and set the fused threshold) before capturing a graph, since growing the

@@ -61,7 +61,7 @@ struct Hif4Fmt {
   }
 };
 
-__global__ void __launch_bounds__(256) hif4_dequant_kernel(const uint8_t *__restrict__ nib, const uint8_t *__restrict__ meta,
+static __global__ void __launch_bounds__(256) hif4_dequant_kernel(const uint8_t *__restrict__ nib, const uint8_t *__restrict__ meta,
                                                            int64_t pitch1, int64_t pitch2, int out, int in,
                                                            uint16_t *__restrict__ w) {
   const int groups = in / 8, total = out * groups;

@@ -24,7 +24,8 @@
  *    (line_kernel): chunks of any length 1 .. LT^2 work, longer than LT in two passes (low index
  *    bits, then high). The same kernel applies signs, zero padding, 1/sqrt(len), SU, bias, cropping
  *    and the bf16 rounding as it loads and stores, and with L = 1 it is the elementwise op.
- *  glq_cuda_fwht is not used: it needs whole contiguous rows of n >= 32 and row-long sign vectors.
+ *  (bench/cuda/fwht.cu, the standalone FWHT that kernel_bench measures, cannot serve: it needs whole
+ *  contiguous rows of n >= 32 and row-long sign vectors.)
  * Nothing here uses atomics; cuBLAS GEMMs are deterministic for a fixed stream and workspace. */
 #include <math.h>
 #include <pthread.h>
@@ -80,7 +81,7 @@ __device__ __forceinline__ bool line_pos(const LineOp &o, int64_t q, int a, int6
  * permutation of the banks. */
 __device__ __forceinline__ int lt_word(int i) { return i ^ ((i >> 5) & 31); }
 
-__global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o) {
+static __global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o) {
   __shared__ float sm[LT];
   const int g_log = LT_LOG - o.nl_log; /* lines per CTA = 2^g_log */
   const int64_t q0 = (int64_t)blockIdx.x << g_log;

@@ -264,13 +264,13 @@ fail:
   return rc;
 }
 
-__global__ void k_fill(float *p, int64_t n, float v) {
+static __global__ void k_fill(float *p, int64_t n, float v) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i < n) p[i] = v;
 }
 
 /* bf16 values uniform in [-a, a) from a hash of (seed, i) */
-__global__ void k_random_bf16(__nv_bfloat16 *p, int64_t n, uint64_t seed, float a) {
+static __global__ void k_random_bf16(__nv_bfloat16 *p, int64_t n, uint64_t seed, float a) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
   uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
@@ -449,7 +449,7 @@ __device__ float block_max(float v, float *sh) {
 }
 
 /* out = x · s · w per row with s = 1/sqrt(mean(x²) + eps), as llama.c computes it. */
-__global__ void k_rmsnorm(const float *in, const float *w, float *out, int64_t d, float eps) {
+static __global__ void k_rmsnorm(const float *in, const float *w, float *out, int64_t d, float eps) {
   __shared__ double sh[RED_THREADS];
   const float *x = in + blockIdx.x * d;
   float *y = out + blockIdx.x * d;
@@ -460,7 +460,7 @@ __global__ void k_rmsnorm(const float *in, const float *w, float *out, int64_t d
   for (int64_t i = threadIdx.x; i < d; i += RED_THREADS) y[i] = __fmul_rn(__fmul_rn(x[i], s), w[i]);
 }
 
-__global__ void k_embed(const int32_t *tok, const void *emb, int bf16, int64_t d, float *out) {
+static __global__ void k_embed(const int32_t *tok, const void *emb, int bf16, int64_t d, float *out) {
   int64_t row = tok[blockIdx.x];
   float *y = out + blockIdx.x * d;
   if (bf16) {
@@ -475,7 +475,7 @@ __global__ void k_embed(const int32_t *tok, const void *emb, int bf16, int64_t d
 /* One block per (row n, head slot): q heads are normalised (qk_norm) and rotated in place; k heads
  * are normalised, rotated and written to the cache at (b, kv head, pos0 + t); v heads are copied
  * there. Rows are n = b·T + t. */
-__global__ void k_qkv_prep(float *q, const float *k, const float *v, const float *qn, const float *kn,
+static __global__ void k_qkv_prep(float *q, const float *k, const float *v, const float *qn, const float *kn,
                            const float *rc, const float *rs, int nh, int kvh, int hd, int T, int pos0,
                            int interleaved, float eps, float *kc, float *vc, int max_seq, const int *d_pos) {
   __shared__ double sh[RED_THREADS];
@@ -525,7 +525,7 @@ __global__ void k_qkv_prep(float *q, const float *k, const float *v, const float
 }
 
 /* Pointer arrays of the batched attention GEMMs, one entry per (sequence, head). */
-__global__ void k_attn_ptrs(const float **P, const float *q, const float *kc, const float *vc, const float *S,
+static __global__ void k_attn_ptrs(const float **P, const float *q, const float *kc, const float *vc, const float *S,
                             const float *att, int nb, int nh, int kvh, int hd, int T, int L, int max_seq) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= nb * nh) return;
@@ -555,7 +555,7 @@ __device__ float exp_shifted(float *s, int valid, double *sh, float *shf) {
 
 /* Causal softmax of score rows (already scaled): row r holds query t = r % T at position pos0 + t,
  * which sees keys 0 .. pos0 + t; later keys get 0. */
-__global__ void k_softmax(float *S, int T, int L, int pos0) {
+static __global__ void k_softmax(float *S, int T, int L, int pos0) {
   __shared__ double sh[RED_THREADS];
   __shared__ float shf[RED_THREADS];
   float *s = S + (int64_t)blockIdx.x * L;
@@ -567,7 +567,7 @@ __global__ void k_softmax(float *S, int T, int L, int pos0) {
 /* Attention of one new position per sequence (decode): block (b, h) scores keys 0..pos (pos read
  * from the device, so a captured graph replays at any length), softmaxes them in shared memory and
  * sums the values; every sum runs in a fixed order. */
-__global__ void k_attn_decode(const float *q, const float *kc, const float *vc, float *att, int nh, int kvh, int hd,
+static __global__ void k_attn_decode(const float *q, const float *kc, const float *vc, float *att, int nh, int kvh, int hd,
                               int max_seq, const int *d_pos, float scale) {
   extern __shared__ float sc[];            /* max_seq scores */
   __shared__ double sh[RED_THREADS];
@@ -593,7 +593,7 @@ __global__ void k_attn_decode(const float *q, const float *kc, const float *vc, 
   }
 }
 
-__global__ void k_swiglu(float *g, const float *u, int64_t n) {
+static __global__ void k_swiglu(float *g, const float *u, int64_t n) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i < n) {
     float x = g[i];
@@ -601,12 +601,12 @@ __global__ void k_swiglu(float *g, const float *u, int64_t n) {
   }
 }
 
-__global__ void k_add(float *h, const float *t, int64_t n) {
+static __global__ void k_add(float *h, const float *t, int64_t n) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i < n) h[i] = __fadd_rn(h[i], t[i]);
 }
 
-__global__ void k_to_f64(const float *x, double *y, int64_t n) {
+static __global__ void k_to_f64(const float *x, double *y, int64_t n) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i < n) y[i] = x[i];
 }

@@ -120,7 +120,7 @@ template <int S2> struct E8PFmt {
 
 /* w[r, 8j:8j+8] = bf16(4C1 + inv_rs · 4C2) for every group of the real out x in; one thread per group. */
 template <int S2>
-__global__ void __launch_bounds__(256) e8p_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
+static __global__ void __launch_bounds__(256) e8p_dequant_kernel(const uint8_t *__restrict__ q1, const uint8_t *__restrict__ q2,
                                                           int64_t pitch1, int64_t pitch2, const uint32_t *__restrict__ tab,
                                                           int out, int in, float inv_rs, uint16_t *__restrict__ w) {
   const int groups = in / 8;
@@ -218,7 +218,7 @@ __device__ __forceinline__ void tr_decode(uint32_t word, int lane, uint32_t hi[4
 /* A CTA per (16-row tile, 8·NT batch columns); its warps take column tiles w, w + TR_WARPS, ... and load
  * TR_AHEAD tiles ahead; partial sums are added over the warps in a fixed order. */
 template <int K, int NT>
-__global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(const TrellisParams p) {
+static __global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(const TrellisParams p) {
   constexpr int WPT = 8 * K;
   __shared__ __align__(16) float red[TR_WARPS][NT][128];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -286,7 +286,7 @@ __global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(const Trel
 
 /* w (m x n bf16) = the decoded tiles (without wscale), one warp per tile. */
 template <int K>
-__global__ void __launch_bounds__(256) trellis_dequant_kernel(const uint32_t *__restrict__ words, int64_t ntiles, int tn,
+static __global__ void __launch_bounds__(256) trellis_dequant_kernel(const uint32_t *__restrict__ words, int64_t ntiles, int tn,
                                                               int n, uint16_t *__restrict__ w) {
   constexpr int WPT = 8 * K;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;

@@ -1,14 +1,16 @@
-/* fwht.cu - batched fast Walsh-Hadamard transform along the last dimension (powers of two).
+/* fwht.cu - batched fast Walsh-Hadamard transform along the last dimension (powers of two); only
+ * kernel_bench uses it (declared in fwht.h, not part of libglq).
  * One CTA per row. A thread first holds E consecutive values (index = E*thread + j): the butterflies
  * of stride < E run in registers, those of stride E..16E between lanes by shuffles; for rows wider
  * than one warp (W warps) one pass through shared memory regroups the values so that each thread
  * holds the W values that differ only in the warp bits, and the last log2(W) stages run in registers. */
-#include "common.cuh"
+#include "../../cuda/common.cuh"
+#include "fwht.h"
 
 template <int E, int W>
-__global__ void __launch_bounds__(32 * W) fwht_kernel(const float *__restrict__ in, void *out, int out_bf16,
-                                                      const float *__restrict__ pre, const float *__restrict__ post,
-                                                      float scale) {
+static __global__ void __launch_bounds__(32 * W) fwht_kernel(const float *__restrict__ in, void *out, int out_bf16,
+                                                             const float *__restrict__ pre, const float *__restrict__ post,
+                                                             float scale) {
   constexpr int N = E * 32 * W;
   extern __shared__ float sm[];
   const int lane = threadIdx.x & 31, tau = threadIdx.x;

@@ -18,6 +18,7 @@
 #include "../../cuda/glq_cuda.h"
 #include "../../cuda/lowbit.cuh"
 #include "host_util.h"
+#include "fwht.h"
 extern "C" {
 #include "../../src/core/error.h"
 }

@@ -194,11 +194,10 @@ static int l_llama_new(lua_State *L) {
   c.rope_theta = (float)lglq_optnumber(L, 1, "rope_theta", 10000.0);
   c.qk_norm = lglq_optboolean(L, 1, "qk_norm", 0);
   c.tied = lglq_optboolean(L, 1, "tied", 0);
-  const char *layout = lglq_optstring(L, 1, "rope_layout", NULL);
-  if (!layout) return luaL_error(L, "glq.llama.new: config field 'rope_layout' (\"interleaved\" for GGUF/Meta, \"half\" for HF) is required");
-  if (!strcmp(layout, "interleaved")) c.rope_layout = GLQ_ROPE_INTERLEAVED;
-  else if (!strcmp(layout, "half")) c.rope_layout = GLQ_ROPE_HALF;
-  else return luaL_error(L, "glq.llama.new: rope_layout must be \"interleaved\" or \"half\", got \"%s\"", layout);
+  static const lglq_enum layouts[] = {{"interleaved", GLQ_ROPE_INTERLEAVED}, {"half", GLQ_ROPE_HALF}, {NULL, 0}};
+  int layout = lglq_optenum(L, 1, "rope_layout", layouts, -1, "glq.llama.new");
+  if (layout < 0) return luaL_error(L, "glq.llama.new: config field 'rope_layout' (\"interleaved\" for GGUF/Meta, \"half\" for HF) is required");
+  c.rope_layout = (glq_rope_layout)layout;
   lua_getfield(L, 1, "rope_scaling");
   if (lua_istable(L, -1)) {
     int rs = lua_gettop(L);
@@ -260,10 +259,9 @@ static int m_device(lua_State *L) {
 /* m:has(capability) -> whether the backend has it: "argmax" (forward{argmax = true} picks greedy tokens
  * on the device, without copying logits back), "kv_quant" (f16 and int8 KV caches) */
 static int m_has(lua_State *L) {
-  static const char *names[] = {"argmax", "kv_quant", NULL};
-  static const unsigned bits[] = {GLQ_BACKEND_ARGMAX, GLQ_BACKEND_KV_QUANT};
+  static const lglq_enum caps[] = {{"argmax", GLQ_BACKEND_ARGMAX}, {"kv_quant", GLQ_BACKEND_KV_QUANT}, {NULL, 0}};
   glq_model_backend *b = checkbackend(L, 1);
-  lua_pushboolean(L, (b->vt->caps & bits[luaL_checkoption(L, 2, NULL, names)]) != 0);
+  lua_pushboolean(L, (b->vt->caps & (unsigned)lglq_checkenum(L, 2, "capability", caps, "glq.llama:has")) != 0);
   return 1;
 }
 
@@ -560,16 +558,11 @@ static int m_kl_rows(lua_State *L) {
  * group = 32}) (also glq.llama.kvcache(m, opts)) -> a cache in the model's memory; f16 and int8 need
  * m:has("kv_quant") */
 static int l_kvcache(lua_State *L) {
-  static const char *dtypes[] = {"f32", "f16", "int8", NULL};
-  static const glq_kv_dtype kinds[] = {GLQ_KV_F32, GLQ_KV_F16, GLQ_KV_INT8};
+  static const lglq_enum dtypes[] = {{"f32", GLQ_KV_F32}, {"f16", GLQ_KV_F16}, {"int8", GLQ_KV_INT8}, {NULL, 0}};
   model_ud *u = checkmodel(L, 1);
   const glq_llama_config *mc = glq_llama_config_of(u->m);
   glq_kvcache_config c = {mc->n_layers, 1, mc->n_kv_heads, mc->head_dim, mc->max_seq, GLQ_KV_F32, 128, 32};
-  const char *dt = lglq_optstring(L, 2, "dtype", "f32");
-  int k = 0;
-  while (dtypes[k] && strcmp(dtypes[k], dt)) k++;
-  if (!dtypes[k]) return luaL_error(L, "glq.llama.kvcache: dtype must be \"f32\", \"f16\" or \"int8\", got \"%s\"", dt);
-  c.dtype = kinds[k];
+  c.dtype = (glq_kv_dtype)lglq_optenum(L, 2, "dtype", dtypes, GLQ_KV_F32, "glq.llama.kvcache");
   c.batch = (int)lglq_optinteger(L, 2, "batch", 1);
   c.max_seq = (int)lglq_optinteger(L, 2, "max_seq", mc->max_seq);
   c.residual = (int)lglq_optinteger(L, 2, "residual_length", 128);
