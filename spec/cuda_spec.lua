@@ -158,6 +158,24 @@ describe("GPU forward", function()
     util.sh("rm -rf " .. out)
   end)
 
+  -- issue #15: the fused E8 shell / E8P / trellis kernels (cuda/e8_kernels.cu, cuda/lowbit.cu) give the CPU
+  -- layers' greedy output byte for byte (a quantized stories260K, 2 bits, 128 steps from BOS)
+  for _, book in ipairs({ "e8", "e8p", "trellis" }) do
+    it("greedy output through " .. book .. " 2-bit layers equals the CPU's byte for byte", function()
+      local out = util.tmppath()
+      local rc, log = util.sh(string.format("%s quantize --model %s/stories260K.gguf --output %s --bpw 2 --codebook %s " ..
+        "--calib %s --nsamples 8 --seqlen 128 --device cuda --quiet", util.bin, S, out, book, S .. "/../../text/calib/tiny.utf8"))
+      assert.equal(0, rc, log)
+      local gen = require "glq.generate"
+      local q = model.load(out)
+      local bos = { q:tokenizer():bos() }
+      local _, cpu_text = gen.run(q, bos, { max_new_tokens = 128, stop_at_eos = false })
+      local _, gpu_text = gen.run(q:to("cuda"), bos, { max_new_tokens = 128, stop_at_eos = false })
+      assert.equal(cpu_text, gpu_text)
+      util.sh("rm -rf " .. out)
+    end)
+  end
+
   it("SmolLM2-135M perplexity on the GPU equals the CPU's within 0.01% (first windows)", function()
     if not util.exists(SMOL) then pending("SmolLM2 not fetched (make model): skipped") return end
     local s = model.load(SMOL, { max_seq = 2048 })
