@@ -31,6 +31,24 @@ describe("glq.formats", function()
     end)
   end
 
+  it("the stored formats carry their whole checkpoint layout; other names are refused naming them", function()
+    local names = {}
+    for _, f in ipairs(formats.stored) do
+      names[#names + 1] = f.name
+      assert.is_true(f.fields[f.tensor_field], f.name)
+      for _, hook in ipairs { "tensors", "entry", "record_bpw", "read", "linear" } do
+        assert.equal("function", type(f[hook]), f.name .. "." .. hook)
+      end
+    end
+    assert.same({ "e8", "trellis", "hif4" }, names)
+    local ok, err = pcall(checkpoint.stored_bpw, "up", { format = "nf4" })
+    assert.is_false(ok)
+    assert.equal("checkpoint: layer up: unknown format 'nf4' (expected e8, trellis or hif4)", err)
+    ok, err = pcall(model.quantized_linear, { format = "e8p" }, 40, 72, "up") -- a decision, stored as e8
+    assert.is_false(ok)
+    assert.equal("layer up: a checkpoint entry of unknown format 'e8p'", err)
+  end)
+
   it("allocation map values name decisions, and the decisions' values name them back", function()
     for _, v in ipairs { 2, 3, 4, "3", "hif4", "hif4+rht", "hif4+ldlq", "hif4+rht+ldlq", "dense" } do
       local d = formats.from_alloc_value(v)

@@ -9,38 +9,30 @@
 --          tlut=f16 (512, 2) for hyb}} (m32, n32: m, n rounded up to multiples of 32; glq 0.8.16's layout)
 --   HiF4: {format="hif4", pack={e6m2=, e1_8_packed=, e1_16_packed=, s1p2_packed= (u8), shape={m,n}},
 --          sv=±1 tensor|nil (RHT signs), rht_seed=, bias=}
+-- How each format's entries map to tensors, are read from a file and become linears is its
+-- glq.formats entry's business (tensors, entry, read, store, config); this module does the rest.
 local glq = require "glq"
 local fs = require "glq.fs"
 local json = require "glq.json"
 local modelcfg = require "glq.modelcfg"
+local formats = require "glq.formats"
 local ffi = require "ffi" -- getpid is declared by glq.fs
 
 local M = {}
 
-M.TRANSFORM = "glq-hadamard-v1" -- our padding-free RHT (src/quant/rht.h): dims padded to multiples of 8 only
-M.TRANSFORMS = { ["glq-hadamard-v1"] = true, ["block-diagonal"] = true, ["pow2-padded"] = true }
 M.PARTIAL = ".glq-partial"
 -- quantization_config.format of our own layout: no quant_method, so transformers refuses to load it
 -- ("no `quant_method` attribute") instead of letting the Python glq misread it (docs/format.md)
 M.NATIVE = "glq-native"
 
-local E8_FIELDS = { "Qidxs", "Qidxs2", "SU", "SV", "Wscale", "inv_resid_scale" }
-local HIF4_FIELDS = { "e6m2", "e1_8_packed", "e1_16_packed", "s1p2_packed" }
-local TRELLIS_FIELDS = { "trellis_packed", "SU", "SV", "Wscale", "tlut" }
-local HIF4_LAST = { e1_8_packed = 1, e1_16_packed = 2, s1p2_packed = 32 }
+local HIF4_LAST = formats.checks.HIF4_LAST
 -- files a finished checkpoint may contain besides tokenizer files; removed before a rewrite
 local OUR_FILES = { "config.json", "hif4_config.json", "quantize_config.json", "model.safetensors" }
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
-local function ceil8(d) return math.ceil(d / 8) * 8 end
-local function pow2ceil(d) local p = 1 while p < d do p = p * 2 end return p end
-local function is_pow2(d) return d >= 1 and pow2ceil(d) == d end
-
-local function shape_str(s)
-  if #s == 0 then return "()" end
-  return "(" .. table.concat(s, ", ") .. ")"
-end
+local check_tensor, shape_str = formats.checks.check_tensor, formats.checks.shape_str
+local pow2ceil, is_pow2 = formats.checks.pow2ceil, formats.checks.is_pow2
 
 local function same_shape(a, b)
   if #a ~= #b then return false end
@@ -72,28 +64,6 @@ local function json_safe(v)
   return t
 end
 
--- a tensor field: dtype (nil = any float) and shape (nil = any; entries false = any size) checked
-local function check_tensor(where, field, t, dtype, shape)
-  if not glq.is_tensor(t) then fail("%s: %s must be a tensor, got %s", where, field, type(t)) end
-  local dt = t:dtype()
-  if dtype and dt ~= dtype then
-    fail("%s: %s has dtype %s, expected %s", where, field, dt, dtype)
-  elseif not dtype and dt ~= "f32" and dt ~= "f16" and dt ~= "bf16" and dt ~= "f64" then
-    fail("%s: %s has dtype %s, expected a float dtype", where, field, dt)
-  end
-  if shape then
-    local s = t:shape()
-    local ok = #s == #shape
-    for i = 1, #shape do if ok and shape[i] and s[i] ~= shape[i] then ok = false end end
-    if not ok then
-      local want = {}
-      for i = 1, #shape do want[i] = shape[i] or "*" end
-      fail("%s: %s has shape %s, expected %s", where, field, shape_str(s), shape_str(want))
-    end
-  end
-  return t
-end
-
 -- ---- model shapes from config ----
 
 -- (out, in) of a linear module from a normalized config, or nil for modules we cannot place
@@ -115,62 +85,34 @@ local function try_normalize(hf)
   return ok and c or nil
 end
 
--- the stored (rows, cols) of the transformed weight for a transform: multiples of 8 for ours and for
--- `--glq-compat` block-diagonal (the same as glq >= 0.2.9's unpadded m x n for real models' dims)
-local function stored_dims(transform, m, n)
-  if transform == "pow2-padded" then return pow2ceil(m), pow2ceil(n) end
-  return ceil8(m), ceil8(n)
-end
-
--- whether stored (rows, cols) fit the transform; glq >= 0.2.9 itself stores block-diagonal unpadded
-local function dims_fit(transform, m, n, rows, cols)
-  local wr, wc = stored_dims(transform, m, n)
-  if wr == rows and wc == cols then return true end
-  return transform == "block-diagonal" and rows == m and cols == n
-end
-
 -- ---- layer entries <-> tensors ----
 
-local function pad32(d) return math.ceil(d / 32) * 32 end
+-- the glq.formats entry of a stored format, or nil
+local function stored_format(fmt)
+  local f = fmt ~= nil and formats.get(fmt)
+  return f and f.read and f or nil
+end
 
--- the trellis part of layer_tensors: fills out/rec, returns m, n
-local function trellis_tensors(where, e, settle_shape, out, rec)
-  local a = e.artifacts
-  if type(a) ~= "table" then fail("%s: format trellis needs an artifacts table", where) end
-  local bits = e.bits or a.bits
-  if bits ~= 2 and bits ~= 3 and bits ~= 4 then fail("%s: bits must be 2, 3 or 4, got %s", where, tostring(bits)) end
-  local variant = e.variant or a.variant or "3inst"
-  if variant ~= "3inst" and variant ~= "hyb" then fail("%s: unknown trellis variant '%s' (3inst or hyb)", where, tostring(variant)) end
-  local tr = e.transform or a.transform or "block-diagonal"
-  if tr ~= "block-diagonal" then fail("%s: transform '%s': trellis layers use block-diagonal (glq 0.8.16's)", where, tostring(tr)) end
-  local su = check_tensor(where, "SU", a.SU, "f16", { false })
-  local sv = check_tensor(where, "SV", a.SV, "f16", { false })
-  check_tensor(where, "Wscale", a.Wscale, "f32", {})
-  local rows, cols = su:shape()[1], sv:shape()[1]
-  local m, n = settle_shape(e.shape or (a.out_features and { a.out_features, a.in_features }), { rows, cols })
-  if rows ~= pad32(m) or cols ~= pad32(n) then
-    fail("%s: SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight (trellis pads to multiples of 32)", where, rows, cols,
-      pad32(m), pad32(n), m, n)
-  end
-  check_tensor(where, "trellis_packed", a.trellis_packed, "i16", { rows / 16 * cols / 16, 16 * bits })
-  if variant == "hyb" then
-    check_tensor(where, "tlut", a.tlut, "f16", { 512, 2 })
-  elseif a.tlut ~= nil then
-    fail("%s: a tlut belongs to the hyb variant, not 3inst", where)
-  end
-  for _, f in ipairs(TRELLIS_FIELDS) do out[f] = a[f] end
-  rec.bits, rec.variant, rec.transform, rec.label, rec.m_pad, rec.n_pad = bits, variant, tr, bits, rows, cols
-  return m, n
+-- "a, b <word> c"
+local function listing(t, word)
+  if #t < 2 then return t[1] or "" end
+  return table.concat(t, ", ", 1, #t - 1) .. " " .. word .. " " .. t[#t]
+end
+
+local function stored_names()
+  local t = {}
+  for i, f in ipairs(formats.stored) do t[i] = f.name end
+  return listing(t, "or")
 end
 
 -- Validates a layer entry and returns its tensors as {field = tensor} plus its JSON-able record
--- {format, bits, transform, shape, label, rht_seed}. expect = {m, n} from the model config or nil.
+-- {format, bits, transform, shape, label, rht_seed, ...}. expect = {m, n} from the model config or nil.
 local function layer_tensors(name, e, expect)
   local where = "checkpoint: layer " .. name
   if type(e) ~= "table" then fail("%s: entry must be a table, got %s", where, type(e)) end
-  local fmt = e.format or (e.artifacts and "e8") or (e.pack and "hif4")
-  local out, rec = {}, { format = fmt, rht_seed = e.rht_seed }
-  local m, n
+  local fmt = e.format or (e.artifacts and "e8") or (e.pack and "hif4") -- entries made before format was set
+  local f = stored_format(fmt)
+  if not f then fail("%s: unknown format '%s' (expected %s)", where, tostring(fmt), stored_names()) end
   local function settle_shape(given, from_tensors)
     local s = given or expect or from_tensors
     if expect and given and not same_shape(given, expect) then
@@ -178,61 +120,9 @@ local function layer_tensors(name, e, expect)
     end
     return s[1], s[2]
   end
-  if fmt == "e8" then
-    local a = e.artifacts
-    if type(a) ~= "table" then fail("%s: format e8 needs an artifacts table", where) end
-    local bits = e.bits or a.bits
-    if bits ~= 2 and bits ~= 3 and bits ~= 4 then fail("%s: bits must be 2, 3 or 4, got %s", where, tostring(bits)) end
-    local tr = e.transform or a.transform or M.TRANSFORM
-    if not M.TRANSFORMS[tr] then fail("%s: unknown transform '%s'", where, tostring(tr)) end
-    local q = check_tensor(where, "Qidxs", a.Qidxs, "i16", { false, false })
-    local su = check_tensor(where, "SU", a.SU, "f16", { false })
-    local sv = check_tensor(where, "SV", a.SV, "f16", { false })
-    check_tensor(where, "Wscale", a.Wscale, "f32", {})
-    local rows, cols = su:shape()[1], sv:shape()[1]
-    if cols % 8 ~= 0 then fail("%s: SV has %d entries, not a multiple of 8", where, cols) end
-    check_tensor(where, "Qidxs", q, "i16", { rows, cols / 8 })
-    if bits > 2 then
-      check_tensor(where, "Qidxs2", a.Qidxs2, "i16", { rows, cols / 8 })
-      check_tensor(where, "inv_resid_scale", a.inv_resid_scale, "f32", {})
-    elseif a.Qidxs2 ~= nil or a.inv_resid_scale ~= nil then
-      fail("%s: bits = 2 but a second stage (Qidxs2 / inv_resid_scale) was given", where)
-    end
-    local given = e.shape or (a.out_features and { a.out_features, a.in_features })
-    m, n = settle_shape(given, { rows, cols })
-    local wr, wc = stored_dims(tr, m, n)
-    if not dims_fit(tr, m, n, rows, cols) then
-      fail("%s: SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight with transform %s",
-        where, rows, cols, wr, wc, m, n, tr)
-    end
-    for _, f in ipairs(E8_FIELDS) do out[f] = a[f] end
-    rec.bits, rec.transform, rec.label, rec.m_pad, rec.n_pad = bits, tr, bits, rows, cols
-    local cb = e.codebook or a.codebook -- nil: the E8 shell book; "e8p": QuIP#'s E8P (stage 2 E81B at 3 bits)
-    if cb ~= nil and cb ~= "e8" and cb ~= "e8p" then fail("%s: unknown codebook '%s' (expected e8 or e8p)", where, tostring(cb)) end
-    if cb == "e8p" then rec.codebook = "e8p" end
-  elseif fmt == "hif4" then
-    local p = e.pack
-    if type(p) ~= "table" then fail("%s: format hif4 needs a pack table", where) end
-    local e6 = check_tensor(where, "e6m2", p.e6m2, "u8", { false, false })
-    local s = e6:shape()
-    m, n = settle_shape(p.shape or e.shape, { s[1], s[2] * 64 })
-    local nb = math.ceil(n / 64)
-    check_tensor(where, "e6m2", e6, "u8", { m, nb })
-    for f, last in pairs(HIF4_LAST) do check_tensor(where, f, p[f], "u8", { m, nb, last }) end
-    for _, f in ipairs(HIF4_FIELDS) do out[f] = p[f] end
-    local sv = e.sv or p.signs
-    if sv ~= nil then
-      if not glq.is_tensor(sv) then fail("%s: sv must be a tensor of +-1 signs, got %s", where, type(sv)) end
-      -- signs cover the rotated input dimension, padded to a multiple of 8 for the transform
-      check_tensor(where, "sv", sv, sv:dtype() == "i8" and "i8" or nil, { ceil8(n) })
-      out.SV = sv:dtype() == "f16" and sv or sv:to("f16")
-    end
-    rec.label = sv and "hif4+rht" or "hif4"
-  elseif fmt == "trellis" then
-    m, n = trellis_tensors(where, e, settle_shape, out, rec)
-  else
-    fail("%s: unknown format '%s' (expected e8, trellis or hif4)", where, tostring(fmt))
-  end
+  local out, frec, m, n = f.tensors(where, e, settle_shape)
+  local rec = { format = fmt, rht_seed = e.rht_seed }
+  for k, v in pairs(frec) do rec[k] = v end
   if e.bias ~= nil then out.bias = check_tensor(where, "bias", e.bias, nil, { m }) end
   rec.shape = { m, n }
   return out, rec
@@ -242,39 +132,12 @@ end
 local function layer_entry(rec, get)
   local e = { format = rec.format, shape = { rec.shape[1], rec.shape[2] }, rht_seed = rec.rht_seed,
     bias = get("bias"), stats = rec.stats, extra = rec.extra }
-  if rec.format == "e8" then
-    e.bits, e.transform, e.codebook = rec.bits, rec.transform, rec.codebook
-    e.m_pad, e.n_pad = rec.m_pad, rec.n_pad
-    local a = { bits = rec.bits, out_features = rec.shape[1], in_features = rec.shape[2], codebook = rec.codebook }
-    for _, f in ipairs(E8_FIELDS) do a[f] = get(f) end
-    if rec.stage2 == false then a.Qidxs2, a.inv_resid_scale = nil, nil end -- zero (switched-off) stage 2
-    for f, t in pairs(rec.pad or {}) do a[f] = t end -- signs padded with ones (glq's unpadded SU/SV)
-    if a.Qidxs2 and a.Qidxs2:dtype() == "u8" then a.Qidxs2 = a.Qidxs2:to("i16") end -- packed 3-bit
-    e.artifacts = a
-  elseif rec.format == "trellis" then
-    e.bits, e.variant, e.transform, e.m_pad, e.n_pad = rec.bits, rec.variant, rec.transform, rec.m_pad, rec.n_pad
-    local a = { codebook = "trellis", bits = rec.bits, variant = rec.variant, transform = rec.transform,
-      out_features = rec.shape[1], in_features = rec.shape[2] }
-    for _, f in ipairs(TRELLIS_FIELDS) do a[f] = get(f) end
-    e.artifacts = a
-  else
-    local p = { shape = { rec.shape[1], rec.shape[2] } }
-    for _, f in ipairs(HIF4_FIELDS) do p[f] = get(f) end
-    e.sv = get("SV")
-    p.signs = e.sv
-    e.pack = p
-  end
+  formats.get(rec.format).entry(rec, get, e)
   return e
 end
 
 -- stored bits per weight of a validated record: code bits over the stored (padded) size
-local function record_bpw(rec)
-  local m, n = rec.shape[1], rec.shape[2]
-  if rec.format == "hif4" then return 4.5 * math.ceil(n / 64) * 64 / n end
-  if rec.format == "trellis" then return rec.bits * rec.m_pad * rec.n_pad / (m * n) end
-  local r, c = stored_dims(rec.transform, m, n)
-  return rec.bits * (rec.m_pad or r) * (rec.n_pad or c) / (m * n)
-end
+local function record_bpw(rec) return formats.get(rec.format).record_bpw(rec) end
 
 -- stored bits per weight of a layer entry (validates it)
 function M.stored_bpw(name, entry)
@@ -404,15 +267,14 @@ local function build(spec)
   local tensors, recs, names = {}, {}, {}
   for name in pairs(spec.layers or {}) do names[#names + 1] = name end
   table.sort(names)
-  local n_e8, n_tr, wsum, bsum, transforms = 0, 0, 0, 0, {}
+  local wsum, bsum, n_reference = 0, 0, 0
   for _, name in ipairs(names) do
     local ts, rec = layer_tensors(name, spec.layers[name], expected_shape(c, name))
     for f, t in pairs(ts) do tensors[name .. "." .. f] = t end
     recs[name] = rec
     local w = rec.shape[1] * rec.shape[2]
     wsum, bsum = wsum + w, bsum + record_bpw(rec) * w
-    if rec.format == "e8" then n_e8 = n_e8 + 1 transforms[rec.transform] = true end
-    if rec.format == "trellis" then n_tr = n_tr + 1 end
+    if formats.get(rec.format).reference_layout then n_reference = n_reference + 1 end
   end
   local dense_format = {}
   for name, t in pairs(spec.dense or {}) do
@@ -454,16 +316,20 @@ local function build(spec)
     end
   end
 
-  local hif4_only = #names > 0 and n_e8 == 0 and n_tr == 0
+  -- only HiF4 layers: the HiF4 reference tool's layout (hif4_config.json, no quantization_config)
+  local hif4_only = #names > 0 and n_reference == #names
   local cfg = deep_copy(spec.config)
   cfg.use_cache = true
   local qc = { quant_method = "glq", codebook = "e8_shell", codesz = 8, bpw = round2(bpw), layer_bpw = layer_bpw }
   local compat = spec.python_compat
   if compat then
-    -- what the Python glq (>= 0.2.9) reads: its block-diagonal E8 layers and float tensors only
+    -- what the Python glq (>= 0.2.9) reads: its block-diagonal E8 layers, or (glq 0.8.16, one codebook
+    -- per file) trellis layers, and float tensors only
+    local any_trellis = false
+    for _, name in ipairs(names) do any_trellis = any_trellis or recs[name].format == "trellis" end
     for _, name in ipairs(names) do
       local rec = recs[name]
-      if n_tr > 0 then -- glq 0.8.16: one codebook per model; its trellis needs no padding and block-diagonal RHTs
+      if any_trellis then -- glq 0.8.16: one codebook per model; its trellis needs no padding and block-diagonal RHTs
         if rec.format ~= "trellis" or rec.transform ~= "block-diagonal" or rec.m_pad ~= rec.shape[1] or rec.n_pad ~= rec.shape[2]
           or rec.variant ~= recs[names[1]].variant then
           fail("checkpoint: layer %s: a trellis file for the Python glq holds trellis layers only, all of one variant, with "
@@ -489,74 +355,21 @@ local function build(spec)
       qc.python_glq_marker = marked .. ".SU"
     end
   end
+  -- each format's last rewrite of its tensors for the file's layout (the Python glq's or ours)
+  for _, name in ipairs(names) do
+    local store = formats.get(recs[name].format).store
+    if store then store(name, recs[name], tensors, compat) end
+  end
   if compat then
-    for _, name in ipairs(names) do
-      local rec = recs[name]
-      -- explicit zero scalars of the stages a layer lacks: glq 0.8 on transformers 5 leaves missing
-      -- buffers uninitialized, and a zero scale is what switches a stage off in its loader
-      local zero = glq.zeros("f32", {})
-      if rec.format == "e8" then
-        if rec.bits == 2 then tensors[name .. ".inv_resid_scale"] = zero end
-        tensors[name .. ".inv_resid_scale2"] = zero
-        tensors[name .. ".inv_resid_scale3"] = zero
-      end
-    end
     if next(dense_format) then fail("checkpoint: a file for the Python glq cannot hold q8_0 or hif4 dense tensors") end
   else
-    -- our layout: 3-bit stage-2 indices (< 256) in one byte, and no quant_method (see M.NATIVE)
-    for _, name in ipairs(names) do
-      if recs[name].format == "e8" and recs[name].bits == 3 then
-        local q2 = tensors[name .. ".Qidxs2"]:contiguous()
-        local p = ffi.cast("const uint16_t *", q2:_rawptr())
-        for i = 0, q2:numel() - 1 do
-          if p[i] > 255 then fail("checkpoint: layer %s: 3-bit Qidxs2 entry %d is %d, not below 256", name, i, p[i]) end
-        end
-        tensors[name .. ".Qidxs2"] = q2:to("u8")
-      end
-    end
-    qc.quant_method = nil
+    qc.quant_method = nil -- our layout: no quant_method (see M.NATIVE)
     qc.format = M.NATIVE
     if next(dense_format) then qc.dense_format = dense_format end
   end
-  local tlist = {}
-  for t in pairs(transforms) do tlist[#tlist + 1] = t end
-  table.sort(tlist)
-  qc.block_diagonal = transforms["block-diagonal"] == true
-  if #tlist == 1 then
-    qc.transform = tlist[1]
-  elseif #tlist > 1 then
-    qc.layer_transform = {}
-    for _, name in ipairs(names) do
-      if recs[name].format == "e8" then qc.layer_transform[name] = recs[name].transform end
-    end
+  for _, f in ipairs(formats.stored) do -- each format's quantization_config fields
+    if f.config then f.config(qc, names, recs, compat) end
   end
-  if n_tr > 0 then -- glq 0.8.16's trellis fields; our layout also names each layer's codebook when they mix
-    if n_tr == n_e8 + n_tr then
-      qc.codebook, qc.codesz, qc.variant, qc.trellis_layout = "trellis", 16, recs[names[1]].variant, "kernel"
-      for _, name in ipairs(names) do
-        if recs[name].format == "trellis" and recs[name].variant ~= qc.variant then qc.variant = nil end
-      end
-      qc.block_diagonal = true
-    else
-      qc.trellis_layout = "kernel"
-    end
-    if not compat then
-      qc.layer_codebook = {}
-      for _, name in ipairs(names) do
-        local r = recs[name]
-        if r.format == "trellis" then qc.layer_codebook[name] = r.variant == "hyb" and "trellis-hyb" or "trellis" end
-      end
-    end
-  end
-  local n_e8p = 0 -- E8P layers: our layout names their codebook (glq 0.8.16's packed layout is not written)
-  for _, name in ipairs(names) do
-    if recs[name].codebook == "e8p" then
-      if compat then fail("checkpoint: layer %s is E8P; files for the Python glq hold E8 shell or trellis layers only", name) end
-      qc.layer_codebook = qc.layer_codebook or {}
-      qc.layer_codebook[name], n_e8p = "e8p", n_e8p + 1
-    end
-  end
-  if n_e8p > 0 and n_e8p == #names then qc.codebook = "e8p" end
   if hif4_only then cfg.quantization_config = nil else cfg.quantization_config = qc end
 
   local qmeta = deep_copy(spec.quantize_config or {})
@@ -788,184 +601,6 @@ end
 
 -- ---- reader ----
 
-local E8_SUFFIX = { Qidxs = true, Qidxs2 = true, SU = true, SV = true, Wscale = true, inv_resid_scale = true, bias = true,
-  Qidxs3 = true, Qidxs4 = true, inv_resid_scale2 = true, inv_resid_scale3 = true }
-
--- a scalar f32 field that is absent or zero (a stage the layer does not use)
-local function zero_scalar(where, field, t)
-  if t == nil then return true end
-  check_tensor(where, field, t, "f32", nil)
-  if t:numel() ~= 1 then fail("%s: %s has shape %s, expected a scalar ()", where, field, shape_str(t:shape())) end
-  return t:to("f32"):ptr()[0] == 0
-end
-local TRELLIS_SUFFIX = { trellis_packed = true, SU = true, SV = true, Wscale = true, tlut = true, bias = true }
-
--- a trellis layer's record from its tensors (glq 0.8.16's layout, or ours with sides padded to multiples of 32)
-local function read_trellis(path, name, get, quant, c)
-  local where = path .. ": " .. name
-  for _, f in ipairs({ "trellis_packed", "SU", "SV", "Wscale" }) do
-    if not get(f) then fail("%s: missing tensor %s.%s", where, name, f) end
-  end
-  if quant.codebook == "trellis" and quant.trellis_layout ~= "kernel" then
-    fail("%s: trellis_layout '%s' is not supported (kernel is; glq's older natural-layout 3inst files must be re-quantized)",
-      where, tostring(quant.trellis_layout))
-  end
-  local p = check_tensor(where, name .. ".trellis_packed", get("trellis_packed"), "i16", { false, false })
-  local K = p:shape()[2] / 16
-  if K ~= 2 and K ~= 3 and K ~= 4 then fail("%s: %s.trellis_packed has %d columns: not 16 x 2, 3 or 4 bits", where, name, p:shape()[2]) end
-  local rows, cols = get("SU"):numel(), get("SV"):numel()
-  local exp = expected_shape(c, name)
-  local m, n = exp and exp[1] or rows, exp and exp[2] or cols
-  if rows ~= pad32(m) or cols ~= pad32(n) then
-    fail("%s: %s.SU/SV have %d/%d entries, expected %d/%d for a %dx%d weight", where, name, rows, cols, pad32(m), pad32(n), m, n)
-  end
-  local tlut = get("tlut")
-  local variant = (quant.layer_codebook and quant.layer_codebook[name] == "trellis-hyb" and "hyb") or quant.variant
-    or (tlut and "hyb" or "3inst")
-  local rec = { format = "trellis", shape = { m, n }, bits = K, variant = variant, transform = "block-diagonal" }
-  local out, r2 = {}, {}
-  trellis_tensors(where, { artifacts = { trellis_packed = p, SU = get("SU"), SV = get("SV"), Wscale = get("Wscale"),
-    tlut = variant == "hyb" and tlut or nil }, bits = K, variant = variant, shape = { m, n } },
-    function(given) return given[1], given[2] end, out, r2)
-  if variant ~= "hyb" and tlut then fail("%s: %s.tlut present but the variant is 3inst", where, name) end
-  rec.m_pad, rec.n_pad = rows, cols
-  local bias = get("bias")
-  if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  return rec
-end
-
-local HIF4_SUFFIX = { e6m2 = true, e1_8_packed = true, e1_16_packed = true, s1p2_packed = true, SV = true, bias = true }
-
-local function read_e8(path, name, get, quant, c)
-  local where = path .. ": " .. name
-  local q = check_tensor(where, name .. ".Qidxs", get("Qidxs"), "i16", { false, false })
-  if not get("SU") then fail("%s: missing tensor %s.SU", where, name) end
-  if not get("SV") then fail("%s: missing tensor %s.SV", where, name) end
-  if not get("Wscale") then fail("%s: missing tensor %s.Wscale", where, name) end
-  local su = check_tensor(where, name .. ".SU", get("SU"), "f16", { false })
-  local sv = check_tensor(where, name .. ".SV", get("SV"), "f16", { false })
-  local ws = check_tensor(where, name .. ".Wscale", get("Wscale"), "f32", nil)
-  if ws:numel() ~= 1 then fail("%s: %s.Wscale has shape %s, expected a scalar ()", where, name, shape_str(ws:shape())) end
-  local rows, cols = su:shape()[1], sv:shape()[1]
-  -- glq >= 0.8 stores a dim that is not a multiple of 8 with Qidxs padded to the next multiple of 8
-  -- and SU/SV unpadded; its loader pads the signs with ones, and so do we
-  local qs, pad = q:shape(), nil
-  local function ones_padded(t, len)
-    local o = glq.full("f16", { len }, 1)
-    local src, dst = ffi.cast("const uint16_t *", t:contiguous():_rawptr()), ffi.cast("uint16_t *", o:_rawptr())
-    for i = 0, t:numel() - 1 do dst[i] = src[i] end
-    return o
-  end
-  if #qs == 2 and qs[1] == ceil8(rows) and qs[1] ~= rows then
-    pad = pad or {}
-    pad.SU, rows = ones_padded(su, qs[1]), qs[1]
-  end
-  if #qs == 2 and qs[2] * 8 == ceil8(cols) and qs[2] * 8 ~= cols then
-    pad = pad or {}
-    pad.SV, cols = ones_padded(sv, qs[2] * 8), qs[2] * 8
-  end
-  check_tensor(where, name .. ".Qidxs", q, "i16", { rows, math.floor(cols / 8) })
-  if cols % 8 ~= 0 then fail("%s: %s.SV has %d entries, not a multiple of 8", where, name, cols) end
-  -- bits: config first, else from the stage-2 tensors
-  local lb = quant.layer_bpw and quant.layer_bpw[name]
-  local bits = lb
-  if bits == nil and type(quant.bpw) == "number" and quant.bpw % 1 == 0 then bits = quant.bpw end
-  local q2, irs = get("Qidxs2"), get("inv_resid_scale")
-  -- stages 3 and 4 (5-8 bpw RVQ) are read only when switched off by zero scales, as glq writes them
-  for k = 2, 3 do
-    local f = "inv_resid_scale" .. k
-    if not zero_scalar(where, name .. "." .. f, get(f)) then
-      fail("%s: %s.%s is not zero: N-stage RVQ (5-8 bpw) is not supported", where, name, f)
-    end
-    if get("Qidxs" .. (k + 1)) then check_tensor(where, name .. ".Qidxs" .. (k + 1), get("Qidxs" .. (k + 1)), "i16", { rows, cols / 8 }) end
-  end
-  -- a zero inv_resid_scale switches stage 2 off (glq's 2-bit layers may carry it, with zero Qidxs2)
-  if irs and zero_scalar(where, name .. ".inv_resid_scale", irs) and (bits == nil or bits == 2) then
-    if q2 then check_tensor(where, name .. ".Qidxs2", q2, "i16", { rows, cols / 8 }) end
-    q2, irs, bits = nil, nil, 2
-  end
-  if bits == nil then
-    if q2 then fail("%s: cannot tell 3 from 4 bits: no layer_bpw entry and a fractional bpw in config.json", where) end
-    bits = 2
-  end
-  if bits ~= 2 and bits ~= 3 and bits ~= 4 then
-    fail("%s: %s bits per weight is not supported (2, 3 and 4 are)", where, tostring(bits))
-  end
-  if bits > 2 then
-    if not q2 then fail("%s: missing tensor %s.Qidxs2 (config.json says %d bits)", where, name, bits) end
-    if not irs then fail("%s: missing tensor %s.inv_resid_scale (config.json says %d bits)", where, name, bits) end
-    -- our 3-bit layout packs the stage-2 index (< 256) in one byte; glq's is I16
-    check_tensor(where, name .. ".Qidxs2", q2, (bits == 3 and q2:dtype() == "u8") and "u8" or "i16", { rows, cols / 8 })
-    check_tensor(where, name .. ".inv_resid_scale", irs, "f32", nil)
-    if irs:numel() ~= 1 then fail("%s: %s.inv_resid_scale has shape %s, expected a scalar ()", where, name, shape_str(irs:shape())) end
-  elseif q2 then
-    fail("%s: %s.Qidxs2 present but config.json says 2 bits", where, name)
-  end
-  -- transform: ours is recorded; glq's is told by the shapes (per layer, like glq's own loader)
-  local exp = expected_shape(c, name)
-  local tr = (quant.layer_transform and quant.layer_transform[name]) or quant.transform
-  local m, n
-  if tr ~= nil then
-    if not M.TRANSFORMS[tr] then fail("%s: unknown transform '%s' in config.json", where, tostring(tr)) end
-    if exp then
-      m, n = exp[1], exp[2]
-      local wr, wc = stored_dims(tr, m, n)
-      if not dims_fit(tr, m, n, rows, cols) then
-        fail("%s: %s.Qidxs has shape %s but config.json implies %s (a %dx%d weight, transform %s)", where, name,
-          shape_str(q:shape()), shape_str({ wr, wc / 8 }), m, n, tr)
-      end
-    else
-      m, n = rows, cols
-    end
-  elseif exp then
-    m, n = exp[1], exp[2]
-    if rows == m and cols == n then
-      tr = (quant.block_diagonal or not (is_pow2(m) and is_pow2(n))) and "block-diagonal" or "pow2-padded"
-    elseif rows == pow2ceil(m) and cols == pow2ceil(n) then
-      tr = "pow2-padded"
-    elseif rows == ceil8(m) and cols == ceil8(n) then
-      tr = "block-diagonal" -- glq >= 0.8: dims not multiples of 8 padded to the next multiple of 8
-    else
-      fail("%s: %s.Qidxs has shape %s but config.json implies %s (block-diagonal) or %s (power-of-two padded) for a %dx%d weight",
-        where, name, shape_str(q:shape()), shape_str({ m, n / 8 }), shape_str({ pow2ceil(m), pow2ceil(n) / 8 }), m, n)
-    end
-  else
-    m, n = rows, cols
-    tr = (quant.block_diagonal or not (is_pow2(m) and is_pow2(n))) and "block-diagonal" or "pow2-padded"
-  end
-  local bias = get("bias")
-  if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  -- E8P: the same tensors, the codebook named in quantization_config (ours per layer; glq 0.8.16's CPU
-  -- quantizer writes these plain I16 tensors with codebook "e8p" too)
-  local e8p = (quant.layer_codebook and quant.layer_codebook[name] == "e8p") or quant.codebook == "e8p"
-  -- glq 0.8.16's CPU path quantizes "e8p" with its shell pipeline on the E8P table: the 3-bit stage 2 indexes
-  -- the table's first 256 entries (not E81B), which our E8P layer decodes as its 4-bit (E8P) stage 2
-  local dbits = (e8p and bits == 3 and quant.format ~= M.NATIVE) and 4 or bits
-  return { format = "e8", shape = { m, n }, bits = dbits, transform = tr, m_pad = rows, n_pad = cols, stage2 = bits > 2,
-    codebook = e8p and "e8p" or nil, pad = pad }
-end
-
-local function read_hif4(path, name, get, c)
-  local where = path .. ": " .. name
-  for _, f in ipairs(HIF4_FIELDS) do
-    if not get(f) then fail("%s: missing tensor %s.%s", where, name, f) end
-  end
-  local e6 = check_tensor(where, name .. ".e6m2", get("e6m2"), "u8", { false, false })
-  local m, nb = e6:shape()[1], e6:shape()[2]
-  local sv = get("SV")
-  local exp = expected_shape(c, name)
-  local n = exp and exp[2] or (sv and sv:numel()) or nb * 64
-  if exp and exp[1] ~= m or math.ceil(n / 64) ~= nb then
-    fail("%s: %s.e6m2 has shape %s but config.json implies %s", where, name, shape_str(e6:shape()),
-      shape_str({ exp and exp[1] or m, math.ceil(n / 64) }))
-  end
-  for f, last in pairs(HIF4_LAST) do check_tensor(where, name .. "." .. f, get(f), "u8", { m, nb, last }) end
-  if sv then check_tensor(where, name .. ".SV", sv, "f16", { ceil8(n) }) end
-  local bias = get("bias")
-  if bias then check_tensor(where, name .. ".bias", bias, nil, { m }) end
-  return { format = "hif4", shape = { m, n } }
-end
-
 -- Reads a checkpoint directory: {config (normalized), hf_config, quant, layers, dense, tokenizer_path, hif4}
 function M.read(dir)
   dir = dir:gsub("/+$", "")
@@ -990,10 +625,14 @@ function M.read(dir)
     if quant.quant_method ~= "glq" and not (quant.quant_method == nil and quant.format == M.NATIVE) then
       fail("%s: quant_method '%s' is not supported (glq is)", cfgp, tostring(quant.quant_method))
     end
-    if quant.codebook ~= nil and quant.codebook ~= "e8_shell" and quant.codebook ~= "trellis" and quant.codebook ~= "e8p" then
-      fail("%s: codebook '%s' is not supported (e8_shell, e8p and trellis are)", cfgp, tostring(quant.codebook))
+    local codesz, known = {}, {} -- the codebook names of the formats' files and their codesz
+    for _, f in ipairs(formats.stored) do
+      for _, cb in ipairs(f.codebooks or {}) do codesz[cb[1]], known[#known + 1] = cb[2], cb[1] end
     end
-    local codesz = quant.codebook == "trellis" and 16 or 8
+    codesz = codesz[quant.codebook or "e8_shell"] -- glq's default codebook
+    if not codesz then
+      fail("%s: codebook '%s' is not supported (%s are)", cfgp, tostring(quant.codebook), listing(known, "and"))
+    end
     if quant.codesz ~= nil and quant.codesz ~= codesz then fail("%s: codesz %s is not supported (%d is)", cfgp, tostring(quant.codesz), codesz) end
   end
   if hif4 and hif4.filename ~= nil and not fs.inside(hif4.filename) then
@@ -1010,15 +649,20 @@ function M.read(dir)
     fail("%s: missing %s", dir, fs.basename(file))
   end
 
-  -- quantized modules are the prefixes of .Qidxs / .e6m2 tensors (a HiF4 dense tensor's fields aside)
+  -- quantized modules are the prefixes of their format's tensor_field (.Qidxs, .trellis_packed, .e6m2;
+  -- a HiF4 dense tensor's fields aside)
   local dense_format = (quant and quant.dense_format) or (hif4 and hif4.dense_format) or {}
   if type(dense_format) ~= "table" then fail("%s: dense_format must be an object", cfgp) end
+  local marks = {}
+  for _, f in ipairs(formats.stored) do marks[f.tensor_field] = f end
   local layers, owned = {}, {}
   for k in pairs(tensors) do
     local p, f = k:match("^(.+)%.([%w_]+)$")
     if dense_format[p] == "hif4" then
       owned[k] = true
-    elseif f == "Qidxs" then layers[p] = "e8" elseif f == "e6m2" then layers[p] = "hif4" elseif f == "trellis_packed" then layers[p] = "trellis" end
+    elseif marks[f] then
+      layers[p] = marks[f]
+    end
     if f == "Qidxs_e8p" then
       fail("%s: %s: glq 0.8.16's packed E8P layers (its GPU quantizer's Qidxs_e8p) are not read yet (glq.e8p.unpack converts the indices)", file, k)
     end
@@ -1029,24 +673,20 @@ function M.read(dir)
     end
   end
   local out = { config = c, hf_config = hf, quant = quant, hif4 = hif4, layers = {}, dense = {} }
-  for name, fmt in pairs(layers) do
-    local function get(f) owned[name .. "." .. f] = true return tensors[name .. "." .. f] end
-    local rec = fmt == "e8" and read_e8(file, name, get, quant or {}, c)
-      or fmt == "trellis" and read_trellis(file, name, get, quant or {}, c) or read_hif4(file, name, get, c)
+  local x = { file = file, cfgp = cfgp, quant = quant or {}, native = quant ~= nil and quant.format == M.NATIVE }
+  for name, f in pairs(layers) do
+    local function get(fld) owned[name .. "." .. fld] = true return tensors[name .. "." .. fld] end
+    x.exp = expected_shape(c, name)
+    local rec = f.read(name, get, x)
+    local bias = get("bias")
+    if bias then check_tensor(file .. ": " .. name, name .. ".bias", bias, nil, { rec.shape[1] }) end
     out.layers[name] = layer_entry(rec, get)
-    if quant and quant.layer_bpw and fmt == "hif4" then
-      local lb = quant.layer_bpw[name]
-      if lb ~= nil and lb ~= (out.layers[name].sv and "hif4+rht" or "hif4") then
-        fail("%s: layer_bpw says %s for %s, the tensors hold %s", cfgp, tostring(lb), name, out.layers[name].sv and "hif4+rht" or "hif4")
-      end
-    end
   end
   for k, t in pairs(tensors) do
     if not owned[k] then
       local p, f = k:match("^(.+)%.([%w_]+)$")
       if p and layers[p] then
-        local allowed = layers[p] == "e8" and E8_SUFFIX or layers[p] == "trellis" and TRELLIS_SUFFIX or HIF4_SUFFIX
-        if not allowed[f] then
+        if not layers[p].fields[f] then
           fail("%s: unsupported tensor %s next to the quantized layer %s (N-stage RVQ and other newer glq layouts are not supported)", file, k, p)
         end
       end

@@ -217,28 +217,11 @@ end
 
 -- a linear layer from a checkpoint layer entry (see glq.checkpoint) of true shape (out, in)
 function M.quantized_linear(e, out, inn, name)
-  if e.format == "e8" then
-    local a = {}
-    for k, v in pairs(e.artifacts) do a[k] = v end
-    a.out_features, a.in_features = out, inn
-    return glq.e8.linear(a, { bias = e.bias, transform = e.transform, bits = e.bits, codebook = e.codebook, name = name })
+  local f = require("glq.formats").get(e.format)
+  if not (f and f.linear) then
+    error(string.format("layer %s: a checkpoint entry of unknown format '%s'", tostring(name), tostring(e.format)), 0)
   end
-  if e.format == "trellis" then
-    local a = { codebook = "trellis", variant = e.variant, bits = e.bits, transform = e.transform }
-    for k, v in pairs(e.artifacts) do a[k] = v end
-    a.out_features, a.in_features = out, inn
-    local bias = e.bias and e.bias:to("f32") or nil
-    local ok, lin = pcall(glq.trellis.linear, a, bias)
-    if not ok then error(string.format("layer %s: %s", tostring(name), tostring(lin)), 0) end
-    return lin
-  end
-  local pack = e.pack
-  if e.sv then
-    pack = {}
-    for k, v in pairs(e.pack) do pack[k] = v end
-    pack.signs = e.sv:to("i8")
-  end
-  return glq.hif4.linear(pack, e.bias)
+  return f.linear(e, out, inn, name)
 end
 
 -- the linear for module `name` of shape (out, in): dense from the source, or the checkpoint's quantized layer
