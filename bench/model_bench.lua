@@ -2,8 +2,9 @@
 -- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2/3/4-bit, HiF4, E8P 2-bit and trellis 2-bit.
 -- The E8, E8P and trellis layers use random valid codes, signs and scales (throughput does not depend on
 -- the values); HiF4 layers are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda]
--- [rounds] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
--- graphs). The variants are built first and measured in interleaved rounds (default 5): every
+-- [rounds] [variants] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
+-- graphs; variants: a comma-separated subset of the labels below, e.g. "E8 2-bit,trellis 2-bit"; dense f32 always
+-- runs first). The variants are built first and measured in interleaved rounds (default 5): every
 -- number is a median over rounds, and the E8/HiF4 ratio to dense is the median of the ratios
 -- within a round, so slow drifts of a shared machine's memory bandwidth cancel.
 local model = require "glq.model"
@@ -78,6 +79,17 @@ else
 end
 print(string.format("%-22s %14s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "decode/dense", "linear MB"))
 local variants, models, mbytes = { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4", "E8P 2-bit", "trellis 2-bit" }, {}, {}
+if arg and arg[4] then
+  local want, picked = {}, { "dense f32" }
+  for v in arg[4]:gmatch("[^,]+") do want[v] = true end
+  want["dense f32"] = nil
+  for i = 2, #variants do
+    if want[variants[i]] then picked[#picked + 1] = variants[i]; want[variants[i]] = nil end
+  end
+  local unknown = next(want)
+  if unknown then error("model_bench: unknown variant '" .. unknown .. "' (" .. table.concat(variants, ", ") .. ")", 0) end
+  variants = picked
+end
 for vi, variant in ipairs(variants) do
   local m = model.load(path, { max_seq = 1024 })
   local bytes = 0

@@ -327,6 +327,46 @@ describe("llama forward on a random model", function()
     assert.equal(0, one:max_abs_diff(full))
   end)
 
+  it("decodes the same bytes at 1, 2 and 3 threads through E8 and trellis layers, also with one layer in two roles", function()
+    local function signs(n, s) return glq.rand({ n }, s):to("f64"):mul(2):to("i32"):to("f32"):mul(2):sub(glq.full("f32", { n }, 1)):to("f16") end
+    local function e8(out, inn, s)
+      local q = glq.rand({ out, inn / 8 }, s):mul(65535):to("i32"):sub(glq.full("i32", { out, inn / 8 }, 32768)):to("i16")
+      return glq.e8.linear({ Qidxs = q, SU = signs(out, s + 1), SV = signs(inn, s + 2), Wscale = glq.tensor({ 0.05 }, {}, "f32"),
+        out_features = out, in_features = inn }, { bits = 2 })
+    end
+    local function trellis(out, inn, s)
+      local n = (out / 16) * (inn / 16)
+      local packed = glq.rand({ n, 32 }, s):mul(65535):to("i32"):sub(glq.full("i32", { n, 32 }, 32768)):to("i16")
+      return glq.trellis.linear({ trellis_packed = packed, SU = signs(out, s + 1), SV = signs(inn, s + 2),
+        Wscale = glq.tensor({ 0.05 }, {}, "f32"), bits = 2, out_features = out, in_features = inn })
+    end
+    local function decode(shared)
+      local m = build("half")
+      for l = 0, 1 do
+        local w = W.layers[l + 1]
+        local kv, gu = e8(64, 128, 10 * l + 1), trellis(96, 128, 10 * l + 2)
+        m:set_layer(l, { attn_norm = w.attn_norm, ffn_norm = w.ffn_norm, q_norm = w.q_norm, k_norm = w.k_norm,
+          q = e8(128, 128, 10 * l + 3), k = kv, v = shared and kv or e8(64, 128, 10 * l + 4), o = e8(128, 128, 10 * l + 5),
+          gate = gu, up = shared and gu or trellis(96, 128, 10 * l + 6), down = e8(128, 96, 10 * l + 7) })
+      end
+      local n0, out = glq.num_threads(), {}
+      for threads = 1, 3 do
+        glq.num_threads(threads)
+        local c = glq.llama.kvcache(m, { batch = 2 })
+        m:forward({ { 3, 1, 4, 1, 5 }, { 2, 7, 1, 8, 2 } }, { cache = c })
+        out[threads] = {}
+        for t = 1, 4 do out[threads][t] = m:forward({ { toks[1][t] }, { toks[2][t] } }, { cache = c }) end
+      end
+      glq.num_threads(n0)
+      for t = 1, 4 do
+        assert.equal(0, out[1][t]:max_abs_diff(out[2][t]))
+        assert.equal(0, out[1][t]:max_abs_diff(out[3][t]))
+      end
+      return out[1][4]
+    end
+    assert.is_true(decode(false):max_abs_diff(decode(true)) > 0) -- the shared layers do change the model
+  end)
+
   it("quantizes INT8 keys once they leave the f32 window, with a bounded error", function()
     local m = build("half")
     local full = m:forward(toks, { all_logits = true })

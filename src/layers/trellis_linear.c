@@ -385,40 +385,55 @@ static void permute_x(const trlin *l, int64_t B) {
     }
 }
 
-TRL_AVX2 static void fw_range_avx2(void *ctx, int64_t r0, int64_t r1) {
-  const fw_job *j = ctx;
+/* Lane blocks: a row tile's 32 lanes run in blocks of TR_LANES over all its column tiles, so a block's accumulators
+ * stay in registers (at batch 1); each lane is still one FMA chain over the column tiles in ascending order. */
+#define TR_LANES 8
+
+/* row tiles [r0, r1) at batch B (a constant after inlining) */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_rows_avx2(const fw_job *j, int64_t r0, int64_t r1,
+                                                                                          const int B) {
   const trlin *l = j->l;
-  const int K = l->code.K, B = (int)j->B;
+  const int K = l->code.K;
   const int64_t tn = l->np / 16;
   const __m256i sh_lo = _mm256_setr_epi64x(48, 48 - K, 48 - 2 * K, 48 - 3 * K);
   const __m256i sh_hi = _mm256_setr_epi64x(48 - 4 * K, 48 - 5 * K, 48 - 6 * K, 48 - 7 * K);
-  __m256 acc[SMALL_B][32];
-  for (int64_t rt = r0; rt < r1; rt++) {
-    for (int b = 0; b < B; b++)
-      for (int ln = 0; ln < 32; ln++) acc[b][ln] = _mm256_setzero_ps();
-    for (int64_t ct = 0; ct < tn; ct++) {
-      const uint8_t *tile = (const uint8_t *)(l->words + (rt * tn + ct) * l->wpt);
-      const float *xp = l->xp + ct * 32;
-      for (int ln = 0; ln < 32; ln++) {
-        const __m256 v = lane_values(tile_window(tile, K, ln), sh_lo, sh_hi);
-        for (int b = 0; b < B; b++) acc[b][ln] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][ln]);
-      }
-    }
-    for (int b = 0; b < B; b++) {
-      float *y = l->yt + b * l->mp + rt * 16;
-      for (int g = 0; g < 8; g++) {
-        float s0 = 0, s1 = 0; /* rows g and g + 8: lanes 4g .. 4g+3, elements {0,1,4,5} and {2,3,6,7} */
-        for (int t = 0; t < 4; t++) {
-          float a[8];
-          _mm256_storeu_ps(a, acc[b][4 * g + t]);
-          s0 += (a[0] + a[1]) + (a[4] + a[5]);
-          s1 += (a[2] + a[3]) + (a[6] + a[7]);
+  __m256 acc[SMALL_B][TR_LANES];
+  for (int64_t rt = r0; rt < r1; rt++)
+    for (int l0 = 0; l0 < 32; l0 += TR_LANES) {
+      for (int b = 0; b < B; b++)
+#pragma GCC unroll 8
+        for (int i = 0; i < TR_LANES; i++) acc[b][i] = _mm256_setzero_ps();
+      for (int64_t ct = 0; ct < tn; ct++) {
+        const uint8_t *tile = (const uint8_t *)(l->words + (rt * tn + ct) * l->wpt);
+        const float *xp = l->xp + ct * 32;
+#pragma GCC unroll 8
+        for (int i = 0; i < TR_LANES; i++) {
+          const int ln = l0 + i;
+          const __m256 v = lane_values(tile_window(tile, K, ln), sh_lo, sh_hi);
+          for (int b = 0; b < B; b++) acc[b][i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][i]);
         }
-        y[g] = s0 * l->wscale;
-        y[g + 8] = s1 * l->wscale;
+      }
+      for (int b = 0; b < B; b++) {
+        float *y = l->yt + b * l->mp + rt * 16;
+        for (int g = l0 / 4; g < (l0 + TR_LANES) / 4; g++) {
+          float s0 = 0, s1 = 0; /* rows g and g + 8: lanes 4g .. 4g+3, elements {0,1,4,5} and {2,3,6,7} */
+          for (int t = 0; t < 4; t++) {
+            float a[8];
+            _mm256_storeu_ps(a, acc[b][4 * g + t - l0]);
+            s0 += (a[0] + a[1]) + (a[4] + a[5]);
+            s1 += (a[2] + a[3]) + (a[6] + a[7]);
+          }
+          y[g] = s0 * l->wscale;
+          y[g + 8] = s1 * l->wscale;
+        }
       }
     }
-  }
+}
+
+TRL_AVX2 static void fw_range_avx2(void *ctx, int64_t r0, int64_t r1) {
+  const fw_job *j = ctx;
+  if (j->B == 1) fw_rows_avx2(j, r0, r1, 1);
+  else fw_rows_avx2(j, r0, r1, (int)j->B);
 }
 #endif
 

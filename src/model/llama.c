@@ -434,8 +434,13 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   const float *K = Kbuf, *V = Vbuf;
   float scale = 1.0f / sqrtf((float)hd);
   int64_t gathered = -1; /* the (sequence, kv head) whose keys/values are in K, V */
-  for (int64_t it = i0; it < i1; it++) {
+  for (int64_t it = i0, g; it < i1; it += g) {
     int b = (int)(it / nh), h = (int)(it % nh), kvh = h / rep;
+    /* one new position: the heads of this kv head in the range score against its keys together (one pass
+     * over them; a gemm's outputs do not depend on how many x rows it takes) */
+    g = 1;
+    if (T == 1)
+      while (g < QBLOCK && it + g < i1 && (h + g) / rep == kvh) g++;
     if (gathered != (int64_t)b * nkv + kvh) {
       gathered = (int64_t)b * nkv + kvh;
       if (c->in_place) {
@@ -451,6 +456,15 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
       if (transpose)
         for (int j = 0; j < L; j++)
           for (int d = 0; d < hd; d++) Vt[(size_t)d * L + j] = V[(size_t)j * hd + d];
+    }
+    if (g > 1) {
+      const size_t row0 = ((size_t)b * nh + h) * hd;
+      glq_gemm_nt(c->q + row0, hd, g, K, GLQ_F32, hd, L, hd, NULL, S, L);
+      for (int i = 0; i < g; i++) {
+        softmax_row(S + (size_t)i * L, L, L, scale);
+        pv_rows(S + (size_t)i * L, L, V, hd, c->att + row0 + (size_t)i * hd);
+      }
+      continue;
     }
     for (int t0 = 0; t0 < T; t0 += QBLOCK) {
       int nb = T - t0 < QBLOCK ? T - t0 : QBLOCK, Lt = pos0 + t0 + nb;
@@ -508,6 +522,51 @@ static int run_linear(glq_linear *lin, const float *x, int64_t n, float *y, int 
   return rc;
 }
 
+/* Up to this many rows, the linears that share an input (q, k, v; gate, up) run side by side, one per
+ * thread, when there are no more threads than linears: one dispatch instead of one per linear, and each
+ * layer's serial input/output transforms overlap the others' (a decode step's linears are short, so their
+ * dispatches and transforms weigh). Each linear's result does not depend on where it runs. */
+#define SIDE_BY_SIDE_ROWS 8
+#define SIDE_BY_SIDE_MAX 3
+
+typedef struct {
+  glq_linear *const *lin;
+  const float *x;
+  int64_t n;
+  float *const *y;
+  int count;
+  atomic_int next;                  /* the next linear to claim, in the order given (largest first) */
+  int rc[SIDE_BY_SIDE_MAX];
+  char msg[SIDE_BY_SIDE_MAX][512];  /* glq_errmsg is per thread */
+} side_ctx;
+
+static void side_range(void *vctx, int64_t p0, int64_t p1) {
+  side_ctx *c = vctx;
+  for (int64_t p = p0; p < p1; p++)
+    for (int i; (i = atomic_fetch_add(&c->next, 1)) < c->count;)
+      if ((c->rc[i] = glq_linear_forward(c->lin[i], c->x, c->n, c->y[i]))) snprintf(c->msg[i], sizeof c->msg[i], "%s", glq_errmsg());
+}
+
+/* y[i] = lin[i](x) for count <= SIDE_BY_SIDE_MAX linears of one input of n rows */
+static int run_linears(glq_linear *const *lin, const char *const *what, int count, const float *x, int64_t n,
+                       float *const *y, int l) {
+  const int threads = n <= SIDE_BY_SIDE_ROWS ? glq_num_threads() : 0;
+  int distinct = 1; /* a layer's scratch serves one call at a time */
+  for (int i = 0; i < count; i++)
+    for (int j = 0; j < i; j++) distinct &= lin[i] != lin[j];
+  if (threads > 1 && threads <= count && distinct) {
+    side_ctx c = {.lin = lin, .x = x, .n = n, .y = y, .count = count};
+    atomic_init(&c.next, 0);
+    glq_parallel_for(threads, 1, side_range, &c);
+    for (int i = 0; i < count; i++)
+      if (c.rc[i]) return glq_error(c.rc[i], "layer %d %s: %s", l, what[i], c.msg[i]);
+    return GLQ_OK;
+  }
+  int rc = GLQ_OK;
+  for (int i = 0; i < count && !rc; i++) rc = run_linear(lin[i], x, n, y[i], l, what[i]);
+  return rc;
+}
+
 int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, glq_kvcache *cache,
                     glq_llama_capture *cap) {
   const glq_llama_config *f = &m->cfg;
@@ -535,8 +594,8 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
 
   rmsnorm(xn, hidden, L->attn_norm, N, dim, f->norm_eps);
   if ((rc = capture(m, cap, GLQ_CAP_QKV, xn, N))) return rc;
-  if ((rc = run_linear(L->q, xn, N, q, l, "q")) || (rc = run_linear(L->k, xn, N, k, l, "k")) ||
-      (rc = run_linear(L->v, xn, N, v, l, "v")))
+  if ((rc = run_linears((glq_linear *[]){L->q, L->k, L->v}, (const char *[]){"q", "k", "v"}, 3, xn, N,
+                        (float *[]){q, k, v}, l)))
     return rc;
   if (f->qk_norm) {
     rmsnorm(q, q, L->q_norm, N * f->n_heads, f->head_dim, f->norm_eps);
@@ -558,7 +617,8 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
 
   rmsnorm(xn, hidden, L->ffn_norm, N, dim, f->norm_eps);
   if ((rc = capture(m, cap, GLQ_CAP_GATE_UP, xn, N))) return rc;
-  if ((rc = run_linear(L->gate, xn, N, g, l, "gate")) || (rc = run_linear(L->up, xn, N, u, l, "up"))) return rc;
+  if ((rc = run_linears((glq_linear *[]){L->gate, L->up}, (const char *[]){"gate", "up"}, 2, xn, N, (float *[]){g, u}, l)))
+    return rc;
   swiglu_ctx sc = {g, u};
   glq_parallel_for(N * ffn, 16384, swiglu_range, &sc);
   if ((rc = capture(m, cap, GLQ_CAP_DOWN, g, N))) return rc;
