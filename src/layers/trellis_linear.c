@@ -358,18 +358,23 @@ TRL_AVX2 static inline uint64_t tile_window(const uint8_t *tile, int K, int lane
   return (uint64_t)_mm_cvtsi128_si64(_mm_shuffle_epi8(v, _mm_loadu_si128((const __m128i *)shuf[b & 1])));
 }
 
-/* the 8 values (3inst) of the states (X >> (48 - jK)) & 0xFFFF, j = 0..7: glq_trellis_3inst bit for bit */
-TRL_AVX2 static inline __m256 lane_values(uint64_t X, __m256i sh_lo, __m256i sh_hi) {
+/* the 8 states (X >> (48 - jK)) & 0xFFFF, j = 0..7 */
+TRL_AVX2 static inline __m256i lane_states(uint64_t X, __m256i sh_lo, __m256i sh_hi) {
   const __m256i xv = _mm256_set1_epi64x((long long)X), idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
   const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_srlv_epi64(xv, sh_lo), idx);
   const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_srlv_epi64(xv, sh_hi), idx);
-  __m256i s = _mm256_blend_epi32(lo, hi, 0xF0);
-  s = _mm256_and_si256(s, _mm256_set1_epi32(0xFFFF));
+  return _mm256_and_si256(_mm256_blend_epi32(lo, hi, 0xF0), _mm256_set1_epi32(0xFFFF));
+}
+
+/* the 8 values (3inst) of 8 states: glq_trellis_3inst bit for bit */
+TRL_AVX2 static inline __m256 lane_values(__m256i s) {
   __m256i r = _mm256_add_epi32(_mm256_mullo_epi32(s, _mm256_set1_epi32(89226354)), _mm256_set1_epi32(64248484));
   r = _mm256_xor_si256(_mm256_and_si256(r, _mm256_set1_epi32((int)0x8FFF8FFFu)), _mm256_set1_epi32(0x3B603B60));
-  /* low halves then high halves, 16 bits each, in state order */
-  const __m256i p = _mm256_permute4x64_epi64(
-      _mm256_packus_epi32(_mm256_and_si256(r, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(r, 16)), 0xD8);
+  /* low halves then high halves, 16 bits each, in state order: within each 128-bit half the low halves to bytes
+   * 0..7 and the high ones to 8..15, then the quarters reordered */
+  const __m256i halves = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const __m256i p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(r, halves), 0xD8);
   const __m256 sum = _mm256_add_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(p)), _mm256_cvtph_ps(_mm256_extracti128_si256(p, 1)));
   return _mm256_cvtph_ps(_mm256_cvtps_ph(sum, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
@@ -409,7 +414,7 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
 #pragma GCC unroll 8
         for (int i = 0; i < TR_LANES; i++) {
           const int ln = l0 + i;
-          const __m256 v = lane_values(tile_window(tile, K, ln), sh_lo, sh_hi);
+          const __m256 v = lane_values(lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
           for (int b = 0; b < B; b++) acc[b][i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][i]);
         }
       }
