@@ -116,6 +116,7 @@ static int dgrow(void **p, size_t *cap, size_t bytes) {
   *cap = 0;
   cudaError_t e = cudaMalloc(p, bytes);
   if (e != cudaSuccess) {
+    (void)cudaGetLastError(); /* reported here; do not leave it for the next launch check */
     *p = NULL;
     return glq_error(e == cudaErrorMemoryAllocation ? GLQ_ENOMEM : GLQ_EIO, "GPU scratch of %zu bytes: %s", bytes,
                      cudaGetErrorString(e));
@@ -722,7 +723,9 @@ static int layer_chunk(glq_cuda_llama *g, int l, float *h, int nb, int T, int po
   int64_t N = (int64_t)nb * T, dim = f->dim, ffn = f->ffn_dim;
   int nh = f->n_heads, kvh = f->n_kv_heads, hd = f->head_dim, L = pos0 + T;
   int64_t qd = (int64_t)nh * hd, kd = (int64_t)kvh * hd;
-  size_t fl = (size_t)N * (2 * dim + 2 * qd + 2 * kd + 2 * ffn) + (size_t)nb * nh * T * L;
+  /* the scores S (nb·nh·T·L) only without d_pos: the decode kernel keeps them in shared memory, so a decode
+   * step needs the same scratch at every position (a captured graph must never have to grow it) */
+  size_t fl = (size_t)N * (2 * dim + 2 * qd + 2 * kd + 2 * ffn) + (d_pos ? 0 : (size_t)nb * nh * T * L);
   int rc = dgrow(&g->ws, &g->ws_n, fl * sizeof(float));
   if (!rc) rc = dgrow((void **)&g->ptrs, &g->ptrs_n, (size_t)5 * nb * nh * sizeof(float *));
   if (rc) return rc;
@@ -884,8 +887,15 @@ static int decode_step(glq_cuda_llama *g, glq_cuda_kv *kv, const int32_t *tokens
     GLQ_CUDA_TRY(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
     rc = decode_body(g, kv, B);
     cudaError_t e = cudaStreamEndCapture(g->st, &gr);
-    if (rc) { if (gr) cudaGraphDestroy(gr); return rc; }
-    if (e != cudaSuccess) return glq_error(GLQ_EIO, "GPU decode: graph capture failed: %s", cudaGetErrorString(e));
+    if (rc || e != cudaSuccess) {
+      /* the capture failed (a call that cannot be captured, e.g. a buffer that had to grow): drop it and run
+       * the step eagerly; a real error shows again there. The next step tries to capture again. */
+      if (gr) cudaGraphDestroy(gr);
+      (void)cudaGetLastError();
+      if ((rc = decode_body(g, kv, B))) return rc;
+      g->step_gen = g->gen + dgrow_moves;
+      return GLQ_OK;
+    }
     e = cudaGraphInstantiate(&g->graph, gr, 0);
     cudaGraphDestroy(gr);
     if (e != cudaSuccess) {
