@@ -135,14 +135,16 @@ function M.from_hf(cfg, src)
   c.vocab = req(cfg.vocab_size, "vocab_size", src)
   c.max_seq = cfg.max_position_embeddings or 2048
   c.norm_eps = cfg.rms_norm_eps or 1e-6
-  c.rope_theta = cfg.rope_theta or 10000
+  -- transformers >= 5 writes rope_theta and the scaling into rope_parameters (no top-level keys)
+  local rp = type(cfg.rope_parameters) == "table" and cfg.rope_parameters or nil
+  c.rope_theta = cfg.rope_theta or (rp and rp.rope_theta) or 10000
   c.tied = cfg.tie_word_embeddings
   if c.tied == nil then c.tied = false end
   c.qk_norm = mt == "qwen3"
   c.attn_bias = mt == "qwen2" or cfg.attention_bias == true
   c.bos = cfg.bos_token_id
   c.eos = type(cfg.eos_token_id) == "table" and cfg.eos_token_id[1] or cfg.eos_token_id
-  local rs = cfg.rope_scaling
+  local rs = type(cfg.rope_scaling) == "table" and cfg.rope_scaling or rp
   if type(rs) == "table" then
     local t = rs.rope_type or rs.type
     if t == "llama3" then
