@@ -36,6 +36,7 @@ struct glq_cuda_trellis {
   float *x;            /* VT_MAX_SEQ x T */
   int32_t *ov, *states;
   int t_cap;           /* T the x/states buffers hold */
+  size_t smem_ok;      /* dynamic shared memory already checked and granted to this object's kernel */
   cudaStream_t st;
 };
 
@@ -216,14 +217,17 @@ extern "C" int glq_cuda_trellis_viterbi(glq_cuda_trellis *t, const float *x, int
                                         int32_t *states) {
   if (!t || n < 0 || T < 1 || T % t->V) return glq_error(GLQ_EINVAL, "cuda trellis viterbi: bad arguments (n=%lld, T=%d)", (long long)n, T);
   const size_t smem = (((size_t)1 << (t->L - t->K * t->V)) + (size_t)T) * sizeof(float);
-  int dev = 0, optin = 0;
-  GLQ_CUDA_TRY(cudaGetDevice(&dev));
-  GLQ_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (smem + 2 * VT_THREADS * sizeof(float) > (size_t)optin)
-    return glq_error(GLQ_EUNSUPPORTED, "cuda trellis viterbi: %zu bytes of shared memory needed, the device has %d per block "
-                     "(L=%d, K·V=%d, T=%d)", smem, optin, t->L, t->K * t->V, T);
   void (*kern)(const VtArgs) = t->inst3 ? viterbi_kernel<true> : viterbi_kernel<false>;
-  GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  if (smem > t->smem_ok) { /* once per object and size, not per LDLQ block */
+    int dev = 0, optin = 0;
+    GLQ_CUDA_TRY(cudaGetDevice(&dev));
+    GLQ_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (smem + 2 * VT_THREADS * sizeof(float) > (size_t)optin)
+      return glq_error(GLQ_EUNSUPPORTED, "cuda trellis viterbi: %zu bytes of shared memory needed, the device has %d per "
+                       "block (L=%d, K·V=%d, T=%d)", smem, optin, t->L, t->K * t->V, T);
+    GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    t->smem_ok = smem;
+  }
   int rc = reserve(t, T);
   if (rc) return rc;
   const int steps = T / t->V;
