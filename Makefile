@@ -155,6 +155,7 @@ bench-gpu: all $(BUILD)/bench/e2e_bench $(BUILD)/cuda/linear_bench
 	$(BUILD)/bench/e2e_bench
 	$(EXE) bench/model_bench.lua 64 cuda 3
 	$(EXE) bench/ldlq_bench.lua
+	$(EXE) bench/trellis_time.lua 4096x4096,1536x576 2,4 cuda
 
 # ---- benchmarks, demo, model, deps ----
 bench: all
