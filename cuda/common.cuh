@@ -3,6 +3,7 @@
 #define GLQ_CUDA_COMMON_CUH
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cublas_v2.h>
 #include <stdint.h>
 #include "glq_cuda.h"
@@ -28,6 +29,14 @@ extern "C" {
 
 /* After a launch: report configuration errors at once (execution errors surface at the next sync). */
 #define GLQ_CUDA_LAUNCHED() GLQ_CUDA_TRY(cudaGetLastError())
+
+/* The 3inst trellis code's value of a 16-bit state, glq_trellis_3inst (src/quant/trellis.c) bit for bit: the
+ * fp16 sum, rounded to nearest even, of the two fp16 halves of an LCG output (used by the Viterbi of trellis.cu
+ * and the decode of lowbit.cu). */
+__device__ __forceinline__ float glq_3inst(uint32_t s) {
+  const uint32_t r = ((s * 89226354u + 64248484u) & 0x8FFF8FFFu) ^ 0x3B603B60u;
+  return __half2float(__hadd(__ushort_as_half((unsigned short)(r & 0xFFFFu)), __ushort_as_half((unsigned short)(r >> 16))));
+}
 
 struct glq_cuda_ctx {
   cublasHandle_t blas;

@@ -189,13 +189,6 @@ struct TrellisParams {
   float wscale;
 };
 
-/* glq_trellis_3inst: the fp16 sum (round to nearest even) of the two fp16 halves of the LCG output. */
-__device__ __forceinline__ float tr_3inst(uint32_t s) {
-  const uint32_t r = ((s * 89226354u + 64248484u) & 0x8FFF8FFFu) ^ 0x3B603B60u;
-  const __half lo = __ushort_as_half((unsigned short)(r & 0xFFFFu)), hi = __ushort_as_half((unsigned short)(r >> 16));
-  return __half2float(__hadd(lo, hi));
-}
-
 /* Lane l's states 8l .. 8l+7 of a tile whose word `lane` (< 8K) each lane holds in `word`, as the four A registers
  * of m16n8k16: hi = bf16 of the values, lo (when wanted) = bf16 of the rest (exact: an fp16 has 11 bits). */
 template <int K, bool LO>
@@ -208,8 +201,8 @@ __device__ __forceinline__ void tr_decode(uint32_t word, int lane, uint32_t hi[4
   if (off) X = (X << off) | (W2 >> (32 - off));
 #pragma unroll
   for (int q = 0; q < 4; ++q) {
-    const float v0 = tr_3inst((uint32_t)(X >> (48 - 2 * q * K)) & 0xFFFFu);
-    const float v1 = tr_3inst((uint32_t)(X >> (48 - (2 * q + 1) * K)) & 0xFFFFu);
+    const float v0 = glq_3inst((uint32_t)(X >> (48 - 2 * q * K)) & 0xFFFFu);
+    const float v1 = glq_3inst((uint32_t)(X >> (48 - (2 * q + 1) * K)) & 0xFFFFu);
     hi[q] = pack_bf16x2(v0, v1);
     if (LO) lo[q] = pack_bf16x2(v0 - bf16lo(hi[q]), v1 - bf16hi(hi[q]));
   }

@@ -10,12 +10,11 @@
  * states, are the CPU's bit for bit; this file is compiled with -fmad=false so that nothing is contracted.
  * The group minima of a step (64 KB at L = 16, K = 2) stay in shared memory: each thread computes its
  * groups' new minima into registers, then the CTA overwrites the old ones between two barriers. The 3inst
- * code is computed (a multiply-add, two masks and an fp16 sum), other codes read their lut from global
+ * code is computed (glq_3inst of common.cuh, shared with lowbit.cu), other codes read their lut from global
  * memory. The final minimum takes the lowest state index on ties; the traceback runs in one thread from
  * the recorded choices. */
 #include "common.cuh"
 #include "glq_cuda.h"
-#include <cuda_fp16.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,18 +47,9 @@ struct VtArgs {
   int L, KV, V, steps, T;
 };
 
-/* glq_trellis_3inst (src/quant/trellis.c): the f32 sum of the two fp16 halves is exact, then rounded to fp16 */
-__device__ __forceinline__ float vt_3inst(uint32_t s) {
-  const uint32_t x = s * 89226354u + 64248484u;
-  const uint32_t r = (x & 0x8FFF8FFFu) ^ 996162400u;
-  const float sum = __half2float(__ushort_as_half((unsigned short)(r >> 16))) +
-                    __half2float(__ushort_as_half((unsigned short)(r & 0xFFFFu)));
-  return __half2float(__float2half_rn(sum));
-}
-
 template <bool INST3>
 __device__ __forceinline__ float vt_err(const float *lut, int V, uint32_t s, const float *xs) {
-  float d = (INST3 ? vt_3inst(s) : lut[(size_t)s * V]) - xs[0];
+  float d = (INST3 ? glq_3inst(s) : lut[(size_t)s * V]) - xs[0];
   float e = d * d;
   if (!INST3 && V == 2) {
     d = lut[(size_t)s * 2 + 1] - xs[1];
