@@ -151,14 +151,17 @@ static int sweep_backend(const sweep_in *s, const float *wr, float *r, int32_t *
 }
 
 /* wr (rows x n) -> r = wr - Q; codes ((rows/R) x n/B x ncodes, may be NULL); *loss = sum_k F_k D_k F_kᵀ
- * unless loss is NULL */
-static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *codes, double *loss) {
+ * unless loss is NULL; with row_loss (rows; this file's sweep only), each row's share of it as well */
+static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *codes, double *loss, double *row_loss) {
   const int64_t rows = s->rows, n = s->n;
   const int B = s->cd->cols;
-  if (s->be) return sweep_backend(s, wr, r, codes, loss);
+  if (row_loss && !loss) return glq_error(GLQ_EINVAL, "ldlq: row_loss without loss (internal)");
+  if (s->be) return row_loss ? glq_error(GLQ_EINVAL, "ldlq: per-row losses from a backend sweep (internal)")
+                             : sweep_backend(s, wr, r, codes, loss);
   block_buf b;
   float *tm = s->feedback ? malloc((size_t)(rows * n) * sizeof *tm) : NULL;
-  double *rowloss = loss ? calloc((size_t)rows, sizeof *rowloss) : NULL;
+  double *rowloss = row_loss ? memset(row_loss, 0, (size_t)rows * sizeof *row_loss)
+                    : loss   ? calloc((size_t)rows, sizeof *rowloss) : NULL;
   int rc = buf_alloc(&b, rows, s->cd);
   if (!rc && ((loss && !rowloss) || (s->feedback && !tm)))
     rc = glq_error(GLQ_ENOMEM, "ldlq: out of memory for the sweep (%lld x %lld)", (long long)rows, (long long)n);
@@ -185,7 +188,7 @@ static int sweep(const sweep_in *s, const float *wr, float *r, int32_t *codes, d
   if (loss) *loss = sum;
   buf_free(&b);
   free(tm);
-  free(rowloss);
+  if (rowloss != row_loss) free(rowloss);
   return rc;
 }
 
@@ -346,22 +349,39 @@ typedef struct {
   const factor *f;
 } search_ctx;
 
-/* proxy loss per row of the sample at Wscale sc and coder cd */
-static int evaluate(search_ctx *x, double sc, const glq_codec *cd, double *out) {
+/* proxy loss per row of the sample at each Wscale sc[0..k) with coder cd, into out[0..k). This file's sweep
+ * takes the k candidates as one stack of k x rows rows (one block loop, k times the tiles per call of the
+ * codec: what keeps a GPU Viterbi busy); rows are independent, so each candidate's loss is the one a sweep of
+ * its rows alone gives, summed in the same order. The GPU's E8 sweep returns totals only: one call each. */
+static int evaluate(search_ctx *x, const double *sc, int k, const glq_codec *cd, double *out) {
   const int64_t rows = x->s.rows, n = x->s.n;
-  float *wr = malloc((size_t)(rows * n) * sizeof *wr), *r = malloc((size_t)(rows * n) * sizeof *r);
-  int rc = (wr && r) ? 0 : glq_error(GLQ_ENOMEM, "ldlq: out of memory for the scale search");
-  double loss = 0, e2 = 0;
-  if (!rc) {
-    for (int64_t i = 0; i < rows * n; i++) wr[i] = x->ws[i] / (float)sc;
+  const int stack = x->s.be ? 1 : k;
+  float *wr = malloc((size_t)(stack * rows * n) * sizeof *wr), *r = malloc((size_t)(stack * rows * n) * sizeof *r);
+  double *rl = x->s.be ? NULL : malloc((size_t)(stack * rows) * sizeof *rl);
+  int rc = (wr && r && (rl || x->s.be)) ? 0 : glq_error(GLQ_ENOMEM, "ldlq: out of memory for the scale search");
+  for (int g0 = 0; g0 < k && !rc; g0 += stack) {
+    for (int g = 0; g < stack; g++)
+      for (int64_t i = 0; i < rows * n; i++) wr[g * rows * n + i] = x->ws[i] / (float)sc[g0 + g];
     sweep_in s = x->s;
     s.cd = cd;
-    rc = sweep(&s, wr, r, NULL, &loss);
+    s.rows = stack * rows;
+    double total = 0;
+    rc = sweep(&s, wr, r, NULL, &total, rl);
+    for (int g = 0; g < stack && !rc; g++) {
+      double loss = 0, e2 = 0;
+      if (rl)
+        for (int64_t i = 0; i < rows; i++) loss += rl[g * rows + i];
+      else
+        loss = total;
+      const float *rg = r + g * rows * n;
+      for (int64_t i = 0; i < rows * n; i++) e2 += (double)rg[i] * rg[i];
+      const double c = sc[g0 + g];
+      out[g0 + g] = c * c * (loss - x->f->extra * e2) / (double)rows;
+    }
   }
-  for (int64_t i = 0; !rc && i < rows * n; i++) e2 += (double)r[i] * r[i];
-  *out = sc * sc * (loss - x->f->extra * e2) / (double)rows;
   free(wr);
   free(r);
+  free(rl);
   return rc;
 }
 
@@ -647,17 +667,18 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
     sc.s.rows = sr;
     const double f0 = fbest, rs0 = rsbest;
     double best = INFINITY;
-    for (int g = 0; g < 3 && !rc; g++) { /* Wscale at the default residual scale */
-      double v;
-      rc = evaluate(&sc, rms * f0 * search_steps[g], &cd, &v);
-      if (!rc && v < best) best = v, fbest = f0 * search_steps[g];
-    }
+    double cand[3], v[3];
+    for (int g = 0; g < 3; g++) cand[g] = rms * f0 * search_steps[g];
+    rc = evaluate(&sc, cand, 3, &cd, v); /* Wscale at the default residual scale */
+    for (int g = 0; g < 3 && !rc; g++)
+      if (v[g] < best) best = v[g], fbest = f0 * search_steps[g];
     for (int g = 1; g < 3 && !rc && !custom && o->bits > 2 && o->resid_scale == 0; g++) { /* then the residual scale */
       glq_codec c2;
-      double v;
       rc = glq_codec_builtin(cd.codebook, o->bits, rs0 * search_steps[g], &c2);
-      if (!rc) rc = evaluate(&sc, rms * fbest, &c2, &v);
-      if (!rc && v < best) best = v, rsbest = rs0 * search_steps[g];
+      const double c = rms * fbest;
+      double vr;
+      if (!rc) rc = evaluate(&sc, &c, 1, &c2, &vr);
+      if (!rc && vr < best) best = vr, rsbest = rs0 * search_steps[g];
     }
     if (rc) return rc;
     if (!custom && (rc = glq_codec_builtin(cd.codebook, o->bits, rsbest, &cd))) return rc;
@@ -665,7 +686,7 @@ static int quantize(const float *w, int64_t m, int64_t n, const double *h, const
   const double t_search = now();
   const float wscale = rms > 1e-10 ? (float)(rms * fbest) : 1.0f;
   for (int64_t i = 0; i < mp * np; i++) x->wr[i] = x->wt[i] / wscale;
-  if ((rc = sweep(&s, x->wr, x->r, x->codes, NULL))) return rc;
+  if ((rc = sweep(&s, x->wr, x->r, x->codes, NULL, NULL))) return rc;
 
   if (o->tune_iters > 0) {
     if (ALLOC(x->hreg, np * np) || ALLOC(x->hinv, nb * 64)) return glq_error(GLQ_ENOMEM, "out of memory for tune_iters");
