@@ -137,6 +137,36 @@ describe("trellis Viterbi", function()
     end)
   end
 
+  it("gives the same states and cost on the portable and the AVX2 step (3inst and a V = 2 table, L = 16)", function()
+    local base = os.tmpname()
+    local script = io.open(base .. ".lua", "w")
+    script:write(("package.path = %q; package.cpath = %q\n"):format(package.path, package.cpath))
+    script:write(([[local glq = require "glq"
+      local out = {}
+      local luts = { { glq.trellis.lut("3inst", 2), 2 }, { glq.randn({ 65536, 2 }, 5), 2 } }
+      for i, c in ipairs(luts) do
+        local V = c[1]:shape()[2]
+        for rep = 1, 3 do
+          local x = glq.randn({ 64 * V }, 40 + rep)
+          local st, cost = glq.trellis.viterbi(c[1], 16, c[2], x, rep == 2 and { start_ov = 77, end_ov = 77 } or nil)
+          local t = {}
+          for k = 1, st:numel() do t[k] = st:get(k) end
+          out[#out + 1] = ("%%d %%d %%.9g %%s"):format(i, rep, cost, table.concat(t, ","))
+        end
+      end
+      local f = io.open(%q, "w") f:write(table.concat(out, "\n")) f:close()]]):format(base .. ".out"))
+    script:close()
+    local function run(env)
+      local ok = os.execute(env .. " luajit " .. base .. ".lua")
+      assert.truthy(ok == 0 or ok == true)
+      return read_file(base .. ".out")
+    end
+    local vec, portable = run("GLQ_TRELLIS_NO_AVX2=0"), run("GLQ_TRELLIS_NO_AVX2=1")
+    for _, f in ipairs { base, base .. ".lua", base .. ".out" } do os.remove(f) end
+    assert.equal(6, select(2, vec:gsub("\n", "")) + 1)
+    assert.equal(vec, portable)
+  end)
+
   it("packs tail-biting paths into K bits per weight and unpacks them exactly", function()
     for K = 2, 4 do
       local lut = glq.trellis.lut("3inst", K)

@@ -97,16 +97,15 @@ void glq_trellis_code_free(glq_trellis_code *c) {
 /* ---- Viterbi ---- */
 
 typedef struct {
-  float *cost, *next, *best; /* 2^L, 2^L, 2^(L-KV) */
+  float *best, *nbest;       /* 2^(L-KV) group minima of the previous / current step (+ 8 floats of slack) */
   float *plane0, *plane1;    /* the lut split by component (V = 2), 2^L each; plane0 = lut for V = 1 */
   uint8_t *bp;               /* steps x 2^(L-KV): argmin predecessor k per group */
   int cap_steps, own_planes;
 } vit_ws;
 
 static void ws_free(vit_ws *w) {
-  free(w->cost);
-  free(w->next);
   free(w->best);
+  free(w->nbest);
   if (w->own_planes) free(w->plane0);
   free(w->plane1);
   free(w->bp);
@@ -116,9 +115,8 @@ static void ws_free(vit_ws *w) {
 static int ws_init(vit_ws *w, const glq_trellis_code *c, int steps) {
   memset(w, 0, sizeof *w);
   size_t S = (size_t)1 << c->L, G = S >> (c->K * c->V);
-  w->cost = aligned_alloc(64, (S * 4 + 63) / 64 * 64);
-  w->next = aligned_alloc(64, (S * 4 + 63) / 64 * 64);
-  w->best = aligned_alloc(64, (G * 4 + 63) / 64 * 64);
+  w->best = aligned_alloc(64, ((G + 8) * 4 + 63) / 64 * 64);
+  w->nbest = aligned_alloc(64, ((G + 8) * 4 + 63) / 64 * 64);
   w->bp = malloc(G * (size_t)steps);
   if (c->V == 2) {
     w->own_planes = 1;
@@ -132,15 +130,16 @@ static int ws_init(vit_ws *w, const glq_trellis_code *c, int steps) {
   } else {
     w->plane0 = c->lut;
   }
-  if (!w->cost || !w->next || !w->best || !w->bp || !w->plane0 || (c->V == 2 && !w->plane1)) {
+  if (!w->best || !w->nbest || !w->bp || !w->plane0 || (c->V == 2 && !w->plane1)) {
     ws_free(w);
     return glq_error(GLQ_ENOMEM, "trellis viterbi: out of memory");
   }
+  for (size_t j = G; j < G + 8; j++) w->best[j] = w->nbest[j] = 0.0f; /* read by the vector loads, never used */
   w->cap_steps = steps;
   return 0;
 }
 
-/* err(s) for x = (x0[, x1]) at states [s0, s0 + n) into out, scalar */
+/* err(s) for x = (x0[, x1]), scalar */
 static inline float err1(const vit_ws *w, int V, int64_t s, float x0, float x1) {
   float d0 = w->plane0[s] - x0;
   if (V == 1) return d0 * d0;
@@ -148,97 +147,60 @@ static inline float err1(const vit_ws *w, int V, int64_t s, float x0, float x1) 
   return d0 * d0 + d1 * d1;
 }
 
-/* One add-compare-select step, scalar: best[j] = min_k cost[j + k·G] (lowest k on ties, bp = k), then
- * next[(j << KV) + b] = err(state) + best[j]. */
+/* The path cost of state s at step i is cost_i(s) = err_i(s) + best_i(s >> KV), best_i the group minima
+ * (best_0 = 0, or +inf outside the start group), and best_{i+1}(j) = min_k cost_i(j + k·G), the lowest k
+ * on ties (bp = k). Only the group minima are stored; costs are formed where they are compared. */
+
+/* One add-compare-select step, scalar: nbest from best and x of the step being left */
 static void step_scalar(const vit_ws *w, int V, int KV, int64_t G, float x0, float x1, uint8_t *bp) {
-  const float *cost = w->cost;
   for (int64_t j = 0; j < G; j++) {
-    float b = cost[j];
+    float b = err1(w, V, j, x0, x1) + w->best[j >> KV];
     int arg = 0;
     for (int k = 1; k < (1 << KV); k++) {
-      float v = cost[j + (int64_t)k * G];
+      const int64_t p = j + (int64_t)k * G;
+      float v = err1(w, V, p, x0, x1) + w->best[p >> KV];
       if (v < b) {
         b = v;
         arg = k;
       }
     }
-    w->best[j] = b;
+    w->nbest[j] = b;
     bp[j] = (uint8_t)arg;
   }
-  for (int64_t j = 0; j < G; j++)
-    for (int b = 0; b < (1 << KV); b++) {
-      int64_t s = (j << KV) + b;
-      w->next[s] = err1(w, V, s, x0, x1) + w->best[j];
-    }
 }
 
-/* SSE4.1: 4 groups at a time (G % 4 == 0, KV >= 2) */
-static void step_sse(const vit_ws *w, int V, int KV, int64_t G, float x0, float x1, uint8_t *bp) {
-  const float *cost = w->cost;
-  for (int64_t j = 0; j < G; j += 4) {
-    __m128 b = _mm_load_ps(cost + j);
-    __m128i arg = _mm_setzero_si128();
-    for (int k = 1; k < (1 << KV); k++) {
-      __m128 v = _mm_load_ps(cost + j + (int64_t)k * G);
-      __m128 lt = _mm_cmplt_ps(v, b);
-      b = _mm_blendv_ps(b, v, lt);
-      arg = _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(arg), _mm_castsi128_ps(_mm_set1_epi32(k)), lt));
-    }
-    _mm_store_ps(w->best + j, b);
-    __m128i p = _mm_packus_epi16(_mm_packs_epi32(arg, arg), _mm_setzero_si128());
-    int32_t four = _mm_cvtsi128_si32(p);
-    memcpy(bp + j, &four, 4);
-  }
-  __m128 vx0 = _mm_set1_ps(x0), vx1 = _mm_set1_ps(x1);
-  const int per = 1 << KV;
-  for (int64_t j = 0; j < G; j++) {
-    __m128 bj = _mm_set1_ps(w->best[j]);
-    for (int q = 0; q < per; q += 4) {
-      int64_t s = (j << KV) + q;
-      __m128 d0 = _mm_sub_ps(_mm_loadu_ps(w->plane0 + s), vx0);
-      __m128 e = _mm_mul_ps(d0, d0);
-      if (V == 2) {
-        __m128 d1 = _mm_sub_ps(_mm_loadu_ps(w->plane1 + s), vx1);
-        e = _mm_add_ps(e, _mm_mul_ps(d1, d1));
-      }
-      _mm_store_ps(w->next + s, _mm_add_ps(e, bj));
-    }
-  }
-}
-
-/* AVX2 (no FMA): 8 groups at a time (G % 8 == 0, KV >= 2), fused: the 8 minima stay in a register and are
- * spread over their 8·2^KV successor states with a lane permutation (no best[] round trip) */
+/* AVX2 (no FMA, so the products and sums round as the scalar code's): 8 groups at a time (G % 8 == 0,
+ * KV >= 2); the 8 predecessors' group minima are 8 >> KV consecutive entries of best, spread by a lane
+ * permutation */
 __attribute__((target("avx2"))) static void step_avx2(const vit_ws *w, int V, int KV, int64_t G, float x0, float x1,
                                                       uint8_t *bp) {
-  const float *cost = w->cost;
   const __m256 vx0 = _mm256_set1_ps(x0), vx1 = _mm256_set1_ps(x1);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i spread = _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), KV);
   const int per = 1 << KV;
+  const int64_t GK = G >> KV;
   for (int64_t j = 0; j < G; j += 8) {
-    __m256 b = _mm256_load_ps(cost + j);
-    __m256 arg = _mm256_setzero_ps();
-    for (int k = 1; k < per; k++) {
-      __m256 v = _mm256_load_ps(cost + j + (int64_t)k * G);
+    __m256 b = _mm256_setzero_ps(), arg = _mm256_setzero_ps();
+    for (int k = 0; k < per; k++) {
+      const int64_t p = j + (int64_t)k * G;
+      __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(w->plane0 + p), vx0);
+      __m256 e = _mm256_mul_ps(d0, d0);
+      if (V == 2) {
+        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(w->plane1 + p), vx1);
+        e = _mm256_add_ps(e, _mm256_mul_ps(d1, d1));
+      }
+      __m256 v = _mm256_add_ps(e, _mm256_permutevar8x32_ps(_mm256_loadu_ps(w->best + (j >> KV) + k * GK), spread));
+      if (k == 0) {
+        b = v;
+        continue;
+      }
       __m256 lt = _mm256_cmp_ps(v, b, _CMP_LT_OQ);
       b = _mm256_blendv_ps(b, v, lt);
       arg = _mm256_blendv_ps(arg, _mm256_castsi256_ps(_mm256_set1_epi32(k)), lt);
     }
+    _mm256_store_ps(w->nbest + j, b);
     __m256i a = _mm256_castps_si256(arg);
     __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     _mm_storel_epi64((__m128i *)(bp + j), _mm_packus_epi16(p16, p16));
-    const int64_t s0 = j << KV;
-    for (int q = 0; q < per; q++) { /* states s0 + 8q .. +8 belong to groups j + ((8q + lane) >> KV) */
-      __m256i gi = _mm256_srli_epi32(_mm256_add_epi32(_mm256_set1_epi32(8 * q), lane), KV);
-      __m256 bj = _mm256_permutevar8x32_ps(b, gi);
-      const int64_t s = s0 + 8 * q;
-      __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(w->plane0 + s), vx0);
-      __m256 e = _mm256_mul_ps(d0, d0);
-      if (V == 2) {
-        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(w->plane1 + s), vx1);
-        e = _mm256_add_ps(e, _mm256_mul_ps(d1, d1));
-      }
-      _mm256_store_ps(w->next + s, _mm256_add_ps(e, bj));
-    }
   }
 }
 
@@ -267,31 +229,31 @@ static int viterbi_ws(const glq_trellis_code *c, vit_ws *w, const float *x, int 
   if (start_ov >= G || end_ov >= G) return glq_error(GLQ_EINVAL, "trellis viterbi: overlap out of range");
   for (int64_t i = 0; i < (int64_t)steps * V; i++)
     if (!isfinite(x[i])) return glq_error(GLQ_ENUMERIC, "trellis viterbi: non-finite target at %lld", (long long)i);
-  const int vec = (KV >= 2 && G >= 8) ? (glq_trellis_avx2() ? 2 : 1) : 0;
-  for (int64_t s = 0; s < S; s++) {
-    int ok = start_ov < 0 || (s >> KV) == start_ov;
-    w->cost[s] = ok ? err1(w, V, s, x[0], V == 2 ? x[1] : 0.0f) : INFINITY;
-  }
-  for (int i = 1; i < steps; i++) {
-    float x0 = x[(int64_t)i * V], x1 = V == 2 ? x[(int64_t)i * V + 1] : 0.0f;
+  const int vec = KV >= 2 && G >= 8 && glq_trellis_avx2();
+  for (int64_t j = 0; j < G; j++) w->best[j] = start_ov < 0 || j == start_ov ? 0.0f : INFINITY;
+  for (int i = 1; i < steps; i++) { /* leave step i - 1 */
+    float x0 = x[(int64_t)(i - 1) * V], x1 = V == 2 ? x[(int64_t)(i - 1) * V + 1] : 0.0f;
     uint8_t *bp = w->bp + (int64_t)i * G;
-    if (vec == 2) step_avx2(w, V, KV, G, x0, x1, bp);
-    else if (vec == 1) step_sse(w, V, KV, G, x0, x1, bp);
+    if (vec) step_avx2(w, V, KV, G, x0, x1, bp);
     else step_scalar(w, V, KV, G, x0, x1, bp);
-    float *t = w->cost;
-    w->cost = w->next;
-    w->next = t;
+    float *t = w->best;
+    w->best = w->nbest;
+    w->nbest = t;
   }
+  const float xl0 = x[(int64_t)(steps - 1) * V], xl1 = V == 2 ? x[(int64_t)(steps - 1) * V + 1] : 0.0f;
   int64_t best_s = -1;
   float bc = INFINITY;
   if (end_ov >= 0) {
     for (int64_t k = 0; k < ((int64_t)1 << KV); k++) {
       int64_t s = end_ov + k * G;
-      if (best_s < 0 || w->cost[s] < bc) bc = w->cost[s], best_s = s;
+      float c = err1(w, V, s, xl0, xl1) + w->best[s >> KV];
+      if (best_s < 0 || c < bc) bc = c, best_s = s;
     }
   } else {
-    for (int64_t s = 0; s < S; s++)
-      if (best_s < 0 || w->cost[s] < bc) bc = w->cost[s], best_s = s;
+    for (int64_t s = 0; s < S; s++) {
+      float c = err1(w, V, s, xl0, xl1) + w->best[s >> KV];
+      if (best_s < 0 || c < bc) bc = c, best_s = s;
+    }
   }
   states[steps - 1] = (uint16_t)best_s;
   for (int i = steps - 1; i > 0; i--) {
