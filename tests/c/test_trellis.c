@@ -237,19 +237,19 @@ static void test_roundtrip(void) {
     uint16_t *st = malloc(sizeof(uint16_t) * m * n), *st2 = malloc(sizeof(uint16_t) * m * n);
     /* column blocks of 16: states of tile (row tile r, column tile b) at ((r * n/16) + b) * 256 */
     uint16_t *blk = malloc(sizeof(uint16_t) * rows / 16 * 256);
-    int prev = glq_trellis_set_avx2(1);
-    for (int b = 0; b < n / 16; b++) {
-      CHECK(!glq_trellis_quantize_block(&c, w + b * 16, rows, n, rec + b * 16, n, blk), "%s", glq_errmsg());
-      for (int r = 0; r < rows / 16; r++) memcpy(st + (r * (n / 16) + b) * 256, blk + r * 256, 512);
-    }
-    glq_trellis_set_avx2(0);
+    const int prev = glq_trellis_set_vector(2), top = glq_trellis_vector();
     float *rec2 = malloc(sizeof(float) * m * n);
-    for (int b = 0; b < n / 16; b++) {
-      CHECK(!glq_trellis_quantize_block(&c, w + b * 16, rows, n, rec2 + b * 16, n, blk), "%s", glq_errmsg());
-      for (int r = 0; r < rows / 16; r++) memcpy(st2 + (r * (n / 16) + b) * 256, blk + r * 256, 512);
+    for (int lvl = top; lvl >= 0; lvl--) { /* the widest step first; every narrower one must give its states */
+      glq_trellis_set_vector(lvl);
+      for (int b = 0; b < n / 16; b++) {
+        CHECK(!glq_trellis_quantize_block(&c, w + b * 16, rows, n, (lvl == top ? rec : rec2) + b * 16, n, blk), "%s",
+              glq_errmsg());
+        for (int r = 0; r < rows / 16; r++) memcpy((lvl == top ? st : st2) + (r * (n / 16) + b) * 256, blk + r * 256, 512);
+      }
+      CHECK(lvl == top || !memcmp(st, st2, sizeof(uint16_t) * m * n), "K%d: the Viterbi steps %d and %d give different states",
+            K, top, lvl);
     }
-    glq_trellis_set_avx2(prev);
-    CHECK(!memcmp(st, st2, sizeof(uint16_t) * m * n), "K%d: SSE4 and AVX2 states differ", K);
+    glq_trellis_set_vector(prev);
     int16_t *packed = malloc(sizeof(int16_t) * m * n * K / 16);
     CHECK(!glq_trellis_pack_layer(&c, st, m, n, 1, packed), "%s", glq_errmsg());
     CHECK(!glq_trellis_decode_layer(&c, packed, m, n, 1, dec), "%s", glq_errmsg());
@@ -270,15 +270,17 @@ static void test_roundtrip(void) {
   float *w = malloc(sizeof(float) * rows * 16), *rec = malloc(sizeof(float) * rows * 16);
   uint16_t *st = malloc(sizeof(uint16_t) * rows * 16);
   for (int64_t i = 0; i < rows * 16; i++) w[i] = gauss() / (float)c.opt_scale;
-  int has_avx2 = (glq_trellis_set_avx2(1), glq_trellis_avx2());
-  for (int isa = 0; isa <= has_avx2; isa++) {
-    glq_trellis_set_avx2(isa);
+  const int prev = glq_trellis_set_vector(2), top = glq_trellis_vector();
+  static const char *isa_name[3] = {"portable", "avx2", "avx512"};
+  for (int isa = 0; isa <= top; isa++) {
+    glq_trellis_set_vector(isa);
     double t0 = now();
     glq_trellis_quantize_block(&c, w, rows, 16, rec, 16, st);
     double dt = now() - t0;
-    printf("viterbi speed (%s, %d threads, 3inst K2, two passes per tile): %.0f weights/s\n", isa ? "avx2" : "sse4",
+    printf("viterbi speed (%s, %d threads, 3inst K2, two passes per tile): %.0f weights/s\n", isa_name[isa],
            glq_num_threads(), rows * 16 / dt);
   }
+  glq_trellis_set_vector(prev);
   free(w), free(rec), free(st);
   glq_trellis_code_free(&c);
 }
