@@ -11,8 +11,11 @@
  * The group minima of a step (64 KB at L = 16, K = 2) stay in shared memory: each thread computes its
  * groups' new minima into registers, then the CTA overwrites the old ones between two barriers. The 3inst
  * code is computed (glq_3inst of common.cuh, shared with lowbit.cu), other codes read their lut from global
- * memory. The final minimum takes the lowest state index on ties; the traceback runs in one thread from
- * the recorded choices. */
+ * memory. Where shared memory allows (K >= 2 at L = 16 on sm_90), the 2^L code values are decoded once per
+ * launch into a shared fp16 table (exact: 3inst values are fp16 numbers), so a path cost reads its code
+ * value instead of recomputing the LCG: the step loop is compute-bound, and this halves its instructions.
+ * The final minimum takes the lowest state index on ties; the traceback runs in one thread from the
+ * recorded choices. */
 #include "common.cuh"
 #include "glq_cuda.h"
 #include <math.h>
@@ -35,7 +38,8 @@ struct glq_cuda_trellis {
   float *x;            /* VT_MAX_SEQ x T */
   int32_t *ov, *states;
   int t_cap;           /* T the x/states buffers hold */
-  size_t smem_ok;      /* dynamic shared memory already checked and granted to this object's kernel */
+  size_t smem_ok[2];   /* dynamic shared memory already granted to this object's kernel (computed, table) */
+  int optin;           /* the device's opt-in shared memory per block */
   cudaStream_t st;
 };
 
@@ -47,22 +51,27 @@ struct VtArgs {
   int L, KV, V, steps, T;
 };
 
-template <bool INST3>
-__device__ __forceinline__ float vt_err(const float *lut, int V, uint32_t s, const float *xs) {
-  float d = (INST3 ? glq_3inst(s) : lut[(size_t)s * V]) - xs[0];
+/* MODE: VT_LUT reads the code from the global lut (any L, V), VT_CALC computes 3inst, VT_TABLE reads the
+ * 3inst values from the shared fp16 table decoded at the start of the launch */
+enum { VT_LUT = 0, VT_CALC = 1, VT_TABLE = 2 };
+
+template <int MODE>
+__device__ __forceinline__ float vt_err(const float *lut, const __half *tab, int V, uint32_t s, const float *xs) {
+  float d = (MODE == VT_TABLE ? __half2float(tab[s]) : MODE == VT_CALC ? glq_3inst(s) : lut[(size_t)s * V]) - xs[0];
   float e = d * d;
-  if (!INST3 && V == 2) {
+  if (MODE == VT_LUT && V == 2) {
     d = lut[(size_t)s * 2 + 1] - xs[1];
     e = e + d * d;
   }
   return e;
 }
 
-template <bool INST3>
+template <int MODE>
 static __global__ void __launch_bounds__(VT_THREADS, 1) viterbi_kernel(const VtArgs a) {
   extern __shared__ float sm[];
   float *best = sm;                              /* 2^(L-KV) group minima of the current step */
   float *xs = sm + ((size_t)1 << (a.L - a.KV));  /* the sequence */
+  __half *tab = (__half *)(xs + a.T);            /* VT_TABLE: 2^L code values */
   const int seq = blockIdx.x, tid = threadIdx.x;
   const int sh = a.L - a.KV;
   const uint32_t ns = 1u << a.L, ng = 1u << sh, nkv = 1u << a.KV;
@@ -71,6 +80,8 @@ static __global__ void __launch_bounds__(VT_THREADS, 1) viterbi_kernel(const VtA
   const int has_ov = a.ov != NULL;
   const uint32_t ov = has_ov ? (uint32_t)a.ov[seq] : 0;
   for (int i = tid; i < a.T; i += VT_THREADS) xs[i] = a.x[(size_t)seq * a.T + i];
+  if (MODE == VT_TABLE)
+    for (uint32_t q = tid; q < ns; q += VT_THREADS) tab[q] = __float2half_rn(glq_3inst(q)); /* exact */
   __syncthreads();
   /* cost_i(p) for the step i whose minima are in best (i >= 1), or cost_0 */
   for (int i = 1; i < a.steps; i++) {
@@ -85,7 +96,7 @@ static __global__ void __launch_bounds__(VT_THREADS, 1) viterbi_kernel(const VtA
         uint32_t bt = 0;
         for (uint32_t t = 0; t < nkv; t++) {
           const uint32_t p = u + (t << sh);
-          float c = vt_err<INST3>(a.lut, a.V, p, xp);
+          float c = vt_err<MODE>(a.lut, tab, a.V, p, xp);
           if (i == 1) {
             if (has_ov && (p >> a.KV) != ov) c = INFINITY;
           } else {
@@ -114,7 +125,7 @@ static __global__ void __launch_bounds__(VT_THREADS, 1) viterbi_kernel(const VtA
   const float *xl = xs + (size_t)(a.steps - 1) * a.V;
   for (uint32_t s = tid; s < ns; s += VT_THREADS) {
     if (has_ov && (s & low) != ov) continue;
-    float c = vt_err<INST3>(a.lut, a.V, s, xl);
+    float c = vt_err<MODE>(a.lut, tab, a.V, s, xl);
     if (a.steps == 1) {
       if (has_ov && (s >> a.KV) != ov) c = INFINITY;
     } else {
@@ -159,7 +170,10 @@ extern "C" int glq_cuda_trellis_create(int L, int K, int V, const float *lut, gl
   t->inst3 = L == 16 && V == 1;
   for (uint32_t s = 0; t->inst3 && s < ns; s++)
     if (lut[s] != glq_trellis_3inst(s)) t->inst3 = 0;
-  cudaError_t e = cudaStreamCreateWithFlags(&t->st, cudaStreamNonBlocking);
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&t->optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&t->st, cudaStreamNonBlocking);
   if (e == cudaSuccess) e = cudaMalloc((void **)&t->lut, ns * V * sizeof(float));
   if (e == cudaSuccess) e = cudaMemcpy(t->lut, lut, ns * V * sizeof(float), cudaMemcpyHostToDevice);
   if (e == cudaSuccess) e = cudaMalloc((void **)&t->ov, VT_MAX_SEQ * sizeof(int32_t));
@@ -206,17 +220,18 @@ static int reserve(glq_cuda_trellis *t, int T) {
 extern "C" int glq_cuda_trellis_viterbi(glq_cuda_trellis *t, const float *x, int64_t n, int T, const int32_t *overlap,
                                         int32_t *states) {
   if (!t || n < 0 || T < 1 || T % t->V) return glq_error(GLQ_EINVAL, "cuda trellis viterbi: bad arguments (n=%lld, T=%d)", (long long)n, T);
-  const size_t smem = (((size_t)1 << (t->L - t->K * t->V)) + (size_t)T) * sizeof(float);
-  void (*kern)(const VtArgs) = t->inst3 ? viterbi_kernel<true> : viterbi_kernel<false>;
-  if (smem > t->smem_ok) { /* once per object and size, not per LDLQ block */
-    int dev = 0, optin = 0;
-    GLQ_CUDA_TRY(cudaGetDevice(&dev));
-    GLQ_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (smem + 2 * VT_THREADS * sizeof(float) > (size_t)optin)
+  const size_t base = (((size_t)1 << (t->L - t->K * t->V)) + (size_t)T) * sizeof(float);
+  const size_t fixed = 2 * VT_THREADS * sizeof(float); /* the static final-reduction arrays */
+  const size_t with_tab = base + ((size_t)1 << t->L) * sizeof(__half);
+  const int table = t->inst3 && with_tab + fixed <= (size_t)t->optin;
+  const size_t smem = table ? with_tab : base;
+  void (*kern)(const VtArgs) = table ? viterbi_kernel<VT_TABLE> : t->inst3 ? viterbi_kernel<VT_CALC> : viterbi_kernel<VT_LUT>;
+  if (smem > t->smem_ok[table]) { /* once per object and size, not per LDLQ block */
+    if (smem + fixed > (size_t)t->optin)
       return glq_error(GLQ_EUNSUPPORTED, "cuda trellis viterbi: %zu bytes of shared memory needed, the device has %d per "
-                       "block (L=%d, K·V=%d, T=%d)", smem, optin, t->L, t->K * t->V, T);
+                       "block (L=%d, K·V=%d, T=%d)", smem, t->optin, t->L, t->K * t->V, T);
     GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    t->smem_ok = smem;
+    t->smem_ok[table] = smem;
   }
   int rc = reserve(t, T);
   if (rc) return rc;
