@@ -18,8 +18,53 @@
 #include "host_util.h"
 #include "../../src/core/error.h"
 #include "../../src/quant/trellis.h"
+#include "../../src/core/pool.h"
 
 #define NSEQ 300 /* more than one launch's worth (cuda/trellis.cu takes 128 per launch) */
+
+/* The CPU reference of sequences [i0, i1) on the pool threads (it dominates this program's time):
+ * res[i] = 0 when the CPU's states equal the GPU's sg, 1 when they differ, -1 on a CPU error. */
+typedef struct {
+  const glq_trellis_code *c;
+  const float *x;
+  const int32_t *ov; /* NULL: free ends */
+  const int32_t *sg;
+  int T, steps, two_pass;
+  int *res;
+} cpu_ref;
+
+static void cpu_ref_range(void *vc, int64_t i0, int64_t i1) {
+  const cpu_ref *r = vc;
+  uint16_t sc[GLQ_TRELLIS_TILE];
+  for (int64_t i = i0; i < i1; i++) {
+    const float *xi = r->x + (size_t)i * r->T;
+    const int32_t o = r->ov ? r->ov[i] : -1;
+    int rc = r->two_pass ? glq_trellis_quantize_seq(r->c, xi, r->steps, sc) : glq_trellis_viterbi(r->c, xi, r->steps, o, o, sc, NULL);
+    int d = rc ? -1 : 0;
+    for (int k = 0; !rc && k < r->steps; k++)
+      if ((int32_t)sc[k] != r->sg[(size_t)i * r->steps + k]) {
+        d = 1;
+        break;
+      }
+    r->res[i] = d;
+  }
+}
+
+/* runs the reference; returns the number of differing sequences (first one in *first) or -1 on a CPU error */
+static int cpu_compare(const glq_trellis_code *c, const float *x, const int32_t *ov, const int32_t *sg, int T, int steps,
+                       int two_pass, int *first) {
+  int res[NSEQ];
+  cpu_ref r = {c, x, ov, sg, T, steps, two_pass, res};
+  glq_trellis_vector(); /* the dispatch level, settled before the threads read it */
+  glq_parallel_for(NSEQ, 4, cpu_ref_range, &r);
+  int bad = 0;
+  *first = -1;
+  for (int i = 0; i < NSEQ; i++) {
+    if (res[i] < 0) return -1;
+    if (res[i] && bad++ == 0) *first = i;
+  }
+  return bad;
+}
 
 static void check_code(const char *name, const glq_trellis_code *c) {
   glq_cuda_trellis *g = NULL;
@@ -32,7 +77,6 @@ static void check_code(const char *name, const glq_trellis_code *c) {
   float *x = xmalloc(sizeof(float) * NSEQ * T);
   int32_t *ov = xmalloc(sizeof(int32_t) * NSEQ), *sg = xmalloc(sizeof(int32_t) * NSEQ * steps);
   int32_t *sg2 = xmalloc(sizeof(int32_t) * NSEQ * steps);
-  uint16_t *sc = xmalloc(sizeof(uint16_t) * steps);
   const double scales[] = {0.25, 1.0, 3.0};
   for (int set = 0; set < 4; set++) {
     for (int i = 0; i < NSEQ; i++) {
@@ -47,20 +91,9 @@ static void check_code(const char *name, const glq_trellis_code *c) {
         report(0, "%-12s set %d %s: GPU error: %s", name, set, constrained ? "tail-biting" : "free", glq_errmsg());
         continue;
       }
-      int bad = 0, first = -1;
-      for (int i = 0; i < NSEQ; i++) {
-        int32_t o = constrained ? ov[i] : -1;
-        if (glq_trellis_viterbi(c, x + (size_t)i * T, steps, o, o, sc, NULL)) {
-          report(0, "%-12s CPU error: %s", name, glq_errmsg());
-          bad = -1;
-          break;
-        }
-        for (int k = 0; k < steps; k++)
-          if ((int32_t)sc[k] != sg[(size_t)i * steps + k]) {
-            if (bad++ == 0) first = i;
-            break;
-          }
-      }
+      int first;
+      const int bad = cpu_compare(c, x, constrained ? ov : NULL, sg, T, steps, 0, &first);
+      if (bad < 0) report(0, "%-12s CPU error on a sequence", name);
       if (bad >= 0)
         report(bad == 0, "%-12s set %d %-11s %d sequences%s%d", name, set, constrained ? "tail-biting" : "free", NSEQ,
                bad ? " differ, first " : " identical", bad ? first : 0);
@@ -82,19 +115,9 @@ static void check_code(const char *name, const glq_trellis_code *c) {
     int ok = !glq_cuda_trellis_viterbi(g, rot, NSEQ, T, NULL, sg);
     for (int i = 0; ok && i < NSEQ; i++) ov[i] = sg[(size_t)i * steps + h] >> KV;
     ok = ok && !glq_cuda_trellis_viterbi(g, x, NSEQ, T, ov, sg);
-    int bad = 0;
-    for (int i = 0; ok && i < NSEQ; i++) {
-      if (glq_trellis_quantize_seq(c, x + (size_t)i * T, steps, sc)) {
-        ok = 0;
-        break;
-      }
-      for (int k = 0; k < steps; k++)
-        if ((int32_t)sc[k] != sg[(size_t)i * steps + k]) {
-          bad++;
-          break;
-        }
-    }
-    if (!ok) report(0, "%-12s two-pass: %s", name, glq_errmsg());
+    int first, bad = 0;
+    if (ok && (bad = cpu_compare(c, x, NULL, sg, T, steps, 1, &first)) < 0) ok = 0;
+    if (!ok) report(0, "%-12s two-pass: %s", name, bad < 0 ? "CPU error on a sequence" : glq_errmsg());
     else report(bad == 0, "%-12s two-pass tail-biting, %d sequences: %d differ", name, NSEQ, bad);
     free(rot);
   }
@@ -111,7 +134,7 @@ static void check_code(const char *name, const glq_trellis_code *c) {
     double ms = ((t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6) / 5;
     printf("# %-12s %3d tiles, two passes: %.2f ms (%.1f M weights/s)\n", name, n, ms, n * T / ms * 1e-3);
   }
-  free(x), free(ov), free(sg), free(sg2), free(sc);
+  free(x), free(ov), free(sg), free(sg2);
   glq_cuda_trellis_free(g);
 }
 
