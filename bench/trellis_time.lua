@@ -29,8 +29,8 @@ end
 
 print(string.format("trellis layer quantization (3inst, glq.quantize_linear), %d CPU threads; %s", glq.num_threads(),
   cuda_ok and "CUDA available" or ("no CUDA: " .. tostring(why))))
-print("| layer | bits | Viterbi on | seconds | weights/s | proxy loss (mean row) | codes equal to the first row |")
-print("|---|---|---|---|---|---|---|")
+print("| layer | bits | Viterbi on | seconds | of it: prepare / scale search / sweep / statistics | weights/s | proxy loss (mean row) | codes equal to the first row |")
+print("|---|---|---|---|---|---|---|---|")
 for _, s in ipairs(shapes) do
   local m, n = s[1], s[2]
   local W, H = glq.randn({ m, n }, m + n):mul(0.02), hessian(n, n)
@@ -40,8 +40,10 @@ for _, s in ipairs(shapes) do
       local t0 = progress.now()
       local a = glq.quantize_linear(W, H, { bpw = bits, codebook = "trellis", device = dev, name = "bench" })
       local dt = progress.now() - t0
-      print(string.format("| %dx%d | %d | %s | %.1f | %.3g | %.6g | %s |", m, n, bits, dev, dt, m * n / dt,
-        a.stats.proxy_loss_orig, first and same(first, a) or "-"))
+      local st = a.stats
+      print(string.format("| %dx%d | %d | %s | %.1f | %.2f / %.2f / %.2f / %.2f | %.3g | %.6g | %s |", m, n, bits, dev, dt,
+        st.seconds_prepare or 0, st.seconds_search or 0, st.seconds_sweep or 0, st.seconds_stats or 0, m * n / dt,
+        st.proxy_loss_orig, first and same(first, a) or "-"))
       io.stdout:flush()
       first = first or a
     end
