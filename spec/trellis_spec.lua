@@ -137,7 +137,7 @@ describe("trellis Viterbi", function()
     end)
   end
 
-  it("gives the same states and cost on the portable, AVX2 and AVX-512 steps (3inst and a V = 2 table, L = 16)", function()
+  it("gives the same states and cost on the portable and the AVX2 step (3inst and a V = 2 table, L = 16)", function()
     local base = os.tmpname()
     local script = io.open(base .. ".lua", "w")
     script:write(("package.path = %q; package.cpath = %q\n"):format(package.path, package.cpath))
@@ -161,11 +161,10 @@ describe("trellis Viterbi", function()
       assert.truthy(ok == 0 or ok == true)
       return read_file(base .. ".out")
     end
-    local widest, avx2, portable = run("GLQ_TRELLIS_VECTOR=2"), run("GLQ_TRELLIS_VECTOR=1"), run("GLQ_TRELLIS_VECTOR=0")
+    local avx2, portable = run("GLQ_TRELLIS_VECTOR=1"), run("GLQ_TRELLIS_VECTOR=0")
     for _, f in ipairs { base, base .. ".lua", base .. ".out" } do os.remove(f) end
-    assert.equal(6, select(2, widest:gsub("\n", "")) + 1)
+    assert.equal(6, select(2, avx2:gsub("\n", "")) + 1)
     assert.equal(portable, avx2)
-    assert.equal(portable, widest)
   end)
 
   it("packs tail-biting paths into K bits per weight and unpacks them exactly", function()

@@ -97,7 +97,7 @@ void glq_trellis_code_free(glq_trellis_code *c) {
 /* ---- Viterbi ---- */
 
 typedef struct {
-  float *best, *nbest;       /* 2^(L-KV) group minima of the previous / current step (+ 16 floats of slack) */
+  float *best, *nbest;       /* 2^(L-KV) group minima of the previous / current step (+ 8 floats of slack) */
   float *plane0, *plane1;    /* the lut split by component (V = 2), 2^L each; plane0 = lut for V = 1 */
   uint8_t *bp;               /* steps x 2^(L-KV): argmin predecessor k per group */
   int cap_steps, own_planes;
@@ -115,8 +115,8 @@ static void ws_free(vit_ws *w) {
 static int ws_init(vit_ws *w, const glq_trellis_code *c, int steps) {
   memset(w, 0, sizeof *w);
   size_t S = (size_t)1 << c->L, G = S >> (c->K * c->V);
-  w->best = aligned_alloc(64, ((G + 16) * 4 + 63) / 64 * 64);
-  w->nbest = aligned_alloc(64, ((G + 16) * 4 + 63) / 64 * 64);
+  w->best = aligned_alloc(64, ((G + 8) * 4 + 63) / 64 * 64);
+  w->nbest = aligned_alloc(64, ((G + 8) * 4 + 63) / 64 * 64);
   w->bp = malloc(G * (size_t)steps);
   if (c->V == 2) {
     w->own_planes = 1;
@@ -134,7 +134,7 @@ static int ws_init(vit_ws *w, const glq_trellis_code *c, int steps) {
     ws_free(w);
     return glq_error(GLQ_ENOMEM, "trellis viterbi: out of memory");
   }
-  for (size_t j = G; j < G + 16; j++) w->best[j] = w->nbest[j] = 0.0f; /* read by the vector loads, never used */
+  for (size_t j = G; j < G + 8; j++) w->best[j] = w->nbest[j] = 0.0f; /* read by the vector loads, never used */
   w->cap_steps = steps;
   return 0;
 }
@@ -204,50 +204,17 @@ __attribute__((target("avx2"))) static void step_avx2(const vit_ws *w, int V, in
   }
 }
 
-/* AVX-512F: as step_avx2 with 16 groups at a time (G % 16 == 0, KV >= 2) */
-__attribute__((target("avx512f"))) static void step_avx512(const vit_ws *w, int V, int KV, int64_t G, float x0,
-                                                          float x1, uint8_t *bp) {
-  const __m512 vx0 = _mm512_set1_ps(x0), vx1 = _mm512_set1_ps(x1);
-  const __m512i spread = _mm512_srlv_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(KV));
-  const int per = 1 << KV;
-  const int64_t GK = G >> KV;
-  for (int64_t j = 0; j < G; j += 16) {
-    __m512 b = _mm512_setzero_ps();
-    __m512i arg = _mm512_setzero_si512();
-    for (int k = 0; k < per; k++) {
-      const int64_t p = j + (int64_t)k * G;
-      __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(w->plane0 + p), vx0);
-      __m512 e = _mm512_mul_ps(d0, d0);
-      if (V == 2) {
-        __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(w->plane1 + p), vx1);
-        e = _mm512_add_ps(e, _mm512_mul_ps(d1, d1));
-      }
-      __m512 v = _mm512_add_ps(e, _mm512_permutexvar_ps(spread, _mm512_loadu_ps(w->best + (j >> KV) + k * GK)));
-      if (k == 0) {
-        b = v;
-        continue;
-      }
-      __mmask16 lt = _mm512_cmp_ps_mask(v, b, _CMP_LT_OQ);
-      b = _mm512_mask_blend_ps(lt, b, v);
-      arg = _mm512_mask_blend_epi32(lt, arg, _mm512_set1_epi32(k));
-    }
-    _mm512_store_ps(w->nbest + j, b);
-    _mm_storeu_si128((__m128i *)(bp + j), _mm512_cvtepi32_epi8(arg));
-  }
-}
-
-/* the widest step this CPU has, capped by GLQ_TRELLIS_VECTOR (0 portable, 1 AVX2, 2 AVX-512) */
+/* the step in use: AVX2 where the CPU has it, unless GLQ_TRELLIS_VECTOR=0 (0 portable, 1 AVX2) */
 static int vec_state = -1;
 static int vec_supported(void) {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+  return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 
 int glq_trellis_vector(void) {
   if (vec_state < 0) {
     const char *e = getenv("GLQ_TRELLIS_VECTOR");
-    const int cap = e && *e ? atoi(e) : 2, have = vec_supported();
+    const int cap = e && *e ? atoi(e) : 1, have = vec_supported();
     vec_state = cap < have ? (cap < 0 ? 0 : cap) : have;
   }
   return vec_state;
@@ -267,13 +234,12 @@ static int viterbi_ws(const glq_trellis_code *c, vit_ws *w, const float *x, int 
   if (start_ov >= G || end_ov >= G) return glq_error(GLQ_EINVAL, "trellis viterbi: overlap out of range");
   for (int64_t i = 0; i < (int64_t)steps * V; i++)
     if (!isfinite(x[i])) return glq_error(GLQ_ENUMERIC, "trellis viterbi: non-finite target at %lld", (long long)i);
-  const int lvl = KV >= 2 ? glq_trellis_vector() : 0, vec = lvl == 2 && G >= 16 ? 2 : lvl >= 1 && G >= 8 ? 1 : 0;
+  const int vec = KV >= 2 && G >= 8 && glq_trellis_vector();
   for (int64_t j = 0; j < G; j++) w->best[j] = start_ov < 0 || j == start_ov ? 0.0f : INFINITY;
   for (int i = 1; i < steps; i++) { /* leave step i - 1 */
     float x0 = x[(int64_t)(i - 1) * V], x1 = V == 2 ? x[(int64_t)(i - 1) * V + 1] : 0.0f;
     uint8_t *bp = w->bp + (int64_t)i * G;
-    if (vec == 2) step_avx512(w, V, KV, G, x0, x1, bp);
-    else if (vec == 1) step_avx2(w, V, KV, G, x0, x1, bp);
+    if (vec) step_avx2(w, V, KV, G, x0, x1, bp);
     else step_scalar(w, V, KV, G, x0, x1, bp);
     float *t = w->best;
     w->best = w->nbest;

@@ -92,8 +92,8 @@ int glq_trellis_pack_layer(const glq_trellis_code *c, const uint16_t *states, in
 int glq_trellis_decode_layer(const glq_trellis_code *c, const int16_t *packed, int64_t m, int64_t n,
                              int kernel_layout, float *w);
 
-/* The Viterbi step in use: 0 portable C, 1 AVX2, 2 AVX-512F (runtime dispatch, the widest the CPU has; the
- * environment variable GLQ_TRELLIS_VECTOR=0|1|2 caps it). Every level gives the same states bit for bit. */
+/* The Viterbi step in use: 0 portable C, 1 AVX2 (runtime dispatch: AVX2 where the CPU has it; the environment
+ * variable GLQ_TRELLIS_VECTOR=0 forces the portable step). Both give the same states bit for bit. */
 int glq_trellis_vector(void);
 /* Use at most `level` (clamped to what the CPU has); returns the previous level. For tests and benchmarks. */
 int glq_trellis_set_vector(int level);
