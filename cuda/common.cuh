@@ -46,6 +46,7 @@ struct glq_cuda_ctx {
   int64_t max_row_batch;     /* glq_cuda_linear: one-CTA-per-row Hadamard transforms up to this batch */
   int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
   int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
+  int split_inputs;          /* glq_cuda_linear: split the matmul input into bf16 hi + lo on the fused path */
   uint16_t *scratch;        /* bf16 weights for GLQ_CUDA_DEQUANT */
   size_t scratch_elems;
   void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */
@@ -73,8 +74,9 @@ enum { GLQ_ROWS_PAD = 32, GLQ_STEP_K = 256 };
 
 static inline int64_t glq_round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-/* y (B x out, f32 or bf16) = alpha * x (B x in, bf16) . W^T with W (out x in, bf16) in ctx->scratch. */
-int glq_cuda_gemm_scratch(glq_cuda_ctx *ctx, int64_t out, int64_t in, const uint16_t *x, int64_t B,
+/* y (B x out, f32 or bf16) = alpha * x (B x in, bf16) . W^T with W (out x in, bf16) in ctx->scratch; with x_lo
+ * (f32 y only) alpha * (x + x_lo) . W^T, two GEMMs. */
+int glq_cuda_gemm_scratch(glq_cuda_ctx *ctx, int64_t out, int64_t in, const uint16_t *x, const uint16_t *x_lo, int64_t B,
                           void *y, int y_bf16, float alpha, cudaStream_t st);
 
 int glq_cuda_pick_path(glq_cuda_ctx *ctx, int64_t out, int64_t in, int64_t B, glq_cuda_path path,

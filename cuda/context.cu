@@ -1,6 +1,7 @@
 /* context.cu - per-device state of the CUDA backend and the dequantize-then-cuBLAS GEMM. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "common.cuh"
 
 extern "C" int glq_cuda_describe(char *buf, size_t n) {
@@ -39,6 +40,8 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   c->max_row_batch = 64;    /* up to one wave of row CTAs; prefill keeps the multi-pass transforms */
   c->e8_smem_entries = -1;
   c->fused_cfg = -1;
+  const char *sp = getenv("GLQ_CUDA_SPLIT_INPUTS"); /* "0": bf16 inputs alone (glq_cuda_ctx_set_split_inputs) */
+  c->split_inputs = !(sp && !strcmp(sp, "0"));
   c->blas_ws_bytes = (size_t)32 << 20;
   if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
     free(c);
@@ -75,6 +78,8 @@ extern "C" void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *c, int64_t ma
 
 extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_smem_entries = entries; }
 
+extern "C" void glq_cuda_ctx_set_split_inputs(glq_cuda_ctx *c, int on) { c->split_inputs = on != 0; }
+
 extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 2 ? 2 : cfg; }
 
 extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
@@ -89,15 +94,18 @@ extern "C" void glq_cuda_ctx_free(glq_cuda_ctx *c) {
   free(c);
 }
 
-int glq_cuda_gemm_scratch(glq_cuda_ctx *c, int64_t out, int64_t in, const uint16_t *x, int64_t B,
+int glq_cuda_gemm_scratch(glq_cuda_ctx *c, int64_t out, int64_t in, const uint16_t *x, const uint16_t *x_lo, int64_t B,
                           void *y, int y_bf16, float alpha, cudaStream_t st) {
-  const float beta = 0.f;
+  if (x_lo && y_bf16) return glq_error(GLQ_EUNSUPPORTED, "matmul: split inputs with a bf16 output on the dequantize path");
   GLQ_CUBLAS_TRY(cublasSetStream(c->blas, st)); /* this resets the workspace: set ours after it */
   GLQ_CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes));
-  /* column-major view: y^T (out x B) = W (row-major out x in, i.e. op T) . x^T (in x B) */
-  GLQ_CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)B, (int)in, &alpha,
-                              c->scratch, CUDA_R_16BF, (int)in, x, CUDA_R_16BF, (int)in, &beta, y,
-                              y_bf16 ? CUDA_R_16BF : CUDA_R_32F, (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  /* column-major view: y^T (out x B) = W (row-major out x in, i.e. op T) . x^T (in x B); then + W . x_lo^T */
+  for (int pass = 0; pass < (x_lo ? 2 : 1); ++pass) {
+    const float beta = pass ? 1.f : 0.f;
+    GLQ_CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)B, (int)in, &alpha, c->scratch,
+                                CUDA_R_16BF, (int)in, pass ? x_lo : x, CUDA_R_16BF, (int)in, &beta, y,
+                                y_bf16 ? CUDA_R_16BF : CUDA_R_32F, (int)out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
   return GLQ_OK;
 }
 

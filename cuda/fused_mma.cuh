@@ -27,7 +27,10 @@
  *   optional: F::kSmallTable     true: the table is small enough for two CTAs per multiprocessor (cfg 2)
  *   F::unpack(p, r, i, half, wd, e[kStages][4])
  *                                bf16 pairs (weights 2q, 2q+1 of chunk i, q = 0..3) of that row,
- *                                one set per stage. */
+ *                                one set per stage.
+ * Split inputs (XLO, p.xlo != NULL): x = xhi + xlo, two bf16 rows per batch row (glq_cuda_ctx_set_split_inputs);
+ * every mma of x runs again on the lo words (they are loaded chunk by chunk, beside the hi ones) into the same
+ * accumulator, right after the hi one: the product is then f32-faithful in x, at twice the mma's. */
 #ifndef GLQ_CUDA_FUSED_MMA_CUH
 #define GLQ_CUDA_FUSED_MMA_CUH
 #include <type_traits>
@@ -35,6 +38,7 @@
 
 struct FusedParams {
   const uint16_t *x;      /* B x in bf16, row-major (ld = in) */
+  const uint16_t *xlo;    /* NULL, or the bf16 remainders of x (same layout) */
   void *y;                /* B x out, row-major (ld = out): f32, or bf16 if y_bf16 */
   int y_bf16;
   int B, out, in;
@@ -51,12 +55,13 @@ struct FusedParams {
 enum { FUSED_RED_FLOATS = 2048 }; /* WARPS * R * 128 partial sums */
 
 /* The parameters every format fills the same way (the rest: table, n_smem, scale2 for E8). */
-static inline FusedParams fused_params(const uint16_t *x, void *y, int y_bf16, int64_t B, int64_t out, int64_t in,
+static inline FusedParams fused_params(const uint16_t *x, const uint16_t *xlo, void *y, int y_bf16, int64_t B, int64_t out, int64_t in,
                                        int steps, const uint8_t *w1, const uint8_t *w2, int64_t pitch1, int64_t pitch2,
                                        float scale) {
   FusedParams p;
   memset(&p, 0, sizeof p);
   p.x = x;
+  p.xlo = xlo;
   p.y = y;
   p.y_bf16 = y_bf16;
   p.B = (int)B;
@@ -90,7 +95,7 @@ template <int NT> struct AccSplit { static constexpr int n = NT == 1 ? 2 : 1; };
 /* One K step of R 16-row parts x NT 8-column tiles. x is loaded XC chunks at a time; codebook words
  * are gathered GA chunks at a time before any is unpacked, so that the latency of the gathers that
  * miss shared memory is paid once per GA chunks, not once per gather. */
-template <class F, int NT, int R>
+template <class F, int NT, int R, bool XLO>
 __device__ __forceinline__ void fused_step(const FusedParams &p, const typename F::Raw (&raw)[R], int s,
                                            int cb, int g, int t, const uint32_t *stab,
                                            float (&acc)[F::kStages][R][NT][AccSplit<NT>::n][4],
@@ -123,13 +128,25 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
           for (int h = 0; h < 2; ++h) F::gather(p, raw[rr], i0 + ig + i, h, stab, wd[i][rr][h]);
 #pragma unroll
       for (int i = 0; i < GA; ++i) {
+        uint4 xl[NT];
+        if constexpr (XLO)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const int n = cb * 8 * NT + 8 * nt + g, k = kbase + 8 * (i0 + ig + i);
+            xl[nt] = (n < p.B && k < p.in) ? __ldg(reinterpret_cast<const uint4 *>(p.xlo + (int64_t)n * p.in + k))
+                                           : make_uint4(0, 0, 0, 0);
+          }
         if (F::kBias) /* every row of corr gets kBias * (sum of the chunk's x): the offset of unpack */
 #pragma unroll
           for (int h = 0; h < 2; ++h)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
+            for (int nt = 0; nt < NT; ++nt) {
               mma_bf16_16816(corr[nt][NT == 1 ? h : 0], F::kBias, F::kBias, F::kBias, F::kBias,
                              u4get(xq[ig + i][nt], 2 * h), u4get(xq[ig + i][nt], 2 * h + 1));
+              if constexpr (XLO)
+                mma_bf16_16816(corr[nt][NT == 1 ? h : 0], F::kBias, F::kBias, F::kBias, F::kBias, u4get(xl[nt], 2 * h),
+                               u4get(xl[nt], 2 * h + 1));
+            }
 #pragma unroll
         for (int rr = 0; rr < R; ++rr) {
           uint32_t eg[F::kStages][4], eh[F::kStages][4];
@@ -140,9 +157,13 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
-              for (int nt = 0; nt < NT; ++nt)
+              for (int nt = 0; nt < NT; ++nt) {
                 mma_bf16_16816(acc[st][rr][nt][NT == 1 ? h : 0], eg[st][2 * h], eh[st][2 * h], eg[st][2 * h + 1],
                                eh[st][2 * h + 1], u4get(xq[ig + i][nt], 2 * h), u4get(xq[ig + i][nt], 2 * h + 1));
+                if constexpr (XLO)
+                  mma_bf16_16816(acc[st][rr][nt][NT == 1 ? h : 0], eg[st][2 * h], eh[st][2 * h], eg[st][2 * h + 1],
+                                 eh[st][2 * h + 1], u4get(xl[nt], 2 * h), u4get(xl[nt], 2 * h + 1));
+              }
         }
       }
     }
@@ -229,7 +250,7 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams &p, const float
   }
 }
 
-template <class F, int NT, int R, int WARPS, int MINB = 1>
+template <class F, int NT, int R, int WARPS, int MINB = 1, bool XLO = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedParams p) {
   static_assert(WARPS * R * 128 <= FUSED_RED_FLOATS, "partial sums exceed the reduction buffer");
   extern __shared__ __align__(16) uint32_t smem[];
@@ -274,7 +295,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
       adv(tl, st);
       if (PF == 2) adv(tl, st);
       if (tl < ntiles) fused_load<F, R>(p, tl, st, g, t, PF == 2 ? b2 : b1);
-      fused_step<F, NT, R>(p, b0, s, cb, g, t, stab, acc, corr);
+      fused_step<F, NT, R, XLO>(p, b0, s, cb, g, t, stab, acc, corr);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         b0[rr] = b1[rr];
@@ -311,18 +332,23 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
  * By default HiF4 and E8P (formats without a table or with a small one) take 2 for B <= 8 (the fastest on every measured shape); otherwise 1 when its tiles
  * fill more than half the multiprocessors, else 0 (twice as many CTAs): the faster one in every
  * measured case but a few within 10% (docs/cuda-notes.md). */
+template <class F, bool XLO>
+static int fused_launch_cfg(const glq_cuda_ctx *ctx, const FusedParams &p, int cfg, cudaStream_t st) {
+  if (p.B <= 8) {
+    if (cfg == 0) return fused_launch_shape<F, FusedShape<1, 1, 16>>(ctx, p, fused_kernel<F, 1, 1, 16, 1, XLO>, st);
+    if (cfg == 2) return fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, XLO>, st);
+    return fused_launch_shape<F, FusedShape<1, 2, 8>>(ctx, p, fused_kernel<F, 1, 2, 8, 1, XLO>, st);
+  }
+  if (cfg == 0) return fused_launch_shape<F, FusedShape<2, 1, 16>>(ctx, p, fused_kernel<F, 2, 1, 16, 1, XLO>, st);
+  if (cfg == 2) return fused_launch_shape<F, FusedShape<2, 1, 8>>(ctx, p, fused_kernel<F, 2, 1, 8, 2, XLO>, st);
+  return fused_launch_shape<F, FusedShape<2, 2, 8>>(ctx, p, fused_kernel<F, 2, 2, 8, 1, XLO>, st);
+}
+
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
   int cfg = ctx->fused_cfg;
   if (cfg < 0) cfg = (FmtSmallTable<F>::v && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
-  if (p.B <= 8) {
-    if (cfg == 0) return fused_launch_shape<F, FusedShape<1, 1, 16>>(ctx, p, fused_kernel<F, 1, 1, 16>, st);
-    if (cfg == 2) return fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2>, st);
-    return fused_launch_shape<F, FusedShape<1, 2, 8>>(ctx, p, fused_kernel<F, 1, 2, 8>, st);
-  }
-  if (cfg == 0) return fused_launch_shape<F, FusedShape<2, 1, 16>>(ctx, p, fused_kernel<F, 2, 1, 16>, st);
-  if (cfg == 2) return fused_launch_shape<F, FusedShape<2, 1, 8>>(ctx, p, fused_kernel<F, 2, 1, 8, 2>, st);
-  return fused_launch_shape<F, FusedShape<2, 2, 8>>(ctx, p, fused_kernel<F, 2, 2, 8>, st);
+  return p.xlo ? fused_launch_cfg<F, true>(ctx, p, cfg, st) : fused_launch_cfg<F, false>(ctx, p, cfg, st);
 }
 
 #endif

@@ -39,6 +39,11 @@ void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);
 /* Fused kernel tile shape: 0 = 16 rows x 16 warps, 1 = 32 rows x 8 warps, 2 = 16 rows x 8 warps with
  * two CTAs per multiprocessor (HiF4), -1 (default) by format and layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *ctx, int cfg);
+/* glq_cuda_linear on the fused path (B <= max_fused_batch): 1 (default) splits the rotated f32 input into bf16
+ * hi + lo and multiplies both (the layer's output then differs from the CPU layer's by f32 rounding only, not by
+ * bf16 input rounding); 0 multiplies bf16(x) alone (faster). */
+void glq_cuda_ctx_set_split_inputs(glq_cuda_ctx *ctx, int on);
+/* (a new context starts with 0 when the environment has GLQ_CUDA_SPLIT_INPUTS=0) */
 void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
 
 /* ---- E8 (layout: docs/format.md; codebook: ../shared/docs/glq-spec.md §1) ---- */
@@ -57,8 +62,10 @@ int glq_cuda_e8_create(const glq_cuda_codebook *cb, int bits, int64_t out, int64
 void glq_cuda_e8_free(glq_cuda_e8 *layer);
 size_t glq_cuda_e8_bytes(const glq_cuda_e8 *layer);  /* device bytes of the weights as streamed */
 /* y (B x out, row-major, ldy = out; f32, or bf16 bits when y_bf16) = x (B x in, bf16 bits,
- * row-major, ldx = in) . W^T. Device pointers; x 16-byte aligned. */
-int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, const uint16_t *x_bf16,
+ * row-major, ldx = in) . W^T. Device pointers; x 16-byte aligned. x_lo: NULL, or a second bf16 matrix like x
+ * (the remainders of an f32 input split as x + x_lo): the product is then (x + x_lo) . W^T, twice the
+ * tensor-core work (on the dequantize path two GEMMs, f32 y only). */
+int glq_cuda_e8_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, const uint16_t *x_bf16, const uint16_t *x_lo,
                        int64_t B, void *y, int y_bf16, glq_cuda_path path, void *stream);
 /* w (out x in bf16 bits, device) = round_bf16(W / wscale): the exact E8 sum for 2 bits. */
 int glq_cuda_e8_dequant(glq_cuda_ctx *ctx, const glq_cuda_e8 *layer, uint16_t *w_bf16, void *stream);
@@ -72,7 +79,8 @@ int glq_cuda_hif4_create(int64_t out, int64_t in, const uint8_t *e6m2, const uin
                          const uint8_t *e1_16, const uint8_t *s1p2, glq_cuda_hif4 **layer);
 void glq_cuda_hif4_free(glq_cuda_hif4 *layer);
 size_t glq_cuda_hif4_bytes(const glq_cuda_hif4 *layer);
-int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, const uint16_t *x_bf16,
+/* as glq_cuda_e8_matmul, x_lo included */
+int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, const uint16_t *x_bf16, const uint16_t *x_lo,
                          int64_t B, void *y, int y_bf16, glq_cuda_path path, void *stream);
 /* w (out x in bf16 bits, device) = the exact decoded weight. */
 int glq_cuda_hif4_dequant(glq_cuda_ctx *ctx, const glq_cuda_hif4 *layer, uint16_t *w_bf16, void *stream);

@@ -42,7 +42,9 @@ struct HrPlan {
 
 /* Where a transform reads and writes (the row kernel, linear.cu's line kernel and plans):
  *   dst (ld_dst; positions < n_dst written) = post ⊙ (H · (pre ⊙ pad(src))) + bias,
- * src read at positions < n_src (the rest is zero); dst f32, or bf16 when dst_bf16; NULL = none. */
+ * src read at positions < n_src (the rest is zero); dst f32, or bf16 when dst_bf16; NULL = none.
+ * dst_lo (bf16 dst only; NULL = none, same ld): the remainders v - bf16(v) rounded to bf16, so that hi + lo
+ * carries v to ~2^-17 relative (the split matmul input of glq_cuda_ctx_set_split_inputs). */
 struct RowIo {
   const float *src;
   int64_t ld_src, n_src;
@@ -51,7 +53,20 @@ struct RowIo {
   int64_t ld_dst, n_dst;
   int dst_bf16;
   const float *post, *bias; /* n_dst values or NULL */
+  void *dst_lo;
 };
+
+/* dst[r, k] (and dst_lo[r, k]) = v, as io says */
+__device__ __forceinline__ void rowio_store(const RowIo &io, int64_t r, int64_t k, float v) {
+  const int64_t o = r * io.ld_dst + k;
+  if (!io.dst_bf16) {
+    reinterpret_cast<float *>(io.dst)[o] = v;
+    return;
+  }
+  const __nv_bfloat16 h = __float2bfloat16_rn(v);
+  reinterpret_cast<__nv_bfloat16 *>(io.dst)[o] = h;
+  if (io.dst_lo) reinterpret_cast<__nv_bfloat16 *>(io.dst_lo)[o] = __float2bfloat16_rn(v - __bfloat162float(h));
+}
 
 struct HrOp {
   RowIo io;
@@ -172,8 +187,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
       float v = sm[hr_pos(k)] * b.scale;
       if (o.io.post) v *= o.io.post[k];
       if (o.io.bias) v += o.io.bias[k];
-      if (o.io.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.io.dst)[r * o.io.ld_dst + k] = __float2bfloat16_rn(v);
-      else reinterpret_cast<float *>(o.io.dst)[r * o.io.ld_dst + k] = v;
+      rowio_store(o.io, r, k, v);
     }
   }
 }

@@ -145,16 +145,16 @@ extern "C" int glq_cuda_hif4_dequant(glq_cuda_ctx *ctx, const glq_cuda_hif4 *l, 
   return GLQ_OK;
 }
 
-extern "C" int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *l, const uint16_t *x, int64_t B,
+extern "C" int glq_cuda_hif4_matmul(glq_cuda_ctx *ctx, const glq_cuda_hif4 *l, const uint16_t *x, const uint16_t *x_lo, int64_t B,
                                     void *y, int y_bf16, glq_cuda_path path, void *stream) {
   cudaStream_t st = (cudaStream_t)stream;
   int rc = glq_cuda_pick_path(ctx, l->out, l->in, B, path, &path);
   if (rc) return rc;
   if (path == GLQ_CUDA_DEQUANT) {
     rc = glq_cuda_hif4_dequant(ctx, l, ctx->scratch, stream);
-    return rc ? rc : glq_cuda_gemm_scratch(ctx, l->out, l->in, x, B, y, y_bf16, 1.f, st);
+    return rc ? rc : glq_cuda_gemm_scratch(ctx, l->out, l->in, x, x_lo, B, y, y_bf16, 1.f, st);
   }
-  const FusedParams p = fused_params(x, y, y_bf16, B, l->out, l->in, (int)(l->units_pad / 4), l->nib, l->meta,
+  const FusedParams p = fused_params(x, x_lo, y, y_bf16, B, l->out, l->in, (int)(l->units_pad / 4), l->nib, l->meta,
                                      l->pitch1, l->pitch2, 1.f);
   return fused_launch<Hif4Fmt>(ctx, p, st);
 }

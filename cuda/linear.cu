@@ -8,6 +8,8 @@
  *   trellis     the same with glq_cuda_tr_layer_matmul (lowbit.cu; 3inst codes at 2-4 bits; a hyb code, or
  *               another K, is dequantized once on the CPU and runs as dense f32)
  *   hif4        xb = bf16(Hn(signs ⊙ pad(x))) or bf16(pad(x)); y = glq_cuda_hif4_matmul(xb) + bias
+ * On the fused path (B <= max_fused_batch) the quantized kinds split the rotated input: xb = bf16(v) and
+ * xlo = bf16(v - xb), and the matmul multiplies both (glq_cuda_ctx_set_split_inputs; 0 = bf16(v) alone).
  *
  * Hadamard transforms replay the CPU plan (hadamard.h) block by block, so every plan the CPU builds
  * gives the same orthogonal map: Sylvester FWHT, H_p (x) FWHT, the block-diagonal fallbacks, glq's
@@ -114,8 +116,7 @@ static __global__ void __launch_bounds__(LT_THREADS) line_kernel(const LineOp o)
     float v = sm[lt_word((g << o.nl_log) + a)] * o.scale;
     if (o.io.post) v *= o.io.post[k];
     if (o.io.bias) v += o.io.bias[k];
-    if (o.io.dst_bf16) reinterpret_cast<__nv_bfloat16 *>(o.io.dst)[r * o.io.ld_dst + k] = __float2bfloat16_rn(v);
-    else reinterpret_cast<float *>(o.io.dst)[r * o.io.ld_dst + k] = v;
+    rowio_store(o.io, r, k, v);
   }
 }
 
@@ -334,6 +335,7 @@ static LineOp to_scratch(LineOp o, float *dst, int64_t n) {
   o.io.dst = dst;
   o.io.ld_dst = o.io.n_dst = n;
   o.io.dst_bf16 = 0;
+  o.io.dst_lo = NULL;
   o.io.post = o.io.bias = NULL;
   o.scale = 1.f;
   return o;
@@ -614,12 +616,14 @@ extern "C" int glq_cuda_linear_upload(glq_cuda_ctx *ctx, const struct glq_linear
 /* 1 for the kinds whose matmul output yt goes through an output transform (SU, Hmᵀ, crop). */
 static int rotated_out(const glq_cuda_linear *l) { return l->kind == LIN_E8 || l->kind == LIN_E8P || l->kind == LIN_TRELLIS; }
 
-/* Per-row scratch of forward: f32 t1 and t2 (t1 also holds the E8 matmul output yt) and bf16 xb. */
+/* Per-row scratch of forward: f32 t1 and t2 (t1 also holds the E8 matmul output yt) and bf16 xb (for the
+ * quantized kinds two rows: hi, then lo of a split input). */
 static void scratch_per_row(const glq_cuda_linear *l, int64_t *t1, int64_t *t2, int64_t *xb) {
   *t1 = *t2 = *xb = 0;
   if (l->kind == LIN_DENSE) return;
   *xb = l->k_dev;
   if (l->kind == LIN_DENSE_BF16) return;
+  *xb = 2 * l->k_dev;
   const int pre_or_pad = l->sv != NULL || l->in < l->k_dev;
   *t1 = plan_t1(&l->pin, pre_or_pad);
   *t2 = plan_t2(&l->pin);
@@ -690,27 +694,30 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
   scratch_per_row(l, &n1, &n2, &nx);
   float *t1 = (float *)ctx->lin_ws[lane], *t2 = t1 + B * n1;
   uint16_t *xb = (uint16_t *)(t2 + B * n2);
+  /* the quantized kinds on the fused path take the rotated input split into bf16 hi + lo (glq_cuda_ctx_set_split_inputs) */
+  const uint16_t *xlo = l->kind != LIN_DENSE && l->kind != LIN_DENSE_BF16 && ctx->split_inputs && B <= ctx->max_fused_batch
+                            ? xb + B * l->k_dev : NULL;
   if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
-    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL};
+    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL, (void *)xlo};
     if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st, lane))) return rc;
   }
   switch (l->kind) {
     case LIN_DENSE: rc = dense_gemm(ctx, l, x, B, y, st, lane); break;
     case LIN_DENSE_BF16: rc = dense_gemm(ctx, l, xb, B, y, st, lane); break;
-    case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, B, y, 0, GLQ_CUDA_AUTO, stream); break;
+    case LIN_HIF4: rc = glq_cuda_hif4_matmul(ctx, l->hif4, xb, xlo, B, y, 0, GLQ_CUDA_AUTO, stream); break;
     case LIN_E8:
     case LIN_E8P:
     case LIN_TRELLIS: {
-      rc = l->kind == LIN_E8    ? glq_cuda_e8_matmul(ctx, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, stream)
-           : l->kind == LIN_E8P ? glq_cuda_e8p_matmul(ctx, l->e8p, l->e8, xb, B, t1, 0, GLQ_CUDA_AUTO, st)
-                                : glq_cuda_tr_layer_matmul(ctx, l->tr, xb, B, t1, 0, GLQ_CUDA_AUTO, st);
+      rc = l->kind == LIN_E8    ? glq_cuda_e8_matmul(ctx, l->e8, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, stream)
+           : l->kind == LIN_E8P ? glq_cuda_e8p_matmul(ctx, l->e8p, l->e8, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st)
+                                : glq_cuda_tr_layer_matmul(ctx, l->tr, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st);
       if (rc) return rc;
-      const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias};
+      const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias, NULL};
       return transform(ctx, &l->pout, out, B, NULL, t2, st, lane); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
     }
   }
   if (rc || !l->bias) return rc;
-  const RowIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias}; /* in place, elementwise */
+  const RowIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias, NULL}; /* in place, elementwise */
   return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st, lane);
 }
 

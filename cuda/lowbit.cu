@@ -148,7 +148,7 @@ static __global__ void __launch_bounds__(256) e8p_dequant_kernel(const uint8_t *
 }
 
 int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
-                        int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st) {
+                        const uint16_t *x_lo, int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st) {
   int rc = glq_cuda_pick_path(ctx, l->out, l->in, B, path, &path);
   if (rc) return rc;
   const int S2 = l->bits == 2 ? 0 : l->bits == 3 ? 1 : 2;
@@ -159,9 +159,9 @@ int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const g
     kern<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(l->q1, l->q2, l->pitch1, l->pitch2, t->words, (int)l->out,
                                                      (int)l->in, l->inv_rs, ctx->scratch);
     GLQ_CUDA_LAUNCHED();
-    return glq_cuda_gemm_scratch(ctx, l->out, l->in, x, B, y, y_bf16, l->wscale * 0.25f, st);
+    return glq_cuda_gemm_scratch(ctx, l->out, l->in, x, x_lo, B, y, y_bf16, l->wscale * 0.25f, st);
   }
-  FusedParams p = fused_params(x, y, y_bf16, B, l->out, l->in, (int)(l->groups_pad / 32), l->q1, l->q2, l->pitch1,
+  FusedParams p = fused_params(x, x_lo, y, y_bf16, B, l->out, l->in, (int)(l->groups_pad / 32), l->q1, l->q2, l->pitch1,
                                l->pitch2, l->wscale * 0.25f);
   p.table = t->words;
   p.n_smem = E8P_TAB_WORDS;
@@ -183,7 +183,8 @@ struct glq_cuda_tr_layer {
 
 struct TrellisParams {
   const uint32_t *words;
-  const uint16_t *x; /* B x n bf16 */
+  const uint16_t *x;   /* B x n bf16 */
+  const uint16_t *xlo; /* NULL, or the bf16 remainders of x (XLO) */
   void *y;           /* B x m, f32 or bf16 */
   int y_bf16, B, m, n, tn;
   float wscale;
@@ -209,8 +210,9 @@ __device__ __forceinline__ void tr_decode(uint32_t word, int lane, uint32_t hi[4
 }
 
 /* A CTA per (16-row tile, 8·NT batch columns); its warps take column tiles w, w + TR_WARPS, ... and load
- * TR_AHEAD tiles ahead; partial sums are added over the warps in a fixed order. */
-template <int K, int NT>
+ * TR_AHEAD tiles ahead; partial sums are added over the warps in a fixed order. XLO: x = x + xlo, and the
+ * hi weights also multiply xlo (lo · xlo, below 2^-17 of the product, is left out). */
+template <int K, int NT, bool XLO>
 static __global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(const TrellisParams p) {
   constexpr int WPT = 8 * K;
   __shared__ __align__(16) float red[TR_WARPS][NT][128];
@@ -225,13 +227,14 @@ static __global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(con
   }
   glq_grid_wait(); /* the weights are constants; x comes from the kernel before */
   glq_grid_release();
-  const uint16_t *xr[NT];
+  const uint16_t *xr[NT], *xl[NT];
   bool ok[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int n = cb * 8 * NT + 8 * nt + g;
     ok[nt] = n < p.B;
     xr[nt] = p.x + (int64_t)(ok[nt] ? n : 0) * p.n + 2 * t;
+    xl[nt] = XLO ? p.xlo + (int64_t)(ok[nt] ? n : 0) * p.n + 2 * t : NULL;
   }
   float ah[NT][4] = {}, al[NT][4] = {};
   for (int c0 = w; c0 < p.tn; c0 += TR_WARPS * TR_AHEAD) {
@@ -253,6 +256,11 @@ static __global__ void __launch_bounds__(TR_WARPS * 32, 2) trellis_mm_kernel(con
         const uint32_t b1 = ok[nt] ? __ldg(reinterpret_cast<const uint32_t *>(xr[nt] + 16 * c + 8)) : 0u;
         mma_bf16_16816(ah[nt], hi[0], hi[1], hi[2], hi[3], b0, b1);
         mma_bf16_16816(al[nt], lo[0], lo[1], lo[2], lo[3], b0, b1);
+        if constexpr (XLO) {
+          const uint32_t c0 = ok[nt] ? __ldg(reinterpret_cast<const uint32_t *>(xl[nt] + 16 * c)) : 0u;
+          const uint32_t c1 = ok[nt] ? __ldg(reinterpret_cast<const uint32_t *>(xl[nt] + 16 * c + 8)) : 0u;
+          mma_bf16_16816(al[nt], hi[0], hi[1], hi[2], hi[3], c0, c1);
+        }
       }
     }
 #pragma unroll
@@ -330,12 +338,13 @@ void glq_cuda_tr_layer_free(glq_cuda_tr_layer *l) {
 
 size_t glq_cuda_tr_layer_bytes(const glq_cuda_tr_layer *l) { return (size_t)((l->m / 16) * (l->n / 16) * 32 * l->K); }
 
-template <int NT>
+template <int NT, bool XLO>
 static void (*tr_kernel(int K))(const TrellisParams) {
-  return K == 2 ? trellis_mm_kernel<2, NT> : K == 3 ? trellis_mm_kernel<3, NT> : trellis_mm_kernel<4, NT>;
+  return K == 2 ? trellis_mm_kernel<2, NT, XLO> : K == 3 ? trellis_mm_kernel<3, NT, XLO> : trellis_mm_kernel<4, NT, XLO>;
 }
 
-int glq_cuda_tr_layer_matmul(glq_cuda_ctx *ctx, const glq_cuda_tr_layer *l, const uint16_t *x, int64_t B, void *y,
+int glq_cuda_tr_layer_matmul(glq_cuda_ctx *ctx, const glq_cuda_tr_layer *l, const uint16_t *x, const uint16_t *x_lo,
+                             int64_t B, void *y,
                             int y_bf16, glq_cuda_path path, cudaStream_t st) {
   int rc = glq_cuda_pick_path(ctx, l->m, l->n, B, path, &path);
   if (rc) return rc;
@@ -345,13 +354,14 @@ int glq_cuda_tr_layer_matmul(glq_cuda_ctx *ctx, const glq_cuda_tr_layer *l, cons
         l->K == 2 ? trellis_dequant_kernel<2> : l->K == 3 ? trellis_dequant_kernel<3> : trellis_dequant_kernel<4>;
     kern<<<(unsigned)((ntiles + 7) / 8), 256, 0, st>>>(l->words, ntiles, (int)tn, (int)l->n, ctx->scratch);
     GLQ_CUDA_LAUNCHED();
-    return glq_cuda_gemm_scratch(ctx, l->m, l->n, x, B, y, y_bf16, l->wscale, st);
+    return glq_cuda_gemm_scratch(ctx, l->m, l->n, x, x_lo, B, y, y_bf16, l->wscale, st);
   }
   const int nt = B <= 8 ? 1 : 2;
   const int64_t cbs = (B + 8 * nt - 1) / (8 * nt);
   if (cbs > 65535) return glq_error(GLQ_EINVAL, "trellis matmul: batch %lld is too large for the fused kernel", (long long)B);
-  TrellisParams p = {l->words, x, y, y_bf16, (int)B, (int)l->m, (int)l->n, (int)tn, l->wscale};
+  TrellisParams p = {l->words, x, x_lo, y, y_bf16, (int)B, (int)l->m, (int)l->n, (int)tn, l->wscale};
   const dim3 grid((unsigned)(l->m / 16), (unsigned)cbs);
-  return nt == 1 ? glq_launch_pdl(ctx, tr_kernel<1>(l->K), grid, dim3(TR_WARPS * 32), 0, st, p)
-                 : glq_launch_pdl(ctx, tr_kernel<2>(l->K), grid, dim3(TR_WARPS * 32), 0, st, p);
+  void (*kern)(const TrellisParams) = nt == 1 ? (x_lo ? tr_kernel<1, true>(l->K) : tr_kernel<1, false>(l->K))
+                                              : (x_lo ? tr_kernel<2, true>(l->K) : tr_kernel<2, false>(l->K));
+  return glq_launch_pdl(ctx, kern, grid, dim3(TR_WARPS * 32), 0, st, p);
 }

@@ -14,7 +14,8 @@
  * m16n8k16 A operand: glq's sequence order is the MMA fragment order, so lane l decodes states 8l .. 8l+7 of
  * the tile (16-bit windows of the tile's bitstream at bit 8lK + jK, read from three 32-bit words gathered by
  * shuffles) and they are its four A registers. A 3inst value is an fp16 (11 significant bits): it enters the
- * bf16 MMA as hi + lo (two bf16 values, exact), so the fused product is x_bf16 · W̃ in f32. */
+ * bf16 MMA as hi + lo (two bf16 values, exact), so the fused product is x_bf16 · W̃ in f32.
+ * x_lo (both formats): NULL, or the bf16 remainders of a split input, as in glq_cuda_e8_matmul. */
 #ifndef GLQ_CUDA_LOWBIT_CUH
 #define GLQ_CUDA_LOWBIT_CUH
 #include "common.cuh"
@@ -27,7 +28,7 @@ int glq_cuda_e8p_tables_create(const uint32_t *packed_abs, const int8_t *e81b4, 
 void glq_cuda_e8p_tables_free(glq_cuda_e8p_tables *t);
 /* l: glq_cuda_e8_create(NULL, bits, out, in, Qidxs, Qidxs2, wscale, inv_rs) of an E8P layer. */
 int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
-                        int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st);
+                        const uint16_t *x_lo, int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st);
 
 struct glq_cuda_tr_layer;
 /* A 3inst trellis layer of m x n (multiples of 16) at K bits: words holds the (m/16)·(n/16) tiles (row-major over
@@ -35,7 +36,8 @@ struct glq_cuda_tr_layer;
 int glq_cuda_tr_layer_create(int K, int64_t m, int64_t n, const uint16_t *words, float wscale, glq_cuda_tr_layer **out);
 void glq_cuda_tr_layer_free(glq_cuda_tr_layer *l);
 size_t glq_cuda_tr_layer_bytes(const glq_cuda_tr_layer *l);
-int glq_cuda_tr_layer_matmul(glq_cuda_ctx *ctx, const glq_cuda_tr_layer *l, const uint16_t *x, int64_t B, void *y,
+int glq_cuda_tr_layer_matmul(glq_cuda_ctx *ctx, const glq_cuda_tr_layer *l, const uint16_t *x, const uint16_t *x_lo,
+                             int64_t B, void *y,
                             int y_bf16, glq_cuda_path path, cudaStream_t st);
 
 #endif

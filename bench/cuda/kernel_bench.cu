@@ -1,5 +1,6 @@
 /* kernel_bench.cu - correctness checks and timings of glq's CUDA kernels against cuBLAS bf16.
- * Usage: kernel_bench [out_dir]   (writes out_dir/kernel_bench.md; default: $OUT, else ".")
+ * Usage: kernel_bench [out_dir]   (writes out_dir/kernel_bench.md; default: $OUT, else ".";
+ *        KERNEL_BENCH_CHECKS_ONLY=1 in the environment stops after the correctness checks)
  * 1. correctness: every kernel vs a CPU fp64 reference on fresh random inputs, outputs NaN-poisoned,
  *    odd shapes, run twice to check identical bytes; FWHT vs CPU.
  * 2. timings: CUDA graphs of >= 20 calls rotating over weight copies (working set > 120 MB, i.e.
@@ -226,12 +227,17 @@ static void dequant_tr(const HostTr &h, std::vector<double> &w) {
 /* ---------- correctness ---------- */
 static int n_fail = 0, n_check = 0;
 
-/* Run fn twice on NaN-poisoned y; compare to y_ref = x . W^T (fp64); report. */
+/* Run fn twice on NaN-poisoned y; compare to y_ref = x . W^T (fp64); report. split: x holds B rows of bf16 hi
+ * and then B rows of bf16 lo (an f32 input split as glq_cuda_linear does), and y_ref is taken on hi + lo. */
 template <class Fn>
 static void check_matmul(const char *name, int64_t out, int64_t in, int64_t B, const std::vector<double> &w, Fn fn,
-                         double tol, int y_bf16) {
-  std::vector<uint16_t> xh(B * in);
-  for (auto &v : xh) v = f2bf((float)nrand());
+                         double tol, int y_bf16, int split = 0) {
+  std::vector<uint16_t> xh((split ? 2 : 1) * B * in);
+  for (int64_t i = 0; i < B * in; ++i) {
+    const float v = (float)nrand();
+    xh[i] = f2bf(v);
+    if (split) xh[B * in + i] = f2bf(v - bf2f(xh[i]));
+  }
   uint16_t *dx;
   float *dy;
   CK(cudaMalloc(&dx, xh.size() * 2));
@@ -259,7 +265,7 @@ static void check_matmul(const char *name, int64_t out, int64_t in, int64_t B, c
       double ref = 0;
       const double *wr = &w[r * in];
       const uint16_t *xr = &xh[b * in];
-      for (int64_t k = 0; k < in; ++k) ref += (double)bf2f(xr[k]) * wr[k];
+      for (int64_t k = 0; k < in; ++k) ref += ((double)bf2f(xr[k]) + (split ? bf2f(xr[B * in + k]) : 0.0)) * wr[k];
       const double v = y1[b * out + r];
       if (!isfinite(v)) ++nonfinite;
       num += (v - ref) * (v - ref);
@@ -270,7 +276,7 @@ static void check_matmul(const char *name, int64_t out, int64_t in, int64_t B, c
   const bool ok = nonfinite == 0 && rel < tol && same;
   ++n_check;
   if (!ok) ++n_fail;
-  printf("check %-28s %5lldx%-5lld B=%-4lld rel_err %.2e (tol %.0e) nonfinite %lld deterministic %s %s\n", name,
+  printf("check %-34s %5lldx%-5lld B=%-4lld rel_err %.2e (tol %.0e) nonfinite %lld deterministic %s %s\n", name,
          (long long)out, (long long)in, (long long)B, rel, tol, (long long)nonfinite, same ? "yes" : "NO",
          ok ? "ok" : "FAIL");
   mdprintf("| %s | %lldx%lld | %lld | %.2e | %.0e | %lld | %s | %s |\n", name, (long long)out, (long long)in,
@@ -501,8 +507,8 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
         if (path == GLQ_CUDA_DEQUANT && B < 16) continue;
         const int n = std::max(20, nc);
         auto run = [&](int i) -> int {
-          return f < 3 ? glq_cuda_e8_matmul(ctx, e8[f][i % nc], dx, B, dyb, 1, (glq_cuda_path)path, g_st)
-                       : glq_cuda_hif4_matmul(ctx, hf[i % nc], dx, B, dyb, 1, (glq_cuda_path)path, g_st);
+          return f < 3 ? glq_cuda_e8_matmul(ctx, e8[f][i % nc], dx, NULL, B, dyb, 1, (glq_cuda_path)path, g_st)
+                       : glq_cuda_hif4_matmul(ctx, hf[i % nc], dx, NULL, B, dyb, 1, (glq_cuda_path)path, g_st);
         };
         if (path == GLQ_CUDA_DEQUANT) {
           add_row(shape, B, nm, "dequant", time_graph(n, run), tb, wb + io);
@@ -532,12 +538,18 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
       const glq_cuda_path path = B <= 16 ? GLQ_CUDA_FUSED : GLQ_CUDA_DEQUANT;
       if (B > 16 && B < 64) continue;
       auto run = [&](int i) -> int {
-        return is_tr ? glq_cuda_tr_layer_matmul(ctx, tr[bi][i % nc], dx, B, dyb, 1, path, g_st)
-                     : glq_cuda_e8p_matmul(ctx, g_e8p, e8p[bi][i % nc], dx, B, dyb, 1, path, g_st);
+        return is_tr ? glq_cuda_tr_layer_matmul(ctx, tr[bi][i % nc], dx, NULL, B, dyb, 1, path, g_st)
+                     : glq_cuda_e8p_matmul(ctx, g_e8p, e8p[bi][i % nc], dx, NULL, B, dyb, 1, path, g_st);
       };
       const int n = std::max(20, nc);
+      /* the split input of glq_cuda_linear's fused path (x + x_lo, both bf16; dx stands in for x_lo) */
+      auto run_split = [&](int i) -> int {
+        return is_tr ? glq_cuda_tr_layer_matmul(ctx, tr[bi][i % nc], dx, dx, B, dyb, 1, path, g_st)
+                     : glq_cuda_e8p_matmul(ctx, g_e8p, e8p[bi][i % nc], dx, dx, B, dyb, 1, path, g_st);
+      };
       if (path == GLQ_CUDA_DEQUANT || is_tr) {
         add_row(shape, B, nm, path == GLQ_CUDA_DEQUANT ? "dequant" : "fused", time_graph(n, run), tb, wb + io);
+        if (path == GLQ_CUDA_FUSED) add_row(shape, B, nm, "fused-split", time_graph(n, run_split), tb, wb + 2 * io);
         continue;
       }
       for (int cfg : {0, 1, 2}) {
@@ -545,6 +557,7 @@ static void bench_shape(glq_cuda_ctx *ctx, int64_t out, int64_t in, const std::v
         add_row(shape, B, nm, cfg == 0 ? "fused-c0" : cfg == 1 ? "fused-c1" : "fused-c2", time_graph(n, run), tb, wb + io);
       }
       glq_cuda_ctx_set_fused_cfg(ctx, -1);
+      add_row(shape, B, nm, "fused-split", time_graph(n, run_split), tb, wb + 2 * io);
     }
   }
   for (int f = 0; f < 3; ++f) {
@@ -645,21 +658,25 @@ int main(int argc, char **argv) {
             for (int64_t B : {1, 3, 8, 13, 40}) {
               if (sm != 55296 && B != 13) continue;
               check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-                return glq_cuda_e8_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
+                return glq_cuda_e8_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
             }
           }
         glq_cuda_ctx_set_e8_smem(ctx, -1);
         glq_cuda_ctx_set_fused_cfg(ctx, -1);
+        snprintf(nm, sizeof nm, "e8-%d fused split", bits);
+        for (int64_t B : {1, 13})
+          check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_e8_matmul(ctx, l, x, x + b * in, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0, 1);
         snprintf(nm, sizeof nm, "e8-%d fused bf16-y", bits);
         check_matmul(nm, out, in, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-          return glq_cuda_e8_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+          return glq_cuda_e8_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
         snprintf(nm, sizeof nm, "e8-%d dequant+cublas", bits);
         for (int64_t B : {5, 70})
           check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-            return glq_cuda_e8_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, bits == 2 ? 1e-4 : 1e-2, 0);
+            return glq_cuda_e8_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, bits == 2 ? 1e-4 : 1e-2, 0);
         snprintf(nm, sizeof nm, "e8-%d dequant+cublas bf16-y", bits);
         check_matmul(nm, out, in, 70, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-          return glq_cuda_e8_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 1);
+          return glq_cuda_e8_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 1);
         glq_cuda_e8_free(l);
       }
       HostHif4 h = make_hif4(out, in);
@@ -673,16 +690,19 @@ int main(int argc, char **argv) {
         snprintf(nm, sizeof nm, "hif4 fused c%d", cfg);
         for (int64_t B : {1, 3, 8, 13, 40})
           check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-            return glq_cuda_hif4_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
+            return glq_cuda_hif4_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
       }
       glq_cuda_ctx_set_fused_cfg(ctx, -1);
+      for (int64_t B : {1, 13})
+        check_matmul("hif4 fused split", out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+          return glq_cuda_hif4_matmul(ctx, l, x, x + b * in, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0, 1);
       check_matmul("hif4 fused bf16-y", out, in, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-        return glq_cuda_hif4_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+        return glq_cuda_hif4_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
       for (int64_t B : {5, 70})
         check_matmul("hif4 dequant+cublas", out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-          return glq_cuda_hif4_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-4, 0);
+          return glq_cuda_hif4_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-4, 0);
       check_matmul("hif4 dequant+cublas bf16-y", out, in, 70, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-        return glq_cuda_hif4_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 1);
+        return glq_cuda_hif4_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 1);
       glq_cuda_hif4_free(l);
       /* E8P: fused (every tile shape) and dequantize + cuBLAS (3/4 bits round 4C1 + inv_rs 4C2 to bf16) */
       for (int bits = 2; bits <= 4; ++bits) {
@@ -697,16 +717,26 @@ int main(int argc, char **argv) {
           snprintf(nm, sizeof nm, "e8p-%d fused c%d", bits, cfg);
           for (int64_t B : {1, 3, 8, 13, 40})
             check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-              return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
+              return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0);
         }
         glq_cuda_ctx_set_fused_cfg(ctx, -1);
         snprintf(nm, sizeof nm, "e8p-%d fused bf16-y", bits);
         check_matmul(nm, out, in, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-          return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+          return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
         snprintf(nm, sizeof nm, "e8p-%d dequant+cublas", bits);
         for (int64_t B : {5, 70})
           check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-            return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, bits == 2 ? 1e-4 : 1e-2, 0);
+            return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, bits == 2 ? 1e-4 : 1e-2, 0);
+        /* split inputs (x + x_lo): without the lo pass the error would be ~2^-9 */
+        snprintf(nm, sizeof nm, "e8p-%d fused split", bits);
+        for (int64_t B : {1, 8, 13})
+          check_matmul(nm, out, in, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, x + b * in, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-4, 0, 1);
+        if (bits == 2) {
+          snprintf(nm, sizeof nm, "e8p-%d dequant+cublas split", bits);
+          check_matmul(nm, out, in, 70, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_e8p_matmul(ctx, g_e8p, l, x, x + b * in, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-4, 0, 1);
+        }
         glq_cuda_e8_free(l);
       }
       /* trellis 3inst (sides rounded down to multiples of 16): fused exact in W̃; dequantize rounds W̃ to bf16 */
@@ -721,14 +751,18 @@ int main(int argc, char **argv) {
         snprintf(nm, sizeof nm, "trellis-%d fused", K);
         for (int64_t B : {1, 3, 8, 13, 16, 40})
           check_matmul(nm, to, ti, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-            return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-5, 0);
+            return glq_cuda_tr_layer_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-5, 0);
         snprintf(nm, sizeof nm, "trellis-%d fused bf16-y", K);
         check_matmul(nm, to, ti, 5, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-          return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+          return glq_cuda_tr_layer_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-2, 1);
+        snprintf(nm, sizeof nm, "trellis-%d fused split", K);
+        for (int64_t B : {1, 13})
+          check_matmul(nm, to, ti, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
+            return glq_cuda_tr_layer_matmul(ctx, l, x, x + b * ti, b, y, yb, GLQ_CUDA_FUSED, NULL); }, 1e-5, 0, 1);
         snprintf(nm, sizeof nm, "trellis-%d dequant+cublas", K);
         for (int64_t B : {5, 70})
           check_matmul(nm, to, ti, B, w, [&](const uint16_t *x, int64_t b, void *y, int yb) {
-            return glq_cuda_tr_layer_matmul(ctx, l, x, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 0);
+            return glq_cuda_tr_layer_matmul(ctx, l, x, NULL, b, y, yb, GLQ_CUDA_DEQUANT, NULL); }, 1e-2, 0);
         glq_cuda_tr_layer_free(l);
       }
     }
@@ -737,6 +771,10 @@ int main(int argc, char **argv) {
   }
   printf("correctness: %d of %d checks passed\n", n_check - n_fail, n_check);
   mdprintf("\n%d of %d checks passed.\n\n", n_check - n_fail, n_check);
+  if (getenv("KERNEL_BENCH_CHECKS_ONLY")) { /* e.g. while other work shares the GPU: timings would mislead */
+    if (md) fclose(md);
+    return n_fail ? 2 : 0;
+  }
 
   /* ---------- timings ---------- */
   const int64_t shapes[][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}, {576, 1536}, {1536, 576}};

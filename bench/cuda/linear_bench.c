@@ -66,8 +66,8 @@ static int run_op(const op *o, cudaStream_t st) {
   switch (o->kind) {
     case OP_FORWARD: return glq_cuda_linear_forward(g_ctx, o->lin, o->x, o->B, o->y, st);
     case OP_MATMUL:
-      return o->e8 ? glq_cuda_e8_matmul(g_ctx, o->e8, o->xb, o->B, o->y, 0, GLQ_CUDA_AUTO, st)
-                   : glq_cuda_hif4_matmul(g_ctx, o->hif4, o->xb, o->B, o->y, 0, GLQ_CUDA_AUTO, st);
+      return o->e8 ? glq_cuda_e8_matmul(g_ctx, o->e8, o->xb, NULL, o->B, o->y, 0, GLQ_CUDA_AUTO, st)
+                   : glq_cuda_hif4_matmul(g_ctx, o->hif4, o->xb, NULL, o->B, o->y, 0, GLQ_CUDA_AUTO, st);
     case OP_CUBLAS: {
       const float one = 1.f, zero = 0.f;
       cublasStatus_t s = cublasSetStream(g_blas, st);
