@@ -117,6 +117,7 @@ for name in opts.rows:gmatch("[^,]+") do
       quantize_config = { tool_version = glq.version, source_model = opts.model, row = name },
     }
     local tq = progress.now() - t0
+    io.stderr:write(string.format("row %s: quantized in %.0f s, evaluating\n", name, tq))
     -- stored bits over every decoder projection (dense-kept ones count as stored: f32 = 32)
     local rep = json.read_file(fs.join(out, "report.json"))
     local bits = 0
