@@ -366,6 +366,14 @@ TRL_AVX2 static inline __m256i lane_states(uint64_t X, __m256i sh_lo, __m256i sh
   return _mm256_and_si256(_mm256_blend_epi32(lo, hi, 0xF0), _mm256_set1_epi32(0xFFFF));
 }
 
+/* K = 2: a lane's 8 states lie in the 30 bits from its word w[lane] on, so they come from one 32-bit window:
+ * (W >> (16 - 2j)) & 0xFFFF with W = w[lane] << 16 | w[lane + 1] (the stream wraps for lane 31) */
+TRL_AVX2 static inline __m256i lane_states_k2(const uint16_t *w, int lane) {
+  const uint32_t W = (uint32_t)w[lane] << 16 | w[(lane + 1) & 31];
+  return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)W), _mm256_setr_epi32(16, 14, 12, 10, 8, 6, 4, 2)),
+                          _mm256_set1_epi32(0xFFFF));
+}
+
 /* the 8 values (3inst) of 8 states: glq_trellis_3inst bit for bit */
 TRL_AVX2 static inline __m256 lane_values(__m256i s) {
   __m256i r = _mm256_add_epi32(_mm256_mullo_epi32(s, _mm256_set1_epi32(89226354)), _mm256_set1_epi32(64248484));
@@ -394,9 +402,9 @@ static void permute_x(const trlin *l, int64_t B) {
  * stay in registers (at batch 1); each lane is still one FMA chain over the column tiles in ascending order. */
 #define TR_LANES 8
 
-/* row tiles [r0, r1) at batch B (a constant after inlining) */
+/* row tiles [r0, r1) at batch B (a constant after inlining); k2: the code has K = 2 (also a constant) */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_rows_avx2(const fw_job *j, int64_t r0, int64_t r1,
-                                                                                          const int B) {
+                                                                                          const int B, const int k2) {
   const trlin *l = j->l;
   const int K = l->code.K;
   const int64_t tn = l->np / 16;
@@ -414,7 +422,8 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
 #pragma GCC unroll 8
         for (int i = 0; i < TR_LANES; i++) {
           const int ln = l0 + i;
-          const __m256 v = lane_values(lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
+          const __m256 v = lane_values(k2 ? lane_states_k2((const uint16_t *)tile, ln)
+                                          : lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
           for (int b = 0; b < B; b++) acc[b][i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][i]);
         }
       }
@@ -437,8 +446,10 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
 
 TRL_AVX2 static void fw_range_avx2(void *ctx, int64_t r0, int64_t r1) {
   const fw_job *j = ctx;
-  if (j->B == 1) fw_rows_avx2(j, r0, r1, 1);
-  else fw_rows_avx2(j, r0, r1, (int)j->B);
+  const int k2 = j->l->code.K == 2;
+  if (j->B == 1 && k2) fw_rows_avx2(j, r0, r1, 1, 1);
+  else if (j->B == 1) fw_rows_avx2(j, r0, r1, 1, 0);
+  else fw_rows_avx2(j, r0, r1, (int)j->B, k2);
 }
 #endif
 
