@@ -44,6 +44,7 @@ struct glq_cuda_ctx {
   int pdl;                   /* programmatic dependent launch (sm_90+): see glq_launch_pdl */
   int64_t max_fused_batch;
   int64_t max_row_batch;     /* glq_cuda_linear: one-CTA-per-row Hadamard transforms up to this batch */
+  int64_t max_cluster_batch; /* ... and a row over a cluster of CTAs up to this one (sm_90, one-block plans) */
   int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
   int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
   int split_inputs;          /* glq_cuda_linear: split the matmul input into bf16 hi + lo on the fused path */
@@ -68,6 +69,9 @@ struct glq_cuda_e8 {
   int64_t pitch1, pitch2;                /* bytes per row */
   float wscale, inv_rs;
 };
+
+/* Whether a new context runs decode-sized Hadamard transforms over CTA clusters (glq_cuda_ctx_set_cluster_threshold). */
+#define GLQ_CUDA_CLUSTERS_DEFAULT 0
 
 /* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */
 enum { GLQ_ROWS_PAD = 32, GLQ_STEP_K = 256 };

@@ -38,6 +38,10 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   }
   c->max_fused_batch = 16; /* measured: fused wins up to 16, DEQUANT from 64 (docs/cuda-notes.md) */
   c->max_row_batch = 64;    /* up to one wave of row CTAs; prefill keeps the multi-pass transforms */
+  /* a row's transform over a cluster of 8 CTAs up to 16 rows (128 CTAs); GLQ_CUDA_CLUSTERS=0/1 overrides the
+   * default (off until measured on a GPU: docs/cuda-notes.md) */
+  const char *cl = getenv("GLQ_CUDA_CLUSTERS");
+  c->max_cluster_batch = (cl ? strcmp(cl, "0") != 0 : GLQ_CUDA_CLUSTERS_DEFAULT) ? 16 : 0;
   c->e8_smem_entries = -1;
   c->fused_cfg = -1;
   const char *sp = getenv("GLQ_CUDA_SPLIT_INPUTS"); /* "0": bf16 inputs alone (glq_cuda_ctx_set_split_inputs) */
@@ -79,6 +83,7 @@ extern "C" void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *c, int64_t ma
 extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_smem_entries = entries; }
 
 extern "C" void glq_cuda_ctx_set_split_inputs(glq_cuda_ctx *c, int on) { c->split_inputs = on != 0; }
+extern "C" void glq_cuda_ctx_set_cluster_threshold(glq_cuda_ctx *c, int64_t n) { c->max_cluster_batch = n < 0 ? 0 : n; }
 
 extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 2 ? 2 : cfg; }
 

@@ -33,6 +33,10 @@ void glq_cuda_ctx_set_threshold(glq_cuda_ctx *ctx, int64_t max_fused_batch);
 /* glq_cuda_linear's Hadamard transforms: one launch with one CTA per row for B <= max_row_batch
  * (default 64), else the multi-pass kernels that spread a row over many CTAs (0: always those). */
 void glq_cuda_ctx_set_transform_threshold(glq_cuda_ctx *ctx, int64_t max_row_batch);
+/* ... and on sm_90, for B <= max_cluster_batch and plans of one block (4096 = FWHT 4096, 14336 = H28 (x) 512,
+ * ...), one row over a cluster of 8 CTAs instead of one CTA, with identical results (0: never). A new context
+ * starts with 16 or 0 (GLQ_CUDA_CLUSTERS_DEFAULT in common.cuh; the environment's GLQ_CUDA_CLUSTERS=1 / 0 overrides). */
+void glq_cuda_ctx_set_cluster_threshold(glq_cuda_ctx *ctx, int64_t max_cluster_batch);
 /* E8 fused kernel: codebook words held in shared memory (0..55296; the rest is read through L1/L2);
  * -1 (default) chooses by layer size. For tuning and benchmarks. */
 void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *ctx, int entries);

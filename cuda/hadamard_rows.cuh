@@ -19,6 +19,7 @@
  * Every value is computed by one thread in a fixed order: deterministic, no atomics. */
 #ifndef GLQ_CUDA_HADAMARD_ROWS_CUH
 #define GLQ_CUDA_HADAMARD_ROWS_CUH
+#include <cooperative_groups.h>
 #include <math.h>
 #include <string.h>
 
@@ -118,11 +119,11 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
 
 /* One FWHT pass over index bits j0 .. j0+R-1 of the chunks of [off, off + len): line u holds the 2^R
  * positions off + (u >> j0) * 2^(j0+R) + (u mod 2^j0) + m * 2^j0. */
-template <int R>
+template <int R, int NT = HR_THREADS>
 __device__ __forceinline__ void hr_pass(float *sm, int off, int len, int j0) {
   constexpr int V = 1 << R;
   const int lo = (1 << j0) - 1;
-  for (int u = threadIdx.x; u < len >> R; u += HR_THREADS) {
+  for (int u = threadIdx.x; u < len >> R; u += NT) {
     const int base = off + ((u >> j0) << (j0 + R)) + (u & lo);
     float v[V];
 #pragma unroll
@@ -190,6 +191,129 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
       rowio_store(o.io, r, k, v);
     }
   }
+}
+
+/* ---- A row over a cluster of CTAs (sm_90), for batch sizes where one CTA per row leaves the GPU idle ----
+ *
+ * A row kernel CTA is a latency chain on one multiprocessor (docs/cuda-notes.md: 9 µs for 4096, 30 µs for
+ * 14336 = 28*512 at batch 1). hrc_kernel spreads one row over HRC_CTAS CTAs of a thread-block cluster that
+ * exchange values once through distributed shared memory. Plans of one block covering the row only:
+ *  - plain FWHT of L = 2^lg: CTA c loads positions [cS, cS + S), S = L / HRC_CTAS, and runs the butterfly
+ *    stages of index bits 0 .. lg-4 on them; after the cluster barrier, CTA c takes the low indices
+ *    m in [cS/8, (c+1)S/8) and, for each, the 8 values m + hS of the 8 CTAs' memories, runs the stages of
+ *    bits lg-3 .. lg-1 (h's bits, low first) and stores them;
+ *  - S (x) H_L (order P): CTA c takes the columns a in [cW, cW + W), W = L / HRC_CTAS, of all P rows and
+ *    applies S on the way in, as hr_kron_load does; after the barrier, CTA c gathers the whole rows
+ *    b = c, c + 8, ... from the 8 memories and runs the FWHT of each (bits 0 .. lg-1) before storing.
+ * Each value goes through the same operations in the same order as in hr_kernel (the S terms' FMA chain in
+ * j order, butterfly stages in bit order, (a + c, a - c)), so the two kernels give identical bytes
+ * (linear_check compares them). */
+enum { HRC_CTAS = 8, HRC_THREADS = 256, HRC_PASS_LOG = 3 };
+
+/* Butterfly stages of index bits j_from .. j_to-1 over [0, len) in passes of up to HRC_PASS_LOG bits,
+ * a CTA barrier before each pass. */
+__device__ __forceinline__ void hrc_stages(float *sm, int len, int j_from, int j_to) {
+  for (int j0 = j_from; j0 < j_to; j0 += HRC_PASS_LOG) {
+    __syncthreads();
+    switch (min(j_to - j0, (int)HRC_PASS_LOG)) {
+      case 1: hr_pass<1, HRC_THREADS>(sm, 0, len, j0); break;
+      case 2: hr_pass<2, HRC_THREADS>(sm, 0, len, j0); break;
+      default: hr_pass<3, HRC_THREADS>(sm, 0, len, j0); break;
+    }
+  }
+}
+
+/* dst of position k of row r, as hr_kernel stores it */
+__device__ __forceinline__ void hrc_store(const HrOp &o, int64_t r, int k, float v) {
+  if (k >= o.io.n_dst) return;
+  v *= o.pl.b[0].scale;
+  if (o.io.post) v *= o.io.post[k];
+  if (o.io.bias) v += o.io.bias[k];
+  rowio_store(o.io, r, k, v);
+}
+
+/* Shared memory of hrc_kernel for plan pl (P: its Kronecker order, 0: none). */
+static inline size_t hrc_smem_bytes(const HrPlan &pl, int P) {
+  const int L = 1 << pl.b[0].lg;
+  if (!P) return hr_smem_bytes(L / HRC_CTAS);
+  return hr_smem_bytes(P * (L / HRC_CTAS)) + hr_smem_bytes((P + HRC_CTAS - 1) / HRC_CTAS * L);
+}
+
+/* Row blockIdx.x / HRC_CTAS of o; launched with clusters of HRC_CTAS CTAs along x. */
+template <int P>
+__global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  extern __shared__ float hrc_sm[];
+  __shared__ float fac[P > 0 ? P * P : 1];
+  cg::cluster_group cl = cg::this_cluster();
+  const int c = (int)cl.block_rank(), lg = o.pl.b[0].lg, L = 1 << lg;
+  const int64_t r = blockIdx.x / HRC_CTAS;
+  const float *src = o.io.src + r * o.io.ld_src;
+  if constexpr (P > 0) {
+    for (int i = threadIdx.x; i < P * P; i += HRC_THREADS) fac[i] = o.fac[i];
+    __syncthreads();
+  }
+  glq_grid_wait();
+  glq_grid_release();
+  if constexpr (P == 0) {
+    const int lgS = lg - 3, S = 1 << lgS, M = S >> 3;
+    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o, src, c * S + i);
+    hrc_stages(hrc_sm, S, 0, lgS);
+    cl.sync();
+    for (int m = c * M + threadIdx.x; m < (c + 1) * M; m += HRC_THREADS) {
+      float v[HRC_CTAS];
+#pragma unroll
+      for (int h = 0; h < HRC_CTAS; ++h) v[h] = cl.map_shared_rank(hrc_sm, h)[hr_pos(m)];
+#pragma unroll
+      for (int hh = 1; hh < HRC_CTAS; hh <<= 1)
+#pragma unroll
+        for (int h = 0; h < HRC_CTAS; ++h)
+          if (!(h & hh)) {
+            const float a = v[h], b = v[h + hh];
+            v[h] = a + b;
+            v[h + hh] = a - b;
+          }
+#pragma unroll
+      for (int h = 0; h < HRC_CTAS; ++h) hrc_store(o, r, h * S + m, v[h]);
+    }
+    cl.sync(); /* no CTA leaves while another reads its memory */
+  } else {
+    const int lgW = lg - 3, W = 1 << lgW, groups = P / 4;
+    float *cols = hrc_sm, *rows = hrc_sm + hr_pos(P * W) + 1;
+    const int per_col = min(max(HRC_THREADS >> lgW, 1), groups);
+    for (int w = threadIdx.x; w < W * per_col; w += HRC_THREADS) {
+      const int a = w & (W - 1);
+      float x[P];
+#pragma unroll
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, (j << lg) + c * W + a);
+      for (int g = w >> lgW; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, cols, a, lgW);
+    }
+    cl.sync();
+    const int nq = (P - c + HRC_CTAS - 1) / HRC_CTAS; /* rows c, c + 8, ... */
+    for (int i = threadIdx.x; i < nq << lg; i += HRC_THREADS) {
+      const int q = i >> lg, a = i & (L - 1), b = c + q * HRC_CTAS;
+      rows[hr_pos(i)] = cl.map_shared_rank(cols, a >> lgW)[hr_pos((b << lgW) + (a & (W - 1)))];
+    }
+    cl.sync(); /* the gathers are done: every CTA's cols may go */
+    hrc_stages(rows, nq << lg, 0, lg);
+    __syncthreads();
+    for (int i = threadIdx.x; i < nq << lg; i += HRC_THREADS) {
+      const int q = i >> lg, a = i & (L - 1);
+      hrc_store(o, r, ((c + q * HRC_CTAS) << lg) + a, rows[hr_pos(i)]);
+    }
+  }
+#endif
+}
+
+/* Whether plan pl (Kronecker order P) has a cluster kernel: one block over the whole row, at least 2048
+ * positions, chunks of at least 64 (8 CTAs of >= 8 columns; for a plain FWHT S >= 256 so that each CTA owns
+ * S / 8 >= 32 low indices). */
+static inline int hrc_fits(const HrPlan &pl, int P) {
+  if (pl.nblocks != 1 || pl.b[0].off != 0 || pl.b[0].len != pl.n || pl.n < 2048) return 0;
+  const int lg = pl.b[0].lg;
+  if ((pl.b[0].kron != 0) != (P > 0)) return 0;
+  return P ? lg >= 6 && (P << lg) == pl.n : lg >= 11 && (1 << lg) == pl.n;
 }
 
 /* The row plan of h (transpose: of Hᵀ): 1, with *p the order of its Kronecker blocks (0: none) and *s

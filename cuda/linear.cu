@@ -147,6 +147,8 @@ struct DevPlan {
   DevBlock *b;      /* host array */
   HrKernel hr_fn;   /* the one-CTA-per-row kernel, or NULL: multi-pass only */
   size_t hr_smem;   /* its dynamic shared memory */
+  HrKernel hrc_fn;  /* the row-over-a-cluster kernel (sm_90, one-block plans), or NULL */
+  size_t hrc_smem;
   const float *hr_fac; /* its Kronecker factor on the device (one of b[].S), or NULL */
   HrPlan hr;
 };
@@ -220,13 +222,20 @@ static HrKernel hr_select(int p) {
   return NULL;
 }
 
+template <int P, int... Ps>
+static HrKernel hrc_select(int p) {
+  if (p == P) return hrc_kernel<P>;
+  if constexpr (sizeof...(Ps) > 0) return hrc_select<Ps...>(p);
+  return NULL;
+}
+
 /* The row kernel of plan h for pl (its factor: the device copy in pl's blocks), when there is one
  * and its row fits in shared memory. Sets the kernel's dynamic shared memory (the attribute only
  * grows, and is set here, at upload, never during a forward). */
 static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   int p, dev, max_smem;
   const float *s;
-  pl->hr_fn = NULL;
+  pl->hr_fn = pl->hrc_fn = NULL;
   if (!hr_plan_of(h, transpose, &pl->hr, &p, &s)) return GLQ_OK;
   GLQ_CUDA_TRY(cudaGetDevice(&dev));
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
@@ -242,6 +251,14 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   if ((size_t)fa.maxDynamicSharedSizeBytes < pl->hr_smem)
     GLQ_CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pl->hr_smem));
   pl->hr_fn = fn;
+  /* the cluster kernel: sm_90 and a plan of one block (small: its shared memory is ~16 KB at most for
+   * the model sizes, under the default 48 KB) */
+  int major = 0;
+  GLQ_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major >= 9 && hrc_fits(pl->hr, p) && hrc_smem_bytes(pl->hr, p) <= 48 * 1024) {
+    pl->hrc_fn = p ? hrc_select<HR_ORDERS>(p) : hrc_kernel<0>;
+    pl->hrc_smem = hrc_smem_bytes(pl->hr, p);
+  }
   return GLQ_OK;
 }
 
@@ -398,9 +415,34 @@ static int hr_launch(const glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io
   return glq_launch_pdl(ctx, pl->hr_fn, dim3((unsigned)rows), dim3(HR_THREADS), pl->hr_smem, st, o);
 }
 
-/* apply_plan, by the row kernel when the plan has one and the batch is small. */
+/* One launch of the cluster kernel: B clusters of HRC_CTAS CTAs (programmatic dependent launch as above). */
+static int hrc_launch(const glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, cudaStream_t st) {
+  HrOp o;
+  o.io = io;
+  o.fac = pl->hr_fac;
+  o.pl = pl->hr;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(rows * HRC_CTAS));
+  cfg.blockDim = dim3(HRC_THREADS);
+  cfg.dynamicSmemBytes = pl->hrc_smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = HRC_CTAS;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = ctx->pdl ? 2 : 1;
+  GLQ_CUDA_TRY(cudaLaunchKernelEx(&cfg, pl->hrc_fn, o));
+  return GLQ_OK;
+}
+
+/* apply_plan, by the cluster kernel or the row kernel when the plan has one and the batch is small. */
 static int transform(glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &io, int64_t rows, float *t1, float *t2,
                      cudaStream_t st, int lane) {
+  if (pl->hrc_fn && rows <= ctx->max_cluster_batch) return hrc_launch(ctx, pl, io, rows, st);
   if (pl->hr_fn && rows <= ctx->max_row_batch) return hr_launch(ctx, pl, io, rows, st);
   return apply_plan(ctx, pl, io, rows, t1, t2, st, lane);
 }

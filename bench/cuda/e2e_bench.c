@@ -94,8 +94,9 @@ int main(int argc, char **argv) {
   CHECK(glq_llama_new(&cfg, 1, &cpu));
   const char *sp = getenv("GLQ_CUDA_SPLIT_INPUTS");
   printf("Llama-3-8B-shaped model on %s; prefill 1 x %d tokens; decode after a %d-token prompt (median of %d steps); "
-         "quantized layers take %s inputs at decode (GLQ_CUDA_SPLIT_INPUTS)\n\n",
-         desc, PREFILL, PROMPT, DECODE, sp && !strcmp(sp, "0") ? "bf16" : "split bf16 hi + lo");
+         "quantized layers take %s inputs at decode (GLQ_CUDA_SPLIT_INPUTS); GLQ_CUDA_CLUSTERS=%s\n\n",
+         desc, PREFILL, PROMPT, DECODE, sp && !strcmp(sp, "0") ? "bf16" : "split bf16 hi + lo",
+         getenv("GLQ_CUDA_CLUSTERS") ? getenv("GLQ_CUDA_CLUSTERS") : "(unset: the build's default)");
   printf("| projections | weights GB | prefill tok/s | decode ms/token | decode tok/s |\n|---|---|---|---|---|\n");
   struct { const char *kind; int bits; const char *label; } v[] = {
     {"dense", 16, "dense bf16"}, {"e8", 2, "E8 2-bit"},          {"e8", 3, "E8 3-bit"},

@@ -21,6 +21,8 @@
  *    random data give about 2^-9/sqrt(3) = 1.1e-3 per rounding source) and 1e-5 for f32.
  * B <= 33 runs the Hadamard transforms of E8 and rotated HiF4 layers one CTA per row (below the
  * context's transform threshold of 64), B = 77 the multi-pass kernels; both are held to the same bounds.
+ * On sm_90, B <= 16 with a one-block plan (4096, 14336, 16384) runs a row over a cluster of 8 CTAs; the
+ * same batch with the clusters off (one CTA a row) must give identical bytes.
  * Then CUDA-graph captures of reserved layers must replay to the bytes of a direct call, and the
  * random layers of glq_cuda_linear_random must run with finite outputs. */
 #include <cblas.h>
@@ -119,6 +121,17 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     lanes_same &= !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
     free(z), free(z2);
   }
+  /* decode-sized batches: the transforms over CTA clusters (the default on sm_90) and one CTA a row give
+   * the same bytes */
+  int cluster_same = 1;
+  if (!rc && B <= 16) {
+    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
+    glq_cuda_ctx_set_cluster_threshold(g_ctx, 0);
+    rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, z, z2);
+    glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
+    cluster_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
+    free(z), free(z2);
+  }
   CK(cudaFree(dx));
   CK(cudaFree(dy));
   if (rc) {
@@ -168,10 +181,10 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   }
   const double rel = sqrt(num / (den > 0 ? den : 1));
   const int same = memcmp(y, y2, (size_t)(B * out) * sizeof(float)) == 0;
-  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same;
-  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s", c->name, (long long)B, rel, stat, use,
+  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same;
+  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s", c->name, (long long)B, rel, stat, use,
          tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", lanes_same ? "" : " OTHER LANE DIFFERS",
-         nonfinite ? " NON-FINITE OUTPUT" : "");
+         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
   free(xt), free(A), free(x), free(r), free(y), free(y2);
 }
 
@@ -505,6 +518,7 @@ int main(void) {
     fprintf(stderr, "linear_check: %s\n", glq_errmsg());
     return 2;
   }
+  glq_cuda_ctx_set_cluster_threshold(g_ctx, 16); /* the cluster transforms on, whatever the default */
   /* dense: f32 and bf16, with and without bias; mixed storage on one shape */
   const int64_t dshape[4][2] = {{576, 1536}, {1536, 576}, {192, 576}, {37, 72}};
   for (int s = 0; s < 4; s++)
