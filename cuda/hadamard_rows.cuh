@@ -117,6 +117,20 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
   }
 }
 
+/* The butterfly stages of V = 2^R values, index bit 0 first: (a + c, a - c). */
+template <int V>
+__device__ __forceinline__ void hr_butterflies(float (&v)[V]) {
+#pragma unroll
+  for (int h = 1; h < V; h <<= 1)
+#pragma unroll
+    for (int m = 0; m < V; ++m)
+      if (!(m & h)) {
+        const float a = v[m], c = v[m + h];
+        v[m] = a + c;
+        v[m + h] = a - c;
+      }
+}
+
 /* One FWHT pass over index bits j0 .. j0+R-1 of the chunks of [off, off + len): line u holds the 2^R
  * positions off + (u >> j0) * 2^(j0+R) + (u mod 2^j0) + m * 2^j0. */
 template <int R, int NT = HR_THREADS>
@@ -128,15 +142,7 @@ __device__ __forceinline__ void hr_pass(float *sm, int off, int len, int j0) {
     float v[V];
 #pragma unroll
     for (int m = 0; m < V; ++m) v[m] = sm[hr_pos(base + (m << j0))];
-#pragma unroll
-    for (int h = 1; h < V; h <<= 1)
-#pragma unroll
-      for (int m = 0; m < V; ++m)
-        if (!(m & h)) {
-          const float a = v[m], c = v[m + h];
-          v[m] = a + c;
-          v[m + h] = a - c;
-        }
+    hr_butterflies<V>(v);
 #pragma unroll
     for (int m = 0; m < V; ++m) sm[hr_pos(base + (m << j0))] = v[m];
   }
@@ -265,15 +271,7 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
       float v[HRC_CTAS];
 #pragma unroll
       for (int h = 0; h < HRC_CTAS; ++h) v[h] = cl.map_shared_rank(hrc_sm, h)[hr_pos(m)];
-#pragma unroll
-      for (int hh = 1; hh < HRC_CTAS; hh <<= 1)
-#pragma unroll
-        for (int h = 0; h < HRC_CTAS; ++h)
-          if (!(h & hh)) {
-            const float a = v[h], b = v[h + hh];
-            v[h] = a + b;
-            v[h + hh] = a - b;
-          }
+      hr_butterflies<HRC_CTAS>(v);
 #pragma unroll
       for (int h = 0; h < HRC_CTAS; ++h) hrc_store(o, r, h * S + m, v[h]);
     }
