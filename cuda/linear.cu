@@ -256,8 +256,25 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   int major = 0;
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   if (major >= 9 && hrc_fits(pl->hr, p) && hrc_smem_bytes(pl->hr, p) <= 48 * 1024) {
-    pl->hrc_fn = p ? hrc_select<HR_ORDERS>(p) : hrc_kernel<0>;
-    pl->hrc_smem = hrc_smem_bytes(pl->hr, p);
+    HrKernel cf = p ? hrc_select<HR_ORDERS>(p) : hrc_kernel<0>;
+    /* only where the device can hold such a cluster (a partitioned GPU may not): else one CTA a row */
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(HRC_CTAS);
+    cfg.blockDim = dim3(HRC_THREADS);
+    cfg.dynamicSmemBytes = hrc_smem_bytes(pl->hr, p);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = HRC_CTAS;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int nclusters = 0;
+    if (cf && cudaOccupancyMaxActiveClusters(&nclusters, cf, &cfg) == cudaSuccess && nclusters > 0) {
+      pl->hrc_fn = cf;
+      pl->hrc_smem = cfg.dynamicSmemBytes;
+    }
+    (void)cudaGetLastError(); /* a refusal above is not an error of the layer */
   }
   return GLQ_OK;
 }
