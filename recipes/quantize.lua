@@ -24,7 +24,7 @@ local opts = cli.parse({
     { "calib", default = "self", metavar = "FILE|self", help = "calibration text file, or 'self': sequences sampled from the model (data-free, seeded)" },
     { "policy", metavar = "FILE.lua", help = "per-layer policy: returns function(layer, default) -> decision" },
     { "format", type = "choice", choices = { "e8", "hif4", "auto" }, default = "e8", help = "e8; hif4 for every projection; auto: HiF4 joins the mixed-precision candidates" },
-    { "codebook", type = "choice", choices = { "e8", "e8p", "trellis" }, default = "e8", help = "codebook of the quantized projections: e8 (glq's E8 shell, 8 weights per code), e8p (QuIP#'s E8P: 256-entry absolute grid + signs, glq 0.8.16's indices; 3 bits add an E81B stage, 4 an E8P stage; our checkpoint layout, LDLQ on the CPU; the shell book's quality within a few % at equal bits (docs/results.md)) or trellis (QTIP's bitshift trellis, 3inst code, 16x16 tiles, glq 0.8.16's layout; --bpw 2, 3, 4 or a fraction (mixed precision among the trellis widths); sides padded to multiples of 32; its Viterbi search is much slower than e8's: ~10 min for SmolLM2-135M at 2 bits on the H100 machine, hours on 2 CPU cores)" },
+    { "codebook", type = "choice", choices = { "e8", "e8p", "trellis" }, default = "e8", help = "codebook of the quantized projections: e8 (glq's E8 shell, 8 weights per code), e8p (QuIP#'s E8P: 256-entry absolute grid + signs, glq 0.8.16's indices; 3 bits add an E81B stage, 4 an E8P stage; our checkpoint layout, LDLQ on the CPU; the shell book's quality within a few % at equal bits (docs/results.md)) or trellis (QTIP's bitshift trellis, 3inst code, 16x16 tiles, glq 0.8.16's layout; --bpw 2, 3, 4 or a fraction (mixed precision among the trellis widths); sides padded to multiples of 32; its Viterbi search is much slower than e8's: SmolLM2-135M at 2 bits in ~2 min with --device cuda on the H100 machine, hours on 2 CPU cores)" },
     { "hif4-rht", type = "bool", help = "HiF4 with a randomized Hadamard rotation of the input dimension" },
     { "hif4-ldlq", type = "bool", help = "HiF4 with LDLQ error feedback from the calibration Hessian" },
     { "rescale", type = "bool", default = true, help = "refit each quantized layer's row and column scales (SU/SV) in closed form on the damped calibration Hessian after its codes are chosen: lower proxy loss and KL at no cost in bits, format-compatible (docs/results.md); --no-rescale keeps the LDLQ scales" },
@@ -63,6 +63,11 @@ if opts.glq_compat and opts.codebook == "e8p" then
 end
 if opts.glq_compat and opts.format ~= "e8" then
   fail("--glq-compat writes E8 layers only (glq has no HiF4); drop --format %s", opts.format)
+end
+
+if opts.codebook == "trellis" and ldlq_device == "cpu" and not opts.quiet then
+  io.stderr:write("glq quantize: the trellis Viterbi searches run on the CPU (no GPU in use): expect hours for a whole "
+    .. "model (one 4096x4096 layer takes ~15 min on 2 cores); with a GPU, --device cuda runs them there\n")
 end
 
 local policy = require "glq.policy"
