@@ -351,8 +351,10 @@ typedef struct {
 
 /* proxy loss per row of the sample at each Wscale sc[0..k) with coder cd, into out[0..k). This file's sweep
  * takes the k candidates as one stack of k x rows rows (one block loop, k times the tiles per call of the
- * codec: what keeps a GPU Viterbi busy); rows are independent, so each candidate's loss is the one a sweep of
- * its rows alone gives, summed in the same order. The GPU's E8 sweep returns totals only: one call each. */
+ * codec: what keeps a GPU Viterbi busy); the codec's row blocks are independent (one row for E8/E8P, a 16-row tile
+ * for the trellis, and a candidate's sample is a whole number of tiles), so each candidate's loss is the one a
+ * sweep of its rows alone gives, summed in the same order. Not so for the sample's rows inside a sweep of the whole
+ * layer: there the trellis groups other rows into its tiles. The GPU's E8 sweep returns totals only: one call each. */
 static int evaluate(search_ctx *x, const double *sc, int k, const glq_codec *cd, double *out) {
   const int64_t rows = x->s.rows, n = x->s.n;
   const int stack = x->s.be ? 1 : k;
