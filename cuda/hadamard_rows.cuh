@@ -86,6 +86,14 @@ __device__ __forceinline__ float hr_in(const HrOp &o, const float *src, int k) {
   return k < o.io.n_src ? src[k] * (o.io.pre ? o.io.pre[k] : 1.f) : 0.f;
 }
 
+/* dst of position k < n_dst of row r from the transformed value v of a block with normalisation scale */
+__device__ __forceinline__ void hr_store(const HrOp &o, int64_t r, int64_t k, float v, float scale) {
+  v *= scale;
+  if (o.io.post) v *= o.io.post[k];
+  if (o.io.bias) v += o.io.bias[k];
+  rowio_store(o.io, r, k, v);
+}
+
 /* Rows 4g .. 4g+3 of the factor (fac: S or Sᵀ, P x P row-major in shared memory) times the column x,
  * into shared memory at col + row*L. The lanes of a warp read at most two factor rows' words per step
  * (broadcasts from two banks). */
@@ -190,12 +198,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
     const int end = (int)min((int64_t)(b.off + b.len), o.io.n_dst);
-    for (int k = b.off + threadIdx.x; k < end; k += HR_THREADS) {
-      float v = sm[hr_pos(k)] * b.scale;
-      if (o.io.post) v *= o.io.post[k];
-      if (o.io.bias) v += o.io.bias[k];
-      rowio_store(o.io, r, k, v);
-    }
+    for (int k = b.off + threadIdx.x; k < end; k += HR_THREADS) hr_store(o, r, k, sm[hr_pos(k)], b.scale);
   }
 }
 
@@ -229,13 +232,25 @@ __device__ __forceinline__ void hrc_stages(float *sm, int len, int j_from, int j
   }
 }
 
-/* dst of position k of row r, as hr_kernel stores it */
+/* position k of row r, cropped to n_dst, as hr_kernel stores it */
 __device__ __forceinline__ void hrc_store(const HrOp &o, int64_t r, int k, float v) {
-  if (k >= o.io.n_dst) return;
-  v *= o.pl.b[0].scale;
-  if (o.io.post) v *= o.io.post[k];
-  if (o.io.bias) v += o.io.bias[k];
-  rowio_store(o.io, r, k, v);
+  if (k < o.io.n_dst) hr_store(o, r, k, v, o.pl.b[0].scale);
+}
+
+/* The launch of hrc_kernel for `rows` rows: clusters of HRC_CTAS CTAs along x (attr: room for two attributes; the
+ * caller may add one after the first). */
+static inline cudaLaunchConfig_t hrc_config(int64_t rows, size_t smem, cudaLaunchAttribute (&attr)[2]) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(rows * HRC_CTAS));
+  cfg.blockDim = dim3(HRC_THREADS);
+  cfg.dynamicSmemBytes = smem;
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = HRC_CTAS;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
 }
 
 /* Shared memory of hrc_kernel for plan pl (P: its Kronecker order, 0: none). */

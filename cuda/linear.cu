@@ -258,17 +258,8 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   if (major >= 9 && hrc_fits(pl->hr, p) && hrc_smem_bytes(pl->hr, p) <= 48 * 1024) {
     HrKernel cf = p ? hrc_select<HR_ORDERS>(p) : hrc_kernel<0>;
     /* only where the device can hold such a cluster (a partitioned GPU may not): else one CTA a row */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(HRC_CTAS);
-    cfg.blockDim = dim3(HRC_THREADS);
-    cfg.dynamicSmemBytes = hrc_smem_bytes(pl->hr, p);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = HRC_CTAS;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute attr[2];
+    const cudaLaunchConfig_t cfg = hrc_config(1, hrc_smem_bytes(pl->hr, p), attr);
     int nclusters = 0;
     if (cf && cudaOccupancyMaxActiveClusters(&nclusters, cf, &cfg) == cudaSuccess && nclusters > 0) {
       pl->hrc_fn = cf;
@@ -438,19 +429,11 @@ static int hrc_launch(const glq_cuda_ctx *ctx, const DevPlan *pl, const RowIo &i
   o.io = io;
   o.fac = pl->hr_fac;
   o.pl = pl->hr;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(rows * HRC_CTAS));
-  cfg.blockDim = dim3(HRC_THREADS);
-  cfg.dynamicSmemBytes = pl->hrc_smem;
-  cfg.stream = st;
   cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = HRC_CTAS;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = hrc_config(rows, pl->hrc_smem, attr);
+  cfg.stream = st;
   attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
   cfg.numAttrs = ctx->pdl ? 2 : 1;
   GLQ_CUDA_TRY(cudaLaunchKernelEx(&cfg, pl->hrc_fn, o));
   return GLQ_OK;

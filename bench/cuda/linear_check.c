@@ -121,8 +121,8 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     lanes_same &= !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
     free(z), free(z2);
   }
-  /* decode-sized batches: the transforms over CTA clusters (the default on sm_90) and one CTA a row give
-   * the same bytes */
+  /* decode-sized batches: the transforms over CTA clusters (on in this check's context) and one CTA a row
+   * give the same bytes */
   int cluster_same = 1;
   if (!rc && B <= 16) {
     float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
