@@ -459,7 +459,7 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
     }
     if (g > 1) {
       const size_t row0 = ((size_t)b * nh + h) * hd;
-      glq_gemm_nt(c->q + row0, hd, g, K, GLQ_F32, hd, L, hd, NULL, S, L);
+      for (int i = 0; i < g; i++) glq_gemm_nt(c->q + row0 + (size_t)i * hd, hd, 1, K, GLQ_F32, hd, L, hd, NULL, S + (size_t)i * L, L);
       for (int i = 0; i < g; i++) {
         softmax_row(S + (size_t)i * L, L, L, scale);
         pv_rows(S + (size_t)i * L, L, V, hd, c->att + row0 + (size_t)i * hd);
@@ -529,11 +529,18 @@ static int run_linear(glq_linear *lin, const float *x, int64_t n, float *y, int 
 #define SIDE_BY_SIDE_ROWS 8
 #define SIDE_BY_SIDE_MAX 3
 
+/* Work that follows linear i on its output alone (e.g. q's norm and rotation), run where the linear ran. */
+typedef struct {
+  void (*fn)(void *ctx, int i);
+  void *ctx;
+} after_fn;
+
 typedef struct {
   glq_linear *const *lin;
   const float *x;
   int64_t n;
   float *const *y;
+  const after_fn *after;
   int count;
   atomic_int next;                  /* the next linear to claim, in the order given (largest first) */
   int rc[SIDE_BY_SIDE_MAX];
@@ -545,17 +552,19 @@ static void side_range(void *vctx, int64_t p0, int64_t p1) {
   for (int64_t p = p0; p < p1; p++)
     for (int i; (i = atomic_fetch_add(&c->next, 1)) < c->count;)
       if ((c->rc[i] = glq_linear_forward(c->lin[i], c->x, c->n, c->y[i]))) snprintf(c->msg[i], sizeof c->msg[i], "%s", glq_errmsg());
+      else if (c->after) c->after->fn(c->after->ctx, i);
 }
 
-/* y[i] = lin[i](x) for count <= SIDE_BY_SIDE_MAX linears of one input of n rows */
+/* y[i] = lin[i](x) for count <= SIDE_BY_SIDE_MAX linears of one input of n rows, each followed by
+ * after(i) when after is not NULL */
 static int run_linears(glq_linear *const *lin, const char *const *what, int count, const float *x, int64_t n,
-                       float *const *y, int l) {
+                       float *const *y, const after_fn *after, int l) {
   const int threads = n <= SIDE_BY_SIDE_ROWS ? glq_num_threads() : 0;
   int distinct = 1; /* a layer's scratch serves one call at a time */
   for (int i = 0; i < count; i++)
     for (int j = 0; j < i; j++) distinct &= lin[i] != lin[j];
   if (threads > 1 && threads <= count && distinct) {
-    side_ctx c = {.lin = lin, .x = x, .n = n, .y = y, .count = count};
+    side_ctx c = {.lin = lin, .x = x, .n = n, .y = y, .after = after, .count = count};
     atomic_init(&c.next, 0);
     glq_parallel_for(threads, 1, side_range, &c);
     for (int i = 0; i < count; i++)
@@ -563,8 +572,28 @@ static int run_linears(glq_linear *const *lin, const char *const *what, int coun
     return GLQ_OK;
   }
   int rc = GLQ_OK;
-  for (int i = 0; i < count && !rc; i++) rc = run_linear(lin[i], x, n, y[i], l, what[i]);
+  for (int i = 0; i < count && !rc; i++)
+    if (!(rc = run_linear(lin[i], x, n, y[i], l, what[i])) && after) after->fn(after->ctx, i);
   return rc;
+}
+
+typedef struct {
+  const glq_llama *m;
+  const layer_t *L;
+  float *q, *k;
+  int64_t N;
+  int T, pos0;
+} qk_ctx;
+
+/* after q (i = 0) or k (i = 1): the optional per-head norm, then the rotation */
+static void qk_after(void *vctx, int i) {
+  const qk_ctx *c = vctx;
+  const glq_llama_config *f = &c->m->cfg;
+  if (i > 1) return;
+  float *x = i == 0 ? c->q : c->k;
+  int heads = i == 0 ? f->n_heads : f->n_kv_heads;
+  if (f->qk_norm) rmsnorm(x, x, i == 0 ? c->L->q_norm : c->L->k_norm, c->N * heads, f->head_dim, f->norm_eps);
+  rope(c->m, x, c->N, heads, c->T, c->pos0);
 }
 
 int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, glq_kvcache *cache,
@@ -594,15 +623,10 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
 
   rmsnorm(xn, hidden, L->attn_norm, N, dim, f->norm_eps);
   if ((rc = capture(m, cap, GLQ_CAP_QKV, xn, N))) return rc;
+  qk_ctx qc = {m, L, q, k, N, T, pos0};
   if ((rc = run_linears((glq_linear *[]){L->q, L->k, L->v}, (const char *[]){"q", "k", "v"}, 3, xn, N,
-                        (float *[]){q, k, v}, l)))
+                        (float *[]){q, k, v}, &(after_fn){qk_after, &qc}, l)))
     return rc;
-  if (f->qk_norm) {
-    rmsnorm(q, q, L->q_norm, N * f->n_heads, f->head_dim, f->norm_eps);
-    rmsnorm(k, k, L->k_norm, N * f->n_kv_heads, f->head_dim, f->norm_eps);
-  }
-  rope(m, q, N, f->n_heads, T, pos0);
-  rope(m, k, N, f->n_kv_heads, T, pos0);
   /* An f32 cache takes the new positions first and attention reads every key/value in place; the
    * other dtypes are read back dequantized, with the new positions taken from k, v as computed. */
   int in_place = cache && glq_kvcache_config_of(cache)->dtype == GLQ_KV_F32;
@@ -617,10 +641,10 @@ int glq_llama_layer(glq_llama *m, int l, float *hidden, int B, int T, int pos0, 
 
   rmsnorm(xn, hidden, L->ffn_norm, N, dim, f->norm_eps);
   if ((rc = capture(m, cap, GLQ_CAP_GATE_UP, xn, N))) return rc;
-  if ((rc = run_linears((glq_linear *[]){L->gate, L->up}, (const char *[]){"gate", "up"}, 2, xn, N, (float *[]){g, u}, l)))
+  if ((rc = run_linears((glq_linear *[]){L->gate, L->up}, (const char *[]){"gate", "up"}, 2, xn, N, (float *[]){g, u}, NULL, l)))
     return rc;
   swiglu_ctx sc = {g, u};
-  glq_parallel_for(N * ffn, 16384, swiglu_range, &sc);
+  glq_parallel_for(N * ffn, 512, swiglu_range, &sc);
   if ((rc = capture(m, cap, GLQ_CAP_DOWN, g, N))) return rc;
   if ((rc = run_linear(L->down, g, N, tmp, l, "down"))) return rc;
   for (int64_t i = 0; i < N * dim; i++) hidden[i] += tmp[i];
