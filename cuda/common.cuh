@@ -71,7 +71,7 @@ struct glq_cuda_e8 {
 };
 
 /* Whether a new context runs decode-sized Hadamard transforms over CTA clusters (glq_cuda_ctx_set_cluster_threshold). */
-#define GLQ_CUDA_CLUSTERS_DEFAULT 0
+#define GLQ_CUDA_CLUSTERS_DEFAULT 1
 
 /* Row tiles of the fused kernels are 32 rows; K steps are 256 inputs (see fused_mma.cuh). */
 enum { GLQ_ROWS_PAD = 32, GLQ_STEP_K = 256 };
