@@ -117,6 +117,31 @@ int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *
 enum { GLQ_CUDA_LANES = 3 };
 int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
                                  void *stream, int lane);
+/* The decode step's neighbouring operations folded into a layer's Hadamard transforms (rows of in / out values):
+ *   norm_w != NULL: the layer's input is RMSNorm(x row, norm_eps) ⊙ norm_w  (glq_cuda_rmsnorm_rows' values);
+ *   gate != NULL (B x in, like x): the input is silu(gate) ⊙ x               (glq_cuda_swiglu's values);
+ *   accumulate: y += the layer's output instead of y = it                    (glq_cuda_add's values);
+ * each gives the bytes of the standalone kernel followed by the plain forward. */
+typedef struct {
+  const float *norm_w;
+  float norm_eps;
+  const float *gate;
+  int accumulate;
+} glq_cuda_fuse;
+enum { GLQ_CUDA_FUSE_INPUT = 1, GLQ_CUDA_FUSE_ACCUMULATE = 2 };
+/* Which of them forward_fused can fold for a batch of B rows on this context (GLQ_CUDA_FUSE_* bits): the input
+ * ones where the quantized kinds' input transform runs as one row (or cluster) kernel, accumulate where their
+ * output transform does (E8, E8P, trellis). */
+int glq_cuda_linear_fusable(const glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B);
+/* forward_lane with f folded in (NULL: none); an f the layer cannot fold for B is an error (GLQ_EUNSUPPORTED). With
+ * accumulate, y may not overlap x or gate either. */
+int glq_cuda_linear_forward_fused(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
+                                  void *stream, int lane, const glq_cuda_fuse *f);
+/* The standalone operations (f32, device, row-major), on stream: y (rows x d) = RMSNorm(x) ⊙ w (in place
+ * allowed); g (n) = silu(g) ⊙ u; h (n) += t. */
+int glq_cuda_rmsnorm_rows(const float *x, const float *w, float *y, int64_t rows, int64_t d, float eps, void *stream);
+int glq_cuda_swiglu(float *g, const float *u, int64_t n, void *stream);
+int glq_cuda_add(float *h, const float *t, int64_t n, void *stream);
 int64_t glq_cuda_linear_in(const glq_cuda_linear *l);         /* the CPU layer's in and out */
 int64_t glq_cuda_linear_out(const glq_cuda_linear *l);
 const char *glq_cuda_linear_kind(const glq_cuda_linear *l);   /* "dense", "dense-bf16", "e8", "hif4" */

@@ -22,6 +22,7 @@
 #include <cooperative_groups.h>
 #include <math.h>
 #include <string.h>
+#include "rowops.cuh"
 
 enum { HR_THREADS = 512, HR_MAX_BLOCKS = 16, HR_PASS_LOG = 5 };
 
@@ -45,7 +46,11 @@ struct HrPlan {
  *   dst (ld_dst; positions < n_dst written) = post ⊙ (H · (pre ⊙ pad(src))) + bias,
  * src read at positions < n_src (the rest is zero); dst f32, or bf16 when dst_bf16; NULL = none.
  * dst_lo (bf16 dst only; NULL = none, same ld): the remainders v - bf16(v) rounded to bf16, so that hi + lo
- * carries v to ~2^-17 relative (the split matmul input of glq_cuda_ctx_set_split_inputs). */
+ * carries v to ~2^-17 relative (the split matmul input of glq_cuda_ctx_set_split_inputs).
+ * The decode step's neighbouring operations, folded in (rowops.cuh; the row and cluster kernels only):
+ *   gate (same layout as src): src is replaced by silu(gate) ⊙ src (the MLP's SwiGLU before down);
+ *   norm_w (n_src values): src is replaced by RMSNorm(src row, norm_eps) ⊙ norm_w (before q, k, v, gate, up);
+ *   accumulate (f32 dst): dst += the value instead of dst = it (the residual add after o and down). */
 struct RowIo {
   const float *src;
   int64_t ld_src, n_src;
@@ -55,13 +60,17 @@ struct RowIo {
   int dst_bf16;
   const float *post, *bias; /* n_dst values or NULL */
   void *dst_lo;
+  const float *gate, *norm_w;
+  float norm_eps;
+  int accumulate;
 };
 
 /* dst[r, k] (and dst_lo[r, k]) = v, as io says */
 __device__ __forceinline__ void rowio_store(const RowIo &io, int64_t r, int64_t k, float v) {
   const int64_t o = r * io.ld_dst + k;
   if (!io.dst_bf16) {
-    reinterpret_cast<float *>(io.dst)[o] = v;
+    float *d = reinterpret_cast<float *>(io.dst);
+    d[o] = io.accumulate ? __fadd_rn(d[o], v) : v;
     return;
   }
   const __nv_bfloat16 h = __float2bfloat16_rn(v);
@@ -82,8 +91,20 @@ static inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + 
 /* The CPU's normalisation of a block, bit for bit. */
 static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((double)len)); }
 
-__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, int k) {
-  return k < o.io.n_src ? src[k] * (o.io.pre ? o.io.pre[k] : 1.f) : 0.f;
+/* The input of one row as the transform reads it: src (and gate) point at the row, rs is its RMSNorm scale
+ * (hr_row_scale; unused without norm_w). */
+__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, const float *gate, float rs, int k) {
+  if (k >= o.io.n_src) return 0.f;
+  float v = src[k];
+  if (gate) v = glq_silu_mul(gate[k], v);
+  if (o.io.norm_w) v = glq_rms_apply(v, rs, o.io.norm_w[k]);
+  return v * (o.io.pre ? o.io.pre[k] : 1.f);
+}
+
+/* The row's RMSNorm scale when io.norm_w is set (every thread of the CTA calls it, after glq_grid_wait), else 0. */
+template <int NT>
+__device__ __forceinline__ float hr_row_scale(const HrOp &o, const float *src, double *red) {
+  return o.io.norm_w ? glq_rms_scale<NT>(src, o.io.n_src, o.io.norm_eps, red) : 0.f;
 }
 
 /* dst of position k < n_dst of row r from the transformed value v of a block with normalisation scale */
@@ -111,7 +132,8 @@ __device__ __forceinline__ void hr_kron_rows(int g, const float (&x)[P], const f
 /* Load a Kronecker block through (S (x) I): a thread holds column a (P registers) and computes row
  * groups j, j + per_col, ... of it, so that blocks of few columns (576 = 36*16) still fill the CTA. */
 template <int P>
-__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const HrBlock &b, const float *fac, float *sm) {
+__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const float *gate, float rs, const HrBlock &b,
+                                             const float *fac, float *sm) {
   if constexpr (P > 0) {
     constexpr int groups = P / 4;
     const int L = 1 << b.lg, per_col = min(max(HR_THREADS >> b.lg, 1), groups);
@@ -119,7 +141,7 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
       const int a = w & (L - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, b.off + (j << b.lg) + a);
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, gate, rs, b.off + (j << b.lg) + a);
       for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, sm, b.off + a, b.lg);
     }
   }
@@ -162,20 +184,22 @@ template <int P>
 __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   extern __shared__ float hr_sm[];
   __shared__ float fac[P > 0 ? P * P : 1];
+  __shared__ double red[GLQ_RMS_RED];
   float *sm = hr_sm;
   const int64_t r = blockIdx.x;
-  const float *src = o.io.src + r * o.io.ld_src;
+  const float *src = o.io.src + r * o.io.ld_src, *gate = o.io.gate ? o.io.gate + r * o.io.ld_src : NULL;
   if constexpr (P > 0) { /* (the factor is a constant: read before the wait) */
     for (int i = threadIdx.x; i < P * P; i += HR_THREADS) fac[i] = o.fac[i];
     __syncthreads();
   }
   glq_grid_wait();
   glq_grid_release();
+  const float rs = hr_row_scale<HR_THREADS>(o, src, red);
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
-    if (b.kron) hr_kron_load<P>(o, src, b, fac, sm);
+    if (b.kron) hr_kron_load<P>(o, src, gate, rs, b, fac, sm);
     else
-      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o, src, k);
+      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o, src, gate, rs, k);
   }
   for (int j0 = 0;; j0 += HR_PASS_LOG) { /* a pass over every block with index bits at j0 or above */
     __syncthreads();
@@ -267,19 +291,21 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
   namespace cg = cooperative_groups;
   extern __shared__ float hrc_sm[];
   __shared__ float fac[P > 0 ? P * P : 1];
+  __shared__ double red[GLQ_RMS_RED];
   cg::cluster_group cl = cg::this_cluster();
   const int c = (int)cl.block_rank(), lg = o.pl.b[0].lg, L = 1 << lg;
   const int64_t r = blockIdx.x / HRC_CTAS;
-  const float *src = o.io.src + r * o.io.ld_src;
+  const float *src = o.io.src + r * o.io.ld_src, *gate = o.io.gate ? o.io.gate + r * o.io.ld_src : NULL;
   if constexpr (P > 0) {
     for (int i = threadIdx.x; i < P * P; i += HRC_THREADS) fac[i] = o.fac[i];
     __syncthreads();
   }
   glq_grid_wait();
   glq_grid_release();
+  const float rs = hr_row_scale<HRC_THREADS>(o, src, red); /* each CTA of the cluster sums the whole row */
   if constexpr (P == 0) {
     const int lgS = lg - 3, S = 1 << lgS, M = S >> 3;
-    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o, src, c * S + i);
+    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o, src, gate, rs, c * S + i);
     hrc_stages(hrc_sm, S, 0, lgS);
     cl.sync();
     for (int m = c * M + threadIdx.x; m < (c + 1) * M; m += HRC_THREADS) {
@@ -299,7 +325,7 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
       const int a = w & (W - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, (j << lg) + c * W + a);
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, gate, rs, (j << lg) + c * W + a);
       for (int g = w >> lgW; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, cols, a, lgW);
     }
     cl.sync();

@@ -240,7 +240,7 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   GLQ_CUDA_TRY(cudaGetDevice(&dev));
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   pl->hr_smem = hr_smem_bytes(pl->hr.n);
-  if (pl->hr_smem + sizeof(float) * 60 * 60 > (size_t)max_smem) return GLQ_OK;
+  if (pl->hr_smem + sizeof(float) * 60 * 60 + sizeof(double) * GLQ_RMS_RED > (size_t)max_smem) return GLQ_OK; /* + static */
   HrKernel fn = p ? hr_select<HR_ORDERS>(p) : hr_kernel<0>;
   if (!fn) return GLQ_OK;
   pl->hr_fac = NULL;
@@ -255,7 +255,7 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
    * the model sizes, under the default 48 KB) */
   int major = 0;
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  if (major >= 9 && hrc_fits(pl->hr, p) && hrc_smem_bytes(pl->hr, p) <= 48 * 1024) {
+  if (major >= 9 && hrc_fits(pl->hr, p) && hrc_smem_bytes(pl->hr, p) + sizeof(float) * 60 * 60 + sizeof(double) * GLQ_RMS_RED <= 48 * 1024) {
     HrKernel cf = p ? hrc_select<HR_ORDERS>(p) : hrc_kernel<0>;
     /* only where the device can hold such a cluster (a partitioned GPU may not): else one CTA a row */
     cudaLaunchAttribute attr[2];
@@ -717,18 +717,48 @@ static int dense_gemm(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const void *x
 
 extern "C" int glq_cuda_linear_forward(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
                                        void *stream) {
-  return glq_cuda_linear_forward_lane(ctx, l, x, B, y, stream, 0);
+  return glq_cuda_linear_forward_fused(ctx, l, x, B, y, stream, 0, NULL);
 }
 
 extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
                                             void *stream, int lane) {
+  return glq_cuda_linear_forward_fused(ctx, l, x, B, y, stream, lane, NULL);
+}
+
+/* whether transform() runs plan pl for `rows` rows as one row or cluster kernel */
+static int row_kernel_for(const glq_cuda_ctx *ctx, const DevPlan *pl, int64_t rows) {
+  return (pl->hrc_fn && rows <= ctx->max_cluster_batch) || (pl->hr_fn && rows <= ctx->max_row_batch);
+}
+
+extern "C" int glq_cuda_linear_fusable(const glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B) {
+  if (!ctx || !l || B < 1 || B > ctx->max_fused_batch) return 0;
+  int f = 0;
+  if (l->kind != LIN_DENSE && l->kind != LIN_DENSE_BF16 && row_kernel_for(ctx, &l->pin, B)) f |= GLQ_CUDA_FUSE_INPUT;
+  if (rotated_out(l) && row_kernel_for(ctx, &l->pout, B)) f |= GLQ_CUDA_FUSE_ACCUMULATE;
+  return f;
+}
+
+static int overlaps(const void *a, int64_t na, const void *b, int64_t nb) {
+  return (const char *)a < (const char *)b + nb && (const char *)b < (const char *)a + na;
+}
+
+extern "C" int glq_cuda_linear_forward_fused(glq_cuda_ctx *ctx, glq_cuda_linear *l, const float *x, int64_t B, float *y,
+                                             void *stream, int lane, const glq_cuda_fuse *f) {
   if (B < 0 || B > (1 << 24)) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: batch %lld out of range", (long long)B);
   if (lane < 0 || lane >= GLQ_CUDA_LANES || (lane > 0 && B > ctx->max_fused_batch))
     return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: lane %d with batch %lld (lanes 1.. take batches up to %lld)",
                      lane, (long long)B, (long long)ctx->max_fused_batch);
   if (B == 0) return GLQ_OK;
-  const char *xe = (const char *)(x + B * l->in), *ye = (const char *)(y + B * l->out);
-  if ((const char *)x < ye && (const char *)y < xe) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: y overlaps x");
+  const int64_t xbytes = B * l->in * (int64_t)sizeof(float), ybytes = B * l->out * (int64_t)sizeof(float);
+  if (overlaps(x, xbytes, y, ybytes)) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: y overlaps x");
+  if (f) {
+    const int want = (f->norm_w || f->gate ? GLQ_CUDA_FUSE_INPUT : 0) | (f->accumulate ? GLQ_CUDA_FUSE_ACCUMULATE : 0);
+    if (want & ~glq_cuda_linear_fusable(ctx, l, B))
+      return glq_error(GLQ_EUNSUPPORTED, "glq_cuda_linear_forward: a %s layer %lld -> %lld cannot fold %s%s%s at batch %lld",
+                       glq_cuda_linear_kind(l), (long long)l->in, (long long)l->out, f->norm_w ? "RMSNorm " : "",
+                       f->gate ? "SwiGLU " : "", f->accumulate ? "the residual add " : "", (long long)B);
+    if (f->gate && overlaps(f->gate, xbytes, y, ybytes)) return glq_error(GLQ_EINVAL, "glq_cuda_linear_forward: y overlaps the gate");
+  }
   int rc = ensure_scratch(ctx, l, B, lane);
   if (rc) return rc;
   cudaStream_t st = (cudaStream_t)stream;
@@ -740,7 +770,8 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
   const uint16_t *xlo = l->kind != LIN_DENSE && l->kind != LIN_DENSE_BF16 && ctx->split_inputs && B <= ctx->max_fused_batch
                             ? xb + B * l->k_dev : NULL;
   if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
-    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL, (void *)xlo};
+    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL, (void *)xlo,
+                      f ? f->gate : NULL, f ? f->norm_w : NULL, f ? f->norm_eps : 0.f, 0};
     if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st, lane))) return rc;
   }
   switch (l->kind) {
@@ -754,13 +785,57 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
            : l->kind == LIN_E8P ? glq_cuda_e8p_matmul(ctx, l->e8p, l->e8, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st)
                                 : glq_cuda_tr_layer_matmul(ctx, l->tr, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st);
       if (rc) return rc;
-      const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias, NULL};
+      const RowIo out = {t1, l->m_dev, l->m_dev, NULL, y, l->out, l->out, 0, l->su, l->bias, NULL,
+                         NULL, NULL, 0.f, f ? f->accumulate : 0};
       return transform(ctx, &l->pout, out, B, NULL, t2, st, lane); /* y = crop(SU ⊙ Hmᵀ yt) + bias */
     }
   }
   if (rc || !l->bias) return rc;
   const RowIo bias = {y, l->out, l->out, NULL, y, l->out, l->out, 0, NULL, l->bias, NULL}; /* in place, elementwise */
   return apply_plan(ctx, &l->pout, bias, B, NULL, NULL, st, lane);
+}
+
+/* ---- the standalone row operations (rowops.cuh; the fused path folds the same device functions) ---- */
+
+static __global__ void __launch_bounds__(GLQ_RMS_RED) k_rmsnorm(const float *in, const float *w, float *out, int64_t d, float eps) {
+  __shared__ double sh[GLQ_RMS_RED];
+  const float *x = in + blockIdx.x * d;
+  float *y = out + blockIdx.x * d;
+  const float s = glq_rms_scale<GLQ_RMS_RED>(x, d, eps, sh);
+  for (int64_t i = threadIdx.x; i < d; i += GLQ_RMS_RED) y[i] = glq_rms_apply(x[i], s, w[i]);
+}
+
+static __global__ void k_swiglu(float *g, const float *u, int64_t n) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i < n) g[i] = glq_silu_mul(g[i], u[i]);
+}
+
+static __global__ void k_add(float *h, const float *t, int64_t n) {
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i < n) h[i] = __fadd_rn(h[i], t[i]);
+}
+
+static unsigned grid_of(int64_t n, int t) { return (unsigned)((n + t - 1) / t); }
+
+extern "C" int glq_cuda_rmsnorm_rows(const float *x, const float *w, float *y, int64_t rows, int64_t d, float eps, void *stream) {
+  if (rows < 1) return GLQ_OK;
+  k_rmsnorm<<<(unsigned)rows, GLQ_RMS_RED, 0, (cudaStream_t)stream>>>(x, w, y, d, eps);
+  GLQ_CUDA_TRY(cudaGetLastError());
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_swiglu(float *g, const float *u, int64_t n, void *stream) {
+  if (n < 1) return GLQ_OK;
+  k_swiglu<<<grid_of(n, 256), 256, 0, (cudaStream_t)stream>>>(g, u, n);
+  GLQ_CUDA_TRY(cudaGetLastError());
+  return GLQ_OK;
+}
+
+extern "C" int glq_cuda_add(float *h, const float *t, int64_t n, void *stream) {
+  if (n < 1) return GLQ_OK;
+  k_add<<<grid_of(n, 256), 256, 0, (cudaStream_t)stream>>>(h, t, n);
+  GLQ_CUDA_TRY(cudaGetLastError());
+  return GLQ_OK;
 }
 
 /* ---- random layers ---- */

@@ -449,18 +449,6 @@ __device__ float block_max(float v, float *sh) {
   return r;
 }
 
-/* out = x · s · w per row with s = 1/sqrt(mean(x²) + eps), as llama.c computes it. */
-static __global__ void k_rmsnorm(const float *in, const float *w, float *out, int64_t d, float eps) {
-  __shared__ double sh[RED_THREADS];
-  const float *x = in + blockIdx.x * d;
-  float *y = out + blockIdx.x * d;
-  double ss = 0.0;
-  for (int64_t i = threadIdx.x; i < d; i += RED_THREADS) ss += (double)x[i] * x[i];
-  ss = block_sum(ss, sh);
-  float s = (float)(1.0 / sqrt(ss / (double)d + eps));
-  for (int64_t i = threadIdx.x; i < d; i += RED_THREADS) y[i] = __fmul_rn(__fmul_rn(x[i], s), w[i]);
-}
-
 static __global__ void k_embed(const int32_t *tok, const void *emb, int bf16, int64_t d, float *out) {
   int64_t row = tok[blockIdx.x];
   float *y = out + blockIdx.x * d;
@@ -594,19 +582,6 @@ static __global__ void k_attn_decode(const float *q, const float *kc, const floa
   }
 }
 
-static __global__ void k_swiglu(float *g, const float *u, int64_t n) {
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (i < n) {
-    float x = g[i];
-    g[i] = __fmul_rn(__fdiv_rn(x, __fadd_rn(1.0f, expf(-x))), u[i]);
-  }
-}
-
-static __global__ void k_add(float *h, const float *t, int64_t n) {
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (i < n) h[i] = __fadd_rn(h[i], t[i]);
-}
-
 static __global__ void k_to_f64(const float *x, double *y, int64_t n) {
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i < n) y[i] = x[i];
@@ -633,10 +608,20 @@ static int capture(glq_cuda_llama *g, glq_cuda_capture *cap, int which, const fl
   return GLQ_OK;
 }
 
-static int lin(glq_cuda_llama *g, glq_cuda_linear *l, const float *x, int64_t n, float *y, int layer, const char *what) {
-  int rc = glq_cuda_linear_forward(g->ctx, l, x, n, y, g->st);
+static int lin(glq_cuda_llama *g, glq_cuda_linear *l, const float *x, int64_t n, float *y, int layer, const char *what,
+               const glq_cuda_fuse *fu = NULL) {
+  int rc = glq_cuda_linear_forward_fused(g->ctx, l, x, n, y, g->st, 0, fu);
   if (rc) glq_error_prefix("layer %d %s", layer, what);
   return rc;
+}
+
+/* Whether every layer of ls folds `need` (GLQ_CUDA_FUSE_* bits) at n rows; never while Hessians are captured
+ * (they read the normalised inputs). */
+static int fusable(const glq_cuda_llama *g, int count, glq_cuda_linear *const *ls, int64_t n, int need, const glq_cuda_capture *cap) {
+  if (cap) return 0;
+  for (int i = 0; i < count; i++)
+    if ((glq_cuda_linear_fusable(g->ctx, ls[i], n) & need) != need) return 0;
+  return 1;
 }
 
 /* Projections of one input (q, k, v; gate, up): at decode sizes (up to the fused threshold) the
@@ -644,10 +629,10 @@ static int lin(glq_cuda_llama *g, glq_cuda_linear *l, const float *x, int64_t n,
  * through events (graph capture records the branches), so that their latency-bound small kernels
  * overlap; larger batches one after another. Each output is computed as it would be alone. */
 static int lin_group(glq_cuda_llama *g, int count, glq_cuda_linear *const *ls, const float *x, int64_t n, float *const *ys,
-                     int layer, const char *const *what) {
+                     int layer, const char *const *what, const glq_cuda_fuse *fu = NULL) {
   if (n > g->ctx->max_fused_batch) {
     for (int i = 0; i < count; i++) {
-      int rc = lin(g, ls[i], x, n, ys[i], layer, what[i]);
+      int rc = lin(g, ls[i], x, n, ys[i], layer, what[i], fu);
       if (rc) return rc;
     }
     return GLQ_OK;
@@ -656,7 +641,7 @@ static int lin_group(glq_cuda_llama *g, int count, glq_cuda_linear *const *ls, c
   for (int i = 1; i < count; i++) GLQ_CUDA_TRY(cudaStreamWaitEvent(g->side[i - 1], g->fork, 0));
   int rc = GLQ_OK;
   for (int i = 0; i < count && !rc; i++) {
-    rc = glq_cuda_linear_forward_lane(g->ctx, ls[i], x, n, ys[i], i ? g->side[i - 1] : g->st, i);
+    rc = glq_cuda_linear_forward_fused(g->ctx, ls[i], x, n, ys[i], i ? g->side[i - 1] : g->st, i, fu);
     if (rc) glq_error_prefix("layer %d %s", layer, what[i]);
   }
   for (int i = 1; i < count; i++) { /* join even after an error, so that a capture can end */
@@ -682,7 +667,25 @@ extern "C" int glq_cuda_llama_embed(glq_cuda_llama *g, const int32_t *tokens, in
   return GLQ_OK;
 }
 
-/* The rest of a layer after attention: o projection, residual, MLP, residual. */
+/* ys[i] = ls[i](RMSNorm(h) ⊙ norm_w) for the projections of one normalised input (q, k, v; gate, up): each
+ * projection normalises h itself where all can (glq_cuda_fuse), else one RMSNorm into xn (captured as `which`). */
+static int normed_group(glq_cuda_llama *g, int l, int count, glq_cuda_linear *const *ls, float *const *ys,
+                        const char *const *what, const float *h, const float *norm_w, float *xn, int64_t N, int which,
+                        glq_cuda_capture *cap) {
+  const glq_llama_config *f = &g->cfg;
+  int rc;
+  if (fusable(g, count, ls, N, GLQ_CUDA_FUSE_INPUT, cap)) {
+    const glq_cuda_fuse norm = {norm_w, f->norm_eps, NULL, 0};
+    return lin_group(g, count, ls, h, N, ys, l, what, &norm);
+  }
+  if ((rc = glq_cuda_rmsnorm_rows(h, norm_w, xn, N, f->dim, f->norm_eps, g->st))) return rc;
+  if ((rc = capture(g, cap, which, xn, N))) return rc;
+  return lin_group(g, count, ls, xn, N, ys, l, what);
+}
+
+/* The rest of a layer after attention: o projection, residual, MLP, residual. At decode sizes the RMSNorm,
+ * SwiGLU and residual adds fold into the projections' transforms where they can (glq_cuda_fuse): the same
+ * values, five launches fewer a layer. */
 static int layer_tail(glq_cuda_llama *g, int l, float *h, int64_t N, float *att, float *tmp, float *xn, float *gt,
                       float *up, glq_cuda_capture *cap) {
   const glq_llama_config *f = &g->cfg;
@@ -691,25 +694,27 @@ static int layer_tail(glq_cuda_llama *g, int l, float *h, int64_t N, float *att,
   cudaStream_t st = g->st;
   int rc;
   if ((rc = capture(g, cap, GLQ_CAP_O, att, N))) return rc;
-  if ((rc = lin(g, Ly->lin[3], att, N, tmp, l, "o"))) return rc;
-  k_add<<<blocks(N * dim, 256), 256, 0, st>>>(h, tmp, N * dim);
-  GLQ_CUDA_LAUNCHED();
-
-  k_rmsnorm<<<(unsigned)N, RED_THREADS, 0, st>>>(h, Ly->ffn_norm, xn, dim, f->norm_eps);
-  GLQ_CUDA_LAUNCHED();
-  if ((rc = capture(g, cap, GLQ_CAP_GATE_UP, xn, N))) return rc;
+  const glq_cuda_fuse acc = {NULL, 0.f, NULL, 1};
+  if (fusable(g, 1, &Ly->lin[3], N, GLQ_CUDA_FUSE_ACCUMULATE, cap)) {
+    if ((rc = lin(g, Ly->lin[3], att, N, h, l, "o", &acc))) return rc;
+  } else if ((rc = lin(g, Ly->lin[3], att, N, tmp, l, "o")) || (rc = glq_cuda_add(h, tmp, N * dim, st))) {
+    return rc;
+  }
   {
     glq_cuda_linear *ls[2] = {Ly->lin[4], Ly->lin[5]};
     float *ys[2] = {gt, up};
     const char *what[2] = {"gate", "up"};
-    if ((rc = lin_group(g, 2, ls, xn, N, ys, l, what))) return rc;
+    if ((rc = normed_group(g, l, 2, ls, ys, what, h, Ly->ffn_norm, xn, N, GLQ_CAP_GATE_UP, cap))) return rc;
   }
-  k_swiglu<<<blocks(N * ffn, 256), 256, 0, st>>>(gt, up, N * ffn);
-  GLQ_CUDA_LAUNCHED();
-  if ((rc = capture(g, cap, GLQ_CAP_DOWN, gt, N))) return rc;
-  if ((rc = lin(g, Ly->lin[6], gt, N, tmp, l, "down"))) return rc;
-  k_add<<<blocks(N * dim, 256), 256, 0, st>>>(h, tmp, N * dim);
-  GLQ_CUDA_LAUNCHED();
+  const int down_in = fusable(g, 1, &Ly->lin[6], N, GLQ_CUDA_FUSE_INPUT, cap);
+  const int down_acc = fusable(g, 1, &Ly->lin[6], N, GLQ_CUDA_FUSE_ACCUMULATE, cap);
+  if (!down_in) {
+    if ((rc = glq_cuda_swiglu(gt, up, N * ffn, st))) return rc;
+    if ((rc = capture(g, cap, GLQ_CAP_DOWN, gt, N))) return rc;
+  }
+  const glq_cuda_fuse down = {NULL, 0.f, down_in ? gt : NULL, down_acc};
+  if ((rc = lin(g, Ly->lin[6], down_in ? up : gt, N, down_acc ? h : tmp, l, "down", &down))) return rc;
+  if (!down_acc && (rc = glq_cuda_add(h, tmp, N * dim, st))) return rc;
   return GLQ_OK;
 }
 
@@ -733,14 +738,11 @@ static int layer_chunk(glq_cuda_llama *g, int l, float *h, int nb, int T, int po
   float *gt = att + N * qd, *up = gt + N * ffn, *tmp = up + N * ffn, *S = tmp + N * dim;
   cudaStream_t st = g->st;
 
-  k_rmsnorm<<<(unsigned)N, RED_THREADS, 0, st>>>(h, Ly->attn_norm, xn, dim, f->norm_eps);
-  GLQ_CUDA_LAUNCHED();
-  if ((rc = capture(g, cap, GLQ_CAP_QKV, xn, N))) return rc;
   {
     glq_cuda_linear *ls[3] = {Ly->lin[0], Ly->lin[1], Ly->lin[2]};
     float *ys[3] = {q, k, v};
     const char *what[3] = {"q", "k", "v"};
-    if ((rc = lin_group(g, 3, ls, xn, N, ys, l, what))) return rc;
+    if ((rc = normed_group(g, l, 3, ls, ys, what, h, Ly->attn_norm, xn, N, GLQ_CAP_QKV, cap))) return rc;
   }
   if (hd > 1024) return glq_error(GLQ_EUNSUPPORTED, "GPU forward: head_dim %d > 1024", hd);
   dim3 grid((unsigned)N, (unsigned)(nh + 2 * kvh));
@@ -836,8 +838,7 @@ static int head_impl(glq_cuda_llama *g, const float *hidden, int64_t n, float *l
   if (!g->head || !g->final_norm) return glq_error(GLQ_EINVAL, "GPU head: final norm or output head not uploaded (sync_head)");
   int rc = dgrow(&g->ws, &g->ws_n, (size_t)n * c->dim * sizeof(float));
   if (rc) return rc;
-  k_rmsnorm<<<(unsigned)n, RED_THREADS, 0, g->st>>>(hidden, g->final_norm, (float *)g->ws, c->dim, c->norm_eps);
-  GLQ_CUDA_LAUNCHED();
+  if ((rc = glq_cuda_rmsnorm_rows(hidden, g->final_norm, (float *)g->ws, n, c->dim, c->norm_eps, g->st))) return rc;
   rc = glq_cuda_linear_forward(g->ctx, g->head, (const float *)g->ws, n, logits, g->st);
   if (rc) glq_error_prefix("output head");
   return rc;

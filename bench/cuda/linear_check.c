@@ -22,7 +22,8 @@
  * B <= 33 runs the Hadamard transforms of E8 and rotated HiF4 layers one CTA per row (below the
  * context's transform threshold of 64), B = 77 the multi-pass kernels; both are held to the same bounds.
  * On sm_90, B <= 16 with a one-block plan (4096, 14336, 16384) runs a row over a cluster of 8 CTAs; the
- * same batch with the clusters off (one CTA a row) must give identical bytes.
+ * same batch with the clusters off (one CTA a row) must give identical bytes. At those batches the RMSNorm,
+ * SwiGLU and residual add folded into the layer (glq_cuda_fuse) must give the bytes of the standalone kernels.
  * Then CUDA-graph captures of reserved layers must replay to the bytes of a direct call, and the
  * random layers of glq_cuda_linear_random must run with finite outputs. */
 #include <cblas.h>
@@ -104,6 +105,71 @@ static int forward_twice(glq_cuda_ctx *ctx, glq_cuda_linear *g, const float *dx,
   return rc;
 }
 
+/* dst (n floats, device) = the n floats at src (device) */
+static void dcopy(float *dst, const float *src, int64_t n) {
+  CK(cudaMemcpy(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
+}
+
+/* n floats of device memory to a fresh host buffer */
+static float *to_host(const float *d, int64_t n) {
+  float *h = xmalloc((size_t)n * sizeof(float));
+  CK(cudaMemcpy(h, d, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+/* Decode-sized batches, where the layer can fold them (glq_cuda_linear_fusable): the RMSNorm, the SwiGLU and the
+ * residual add folded into the forward (glq_cuda_fuse) give the bytes of the standalone kernels around the plain
+ * forward, with the cluster transforms on and off. 1 = all the same (or nothing to fold), 0 = a difference,
+ * -1 = an error (its message set). */
+static int fused_same(glq_cuda_linear *g, const float *dx, int64_t B, int64_t in, int64_t out) {
+  int same = 1, rc = 0;
+  float *w, *dw, *gh, *dg, *hh, *dh, *dt, *dy, *dref;
+  random_input(in, &w, &dw);
+  random_input(B * in, &gh, &dg);
+  random_input(B * out, &hh, &dh);
+  CK(cudaMalloc((void **)&dt, (size_t)(B * in) * sizeof(float)));
+  CK(cudaMalloc((void **)&dy, (size_t)(B * out) * sizeof(float)));
+  CK(cudaMalloc((void **)&dref, (size_t)(B * out) * sizeof(float)));
+  for (int clusters = 16; clusters >= 0 && !rc; clusters -= 16) {
+    glq_cuda_ctx_set_cluster_threshold(g_ctx, clusters);
+    const int fl = glq_cuda_linear_fusable(g_ctx, g, B);
+    for (int what = 0; what < 3 && !rc; what++) { /* 0: RMSNorm, 1: SwiGLU, 2: residual add */
+      if (!(fl & (what < 2 ? GLQ_CUDA_FUSE_INPUT : GLQ_CUDA_FUSE_ACCUMULATE))) continue;
+      const glq_cuda_fuse f = {what == 0 ? dw : NULL, 1e-5f, what == 1 ? dg : NULL, what == 2};
+      /* the standalone way into dref */
+      if (what == 0) rc = glq_cuda_rmsnorm_rows(dx, dw, dt, B, in, 1e-5f, NULL);
+      if (what == 1) {
+        dcopy(dt, dg, B * in);
+        rc = glq_cuda_swiglu(dt, dx, B * in, NULL);
+      }
+      if (!rc) rc = glq_cuda_linear_forward(g_ctx, g, what < 2 ? dt : dx, B, what < 2 ? dref : dy, NULL);
+      if (!rc && what == 2) {
+        dcopy(dref, dh, B * out);
+        rc = glq_cuda_add(dref, dy, B * out, NULL);
+      }
+      /* folded into dy */
+      if (what == 2) dcopy(dy, dh, B * out);
+      else CK(cudaMemset(dy, 0xFF, (size_t)(B * out) * sizeof(float)));
+      if (!rc) rc = glq_cuda_linear_forward_fused(g_ctx, g, dx, B, dy, NULL, 0, &f);
+      if (!rc) {
+        CK(cudaDeviceSynchronize());
+        float *a = to_host(dref, B * out), *b = to_host(dy, B * out);
+        if (memcmp(a, b, (size_t)(B * out) * sizeof(float))) {
+          same = 0;
+          fprintf(stderr, "fused %s differs (clusters %s)\n", what == 0 ? "RMSNorm" : what == 1 ? "SwiGLU" : "residual add",
+                  clusters ? "on" : "off");
+        }
+        free(a), free(b);
+      }
+    }
+  }
+  glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
+  float *dev[] = {dw, dg, dh, dt, dy, dref};
+  for (int i = 0; i < 6; i++) CK(cudaFree(dev[i]));
+  free(w), free(gh), free(hh);
+  return rc ? -1 : same;
+}
+
 /* Run the layer on B fresh rows and check it as the header says. */
 static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   const int64_t in = c->cpu->in, out = c->cpu->out;
@@ -131,6 +197,11 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
     cluster_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
     free(z), free(z2);
+  }
+  int fused = 1;
+  if (!rc && B <= 16) {
+    fused = fused_same(g, dx, B, in, out);
+    if (fused < 0) rc = -1;
   }
   CK(cudaFree(dx));
   CK(cudaFree(dy));
@@ -181,10 +252,10 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   }
   const double rel = sqrt(num / (den > 0 ? den : 1));
   const int same = memcmp(y, y2, (size_t)(B * out) * sizeof(float)) == 0;
-  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same;
-  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s", c->name, (long long)B, rel, stat, use,
+  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same && fused == 1;
+  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s%s", c->name, (long long)B, rel, stat, use,
          tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", lanes_same ? "" : " OTHER LANE DIFFERS",
-         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
+         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", fused == 1 ? "" : " FOLDED OPS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
   free(xt), free(A), free(x), free(r), free(y), free(y2);
 }
 
