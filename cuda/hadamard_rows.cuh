@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
  * Each value goes through the same operations in the same order as in hr_kernel (the S terms' FMA chain in
  * j order, butterfly stages in bit order, (a + c, a - c)), so the two kernels give identical bytes
  * (linear_check compares them). */
-enum { HRC_CTAS = 8, HRC_THREADS = 256, HRC_PASS_LOG = 3 };
+enum { HRC_CTAS = 8, HRC_THREADS = 256, HRC_PASS_LOG = 3, HRC_GATHER = 8 };
 
 /* Butterfly stages of index bits j_from .. j_to-1 over [0, len) in passes of up to HRC_PASS_LOG bits,
  * a CTA barrier before each pass. */
@@ -329,10 +329,17 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
       for (int g = w >> lgW; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, cols, a, lgW);
     }
     cl.sync();
-    const int nq = (P - c + HRC_CTAS - 1) / HRC_CTAS; /* rows c, c + 8, ... */
-    for (int i = threadIdx.x; i < nq << lg; i += HRC_THREADS) {
-      const int q = i >> lg, a = i & (L - 1), b = c + q * HRC_CTAS;
-      rows[hr_pos(i)] = cl.map_shared_rank(cols, a >> lgW)[hr_pos((b << lgW) + (a & (W - 1)))];
+    const int nq = (P - c + HRC_CTAS - 1) / HRC_CTAS, n = nq << lg; /* rows c, c + 8, ... */
+    for (int i0 = threadIdx.x; i0 < n; i0 += HRC_GATHER * HRC_THREADS) { /* HRC_GATHER remote loads in flight */
+      float v[HRC_GATHER];
+#pragma unroll
+      for (int u = 0; u < HRC_GATHER; ++u) {
+        const int i = i0 + u * HRC_THREADS, q = i >> lg, a = i & (L - 1), b = c + q * HRC_CTAS;
+        v[u] = i < n ? cl.map_shared_rank(cols, a >> lgW)[hr_pos((b << lgW) + (a & (W - 1)))] : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < HRC_GATHER; ++u)
+        if (i0 + u * HRC_THREADS < n) rows[hr_pos(i0 + u * HRC_THREADS)] = v[u];
     }
     cl.sync(); /* the gathers are done: every CTA's cols may go */
     hrc_stages(rows, nq << lg, 0, lg);
