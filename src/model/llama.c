@@ -436,8 +436,9 @@ static void attn_range(void *vctx, int64_t i0, int64_t i1) {
   int64_t gathered = -1; /* the (sequence, kv head) whose keys/values are in K, V */
   for (int64_t it = i0, g; it < i1; it += g) {
     int b = (int)(it / nh), h = (int)(it % nh), kvh = h / rep;
-    /* one new position: the heads of this kv head in the range score against its keys together (one pass
-     * over them; a gemm's outputs do not depend on how many x rows it takes) */
+    /* one new position: the heads of this kv head in the range are taken together (their keys gathered once),
+     * each scored by its own one-row gemm, whose 8-key register tile beats the multi-row tile on 64-long rows
+     * (the later heads read the keys from L2; a row's scores do not depend on how many heads are grouped) */
     g = 1;
     if (T == 1)
       while (g < QBLOCK && it + g < i1 && (h + g) / rep == kvh) g++;
