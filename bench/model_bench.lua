@@ -1,10 +1,12 @@
 -- model_bench.lua - CPU prefill (1 x 512) and decode throughput of SmolLM2-135M-Instruct with its
 -- projections dense (f32, dequantized from the Q4_1 GGUF), E8 2/3/4-bit, HiF4, E8P 2-bit and trellis 2-bit.
--- The E8, E8P and trellis layers use random valid codes, signs and scales (throughput does not depend on
--- the values); HiF4 layers are the real weights converted. Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda]
--- [rounds] [variants] (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA
--- graphs; variants: a comma-separated subset of the labels below, e.g. "E8 2-bit,trellis 2-bit"; dense f32 always
--- runs first). The variants are built first and measured in interleaved rounds (default 5): every
+-- The E8, E8P and trellis layers use random valid codes, signs and scales (uniform codes: on the CPU, where the
+-- E8/E8P kernels read a 512 KB table, the worst case for its caches); HiF4 layers are the real weights converted.
+-- Run: build/glq bench/model_bench.lua [decode_steps] [cpu|cuda] [rounds] [variants] [checkpoints]
+-- (cuda: the same models copied to the GPU, f32 activations, decode steps replayed as CUDA graphs; variants: a
+-- comma-separated subset of the labels below, e.g. "E8 2-bit,trellis 2-bit", or "" for none; dense f32 always
+-- runs first; checkpoints: "label=DIR,..." adds models loaded from quantized checkpoints of SmolLM2, e.g.
+-- "E8P 2-bit ckpt=q2", to time the codes of a real quantization). The variants are built first and measured in interleaved rounds (default 5): every
 -- number is a median over rounds, and the E8/HiF4 ratio to dense is the median of the ratios
 -- within a round, so slow drifts of a shared machine's memory bandwidth cancel.
 local model = require "glq.model"
@@ -79,7 +81,7 @@ else
 end
 print(string.format("%-22s %14s %14s %14s %14s", "projections", "prefill tok/s", "decode tok/s", "decode/dense", "linear MB"))
 local variants, models, mbytes = { "dense f32", "E8 2-bit", "E8 3-bit", "E8 4-bit", "HiF4", "E8P 2-bit", "trellis 2-bit" }, {}, {}
-if arg and arg[4] then
+if arg and arg[4] and arg[4] ~= "" then
   local want, picked = {}, { "dense f32" }
   for v in arg[4]:gmatch("[^,]+") do want[v] = true end
   want["dense f32"] = nil
@@ -90,8 +92,15 @@ if arg and arg[4] then
   if unknown then error("model_bench: unknown variant '" .. unknown .. "' (" .. table.concat(variants, ", ") .. ")", 0) end
   variants = picked
 end
+if arg and arg[4] == "" then variants = { "dense f32" } end
+local ckpt_dir = {}
+for item in ((arg and arg[5]) or ""):gmatch("[^,]+") do
+  local label, dir = item:match("^(.-)=(.+)$")
+  if not label then error("model_bench: checkpoints are label=DIR, got '" .. item .. "'", 0) end
+  variants[#variants + 1], ckpt_dir[label] = label, dir
+end
 for vi, variant in ipairs(variants) do
-  local m = model.load(path, { max_seq = 1024 })
+  local m = model.load(ckpt_dir[variant] or path, { max_seq = 1024 })
   local bytes = 0
   local shapes = model.layer_shapes(m.cfg)
   for l = 0, m.cfg.n_layers - 1 do
