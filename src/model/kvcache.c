@@ -22,6 +22,8 @@ struct glq_kvcache {
   float *kscale, *kmin;  /* INT8 keys: [stream][max_seq / group][hd] */
   float *vscale, *vmin;  /* INT8 values: [stream][max_seq] */
   float *rk, *rv;        /* INT8 f32 window: [stream][window][hd], position p in slot p % window */
+  struct { void *p; size_t n; int mapped; } part[8]; /* what alloc_part handed out, for glq_kvcache_free */
+  int nparts;
 };
 
 static size_t stream(const glq_kvcache *c, int layer, int b, int kvh) {
@@ -34,9 +36,10 @@ static int n_quantized(const glq_kvcache *c, int n) {
   return n > r ? (n - r) / g * g : 0;
 }
 
-/* Parts of 2 MB and more sit on 2 MB boundaries, ask the kernel for huge pages and are written once here:
- * a decode step touches every stream, and with lazily mapped 4 KB pages every 16th position of a stream
- * faulted in a new page (~5 µs of a SmolLM2 layer's step in a VM) and each stream's reads walked ~60 pages. */
+/* Zeroed memory for one part of the cache. Parts of 2 MB and more are anonymous mappings with huge pages advised:
+ * still committed only as positions are written (a cache for a 128 K context costs what is used), but a stream's
+ * pages fault in 2 MB at a time — with 4 KB pages a decode step faulted in a fresh page per stream every 16
+ * positions (~5 µs of a SmolLM2 layer's step in a VM) and each stream's reads walked ~60 pages. */
 #define HUGE_PART ((size_t)2 << 20)
 static void *alloc_part(glq_kvcache *c, size_t n, size_t es, int *ok) {
   if (!*ok || n == 0) return NULL;
@@ -46,17 +49,26 @@ static void *alloc_part(glq_kvcache *c, size_t n, size_t es, int *ok) {
     return NULL;
   }
   size_t bytes = n * es;
-  void *p;
+  void *p = NULL;
+  int mapped = 0;
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
   if (bytes >= HUGE_PART) {
-    p = aligned_alloc(HUGE_PART, (bytes + HUGE_PART - 1) / HUGE_PART * HUGE_PART);
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) p = NULL;
 #ifdef MADV_HUGEPAGE
     if (p) (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only: without it the cache works the same */
 #endif
-    if (p) memset(p, 0, bytes);
-  } else {
-    p = calloc(n, es);
+    mapped = p != NULL;
   }
-  if (!p) *ok = 0;
+#endif
+  if (!mapped) p = calloc(n, es);
+  if (!p) {
+    *ok = 0;
+  } else {
+    c->part[c->nparts].p = p;
+    c->part[c->nparts].n = bytes;
+    c->part[c->nparts++].mapped = mapped;
+  }
   c->bytes += bytes;
   return p;
 }
@@ -102,9 +114,15 @@ int glq_kvcache_new(const glq_kvcache_config *cfg, glq_kvcache **out) {
 
 void glq_kvcache_free(glq_kvcache *c) {
   if (!c) return;
-  free(c->k); free(c->v);
-  free(c->kscale); free(c->kmin); free(c->vscale); free(c->vmin);
-  free(c->rk); free(c->rv);
+  for (int i = 0; i < c->nparts; i++) {
+#if defined(__linux__) && defined(MAP_ANONYMOUS)
+    if (c->part[i].mapped) {
+      munmap(c->part[i].p, c->part[i].n);
+      continue;
+    }
+#endif
+    free(c->part[i].p);
+  }
   free(c);
 }
 
