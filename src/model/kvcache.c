@@ -43,7 +43,7 @@ static int n_quantized(const glq_kvcache *c, int n) {
 #define HUGE_PART ((size_t)2 << 20)
 static void *alloc_part(glq_kvcache *c, size_t n, size_t es, int *ok) {
   if (!*ok || n == 0) return NULL;
-  if (n > SIZE_MAX / es) {
+  if (c->nparts == (int)(sizeof c->part / sizeof c->part[0]) || n > SIZE_MAX / es) {
     *ok = 0;
     c->bytes = SIZE_MAX;
     return NULL;
