@@ -235,6 +235,26 @@ describe("llama forward on stories260K", function()
     assert.is_true(glq.llama.kvcache(big, { dtype = "int8" }):bytes() < 0.4 * f32b)
   end)
 
+  it("a cache for a long context takes memory only as positions are written", function()
+    local f = io.open("/proc/self/statm")
+    if not f then pending("no /proc/self/statm on this system") return end
+    f:close()
+    local function rss_mb()
+      local h = io.open("/proc/self/statm")
+      local pages = tonumber(h:read("*l"):match("^%d+%s+(%d+)"))
+      h:close()
+      return pages * 4096 / 2 ^ 20
+    end
+    -- Llama-3-8B's keys and values for 16 K positions: 4.3 GB
+    local big = glq.llama.new({ dim = 4096, n_layers = 32, n_heads = 32, n_kv_heads = 8, ffn_dim = 14336,
+      vocab = 128, max_seq = 16384, rope_layout = "half" })
+    local before = rss_mb()
+    local cache = glq.llama.kvcache(big, {})
+    assert.is_true(cache:bytes() >= 2 * 32 * 8 * 16384 * 128 * 4)
+    local grew = rss_mb() - before
+    assert.is_true(grew < 64, ("creating the cache made %.0f MB resident"):format(grew))
+  end)
+
   it("rejects bad input with messages that name the problem", function()
     assert.has_error(function() m:forward({ 1, V }) end)
     local ok, err = pcall(function() m:forward({ 1, V }) end)
