@@ -48,6 +48,7 @@ struct glq_cuda_ctx {
   int e8_smem_entries;       /* codebook words in shared memory; -1 = by layer size */
   int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
   int split_inputs;          /* glq_cuda_linear: split the matmul input into bf16 hi + lo on the fused path */
+  int prologue;              /* glq_cuda_linear: E8P input transforms in the matmul's prologue (glq_cuda_ctx_set_prologue) */
   uint16_t *scratch;        /* bf16 weights for GLQ_CUDA_DEQUANT */
   size_t scratch_elems;
   void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */

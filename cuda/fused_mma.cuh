@@ -35,6 +35,18 @@
 #define GLQ_CUDA_FUSED_MMA_CUH
 #include <type_traits>
 #include "common.cuh"
+#include "hadamard_rows.cuh"
+
+/* The input transform in the prologue (docs/cuda-notes.md, "Plan: the input transform in the fused kernel's
+ * prologue"): with rot.io.src set, every CTA builds x (and x_lo) itself in shared memory from the f32 rows io.src,
+ * as the row kernel would store them: bf16 split of scale · FWHT_{2^lg}(hr_in_io(...)), one plain block over the
+ * whole row (in = 2^lg), B <= FUSED_ROT_B. Off unless glq_cuda_ctx_set_prologue. */
+struct FusedRot {
+  RowIo io;   /* src, ld_src, n_src, pre, gate, norm_w, norm_eps (the rest unused) */
+  int lg;
+  float scale;
+};
+enum { FUSED_ROT_B = 2 };
 
 struct FusedParams {
   const uint16_t *x;      /* B x in bf16, row-major (ld = in) */
@@ -50,6 +62,7 @@ struct FusedParams {
   const uint32_t *table;  /* E8: 65536 nibble words (global) */
   int n_smem;             /* E8: leading table words copied to shared memory (multiple of 4) */
   float scale, scale2;    /* y = scale * (acc1 + scale2 * acc2) */
+  FusedRot rot;           /* rot.io.src != NULL: x and xlo are built in the prologue (then x, xlo unused) */
 };
 
 enum { FUSED_RED_FLOATS = 2048 }; /* WARPS * R * 128 partial sums */
@@ -95,8 +108,16 @@ template <int NT> struct AccSplit { static constexpr int n = NT == 1 ? 2 : 1; };
 /* One K step of R 16-row parts x NT 8-column tiles. x is loaded XC chunks at a time; codebook words
  * are gathered GA chunks at a time before any is unpacked, so that the latency of the gathers that
  * miss shared memory is paid once per GA chunks, not once per gather. */
-template <class F, int NT, int R, bool XLO>
-__device__ __forceinline__ void fused_step(const FusedParams &p, const typename F::Raw (&raw)[R], int s,
+/* 16 bytes of x: from shared memory (ROT: the prologue's copy) or through the read-only path */
+template <bool ROT>
+__device__ __forceinline__ uint4 x16(const uint16_t *a) {
+  if constexpr (ROT) return *reinterpret_cast<const uint4 *>(a);
+  else return __ldg(reinterpret_cast<const uint4 *>(a));
+}
+
+template <class F, int NT, int R, bool XLO, bool ROT = false>
+__device__ __forceinline__ void fused_step(const FusedParams &p, const uint16_t *px, const uint16_t *pxlo,
+                                           const typename F::Raw (&raw)[R], int s,
                                            int cb, int g, int t, const uint32_t *stab,
                                            float (&acc)[F::kStages][R][NT][AccSplit<NT>::n][4],
                                            float (&corr)[NT][AccSplit<NT>::n][4]) {
@@ -110,11 +131,11 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
     for (int nt = 0; nt < NT; ++nt) {
       const int n = cb * 8 * NT + 8 * nt + g;
       const bool ok = n < p.B;
-      const uint16_t *xr = p.x + (int64_t)(ok ? n : 0) * p.in;
+      const uint16_t *xr = px + (int64_t)(ok ? n : 0) * p.in;
 #pragma unroll
       for (int i = 0; i < XC; ++i) {
         const int k = kbase + 8 * (i0 + i);
-        xq[i][nt] = (ok && k < p.in) ? __ldg(reinterpret_cast<const uint4 *>(xr + k)) : make_uint4(0, 0, 0, 0);
+        xq[i][nt] = (ok && k < p.in) ? x16<ROT>(xr + k) : make_uint4(0, 0, 0, 0);
       }
     }
 #pragma unroll
@@ -133,8 +154,7 @@ __device__ __forceinline__ void fused_step(const FusedParams &p, const typename 
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt) {
             const int n = cb * 8 * NT + 8 * nt + g, k = kbase + 8 * (i0 + ig + i);
-            xl[nt] = (n < p.B && k < p.in) ? __ldg(reinterpret_cast<const uint4 *>(p.xlo + (int64_t)n * p.in + k))
-                                           : make_uint4(0, 0, 0, 0);
+            xl[nt] = (n < p.B && k < p.in) ? x16<ROT>(pxlo + (int64_t)n * p.in + k) : make_uint4(0, 0, 0, 0);
           }
         if (F::kBias) /* every row of corr gets kBias * (sum of the chunk's x): the offset of unpack */
 #pragma unroll
@@ -250,7 +270,42 @@ __device__ __forceinline__ void fused_epilogue(const FusedParams &p, const float
   }
 }
 
-template <class F, int NT, int R, int WARPS, int MINB = 1, bool XLO = false>
+/* Bytes of shared memory the prologue adds for in = n: the f32 work row (hr_pos layout), then B rows of bf16 hi and
+ * of lo (after the reduction buffer and the table). */
+static inline size_t fused_rot_bytes(int n, int B) { return (hr_smem_bytes(n) + 15) / 16 * 16 + (size_t)4 * B * n; }
+
+/* Build x (xh) and its remainders (xl, or NULL) for the p.B rows in shared memory, as hr_kernel<0> stores them; every
+ * thread of the CTA (NT) takes part. red: GLQ_RMS_RED doubles of scratch. */
+template <int NT>
+__device__ __forceinline__ void fused_rot_prologue(const FusedParams &p, float *work, uint16_t *xh, uint16_t *xl, double *red) {
+  const RowIo &io = p.rot.io;
+  const int n = p.in, lg = p.rot.lg;
+  for (int b = 0; b < p.B; ++b) {
+    const float *src = io.src + (int64_t)b * io.ld_src, *gate = io.gate ? io.gate + (int64_t)b * io.ld_src : NULL;
+    const float rs = io.norm_w ? glq_rms_scale<NT>(src, io.n_src, io.norm_eps, red) : 0.f;
+    for (int k = threadIdx.x; k < n; k += NT) work[hr_pos(k)] = hr_in_io(io, src, gate, rs, k);
+    for (int j0 = 0; j0 < lg; j0 += HR_PASS_LOG) { /* hr_kernel's passes: the stages in bit order */
+      __syncthreads();
+      switch (min(lg - j0, (int)HR_PASS_LOG)) {
+        case 1: hr_pass<1, NT>(work, 0, n, j0); break;
+        case 2: hr_pass<2, NT>(work, 0, n, j0); break;
+        case 3: hr_pass<3, NT>(work, 0, n, j0); break;
+        case 4: hr_pass<4, NT>(work, 0, n, j0); break;
+        default: hr_pass<5, NT>(work, 0, n, j0); break;
+      }
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < n; k += NT) { /* hr_store + rowio_store: v · scale, bf16 hi, bf16 of the rest */
+      const float v = work[hr_pos(k)] * p.rot.scale;
+      const __nv_bfloat16 h = __float2bfloat16_rn(v);
+      xh[(int64_t)b * n + k] = __bfloat16_as_ushort(h);
+      if (xl) xl[(int64_t)b * n + k] = __bfloat16_as_ushort(__float2bfloat16_rn(v - __bfloat162float(h)));
+    }
+    __syncthreads();
+  }
+}
+
+template <class F, int NT, int R, int WARPS, int MINB = 1, bool XLO = false, bool ROT = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedParams p) {
   static_assert(WARPS * R * 128 <= FUSED_RED_FLOATS, "partial sums exceed the reduction buffer");
   extern __shared__ __align__(16) uint32_t smem[];
@@ -285,6 +340,15 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
    * (x's producer) finishes; x is read and y written only after it has */
   glq_grid_wait();
   glq_grid_release();
+  const uint16_t *px = p.x, *pxlo = p.xlo;
+  if constexpr (ROT) { /* x built here from the f32 rows (the reduction buffer is free until the first epilogue) */
+    char *rb = reinterpret_cast<char *>(stab + (F::kTable ? p.n_smem + 4 : 0));
+    float *work = reinterpret_cast<float *>(rb);
+    uint16_t *xh = reinterpret_cast<uint16_t *>(rb + (hr_smem_bytes(p.in) + 15) / 16 * 16), *xl = XLO ? xh + (int64_t)p.B * p.in : NULL;
+    fused_rot_prologue<WARPS * 32>(p, work, xh, xl, reinterpret_cast<double *>(red));
+    px = xh;
+    pxlo = xl;
+  }
 
   for (; tile < ntiles; tile += stride) {
     const int row0 = (tile / p.col_blocks) * 16 * R, cb = tile % p.col_blocks;
@@ -295,7 +359,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
       adv(tl, st);
       if (PF == 2) adv(tl, st);
       if (tl < ntiles) fused_load<F, R>(p, tl, st, g, t, PF == 2 ? b2 : b1);
-      fused_step<F, NT, R, XLO>(p, b0, s, cb, g, t, stab, acc, corr);
+      fused_step<F, NT, R, XLO, ROT>(p, px, pxlo, b0, s, cb, g, t, stab, acc, corr);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         b0[rr] = b1[rr];
@@ -316,7 +380,8 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
   p.col_blocks = (p.B + 8 * Shape::nt - 1) / (8 * Shape::nt);
   p.row_tiles = (p.out + 16 * Shape::r - 1) / (16 * Shape::r);
   /* (+16 B: a codebook gather reads word n_smem of the table head, see e8_word) */
-  const size_t smem = sizeof(float) * FUSED_RED_FLOATS + (F::kTable ? sizeof(uint32_t) * (p.n_smem + 4) : 0);
+  const size_t smem = sizeof(float) * FUSED_RED_FLOATS + (F::kTable ? sizeof(uint32_t) * (p.n_smem + 4) : 0) +
+                      (p.rot.io.src ? fused_rot_bytes(p.in, p.B) : 0);
   GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int occ = 0;
   GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, Shape::warps * 32, smem));
@@ -346,6 +411,14 @@ static int fused_launch_cfg(const glq_cuda_ctx *ctx, const FusedParams &p, int c
 
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
+  if (p.rot.io.src) { /* the prologue: cfg 2 at B <= FUSED_ROT_B (formats with a small table only) */
+    if constexpr (FmtSmallTable<F>::v) {
+      if (p.B <= FUSED_ROT_B && p.in == 1 << p.rot.lg)
+        return p.xlo ? fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, true, true>, st)
+                     : fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, false, true>, st);
+    }
+    return glq_error(GLQ_EUNSUPPORTED, "fused kernel: no prologue transform for this format, batch %d or size %d", p.B, p.in);
+  }
   int cfg = ctx->fused_cfg;
   if (cfg < 0) cfg = (FmtSmallTable<F>::v && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
   return p.xlo ? fused_launch_cfg<F, true>(ctx, p, cfg, st) : fused_launch_cfg<F, false>(ctx, p, cfg, st);

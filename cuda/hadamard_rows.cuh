@@ -1,5 +1,5 @@
-/* hadamard_rows.cuh - one Hadamard transform per row, a whole row in one CTA (internal; linear.cu).
- * Included after common.cuh and src/quant/hadamard.h.
+/* hadamard_rows.cuh - one Hadamard transform per row, a whole row in one CTA (internal; linear.cu, and the fused
+ * kernels' prologue in fused_mma.cuh). Included after common.cuh.
  *
  * For small batches one launch does what linear.cu's multi-pass path needs up to five for:
  *   dst[k] = post[k] * (H (pre ⊙ pad(src)))[k] + bias[k] for k < n_dst, f32 or bf16,
@@ -23,6 +23,9 @@
 #include <math.h>
 #include <string.h>
 #include "rowops.cuh"
+extern "C" {
+#include "../src/quant/hadamard.h"
+}
 
 enum { HR_THREADS = 512, HR_MAX_BLOCKS = 16, HR_PASS_LOG = 5 };
 
@@ -86,19 +89,22 @@ struct HrOp {
 
 /* Shared-memory word of position k: one pad word per 32. */
 __host__ __device__ inline int hr_pos(int k) { return k + (k >> 5); }
-static inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + (n >> 5) + 1); }
+__host__ __device__ inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + (n >> 5) + 1); }
 
 /* The CPU's normalisation of a block, bit for bit. */
 static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((double)len)); }
 
 /* The input of one row as the transform reads it: src (and gate) point at the row, rs is its RMSNorm scale
  * (hr_row_scale; unused without norm_w). */
-__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, const float *gate, float rs, int k) {
-  if (k >= o.io.n_src) return 0.f;
+__device__ __forceinline__ float hr_in_io(const RowIo &io, const float *src, const float *gate, float rs, int k) {
+  if (k >= io.n_src) return 0.f;
   float v = src[k];
   if (gate) v = glq_silu_mul(gate[k], v);
-  if (o.io.norm_w) v = glq_rms_apply(v, rs, o.io.norm_w[k]);
-  return v * (o.io.pre ? o.io.pre[k] : 1.f);
+  if (io.norm_w) v = glq_rms_apply(v, rs, io.norm_w[k]);
+  return v * (io.pre ? io.pre[k] : 1.f);
+}
+__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, const float *gate, float rs, int k) {
+  return hr_in_io(o.io, src, gate, rs, k);
 }
 
 /* The row's RMSNorm scale when io.norm_w is set (every thread of the CTA calls it, after glq_grid_wait), else 0. */

@@ -49,6 +49,7 @@ extern "C" {
 }
 #include "hadamard_rows.cuh"
 #include "lowbit.cuh"
+#include "fused_mma.cuh"
 
 enum { LT_LOG = 12, LT = 1 << LT_LOG, LT_THREADS = 512, MAX_BATCH_GEMMS = 65535 };
 
@@ -725,6 +726,17 @@ extern "C" int glq_cuda_linear_forward_lane(glq_cuda_ctx *ctx, glq_cuda_linear *
   return glq_cuda_linear_forward_fused(ctx, l, x, B, y, stream, lane, NULL);
 }
 
+/* The E8P matmul with the input transform io (the plan's one FWHT block) in its prologue */
+static int e8p_prologue(glq_cuda_ctx *ctx, const glq_cuda_linear *l, const RowIo &io, int split, int64_t B, float *y,
+                        cudaStream_t st) {
+  FusedRot rot;
+  memset(&rot, 0, sizeof rot);
+  rot.io = io;
+  rot.lg = l->pin.hr.b[0].lg;
+  rot.scale = l->pin.hr.b[0].scale;
+  return glq_cuda_e8p_matmul_rot(ctx, l->e8p, l->e8, &rot, split, B, y, 0, st);
+}
+
 /* whether transform() runs plan pl for `rows` rows as one row or cluster kernel */
 static int row_kernel_for(const glq_cuda_ctx *ctx, const DevPlan *pl, int64_t rows) {
   return (pl->hrc_fn && rows <= ctx->max_cluster_batch) || (pl->hr_fn && rows <= ctx->max_row_batch);
@@ -736,6 +748,15 @@ extern "C" int glq_cuda_linear_fusable(const glq_cuda_ctx *ctx, const glq_cuda_l
   if (l->kind != LIN_DENSE && l->kind != LIN_DENSE_BF16 && row_kernel_for(ctx, &l->pin, B)) f |= GLQ_CUDA_FUSE_INPUT;
   if (rotated_out(l) && row_kernel_for(ctx, &l->pout, B)) f |= GLQ_CUDA_FUSE_ACCUMULATE;
   return f;
+}
+
+/* Whether an E8P layer runs its input transform in the matmul's prologue at B rows (glq_cuda_ctx_set_prologue): a
+ * plan of one plain FWHT block over the whole, unpadded input, on the fused path with the tile shape of cfg 2. */
+static int prologue_for(const glq_cuda_ctx *ctx, const glq_cuda_linear *l, int64_t B) {
+  const HrPlan &h = l->pin.hr;
+  return ctx->prologue && l->kind == LIN_E8P && B >= 1 && B <= FUSED_ROT_B && B <= ctx->max_fused_batch &&
+         (ctx->fused_cfg < 0 || ctx->fused_cfg == 2) && l->pin.hr_fn && h.nblocks == 1 && !h.b[0].kron && h.b[0].off == 0 &&
+         h.b[0].len == l->k_dev && (int64_t)1 << h.b[0].lg == l->k_dev && l->in == l->k_dev;
 }
 
 static int overlaps(const void *a, int64_t na, const void *b, int64_t nb) {
@@ -769,9 +790,10 @@ extern "C" int glq_cuda_linear_forward_fused(glq_cuda_ctx *ctx, glq_cuda_linear 
   /* the quantized kinds on the fused path take the rotated input split into bf16 hi + lo (glq_cuda_ctx_set_split_inputs) */
   const uint16_t *xlo = l->kind != LIN_DENSE && l->kind != LIN_DENSE_BF16 && ctx->split_inputs && B <= ctx->max_fused_batch
                             ? xb + B * l->k_dev : NULL;
-  if (l->kind != LIN_DENSE) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
-    const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL, (void *)xlo,
-                      f ? f->gate : NULL, f ? f->norm_w : NULL, f ? f->norm_eps : 0.f, 0};
+  const RowIo in = {x, l->in, l->in, l->sv, xb, l->k_dev, l->k_dev, 1, NULL, NULL, (void *)xlo,
+                    f ? f->gate : NULL, f ? f->norm_w : NULL, f ? f->norm_eps : 0.f, 0};
+  const int pro = prologue_for(ctx, l, B);
+  if (l->kind != LIN_DENSE && !pro) { /* xb = bf16(H (sv ⊙ pad(x))), H the identity for dense-bf16 and plain HiF4 */
     if ((rc = transform(ctx, &l->pin, in, B, t1, t2, st, lane))) return rc;
   }
   switch (l->kind) {
@@ -782,6 +804,7 @@ extern "C" int glq_cuda_linear_forward_fused(glq_cuda_ctx *ctx, glq_cuda_linear 
     case LIN_E8P:
     case LIN_TRELLIS: {
       rc = l->kind == LIN_E8    ? glq_cuda_e8_matmul(ctx, l->e8, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, stream)
+           : l->kind == LIN_E8P && pro ? e8p_prologue(ctx, l, in, xlo != NULL, B, t1, st)
            : l->kind == LIN_E8P ? glq_cuda_e8p_matmul(ctx, l->e8p, l->e8, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st)
                                 : glq_cuda_tr_layer_matmul(ctx, l->tr, xb, xlo, B, t1, 0, GLQ_CUDA_AUTO, st);
       if (rc) return rc;

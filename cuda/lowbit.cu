@@ -147,10 +147,13 @@ static __global__ void __launch_bounds__(256) e8p_dequant_kernel(const uint8_t *
   *reinterpret_cast<uint4 *>(w + r * in + 8 * j) = make_uint4(e[0], e[1], e[2], e[3]);
 }
 
-int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
-                        const uint16_t *x_lo, int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st) {
+static int e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
+                      const uint16_t *x_lo, const FusedRot *rot, int64_t B, void *y, int y_bf16, glq_cuda_path path,
+                      cudaStream_t st) {
   int rc = glq_cuda_pick_path(ctx, l->out, l->in, B, path, &path);
   if (rc) return rc;
+  if (rot && path != GLQ_CUDA_FUSED)
+    return glq_error(GLQ_EUNSUPPORTED, "e8p matmul: the prologue transform runs on the fused path only (batch %lld)", (long long)B);
   const int S2 = l->bits == 2 ? 0 : l->bits == 3 ? 1 : 2;
   if (path == GLQ_CUDA_DEQUANT) {
     const int64_t n = l->out * (l->in / 8);
@@ -166,8 +169,21 @@ int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const g
   p.table = t->words;
   p.n_smem = E8P_TAB_WORDS;
   p.scale2 = l->inv_rs;
+  if (rot) p.rot = *rot;
   return S2 == 0 ? fused_launch<E8PFmt<0>>(ctx, p, st) : S2 == 1 ? fused_launch<E8PFmt<1>>(ctx, p, st)
                                                               : fused_launch<E8PFmt<2>>(ctx, p, st);
+}
+
+int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
+                        const uint16_t *x_lo, int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st) {
+  return e8p_matmul(ctx, t, l, x, x_lo, NULL, B, y, y_bf16, path, st);
+}
+
+int glq_cuda_e8p_matmul_rot(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const FusedRot *rot,
+                            int split, int64_t B, void *y, int y_bf16, cudaStream_t st) {
+  /* x is built in the prologue; a non-NULL x_lo only selects the split kernel */
+  static const uint16_t flag = 0;
+  return e8p_matmul(ctx, t, l, NULL, split ? &flag : NULL, rot, B, y, y_bf16, GLQ_CUDA_FUSED, st);
 }
 
 /* ======================= trellis (3inst) ======================= */

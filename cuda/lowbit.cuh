@@ -30,6 +30,12 @@ void glq_cuda_e8p_tables_free(glq_cuda_e8p_tables *t);
 int glq_cuda_e8p_matmul(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const uint16_t *x,
                         const uint16_t *x_lo, int64_t B, void *y, int y_bf16, glq_cuda_path path, cudaStream_t st);
 
+struct FusedRot;
+/* The same at B <= 2 with the input transform in the kernel's prologue (fused_mma.cuh, FusedRot): rot's f32 rows are
+ * rotated and split (split != 0: hi + lo, as the split-input path) inside each CTA instead of by a launch before. */
+int glq_cuda_e8p_matmul_rot(glq_cuda_ctx *ctx, const glq_cuda_e8p_tables *t, const glq_cuda_e8 *l, const FusedRot *rot,
+                            int split, int64_t B, void *y, int y_bf16, cudaStream_t st);
+
 struct glq_cuda_tr_layer;
 /* A 3inst trellis layer of m x n (multiples of 16) at K bits: words holds the (m/16)·(n/16) tiles (row-major over
  * the tile grid) of 16K uint16 each in glq's natural layout (MSB first; trellis.h), wscale its scale. */

@@ -23,7 +23,8 @@
  * context's transform threshold of 64), B = 77 the multi-pass kernels; both are held to the same bounds.
  * On sm_90, B <= 16 with a one-block plan (4096, 14336, 16384) runs a row over a cluster of 8 CTAs; the
  * same batch with the clusters off (one CTA a row) must give identical bytes. At those batches the RMSNorm,
- * SwiGLU and residual add folded into the layer (glq_cuda_fuse) must give the bytes of the standalone kernels.
+ * SwiGLU and residual add folded into the layer (glq_cuda_fuse) must give the bytes of the standalone kernels, and at
+ * B <= 2 an E8P layer with its input transform in the matmul's prologue (glq_cuda_ctx_set_prologue) the same bytes.
  * Then CUDA-graph captures of reserved layers must replay to the bytes of a direct call, and the
  * random layers of glq_cuda_linear_random must run with finite outputs. */
 #include <cblas.h>
@@ -130,8 +131,11 @@ static int fused_same(glq_cuda_linear *g, const float *dx, int64_t B, int64_t in
   CK(cudaMalloc((void **)&dt, (size_t)(B * in) * sizeof(float)));
   CK(cudaMalloc((void **)&dy, (size_t)(B * out) * sizeof(float)));
   CK(cudaMalloc((void **)&dref, (size_t)(B * out) * sizeof(float)));
-  for (int clusters = 16; clusters >= 0 && !rc; clusters -= 16) {
+  for (int mode = 0; mode < 3 && !rc; mode++) { /* clusters on; off; on with the E8P prologue (B <= 2) */
+    const int clusters = mode == 1 ? 0 : 16;
+    if (mode == 2 && B > 2) break;
     glq_cuda_ctx_set_cluster_threshold(g_ctx, clusters);
+    glq_cuda_ctx_set_prologue(g_ctx, mode == 2);
     const int fl = glq_cuda_linear_fusable(g_ctx, g, B);
     for (int what = 0; what < 3 && !rc; what++) { /* 0: RMSNorm, 1: SwiGLU, 2: residual add */
       if (!(fl & (what < 2 ? GLQ_CUDA_FUSE_INPUT : GLQ_CUDA_FUSE_ACCUMULATE))) continue;
@@ -156,14 +160,15 @@ static int fused_same(glq_cuda_linear *g, const float *dx, int64_t B, int64_t in
         float *a = to_host(dref, B * out), *b = to_host(dy, B * out);
         if (memcmp(a, b, (size_t)(B * out) * sizeof(float))) {
           same = 0;
-          fprintf(stderr, "fused %s differs (clusters %s)\n", what == 0 ? "RMSNorm" : what == 1 ? "SwiGLU" : "residual add",
-                  clusters ? "on" : "off");
+          fprintf(stderr, "fused %s differs (clusters %s%s)\n", what == 0 ? "RMSNorm" : what == 1 ? "SwiGLU" : "residual add",
+                  clusters ? "on" : "off", mode == 2 ? ", prologue" : "");
         }
         free(a), free(b);
       }
     }
   }
   glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
+  glq_cuda_ctx_set_prologue(g_ctx, 0);
   float *dev[] = {dw, dg, dh, dt, dy, dref};
   for (int i = 0; i < 6; i++) CK(cudaFree(dev[i]));
   free(w), free(gh), free(hh);
@@ -196,6 +201,16 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, z, z2);
     glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
     cluster_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
+    free(z), free(z2);
+  }
+  /* B <= 2: E8P layers with the input transform in the matmul's prologue give the same bytes */
+  int prologue_same = 1;
+  if (!rc && B <= 2) {
+    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
+    glq_cuda_ctx_set_prologue(g_ctx, 1);
+    rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, z, z2);
+    glq_cuda_ctx_set_prologue(g_ctx, 0);
+    prologue_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
     free(z), free(z2);
   }
   int fused = 1;
@@ -252,10 +267,11 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   }
   const double rel = sqrt(num / (den > 0 ? den : 1));
   const int same = memcmp(y, y2, (size_t)(B * out) * sizeof(float)) == 0;
-  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same && fused == 1;
-  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s%s", c->name, (long long)B, rel, stat, use,
+  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same && prologue_same && fused == 1;
+  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s%s%s", c->name, (long long)B, rel, stat, use,
          tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", lanes_same ? "" : " OTHER LANE DIFFERS",
-         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", fused == 1 ? "" : " FOLDED OPS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
+         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", prologue_same ? "" : " PROLOGUE TRANSFORM DIFFERS",
+         fused == 1 ? "" : " FOLDED OPS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
   free(xt), free(A), free(x), free(r), free(y), free(y2);
 }
 
