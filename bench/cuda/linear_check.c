@@ -106,6 +106,16 @@ static int forward_twice(glq_cuda_ctx *ctx, glq_cuda_linear *g, const float *dx,
   return rc;
 }
 
+/* Whether forward_twice on `lane`, as the context is set now, gives y's bytes both times (*rc: its status). */
+static int same_as(glq_cuda_linear *g, const float *dx, int64_t B, int64_t out, float *dy, int lane, const float *y, int *rc) {
+  const size_t bytes = (size_t)(B * out) * sizeof(float);
+  float *z = xmalloc(bytes), *z2 = xmalloc(bytes);
+  *rc = forward_twice(g_ctx, g, dx, B, out, dy, lane, z, z2);
+  const int same = !*rc && !memcmp(z, y, bytes) && !memcmp(z2, y, bytes);
+  free(z), free(z2);
+  return same;
+}
+
 /* dst (n floats, device) = the n floats at src (device) */
 static void dcopy(float *dst, const float *src, int64_t n) {
   CK(cudaMemcpy(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
@@ -186,32 +196,21 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   if (!rc) rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, y, y2);
   /* decode-sized batches may run on the other scratch lanes (parallel branches): the same bytes there */
   int lanes_same = 1;
-  for (int lane = 1; !rc && lane < GLQ_CUDA_LANES && B <= 16; lane++) {
-    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
-    rc = forward_twice(g_ctx, g, dx, B, out, dy, lane, z, z2);
-    lanes_same &= !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
-    free(z), free(z2);
-  }
+  for (int lane = 1; !rc && lane < GLQ_CUDA_LANES && B <= 16; lane++) lanes_same &= same_as(g, dx, B, out, dy, lane, y, &rc);
   /* decode-sized batches: the transforms over CTA clusters (on in this check's context) and one CTA a row
    * give the same bytes */
   int cluster_same = 1;
   if (!rc && B <= 16) {
-    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
     glq_cuda_ctx_set_cluster_threshold(g_ctx, 0);
-    rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, z, z2);
+    cluster_same = same_as(g, dx, B, out, dy, 0, y, &rc);
     glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
-    cluster_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
-    free(z), free(z2);
   }
   /* B <= 2: E8P layers with the input transform in the matmul's prologue give the same bytes */
   int prologue_same = 1;
   if (!rc && B <= 2) {
-    float *z = xmalloc((size_t)(B * out) * sizeof(float)), *z2 = xmalloc((size_t)(B * out) * sizeof(float));
     glq_cuda_ctx_set_prologue(g_ctx, 1);
-    rc = forward_twice(g_ctx, g, dx, B, out, dy, 0, z, z2);
+    prologue_same = same_as(g, dx, B, out, dy, 0, y, &rc);
     glq_cuda_ctx_set_prologue(g_ctx, 0);
-    prologue_same = !rc && !memcmp(z, y, (size_t)(B * out) * sizeof(float)) && !memcmp(z2, y, (size_t)(B * out) * sizeof(float));
-    free(z), free(z2);
   }
   int fused = 1;
   if (!rc && B <= 16) {
