@@ -96,15 +96,12 @@ static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((dou
 
 /* The input of one row as the transform reads it: src (and gate) point at the row, rs is its RMSNorm scale
  * (hr_row_scale; unused without norm_w). */
-__device__ __forceinline__ float hr_in_io(const RowIo &io, const float *src, const float *gate, float rs, int k) {
+__device__ __forceinline__ float hr_in(const RowIo &io, const float *src, const float *gate, float rs, int k) {
   if (k >= io.n_src) return 0.f;
   float v = src[k];
   if (gate) v = glq_silu_mul(gate[k], v);
   if (io.norm_w) v = glq_rms_apply(v, rs, io.norm_w[k]);
   return v * (io.pre ? io.pre[k] : 1.f);
-}
-__device__ __forceinline__ float hr_in(const HrOp &o, const float *src, const float *gate, float rs, int k) {
-  return hr_in_io(o.io, src, gate, rs, k);
 }
 
 /* The row's RMSNorm scale when io.norm_w is set (every thread of the CTA calls it, after glq_grid_wait), else 0. */
@@ -147,7 +144,7 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
       const int a = w & (L - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, gate, rs, b.off + (j << b.lg) + a);
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o.io, src, gate, rs, b.off + (j << b.lg) + a);
       for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, sm, b.off + a, b.lg);
     }
   }
@@ -184,6 +181,19 @@ __device__ __forceinline__ void hr_pass(float *sm, int off, int len, int j0) {
   }
 }
 
+/* hr_pass over `bits` (1 .. HR_PASS_LOG, else nothing) index bits from j0 on */
+template <int NT = HR_THREADS>
+__device__ __forceinline__ void hr_pass_bits(float *sm, int off, int len, int j0, int bits) {
+  switch (bits) {
+    case 1: hr_pass<1, NT>(sm, off, len, j0); break;
+    case 2: hr_pass<2, NT>(sm, off, len, j0); break;
+    case 3: hr_pass<3, NT>(sm, off, len, j0); break;
+    case 4: hr_pass<4, NT>(sm, off, len, j0); break;
+    case 5: hr_pass<5, NT>(sm, off, len, j0); break;
+    default: break;
+  }
+}
+
 /* Row blockIdx.x of o. P: order of the Kronecker blocks (0: none), whose factor o.fac is copied to
  * shared memory first. */
 template <int P>
@@ -205,7 +215,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
     const HrBlock &b = o.pl.b[i];
     if (b.kron) hr_kron_load<P>(o, src, gate, rs, b, fac, sm);
     else
-      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o, src, gate, rs, k);
+      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o.io, src, gate, rs, k);
   }
   for (int j0 = 0;; j0 += HR_PASS_LOG) { /* a pass over every block with index bits at j0 or above */
     __syncthreads();
@@ -214,14 +224,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
       const HrBlock &b = o.pl.b[i];
       const int bits = min(b.lg - j0, (int)HR_PASS_LOG);
       more |= bits > 0;
-      switch (bits) {
-        case 1: hr_pass<1>(sm, b.off, b.len, j0); break;
-        case 2: hr_pass<2>(sm, b.off, b.len, j0); break;
-        case 3: hr_pass<3>(sm, b.off, b.len, j0); break;
-        case 4: hr_pass<4>(sm, b.off, b.len, j0); break;
-        case 5: hr_pass<5>(sm, b.off, b.len, j0); break;
-        default: break;
-      }
+      hr_pass_bits(sm, b.off, b.len, j0, bits);
     }
     if (!more) break;
   }
@@ -311,7 +314,7 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
   const float rs = hr_row_scale<HRC_THREADS>(o, src, red); /* each CTA of the cluster sums the whole row */
   if constexpr (P == 0) {
     const int lgS = lg - 3, S = 1 << lgS, M = S >> 3;
-    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o, src, gate, rs, c * S + i);
+    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o.io, src, gate, rs, c * S + i);
     hrc_stages(hrc_sm, S, 0, lgS);
     cl.sync();
     for (int m = c * M + threadIdx.x; m < (c + 1) * M; m += HRC_THREADS) {
@@ -331,7 +334,7 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
       const int a = w & (W - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o, src, gate, rs, (j << lg) + c * W + a);
+      for (int j = 0; j < P; ++j) x[j] = hr_in(o.io, src, gate, rs, (j << lg) + c * W + a);
       for (int g = w >> lgW; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, cols, a, lgW);
     }
     cl.sync();

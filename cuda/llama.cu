@@ -7,6 +7,7 @@
 #include <string.h>
 #include "common.cuh"
 #include "model_cuda.h"
+#include "rowops.cuh"
 extern "C" {
 #include "../src/model/llama.h"
 }
@@ -424,6 +425,7 @@ extern "C" int glq_cuda_capture_download(const glq_cuda_capture *c, int which, d
 /* ---- kernels ---- */
 
 #define RED_THREADS 256
+static_assert(RED_THREADS == GLQ_RMS_RED, "k_qkv_prep's RMSNorm takes rowops.cuh's reduction shape");
 
 /* Fixed-shape tree sum over the block (RED_THREADS threads); every thread gets the total. */
 __device__ double block_sum(double v, double *sh) {
@@ -492,12 +494,9 @@ static __global__ void k_qkv_prep(float *q, const float *k, const float *v, cons
   }
   for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = src[i];
   __syncthreads();
-  if (rotate && nw) {
-    double ss = 0.0;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += (double)buf[i] * buf[i];
-    ss = block_sum(ss, sh);
-    float s = (float)(1.0 / sqrt(ss / (double)hd + eps));
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = __fmul_rn(__fmul_rn(buf[i], s), nw[i]);
+  if (rotate && nw) { /* the per-head RMSNorm, rowops.cuh's as every other */
+    const float s = glq_rms_scale<RED_THREADS>(buf, hd, eps, sh);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) buf[i] = glq_rms_apply(buf[i], s, nw[i]);
     __syncthreads();
   }
   if (!rotate) {
