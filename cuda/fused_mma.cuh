@@ -39,7 +39,7 @@
 
 /* The input transform in the prologue (docs/cuda-notes.md, "Plan: the input transform in the fused kernel's
  * prologue"): with rot.io.src set, every CTA builds x (and x_lo) itself in shared memory from the f32 rows io.src,
- * as the row kernel would store them: bf16 split of scale · FWHT_{2^lg}(hr_in(...)), one plain block over the
+ * as the row kernel would store them: bf16 split of scale · FWHT_{2^lg}(the input values of hr_in_each), one plain block over the
  * whole row (in = 2^lg), B <= FUSED_ROT_B. Off unless glq_cuda_ctx_set_prologue. */
 struct FusedRot {
   RowIo io;   /* src, ld_src, n_src, pre, gate, norm_w, norm_eps (the rest unused) */
@@ -283,7 +283,7 @@ __device__ __forceinline__ void fused_rot_prologue(const FusedParams &p, float *
   for (int b = 0; b < p.B; ++b) {
     const float *src = io.src + (int64_t)b * io.ld_src, *gate = io.gate ? io.gate + (int64_t)b * io.ld_src : NULL;
     const float rs = io.norm_w ? glq_rms_scale<NT>(src, io.n_src, io.norm_eps, red) : 0.f;
-    for (int k = threadIdx.x; k < n; k += NT) work[hr_pos(k)] = hr_in(io, src, gate, rs, k);
+    hr_in_each<NT>(io, src, gate, rs, n, [](int k) { return k; }, [&](int k, float v) { work[hr_pos(k)] = v; });
     for (int j0 = 0; j0 < lg; j0 += HR_PASS_LOG) { /* hr_kernel's passes: the stages in bit order */
       __syncthreads();
       hr_pass_bits<NT>(work, 0, n, j0, min(lg - j0, (int)HR_PASS_LOG));

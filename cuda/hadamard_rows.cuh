@@ -5,11 +5,11 @@
  *   dst[k] = post[k] * (H (pre ⊙ pad(src)))[k] + bias[k] for k < n_dst, f32 or bf16,
  * where H is a CPU plan (hadamard.h) whose Kronecker blocks S (x) H_L / sqrt(len) all have one order P
  * out of HR_ORDERS (plain FWHT blocks: any number, any L). One CTA per row, the row in shared memory:
- *  1. load: pad and pre-multiply into shared memory. Kronecker blocks apply S (x) I on the way, which
- *     commutes with I (x) H_L: a thread holds the P values b*L + a of one column a in registers and
- *     writes rows 4g .. 4g+3 of it. S (P x P, at most 60 x 60) is copied to shared memory first; a term
- *     is one FFMA by an exact +-1 read from there. (A __constant__ table, the first design, missed the
- *     constant cache on every launch and cost a 576 = 36*16 row ~11 us instead of ~3 us.)
+ *  1. load: pad and pre-multiply into shared memory, HR_U loads in flight per thread (hr_in_each). Kronecker
+ *     blocks go to a staging area and then through S (x) I, which commutes with I (x) H_L: a thread holds
+ *     the P values b*L + a of one column a in registers and writes rows 4g .. 4g+3 of it. S (P x P, at most
+ *     60 x 60) is copied to shared memory first; a term is one FFMA by an exact +-1 read from there. (A
+ *     __constant__ table, the first design, missed the constant cache on every launch.)
  *  2. the FWHT of every chunk of L values, in passes of up to 5 index bits: a thread takes the 2^r
  *     values of one line into registers, runs r butterfly stages and writes them back. Pass 0 takes
  *     bits 0..4 (a line is 2^r consecutive values, one line per lane), pass q >= 1 bits 5q .. 5q+4
@@ -68,17 +68,25 @@ struct RowIo {
   int accumulate;
 };
 
-/* dst[r, k] (and dst_lo[r, k]) = v, as io says */
-__device__ __forceinline__ void rowio_store(const RowIo &io, int64_t r, int64_t k, float v) {
+/* dst[r, k] (and dst_lo[r, k]) = v, as io says; old: dst[r, k] as read before (used when accumulating into f32) */
+__device__ __forceinline__ void rowio_store_old(const RowIo &io, int64_t r, int64_t k, float v, float old) {
   const int64_t o = r * io.ld_dst + k;
   if (!io.dst_bf16) {
-    float *d = reinterpret_cast<float *>(io.dst);
-    d[o] = io.accumulate ? __fadd_rn(d[o], v) : v;
+    reinterpret_cast<float *>(io.dst)[o] = io.accumulate ? __fadd_rn(old, v) : v;
     return;
   }
   const __nv_bfloat16 h = __float2bfloat16_rn(v);
   reinterpret_cast<__nv_bfloat16 *>(io.dst)[o] = h;
   if (io.dst_lo) reinterpret_cast<__nv_bfloat16 *>(io.dst_lo)[o] = __float2bfloat16_rn(v - __bfloat162float(h));
+}
+
+/* the value an accumulating f32 store adds to (0 when it does not accumulate) */
+__device__ __forceinline__ float rowio_old(const RowIo &io, int64_t r, int64_t k) {
+  return io.accumulate && !io.dst_bf16 ? reinterpret_cast<const float *>(io.dst)[r * io.ld_dst + k] : 0.f;
+}
+
+__device__ __forceinline__ void rowio_store(const RowIo &io, int64_t r, int64_t k, float v) {
+  rowio_store_old(io, r, k, v, rowio_old(io, r, k));
 }
 
 struct HrOp {
@@ -90,18 +98,47 @@ struct HrOp {
 /* Shared-memory word of position k: one pad word per 32. */
 __host__ __device__ inline int hr_pos(int k) { return k + (k >> 5); }
 __host__ __device__ inline size_t hr_smem_bytes(int n) { return sizeof(float) * (size_t)(n + (n >> 5) + 1); }
+/* hr_kernel's dynamic shared memory: the row, then (Kronecker order P > 0) its n input values staged */
+static inline size_t hr_kernel_smem_bytes(int n, int P) { return hr_smem_bytes(n) + (P ? sizeof(float) * (size_t)n : 0); }
 
 /* The CPU's normalisation of a block, bit for bit. */
 static inline float hr_block_scale(int64_t len) { return (float)(1.0 / sqrt((double)len)); }
 
-/* The input of one row as the transform reads it: src (and gate) point at the row, rs is its RMSNorm scale
- * (hr_row_scale; unused without norm_w). */
-__device__ __forceinline__ float hr_in(const RowIo &io, const float *src, const float *gate, float rs, int k) {
-  if (k >= io.n_src) return 0.f;
-  float v = src[k];
-  if (gate) v = glq_silu_mul(gate[k], v);
-  if (io.norm_w) v = glq_rms_apply(v, rs, io.norm_w[k]);
-  return v * (io.pre ? io.pre[k] : 1.f);
+/* Loads in flight per thread in the row kernels' load and store loops (HR_U values a batch). A loop that loads,
+ * computes and stores one value an iteration waits for a memory round trip each time (the gate's division has a
+ * branch, and a store may alias the next loads): a 576 = 36 x 16 row cost ~70 round trips that way. */
+enum { HR_U = 8 };
+
+/* The input value of one position as the transform reads it, from the loaded s = src[k], g = gate[k] (when gated),
+ * w = norm_w[k], p = pre[k] (1 without pre); rs: the row's RMSNorm scale (hr_row_scale). */
+__device__ __forceinline__ float hr_in_val(const RowIo &io, bool gated, float s, float g, float w, float p, float rs) {
+  float v = s;
+  if (gated) v = glq_silu_mul(g, v);
+  if (io.norm_w) v = glq_rms_apply(v, rs, w);
+  return v * p;
+}
+
+/* put(i, value of position pos(i)) for i = threadIdx.x, + NT, ... < count, U at a time with every load of a batch
+ * issued before any value is formed. src and gate point at the row; positions >= n_src read as 0. */
+template <int NT, int U = HR_U, class Pos, class Put>
+__device__ __forceinline__ void hr_in_each(const RowIo &io, const float *src, const float *gate, float rs, int count, Pos pos, Put put) {
+  for (int i0 = threadIdx.x; i0 < count; i0 += U * NT) {
+    int64_t k[U];
+    float s[U], g[U], w[U], p[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * NT;
+      k[u] = i < count ? pos(i) : io.n_src;
+      const bool ok = k[u] < io.n_src;
+      s[u] = ok ? src[k[u]] : 0.f;
+      g[u] = ok && gate ? gate[k[u]] : 0.f;
+      w[u] = ok && io.norm_w ? io.norm_w[k[u]] : 0.f;
+      p[u] = ok && io.pre ? io.pre[k[u]] : 1.f;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (i0 + u * NT < count) put(i0 + u * NT, k[u] < io.n_src ? hr_in_val(io, gate != NULL, s[u], g[u], w[u], p[u], rs) : 0.f);
+  }
 }
 
 /* The row's RMSNorm scale when io.norm_w is set (every thread of the CTA calls it, after glq_grid_wait), else 0. */
@@ -110,12 +147,42 @@ __device__ __forceinline__ float hr_row_scale(const HrOp &o, const float *src, d
   return o.io.norm_w ? glq_rms_scale<NT>(src, o.io.n_src, o.io.norm_eps, red) : 0.f;
 }
 
-/* dst of position k < n_dst of row r from the transformed value v of a block with normalisation scale */
-__device__ __forceinline__ void hr_store(const HrOp &o, int64_t r, int64_t k, float v, float scale) {
-  v *= scale;
-  if (o.io.post) v *= o.io.post[k];
-  if (o.io.bias) v += o.io.bias[k];
-  rowio_store(o.io, r, k, v);
+/* dst of positions k[u] < n_dst of row r from the transformed values v[u] of a block with normalisation scale:
+ * v · scale · post + bias (stored, or added), the loads of all U positions first. */
+template <int U>
+__device__ __forceinline__ void hr_store_n(const HrOp &o, int64_t r, const int64_t (&k)[U], const float (&v)[U], float scale) {
+  float po[U], bi[U], old[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const bool ok = k[u] < o.io.n_dst;
+    po[u] = ok && o.io.post ? o.io.post[k[u]] : 1.f;
+    bi[u] = ok && o.io.bias ? o.io.bias[k[u]] : 0.f;
+    old[u] = ok ? rowio_old(o.io, r, k[u]) : 0.f;
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if (k[u] >= o.io.n_dst) continue;
+    float x = v[u] * scale;
+    if (o.io.post) x *= po[u];
+    if (o.io.bias) x += bi[u];
+    rowio_store_old(o.io, r, k[u], x, old[u]);
+  }
+}
+
+/* hr_store_n over i = threadIdx.x, + NT, ... < count: position pos(i), transformed value val(i) */
+template <int NT, int U = HR_U, class Pos, class Val>
+__device__ __forceinline__ void hr_store_each(const HrOp &o, int64_t r, int count, float scale, Pos pos, Val val) {
+  for (int i0 = threadIdx.x; i0 < count; i0 += U * NT) {
+    int64_t k[U];
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int i = i0 + u * NT;
+      k[u] = i < count ? pos(i) : o.io.n_dst;
+      v[u] = i < count ? val(i) : 0.f;
+    }
+    hr_store_n<U>(o, r, k, v, scale);
+  }
 }
 
 /* Rows 4g .. 4g+3 of the factor (fac: S or Sᵀ, P x P row-major in shared memory) times the column x,
@@ -132,11 +199,11 @@ __device__ __forceinline__ void hr_kron_rows(int g, const float (&x)[P], const f
   for (int i = 0; i < 4; ++i) sm[hr_pos(col + ((4 * g + i) << lg))] = acc[i];
 }
 
-/* Load a Kronecker block through (S (x) I): a thread holds column a (P registers) and computes row
- * groups j, j + per_col, ... of it, so that blocks of few columns (576 = 36*16) still fill the CTA. */
+/* A Kronecker block through (S (x) I), from its input values staged in shared memory (stage[b.off + i], loaded by
+ * hr_in_each): a thread holds column a (P registers) and computes row groups j, j + per_col, ... of it, so that
+ * blocks of few columns (576 = 36*16) still fill the CTA. */
 template <int P>
-__device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, const float *gate, float rs, const HrBlock &b,
-                                             const float *fac, float *sm) {
+__device__ __forceinline__ void hr_kron_block(const HrBlock &b, const float *stage, const float *fac, float *sm) {
   if constexpr (P > 0) {
     constexpr int groups = P / 4;
     const int L = 1 << b.lg, per_col = min(max(HR_THREADS >> b.lg, 1), groups);
@@ -144,7 +211,7 @@ __device__ __forceinline__ void hr_kron_load(const HrOp &o, const float *src, co
       const int a = w & (L - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o.io, src, gate, rs, b.off + (j << b.lg) + a);
+      for (int j = 0; j < P; ++j) x[j] = stage[b.off + (j << b.lg) + a];
       for (int g = w >> b.lg; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, sm, b.off + a, b.lg);
     }
   }
@@ -211,11 +278,18 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   glq_grid_wait();
   glq_grid_release();
   const float rs = hr_row_scale<HR_THREADS>(o, src, red);
-  for (int i = 0; i < o.pl.nblocks; ++i) {
+  float *stage = sm + hr_smem_bytes(o.pl.n) / sizeof(float); /* (P > 0 only) */
+  for (int i = 0; i < o.pl.nblocks; ++i) { /* Kronecker blocks' inputs to the stage, plain blocks' to the row */
     const HrBlock &b = o.pl.b[i];
-    if (b.kron) hr_kron_load<P>(o, src, gate, rs, b, fac, sm);
+    if (P > 0 && b.kron)
+      hr_in_each<HR_THREADS>(o.io, src, gate, rs, b.len, [&](int j) { return b.off + j; }, [&](int j, float v) { stage[b.off + j] = v; });
     else
-      for (int k = b.off + threadIdx.x; k < b.off + b.len; k += HR_THREADS) sm[hr_pos(k)] = hr_in(o.io, src, gate, rs, k);
+      hr_in_each<HR_THREADS>(o.io, src, gate, rs, b.len, [&](int j) { return b.off + j; }, [&](int j, float v) { sm[hr_pos(b.off + j)] = v; });
+  }
+  if constexpr (P > 0) {
+    __syncthreads();
+    for (int i = 0; i < o.pl.nblocks; ++i)
+      if (o.pl.b[i].kron) hr_kron_block<P>(o.pl.b[i], stage, fac, sm);
   }
   for (int j0 = 0;; j0 += HR_PASS_LOG) { /* a pass over every block with index bits at j0 or above */
     __syncthreads();
@@ -230,8 +304,8 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
   }
   for (int i = 0; i < o.pl.nblocks; ++i) {
     const HrBlock &b = o.pl.b[i];
-    const int end = (int)min((int64_t)(b.off + b.len), o.io.n_dst);
-    for (int k = b.off + threadIdx.x; k < end; k += HR_THREADS) hr_store(o, r, k, sm[hr_pos(k)], b.scale);
+    const int count = (int)max((int64_t)0, min((int64_t)b.len, o.io.n_dst - b.off));
+    hr_store_each<HR_THREADS>(o, r, count, b.scale, [&](int j) { return (int64_t)b.off + j; }, [&](int j) { return sm[hr_pos(b.off + j)]; });
   }
 }
 
@@ -245,7 +319,7 @@ __global__ void __launch_bounds__(HR_THREADS) hr_kernel(const HrOp o) {
  *    m in [cS/8, (c+1)S/8) and, for each, the 8 values m + hS of the 8 CTAs' memories, runs the stages of
  *    bits lg-3 .. lg-1 (h's bits, low first) and stores them;
  *  - S (x) H_L (order P): CTA c takes the columns a in [cW, cW + W), W = L / HRC_CTAS, of all P rows and
- *    applies S on the way in, as hr_kron_load does; after the barrier, CTA c gathers the whole rows
+ *    applies S to them (staged first, as in hr_kernel); after the barrier, CTA c gathers the whole rows
  *    b = c, c + 8, ... from the 8 memories and runs the FWHT of each (bits 0 .. lg-1) before storing.
  * Each value goes through the same operations in the same order as in hr_kernel (the S terms' FMA chain in
  * j order, butterfly stages in bit order, (a + c, a - c)), so the two kernels give identical bytes
@@ -263,11 +337,6 @@ __device__ __forceinline__ void hrc_stages(float *sm, int len, int j_from, int j
       default: hr_pass<3, HRC_THREADS>(sm, 0, len, j0); break;
     }
   }
-}
-
-/* position k of row r, cropped to n_dst, as hr_kernel stores it */
-__device__ __forceinline__ void hrc_store(const HrOp &o, int64_t r, int k, float v) {
-  if (k < o.io.n_dst) hr_store(o, r, k, v, o.pl.b[0].scale);
 }
 
 /* The launch of hrc_kernel for `rows` rows: clusters of HRC_CTAS CTAs along x (attr: room for two attributes; the
@@ -290,7 +359,8 @@ static inline cudaLaunchConfig_t hrc_config(int64_t rows, size_t smem, cudaLaunc
 static inline size_t hrc_smem_bytes(const HrPlan &pl, int P) {
   const int L = 1 << pl.b[0].lg;
   if (!P) return hr_smem_bytes(L / HRC_CTAS);
-  return hr_smem_bytes(P * (L / HRC_CTAS)) + hr_smem_bytes((P + HRC_CTAS - 1) / HRC_CTAS * L);
+  /* the CTA's columns after S, the rows it gathers, its columns' inputs staged */
+  return hr_smem_bytes(P * (L / HRC_CTAS)) + hr_smem_bytes((P + HRC_CTAS - 1) / HRC_CTAS * L) + sizeof(float) * P * (L / HRC_CTAS);
 }
 
 /* Row blockIdx.x / HRC_CTAS of o; launched with clusters of HRC_CTAS CTAs along x. */
@@ -314,7 +384,7 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
   const float rs = hr_row_scale<HRC_THREADS>(o, src, red); /* each CTA of the cluster sums the whole row */
   if constexpr (P == 0) {
     const int lgS = lg - 3, S = 1 << lgS, M = S >> 3;
-    for (int i = threadIdx.x; i < S; i += HRC_THREADS) hrc_sm[hr_pos(i)] = hr_in(o.io, src, gate, rs, c * S + i);
+    hr_in_each<HRC_THREADS>(o.io, src, gate, rs, S, [&](int i) { return c * S + i; }, [&](int i, float v) { hrc_sm[hr_pos(i)] = v; });
     hrc_stages(hrc_sm, S, 0, lgS);
     cl.sync();
     for (int m = c * M + threadIdx.x; m < (c + 1) * M; m += HRC_THREADS) {
@@ -322,19 +392,25 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
 #pragma unroll
       for (int h = 0; h < HRC_CTAS; ++h) v[h] = cl.map_shared_rank(hrc_sm, h)[hr_pos(m)];
       hr_butterflies<HRC_CTAS>(v);
+      int64_t k[HRC_CTAS];
 #pragma unroll
-      for (int h = 0; h < HRC_CTAS; ++h) hrc_store(o, r, h * S + m, v[h]);
+      for (int h = 0; h < HRC_CTAS; ++h) k[h] = h * S + m;
+      hr_store_n<HRC_CTAS>(o, r, k, v, o.pl.b[0].scale);
     }
     cl.sync(); /* no CTA leaves while another reads its memory */
   } else {
     const int lgW = lg - 3, W = 1 << lgW, groups = P / 4;
     float *cols = hrc_sm, *rows = hrc_sm + hr_pos(P * W) + 1;
+    float *stage = rows + hr_smem_bytes(((P + HRC_CTAS - 1) / HRC_CTAS) << lg) / sizeof(float); /* stage[j W + a] */
+    hr_in_each<HRC_THREADS>(o.io, src, gate, rs, P * W, [&](int i) { return ((i >> lgW) << lg) + c * W + (i & (W - 1)); },
+                            [&](int i, float v) { stage[i] = v; });
+    __syncthreads();
     const int per_col = min(max(HRC_THREADS >> lgW, 1), groups);
     for (int w = threadIdx.x; w < W * per_col; w += HRC_THREADS) {
       const int a = w & (W - 1);
       float x[P];
 #pragma unroll
-      for (int j = 0; j < P; ++j) x[j] = hr_in(o.io, src, gate, rs, (j << lg) + c * W + a);
+      for (int j = 0; j < P; ++j) x[j] = stage[(j << lgW) + a];
       for (int g = w >> lgW; g < groups; g += per_col) hr_kron_rows<P>(g, x, fac, cols, a, lgW);
     }
     cl.sync();
@@ -353,10 +429,8 @@ __global__ void __launch_bounds__(HRC_THREADS) hrc_kernel(const HrOp o) {
     cl.sync(); /* the gathers are done: every CTA's cols may go */
     hrc_stages(rows, nq << lg, 0, lg);
     __syncthreads();
-    for (int i = threadIdx.x; i < nq << lg; i += HRC_THREADS) {
-      const int q = i >> lg, a = i & (L - 1);
-      hrc_store(o, r, ((c + q * HRC_CTAS) << lg) + a, rows[hr_pos(i)]);
-    }
+    hr_store_each<HRC_THREADS>(o, r, nq << lg, o.pl.b[0].scale, [&](int i) { return (int64_t)(((c + (i >> lg) * HRC_CTAS) << lg) + (i & (L - 1))); },
+                               [&](int i) { return rows[hr_pos(i)]; });
   }
 #endif
 }

@@ -240,7 +240,7 @@ static int plan_rows(const glq_hadamard *h, int transpose, DevPlan *pl) {
   if (!hr_plan_of(h, transpose, &pl->hr, &p, &s)) return GLQ_OK;
   GLQ_CUDA_TRY(cudaGetDevice(&dev));
   GLQ_CUDA_TRY(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  pl->hr_smem = hr_smem_bytes(pl->hr.n);
+  pl->hr_smem = hr_kernel_smem_bytes(pl->hr.n, p);
   if (pl->hr_smem + sizeof(float) * 60 * 60 + sizeof(double) * GLQ_RMS_RED > (size_t)max_smem) return GLQ_OK; /* + static */
   HrKernel fn = p ? hr_select<HR_ORDERS>(p) : hr_kernel<0>;
   if (!fn) return GLQ_OK;
@@ -825,7 +825,18 @@ static __global__ void __launch_bounds__(GLQ_RMS_RED) k_rmsnorm(const float *in,
   const float *x = in + blockIdx.x * d;
   float *y = out + blockIdx.x * d;
   const float s = glq_rms_scale<GLQ_RMS_RED>(x, d, eps, sh);
-  for (int64_t i = threadIdx.x; i < d; i += GLQ_RMS_RED) y[i] = glq_rms_apply(x[i], s, w[i]);
+  for (int64_t i0 = threadIdx.x; i0 < d; i0 += 8 * GLQ_RMS_RED) { /* 8 loads in flight before the stores */
+    float xv[8], wv[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int64_t i = i0 + u * GLQ_RMS_RED;
+      xv[u] = i < d ? x[i] : 0.f;
+      wv[u] = i < d ? w[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u)
+      if (i0 + u * GLQ_RMS_RED < d) y[i0 + u * GLQ_RMS_RED] = glq_rms_apply(xv[u], s, wv[u]);
+  }
 }
 
 static __global__ void k_swiglu(float *g, const float *u, int64_t n) {

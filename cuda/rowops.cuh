@@ -15,9 +15,16 @@ template <int NT>
 __device__ __forceinline__ float glq_rms_scale(const float *x, int64_t d, float eps, double *sh) {
   static_assert(NT % GLQ_RMS_RED == 0, "block size");
   const int t = (int)threadIdx.x;
-  if (t < GLQ_RMS_RED) {
+  if (t < GLQ_RMS_RED) { /* 8 loads in flight, then their squares in order */
     double ss = 0.0;
-    for (int64_t i = t; i < d; i += GLQ_RMS_RED) ss += (double)x[i] * x[i];
+    for (int64_t i0 = t; i0 < d; i0 += 8 * GLQ_RMS_RED) {
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = i0 + u * GLQ_RMS_RED < d ? x[i0 + u * GLQ_RMS_RED] : 0.f;
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        if (i0 + u * GLQ_RMS_RED < d) ss += (double)v[u] * v[u];
+    }
     sh[t] = ss;
   }
   __syncthreads();
