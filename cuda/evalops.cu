@@ -11,12 +11,34 @@
 /* row maximum (NaN ignored) and its lowest index, left in shf[0] / shi[0]; *nan: whether a NaN was seen */
 __device__ void row_max(const float *x, int64_t v, float *shf, int64_t *shi, int *nan) {
   float mx = -INFINITY;
-  int64_t am = v;
+  int64_t am = v, j0 = 0;
   int bad = 0;
-  for (int64_t j = threadIdx.x; j < v; j += EV_THREADS) {
-    if (x[j] > mx) { mx = x[j]; am = j; } /* strided: the first hit per thread is its lowest index */
-    bad |= x[j] != x[j];
+  /* a thread visits its indices in increasing order, so its first hit of its maximum is its lowest index */
+  auto see = [&](float xv, int64_t j) {
+    if (xv > mx) { mx = xv; am = j; }
+    bad |= xv != xv;
+  };
+  if (((uintptr_t)x & 15) == 0) { /* float4 q holds indices 4q .. 4q+3; 8 of them in flight per thread */
+    const float4 *x4 = reinterpret_cast<const float4 *>(x);
+    const int64_t nq = v / 4;
+    for (int64_t q0 = threadIdx.x; q0 < nq; q0 += 8 * EV_THREADS) {
+      float4 b[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) b[u] = q0 + u * EV_THREADS < nq ? x4[q0 + u * EV_THREADS] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int64_t q = q0 + u * EV_THREADS;
+        if (q < nq) {
+          see(b[u].x, 4 * q);
+          see(b[u].y, 4 * q + 1);
+          see(b[u].z, 4 * q + 2);
+          see(b[u].w, 4 * q + 3);
+        }
+      }
+    }
+    j0 = 4 * nq;
   }
+  for (int64_t j = j0 + threadIdx.x; j < v; j += EV_THREADS) see(x[j], j);
   shf[threadIdx.x] = mx;
   shi[threadIdx.x] = am;
   *nan = __syncthreads_or(bad);
@@ -90,7 +112,7 @@ static __global__ void k_kl(const float *P, const float *Q, int64_t v, double *k
 }
 
 /* out[row] = the lowest index of the row's maximum, or -1 when the row has a NaN */
-static __global__ void k_argmax(const float *lg, int64_t v, int32_t *out) {
+static __global__ void __launch_bounds__(EV_THREADS, 1) k_argmax(const float *lg, int64_t v, int32_t *out) {
   __shared__ float shf[EV_THREADS];
   __shared__ int64_t shi[EV_THREADS];
   int nan;

@@ -555,7 +555,7 @@ static __global__ void k_softmax(float *S, int T, int L, int pos0) {
 /* Attention of one new position per sequence (decode): block (b, h) scores keys 0..pos (pos read
  * from the device, so a captured graph replays at any length), softmaxes them in shared memory and
  * sums the values; every sum runs in a fixed order. */
-static __global__ void k_attn_decode(const float *q, const float *kc, const float *vc, float *att, int nh, int kvh, int hd,
+static __global__ void __launch_bounds__(RED_THREADS, 1) k_attn_decode(const float *q, const float *kc, const float *vc, float *att, int nh, int kvh, int hd,
                               int max_seq, const int *d_pos, float scale) {
   extern __shared__ float sc[];            /* max_seq scores */
   __shared__ double sh[RED_THREADS];
@@ -566,17 +566,41 @@ static __global__ void k_attn_decode(const float *q, const float *kc, const floa
   const float *qh = q + ((int64_t)b * nh + h) * hd;
   for (int d = threadIdx.x; d < hd; d += RED_THREADS) qv[d] = qh[d];
   __syncthreads();
+  /* The loads of a sum are issued in batches before its FMA chain uses them (the chain's order is unchanged): one
+   * load a step made each key's dot product and each output's sum a sequence of memory round trips. */
+  const int vec = (hd & 3) == 0; /* key rows of whole float4s (the cache's rows are then 16-byte aligned) */
   for (int j = threadIdx.x; j < L; j += RED_THREADS) {
     const float *k = K + (int64_t)j * hd;
     float s = 0.0f;
-    for (int d = 0; d < hd; d++) s = fmaf(qv[d], k[d], s);
+    int d = 0;
+    for (; vec && d + 64 <= hd; d += 64) { /* 16 float4 in flight */
+      float4 kv[16];
+#pragma unroll
+      for (int u = 0; u < 16; ++u) kv[u] = *reinterpret_cast<const float4 *>(k + d + 4 * u);
+#pragma unroll
+      for (int u = 0; u < 16; ++u) {
+        s = fmaf(qv[d + 4 * u], kv[u].x, s);
+        s = fmaf(qv[d + 4 * u + 1], kv[u].y, s);
+        s = fmaf(qv[d + 4 * u + 2], kv[u].z, s);
+        s = fmaf(qv[d + 4 * u + 3], kv[u].w, s);
+      }
+    }
+    for (; d < hd; d++) s = fmaf(qv[d], k[d], s);
     sc[j] = __fmul_rn(s, scale);
   }
   float inv = exp_shifted(sc, L, sh, shf);
   float *o = att + ((int64_t)b * nh + h) * hd;
   for (int d = threadIdx.x; d < hd; d += RED_THREADS) {
     float a = 0.0f;
-    for (int j = 0; j < L; j++) a = fmaf(__fmul_rn(sc[j], inv), V[(int64_t)j * hd + d], a);
+    int j = 0;
+    for (; j + 32 <= L; j += 32) { /* 32 values in flight */
+      float vv[32];
+#pragma unroll
+      for (int u = 0; u < 32; ++u) vv[u] = V[(int64_t)(j + u) * hd + d];
+#pragma unroll
+      for (int u = 0; u < 32; ++u) a = fmaf(__fmul_rn(sc[j + u], inv), vv[u], a);
+    }
+    for (; j < L; j++) a = fmaf(__fmul_rn(sc[j], inv), V[(int64_t)j * hd + d], a);
     o[d] = a;
   }
 }
