@@ -46,7 +46,7 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   c->fused_cfg = -1;
   const char *sp = getenv("GLQ_CUDA_SPLIT_INPUTS"); /* "0": bf16 inputs alone (glq_cuda_ctx_set_split_inputs) */
   c->split_inputs = !(sp && !strcmp(sp, "0"));
-  const char *pr = getenv("GLQ_CUDA_PROLOGUE"); /* "1": glq_cuda_ctx_set_prologue(c, 1) (off: not yet run on a GPU) */
+  const char *pr = getenv("GLQ_CUDA_PROLOGUE"); /* "1": glq_cuda_ctx_set_prologue(c, 1) (off: slower, docs/cuda-notes.md) */
   c->prologue = pr && !strcmp(pr, "1");
   c->blas_ws_bytes = (size_t)32 << 20;
   if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
