@@ -49,6 +49,7 @@ struct glq_cuda_ctx {
   int fused_cfg;             /* fused tile shape (fused_mma.cuh); -1 = by batch */
   int split_inputs;          /* glq_cuda_linear: split the matmul input into bf16 hi + lo on the fused path */
   int prologue;              /* glq_cuda_linear: E8P input transforms in the matmul's prologue (glq_cuda_ctx_set_prologue) */
+  int stage_x;               /* fused kernels at batch <= 2 copy x to shared memory first (fused_mma.cuh; glq_cuda_ctx_set_stage_x) */
   uint16_t *scratch;        /* bf16 weights for GLQ_CUDA_DEQUANT */
   size_t scratch_elems;
   void *blas_ws;            /* cuBLAS workspace, so that graph capture never allocates */

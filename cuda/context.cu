@@ -48,6 +48,8 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   c->split_inputs = !(sp && !strcmp(sp, "0"));
   const char *pr = getenv("GLQ_CUDA_PROLOGUE"); /* "1": glq_cuda_ctx_set_prologue(c, 1) (off: slower, docs/cuda-notes.md) */
   c->prologue = pr && !strcmp(pr, "1");
+  const char *sx = getenv("GLQ_CUDA_STAGE_X"); /* "1": glq_cuda_ctx_set_stage_x(c, 1) (off: not yet run on a GPU) */
+  c->stage_x = sx && !strcmp(sx, "1");
   c->blas_ws_bytes = (size_t)32 << 20;
   if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
     free(c);
@@ -86,6 +88,7 @@ extern "C" void glq_cuda_ctx_set_e8_smem(glq_cuda_ctx *c, int entries) { c->e8_s
 
 extern "C" void glq_cuda_ctx_set_split_inputs(glq_cuda_ctx *c, int on) { c->split_inputs = on != 0; }
 extern "C" void glq_cuda_ctx_set_prologue(glq_cuda_ctx *c, int on) { c->prologue = on != 0; }
+extern "C" void glq_cuda_ctx_set_stage_x(glq_cuda_ctx *c, int on) { c->stage_x = on != 0; }
 extern "C" void glq_cuda_ctx_set_cluster_threshold(glq_cuda_ctx *c, int64_t n) { c->max_cluster_batch = n < 0 ? 0 : n; }
 
 extern "C" void glq_cuda_ctx_set_fused_cfg(glq_cuda_ctx *c, int cfg) { c->fused_cfg = cfg < 0 ? -1 : cfg > 2 ? 2 : cfg; }

@@ -47,6 +47,10 @@ struct FusedRot {
   float scale;
 };
 enum { FUSED_ROT_B = 2 };
+/* Staged inputs: at decode sizes every CTA reads all of x (its warps split K); read from global memory chunk by
+ * chunk, each K step waited for its x (and x_lo) loads, a few L2 round trips a step. Batches up to FUSED_STAGE_B
+ * whose x (+ x_lo) take at most FUSED_STAGE_BYTES are copied to shared memory once, with every copy in flight. */
+enum { FUSED_STAGE_B = 2, FUSED_STAGE_BYTES = 64 * 1024 };
 
 struct FusedParams {
   const uint16_t *x;      /* B x in bf16, row-major (ld = in) */
@@ -63,7 +67,11 @@ struct FusedParams {
   int n_smem;             /* E8: leading table words copied to shared memory (multiple of 4) */
   float scale, scale2;    /* y = scale * (acc1 + scale2 * acc2) */
   FusedRot rot;           /* rot.io.src != NULL: x and xlo are built in the prologue (then x, xlo unused) */
+  int stage_x;            /* x and xlo copied to shared memory before the first step (fused_launch decides) */
 };
+
+/* shared memory of the staged x and x_lo of p */
+static inline size_t fused_stage_bytes(const FusedParams &p) { return (size_t)2 * p.B * p.in * (p.xlo ? 2 : 1); }
 
 enum { FUSED_RED_FLOATS = 2048 }; /* WARPS * R * 128 partial sums */
 
@@ -299,7 +307,7 @@ __device__ __forceinline__ void fused_rot_prologue(const FusedParams &p, float *
   }
 }
 
-template <class F, int NT, int R, int WARPS, int MINB = 1, bool XLO = false, bool ROT = false>
+template <class F, int NT, int R, int WARPS, int MINB = 1, bool XLO = false, bool ROT = false, bool STX = false>
 __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedParams p) {
   static_assert(WARPS * R * 128 <= FUSED_RED_FLOATS, "partial sums exceed the reduction buffer");
   extern __shared__ __align__(16) uint32_t smem[];
@@ -343,6 +351,20 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
     px = xh;
     pxlo = xl;
   }
+  if constexpr (STX) { /* x (and x_lo) to shared memory, every 16-byte copy in flight at once */
+    uint16_t *xh = reinterpret_cast<uint16_t *>(stab + (F::kTable ? p.n_smem + 4 : 0)), *xl = XLO ? xh + (int64_t)p.B * p.in : NULL;
+    const int chunks = p.B * p.in / 8;
+    const uint32_t sh = (uint32_t)__cvta_generic_to_shared(xh), sl = XLO ? (uint32_t)__cvta_generic_to_shared(xl) : 0u;
+    for (int c = threadIdx.x; c < chunks; c += WARPS * 32) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sh + 16u * c), "l"(p.x + 8 * (int64_t)c));
+      if constexpr (XLO) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sl + 16u * c), "l"(p.xlo + 8 * (int64_t)c));
+    }
+    asm volatile("cp.async.commit_group;");
+    asm volatile("cp.async.wait_all;");
+    __syncthreads();
+    px = xh;
+    pxlo = xl;
+  }
 
   for (; tile < ntiles; tile += stride) {
     const int row0 = (tile / p.col_blocks) * 16 * R, cb = tile % p.col_blocks;
@@ -353,7 +375,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
       adv(tl, st);
       if (PF == 2) adv(tl, st);
       if (tl < ntiles) fused_load<F, R>(p, tl, st, g, t, PF == 2 ? b2 : b1);
-      fused_step<F, NT, R, XLO, ROT>(p, px, pxlo, b0, s, cb, g, t, stab, acc, corr);
+      fused_step<F, NT, R, XLO, ROT || STX>(p, px, pxlo, b0, s, cb, g, t, stab, acc, corr);
 #pragma unroll
       for (int rr = 0; rr < R; ++rr) {
         b0[rr] = b1[rr];
@@ -375,7 +397,7 @@ static int fused_launch_shape(const glq_cuda_ctx *ctx, FusedParams p, void (*ker
   p.row_tiles = (p.out + 16 * Shape::r - 1) / (16 * Shape::r);
   /* (+16 B: a codebook gather reads word n_smem of the table head, see e8_word) */
   const size_t smem = sizeof(float) * FUSED_RED_FLOATS + (F::kTable ? sizeof(uint32_t) * (p.n_smem + 4) : 0) +
-                      (p.rot.io.src ? fused_rot_bytes(p.in, p.B) : 0);
+                      (p.rot.io.src ? fused_rot_bytes(p.in, p.B) : 0) + (p.stage_x ? fused_stage_bytes(p) : 0);
   GLQ_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   int occ = 0;
   GLQ_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, Shape::warps * 32, smem));
@@ -415,6 +437,14 @@ static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStrea
   }
   int cfg = ctx->fused_cfg;
   if (cfg < 0) cfg = (FmtSmallTable<F>::v && p.B <= 8) ? 2 : (p.out + 31) / 32 > ctx->sms / 2 ? 1 : 0;
+  if constexpr (FmtSmallTable<F>::v) { /* staged inputs (cfg 2 shape) */
+    if (ctx->stage_x && cfg == 2 && p.B <= FUSED_STAGE_B && p.in % 8 == 0 && fused_stage_bytes(p) <= FUSED_STAGE_BYTES) {
+      FusedParams q = p;
+      q.stage_x = 1;
+      return p.xlo ? fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, q, fused_kernel<F, 1, 1, 8, 2, true, false, true>, st)
+                   : fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, q, fused_kernel<F, 1, 1, 8, 2, false, false, true>, st);
+    }
+  }
   return p.xlo ? fused_launch_cfg<F, true>(ctx, p, cfg, st) : fused_launch_cfg<F, false>(ctx, p, cfg, st);
 }
 

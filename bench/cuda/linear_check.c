@@ -24,7 +24,8 @@
  * On sm_90, B <= 16 with a one-block plan (4096, 14336, 16384) runs a row over a cluster of 8 CTAs; the
  * same batch with the clusters off (one CTA a row) must give identical bytes. At those batches the RMSNorm,
  * SwiGLU and residual add folded into the layer (glq_cuda_fuse) must give the bytes of the standalone kernels, and at
- * B <= 2 an E8P layer with its input transform in the matmul's prologue (glq_cuda_ctx_set_prologue) the same bytes.
+ * B <= 2 an E8P layer with its input transform in the matmul's prologue (glq_cuda_ctx_set_prologue) the same bytes, and
+ * the fused kernels reading x step by step instead of staged in shared memory (glq_cuda_ctx_set_stage_x) too.
  * Then CUDA-graph captures of reserved layers must replay to the bytes of a direct call, and the
  * random layers of glq_cuda_linear_random must run with finite outputs. */
 #include <cblas.h>
@@ -212,6 +213,13 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     prologue_same = same_as(g, dx, B, out, dy, 0, y, &rc);
     glq_cuda_ctx_set_prologue(g_ctx, 0);
   }
+  /* B <= 2: the fused kernels with x staged in shared memory and read step by step give the same bytes */
+  int staged_same = 1;
+  if (!rc && B <= 2) {
+    glq_cuda_ctx_set_stage_x(g_ctx, 1);
+    staged_same = same_as(g, dx, B, out, dy, 0, y, &rc);
+    glq_cuda_ctx_set_stage_x(g_ctx, 0);
+  }
   int fused = 1;
   if (!rc && B <= 16) {
     fused = fused_same(g, dx, B, in, out);
@@ -266,10 +274,10 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
   }
   const double rel = sqrt(num / (den > 0 ? den : 1));
   const int same = memcmp(y, y2, (size_t)(B * out) * sizeof(float)) == 0;
-  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same && prologue_same && fused == 1;
-  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s%s%s", c->name, (long long)B, rel, stat, use,
+  const int ok = nonfinite == 0 && use <= 1 && rel <= stat && same && lanes_same && cluster_same && prologue_same && staged_same && fused == 1;
+  report(ok, "%-58s B=%-3lld rel %.2e (<= %.0e) bound use %.3f (tol %.2e%s)%s%s%s%s%s%s%s", c->name, (long long)B, rel, stat, use,
          tol, c->rows_norm ? ", row 2-norm" : "", same ? "" : " RERUN DIFFERS", lanes_same ? "" : " OTHER LANE DIFFERS",
-         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", prologue_same ? "" : " PROLOGUE TRANSFORM DIFFERS",
+         cluster_same ? "" : " CLUSTER TRANSFORMS DIFFER", prologue_same ? "" : " PROLOGUE TRANSFORM DIFFERS", staged_same ? "" : " STAGED INPUTS DIFFER",
          fused == 1 ? "" : " FOLDED OPS DIFFER", nonfinite ? " NON-FINITE OUTPUT" : "");
   free(xt), free(A), free(x), free(r), free(y), free(y2);
 }
