@@ -125,6 +125,16 @@ __device__ __forceinline__ void glq_grid_release() {
 }
 
 /* ---- device helpers ---- */
+/* Issue the copies of `chunks` 16-byte chunks from global src to shared dst (both 16-byte aligned) with cp.async,
+ * chunk c by thread c mod nthreads of the block, and commit them as one group; the caller waits
+ * (cp.async.wait_all, then a barrier) before reading dst. */
+__device__ __forceinline__ void glq_cp_async16(void *dst, const void *src, int chunks, int nthreads) {
+  const uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
+  const char *g = static_cast<const char *>(src);
+  for (int c = threadIdx.x; c < chunks; c += nthreads)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s + 16u * c), "l"(g + 16 * (int64_t)c));
+  asm volatile("cp.async.commit_group;");
+}
 __device__ __forceinline__ uint4 ldg_stream16(const void *p) {
   uint4 r;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"

@@ -80,10 +80,8 @@ static __global__ void __launch_bounds__(1024) e8_dequant_kernel(const uint8_t *
                                                           int64_t pitch1, int64_t pitch2, const uint32_t *__restrict__ table,
                                                           int n_smem, int out, int in, float inv_rs, uint16_t *__restrict__ w) {
   extern __shared__ __align__(16) uint32_t stab[];
-  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stab);
-  for (int c = threadIdx.x; c < n_smem / 4; c += blockDim.x)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sbase + 16u * c), "l"(table + 4 * c));
-  asm volatile("cp.async.commit_group;\ncp.async.wait_all;");
+  glq_cp_async16(stab, table, n_smem / 4, blockDim.x);
+  asm volatile("cp.async.wait_all;");
   __syncthreads();
   const int groups = in / 8, spr = (int)(pitch1 / 64), nseg = out * spr;
   const int lane = threadIdx.x & 31;

@@ -225,11 +225,7 @@ __device__ __forceinline__ void fused_load(const FusedParams &p, int tile, int s
 /* Copy the codebook head into shared memory (cp.async; the caller waits with cp.async.wait_all). */
 template <class F, int THREADS>
 __device__ __forceinline__ void fused_table_fill(const FusedParams &p, uint32_t *stab) {
-  if (!F::kTable) return;
-  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stab);
-  for (int c = threadIdx.x; c < p.n_smem / 4; c += THREADS)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sbase + 16u * c), "l"(p.table + 4 * c));
-  asm volatile("cp.async.commit_group;");
+  if (F::kTable) glq_cp_async16(stab, p.table, p.n_smem / 4, THREADS);
 }
 
 /* End of a tile: combine stages and the bias correction, add the WARPS partial sums in a fixed order
@@ -343,8 +339,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
   glq_grid_wait();
   glq_grid_release();
   const uint16_t *px = p.x, *pxlo = p.xlo;
+  char *rb = reinterpret_cast<char *>(stab + (F::kTable ? p.n_smem + 4 : 0)); /* the prologue's or staged x's space */
   if constexpr (ROT) { /* x built here from the f32 rows (the reduction buffer is free until the first epilogue) */
-    char *rb = reinterpret_cast<char *>(stab + (F::kTable ? p.n_smem + 4 : 0));
     float *work = reinterpret_cast<float *>(rb);
     uint16_t *xh = reinterpret_cast<uint16_t *>(rb + (hr_smem_bytes(p.in) + 15) / 16 * 16), *xl = XLO ? xh + (int64_t)p.B * p.in : NULL;
     fused_rot_prologue<WARPS * 32>(p, work, xh, xl, reinterpret_cast<double *>(red));
@@ -352,14 +348,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) fused_kernel(const FusedPara
     pxlo = xl;
   }
   if constexpr (STX) { /* x (and x_lo) to shared memory, every 16-byte copy in flight at once */
-    uint16_t *xh = reinterpret_cast<uint16_t *>(stab + (F::kTable ? p.n_smem + 4 : 0)), *xl = XLO ? xh + (int64_t)p.B * p.in : NULL;
-    const int chunks = p.B * p.in / 8;
-    const uint32_t sh = (uint32_t)__cvta_generic_to_shared(xh), sl = XLO ? (uint32_t)__cvta_generic_to_shared(xl) : 0u;
-    for (int c = threadIdx.x; c < chunks; c += WARPS * 32) {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sh + 16u * c), "l"(p.x + 8 * (int64_t)c));
-      if constexpr (XLO) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sl + 16u * c), "l"(p.xlo + 8 * (int64_t)c));
-    }
-    asm volatile("cp.async.commit_group;");
+    uint16_t *xh = reinterpret_cast<uint16_t *>(rb), *xl = XLO ? xh + (int64_t)p.B * p.in : NULL;
+    glq_cp_async16(xh, p.x, p.B * p.in / 8, WARPS * 32);
+    if constexpr (XLO) glq_cp_async16(xl, p.xlo, p.B * p.in / 8, WARPS * 32);
     asm volatile("cp.async.wait_all;");
     __syncthreads();
     px = xh;
@@ -425,13 +416,18 @@ static int fused_launch_cfg(const glq_cuda_ctx *ctx, const FusedParams &p, int c
   return fused_launch_shape<F, FusedShape<2, 2, 8>>(ctx, p, fused_kernel<F, 2, 2, 8, 1, XLO>, st);
 }
 
+/* The cfg 2 shape with x built in the prologue (ROT) or staged in shared memory (STX). */
+template <class F, bool ROT, bool STX>
+static int fused_launch_cfg2(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
+  return p.xlo ? fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, true, ROT, STX>, st)
+               : fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, false, ROT, STX>, st);
+}
+
 template <class F>
 static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStream_t st) {
   if (p.rot.io.src) { /* the prologue: cfg 2 at B <= FUSED_ROT_B (formats with a small table only) */
     if constexpr (FmtSmallTable<F>::v) {
-      if (p.B <= FUSED_ROT_B && p.in == 1 << p.rot.lg)
-        return p.xlo ? fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, true, true>, st)
-                     : fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, p, fused_kernel<F, 1, 1, 8, 2, false, true>, st);
+      if (p.B <= FUSED_ROT_B && p.in == 1 << p.rot.lg) return fused_launch_cfg2<F, true, false>(ctx, p, st);
     }
     return glq_error(GLQ_EUNSUPPORTED, "fused kernel: no prologue transform for this format, batch %d or size %d", p.B, p.in);
   }
@@ -441,8 +437,7 @@ static int fused_launch(const glq_cuda_ctx *ctx, const FusedParams &p, cudaStrea
     if (ctx->stage_x && cfg == 2 && p.B <= FUSED_STAGE_B && p.in % 8 == 0 && fused_stage_bytes(p) <= FUSED_STAGE_BYTES) {
       FusedParams q = p;
       q.stage_x = 1;
-      return p.xlo ? fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, q, fused_kernel<F, 1, 1, 8, 2, true, false, true>, st)
-                   : fused_launch_shape<F, FusedShape<1, 1, 8>>(ctx, q, fused_kernel<F, 1, 1, 8, 2, false, false, true>, st);
+      return fused_launch_cfg2<F, false, true>(ctx, q, st);
     }
   }
   return p.xlo ? fused_launch_cfg<F, true>(ctx, p, cfg, st) : fused_launch_cfg<F, false>(ctx, p, cfg, st);

@@ -117,6 +117,15 @@ static int same_as(glq_cuda_linear *g, const float *dx, int64_t B, int64_t out, 
   return same;
 }
 
+/* same_as on lane 0 with a context switch (glq_cuda_ctx_set_prologue, _set_stage_x) on, then off again */
+static int same_with(void (*set)(glq_cuda_ctx *, int), glq_cuda_linear *g, const float *dx, int64_t B, int64_t out, float *dy,
+                     const float *y, int *rc) {
+  set(g_ctx, 1);
+  const int same = same_as(g, dx, B, out, dy, 0, y, rc);
+  set(g_ctx, 0);
+  return same;
+}
+
 /* dst (n floats, device) = the n floats at src (device) */
 static void dcopy(float *dst, const float *src, int64_t n) {
   CK(cudaMemcpy(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice));
@@ -206,20 +215,11 @@ static void check_batch(const lcase *c, glq_cuda_linear *g, int64_t B) {
     cluster_same = same_as(g, dx, B, out, dy, 0, y, &rc);
     glq_cuda_ctx_set_cluster_threshold(g_ctx, 16);
   }
-  /* B <= 2: E8P layers with the input transform in the matmul's prologue give the same bytes */
-  int prologue_same = 1;
-  if (!rc && B <= 2) {
-    glq_cuda_ctx_set_prologue(g_ctx, 1);
-    prologue_same = same_as(g, dx, B, out, dy, 0, y, &rc);
-    glq_cuda_ctx_set_prologue(g_ctx, 0);
-  }
-  /* B <= 2: the fused kernels with x staged in shared memory and read step by step give the same bytes */
-  int staged_same = 1;
-  if (!rc && B <= 2) {
-    glq_cuda_ctx_set_stage_x(g_ctx, 1);
-    staged_same = same_as(g, dx, B, out, dy, 0, y, &rc);
-    glq_cuda_ctx_set_stage_x(g_ctx, 0);
-  }
+  /* B <= 2: E8P layers with the input transform in the matmul's prologue, and the fused kernels with x staged in
+   * shared memory, give the same bytes */
+  int prologue_same = 1, staged_same = 1;
+  if (!rc && B <= 2) prologue_same = same_with(glq_cuda_ctx_set_prologue, g, dx, B, out, dy, y, &rc);
+  if (!rc && B <= 2) staged_same = same_with(glq_cuda_ctx_set_stage_x, g, dx, B, out, dy, y, &rc);
   int fused = 1;
   if (!rc && B <= 16) {
     fused = fused_same(g, dx, B, in, out);
