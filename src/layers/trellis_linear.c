@@ -12,6 +12,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include "../quant/trellis_avx2.h"
 #define TRL_X86 1
 #endif
 
@@ -259,7 +260,7 @@ int glq_trellis_quantize_linear(const float *w, int64_t m, int64_t n, const doub
  *  - B <= SMALL_B, 3inst code, AVX2 + F16C (GLQ_NO_AVX2=1 turns it off): fused decode and dot. A tile's sequence
  *    position 8L + j (lane L = 4g + t of glq's MMA order) is tile element (g + 8·(j>>1 & 1), 2t + (j & 1) + 8·(j>>2)),
  *    so the 8 states of a lane come from one 64-bit window of the tile's bitstream, decode to 8 floats with
- *    vector integer ops and F16C (the 3inst fp16 sum, rounded as glq_trellis_3inst does), and multiply x
+ *    vector integer ops (glq_trellis_3inst_avx2: the 3inst fp16 sum, rounded as glq_trellis_3inst does), and multiply x
  *    permuted once per forward into that order (xp); accumulators per lane, summed per row at the end.
  *  - B > SMALL_B: each row tile decoded to f32 (wscale applied) and multiplied by glq_gemm_nt.
  *  - otherwise (hyb codes, no AVX2): the decoded tile times x, scalar. */
@@ -374,19 +375,6 @@ TRL_AVX2 static inline __m256i lane_states_k2(const uint16_t *w, int lane) {
                           _mm256_set1_epi32(0xFFFF));
 }
 
-/* the 8 values (3inst) of 8 states: glq_trellis_3inst bit for bit */
-TRL_AVX2 static inline __m256 lane_values(__m256i s) {
-  __m256i r = _mm256_add_epi32(_mm256_mullo_epi32(s, _mm256_set1_epi32(89226354)), _mm256_set1_epi32(64248484));
-  r = _mm256_xor_si256(_mm256_and_si256(r, _mm256_set1_epi32((int)0x8FFF8FFFu)), _mm256_set1_epi32(0x3B603B60));
-  /* low halves then high halves, 16 bits each, in state order: within each 128-bit half the low halves to bytes
-   * 0..7 and the high ones to 8..15, then the quarters reordered */
-  const __m256i halves = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
-  const __m256i p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(r, halves), 0xD8);
-  const __m256 sum = _mm256_add_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(p)), _mm256_cvtph_ps(_mm256_extracti128_si256(p, 1)));
-  return _mm256_cvtph_ps(_mm256_cvtps_ph(sum, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
 /* xp[b][ct·32 + 8t + j] = x[b][16ct + 2t + (j & 1) + 8·(j >> 2)] (the lane order of a tile's columns) */
 static void permute_x(const trlin *l, int64_t B) {
   for (int64_t b = 0; b < B; b++)
@@ -422,7 +410,7 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
 #pragma GCC unroll 8
         for (int i = 0; i < TR_LANES; i++) {
           const int ln = l0 + i;
-          const __m256 v = lane_values(k2 ? lane_states_k2((const uint16_t *)tile, ln)
+          const __m256 v = glq_trellis_3inst_avx2(k2 ? lane_states_k2((const uint16_t *)tile, ln)
                                           : lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
           for (int b = 0; b < B; b++) acc[b][i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][i]);
         }

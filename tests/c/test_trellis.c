@@ -1,7 +1,8 @@
 /* test_trellis.c - the trellis codec (src/quant/trellis.h) against brute force and glq 0.8.16's fixtures.
  * 1. Viterbi optimality: tiny trellises (L 4..6, K 1..2, V 1..2, 2..6 steps, free / constrained ends)
  *    against enumeration of every state path (same f32 summation order, so costs compare exactly).
- * 2. The 3inst table (all 65536 states) and the hyb lut's checksum against glq's decode.
+ * 2. The 3inst table (all 65536 states) and the hyb lut's checksum against glq's decode; the AVX2 3inst decode of the
+ *    fused CPU forward (quant/trellis_avx2.h) against the scalar one on all 65536 states.
  * 3. glq's packed layers (spec/fixtures/trellis) decoded bit for bit; unpack -> pack gives the same bytes.
  * 4. glq's own Viterbi states for the fixture tiles reproduced by ours (fp16-rounded targets as glq feeds them).
  * 5. Encode -> pack -> unpack -> decode equals the decode of the chosen states; SSE4 and AVX2 give equal bytes.
@@ -10,6 +11,7 @@
 #include "core/pool.h"
 #include "core/tensor.h"
 #include "quant/trellis.h"
+#include "quant/trellis_avx2.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +155,33 @@ static uint32_t fnv1a(const void *p, size_t n) {
   return h;
 }
 
+/* the fused CPU decode's vector 3inst equals glq_trellis_3inst on every state */
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2,fma,f16c"))) static int bad_3inst_avx2(void) {
+  int bad = 0;
+  for (uint32_t s0 = 0; s0 < 65536; s0 += 8) {
+    float v[8];
+    _mm256_storeu_ps(v, glq_trellis_3inst_avx2(_mm256_add_epi32(_mm256_set1_epi32((int)s0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));
+    for (uint32_t i = 0; i < 8; i++) {
+      const float r = glq_trellis_3inst(s0 + i);
+      if (memcmp(&v[i], &r, 4) && bad++ < 3) printf("  3inst state %u: vector %.9g, scalar %.9g\n", s0 + i, v[i], r);
+    }
+  }
+  return bad;
+}
+#endif
+
+static void check_3inst_avx2(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("f16c")) {
+    printf("  (no AVX2 + F16C: the vector 3inst decode is not checked)\n");
+    return;
+  }
+  const int bad = bad_3inst_avx2();
+  CHECK(!bad, "the AVX2 3inst decode differs from glq_trellis_3inst on %d of 65536 states", bad);
+#endif
+}
+
 static void test_fixtures(void) {
   size_t len;
   char *man = slurp(FIX "manifest.json", &len);
@@ -165,6 +194,7 @@ static void test_fixtures(void) {
   }
   CHECK(!bad, "3inst decode differs from glq on %d of 65536 states", bad);
   free(lut3);
+  check_3inst_avx2();
 
   uint16_t *t16 = slurp(FIX "hyb_tlut.f16", &len);
   float tlut[1024];
