@@ -19,6 +19,7 @@ for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench q
 echo; echo "| batch | threads (glq/openblas) | hif4 ms | openblas f32 ms | speed-up |"; echo "|---|---|---|---|---|"
 for t in 1 2; do GLQ_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/hif4_bench forward 4096 4096; done
 echo; echo "== forward, SmolLM2 shapes with random weights (bench/forward_bench.lua)"; build/glq bench/forward_bench.lua
+echo; echo "== Hadamard transforms (build/bench/hadamard_bench)"; build/bench/hadamard_bench
 echo; echo "== fused CPU decode kernels alone, SmolLM2's 210 shapes at batch 1, one thread (bench/layer_time.lua)"
 for k in "e8 2" "e8p 2" "e8p 2 20 l1" "e8 4" "trellis 2" "trellis 3"; do build/glq bench/layer_time.lua $k; done
 echo; echo "== SmolLM2-135M dense vs E8 vs HiF4 (bench/model_bench.lua 64 cpu 5)"; build/glq bench/model_bench.lua 64 cpu 5
