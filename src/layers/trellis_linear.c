@@ -411,7 +411,7 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
         for (int i = 0; i < TR_LANES; i++) {
           const int ln = l0 + i;
           const __m256 v = glq_trellis_3inst_avx2(k2 ? lane_states_k2((const uint16_t *)tile, ln)
-                                          : lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
+                                                     : lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
           for (int b = 0; b < B; b++) acc[b][i] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + b * 2 * l->np + 8 * (ln & 3)), acc[b][i]);
         }
       }
