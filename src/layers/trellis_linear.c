@@ -386,13 +386,15 @@ static void permute_x(const trlin *l, int64_t B) {
     }
 }
 
-/* Lane blocks: a row tile's 32 lanes run in blocks of TR_LANES over all its column tiles, so a block's accumulators
- * stay in registers (at batch 1); each lane is still one FMA chain over the column tiles in ascending order. */
+/* Lane blocks: a row tile's 32 lanes run in blocks of `lanes` (8, or 4 where the 64-bit windows' constants would
+ * push 8 accumulators out of the registers) over all its column tiles, so a block's accumulators stay in registers
+ * (at batch 1); each lane is still one FMA chain over the column tiles in ascending order. */
 #define TR_LANES 8
 
-/* row tiles [r0, r1) at batch B (a constant after inlining); k2: the code has K = 2 (also a constant) */
+/* row tiles [r0, r1) at batch B; k2: the code has K = 2; lanes: 4 or 8 (constants after inlining) */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_rows_avx2(const fw_job *j, int64_t r0, int64_t r1,
-                                                                                          const int B, const int k2) {
+                                                                                          const int B, const int k2,
+                                                                                          const int lanes) {
   const trlin *l = j->l;
   const int K = l->code.K;
   const int64_t tn = l->np / 16;
@@ -400,15 +402,15 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
   const __m256i sh_hi = _mm256_setr_epi64x(48 - 4 * K, 48 - 5 * K, 48 - 6 * K, 48 - 7 * K);
   __m256 acc[SMALL_B][TR_LANES];
   for (int64_t rt = r0; rt < r1; rt++)
-    for (int l0 = 0; l0 < 32; l0 += TR_LANES) {
+    for (int l0 = 0; l0 < 32; l0 += lanes) {
       for (int b = 0; b < B; b++)
 #pragma GCC unroll 8
-        for (int i = 0; i < TR_LANES; i++) acc[b][i] = _mm256_setzero_ps();
+        for (int i = 0; i < lanes; i++) acc[b][i] = _mm256_setzero_ps();
       for (int64_t ct = 0; ct < tn; ct++) {
         const uint8_t *tile = (const uint8_t *)(l->words + (rt * tn + ct) * l->wpt);
         const float *xp = l->xp + ct * 32;
 #pragma GCC unroll 8
-        for (int i = 0; i < TR_LANES; i++) {
+        for (int i = 0; i < lanes; i++) {
           const int ln = l0 + i;
           const __m256 v = glq_trellis_3inst_avx2(k2 ? lane_states_k2((const uint16_t *)tile, ln)
                                                      : lane_states(tile_window(tile, K, ln), sh_lo, sh_hi));
@@ -417,7 +419,7 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
       }
       for (int b = 0; b < B; b++) {
         float *y = l->yt + b * l->mp + rt * 16;
-        for (int g = l0 / 4; g < (l0 + TR_LANES) / 4; g++) {
+        for (int g = l0 / 4; g < (l0 + lanes) / 4; g++) {
           float s0 = 0, s1 = 0; /* rows g and g + 8: lanes 4g .. 4g+3, elements {0,1,4,5} and {2,3,6,7} */
           for (int t = 0; t < 4; t++) {
             float a[8];
@@ -435,9 +437,9 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void fw_ro
 TRL_AVX2 static void fw_range_avx2(void *ctx, int64_t r0, int64_t r1) {
   const fw_job *j = ctx;
   const int k2 = j->l->code.K == 2;
-  if (j->B == 1 && k2) fw_rows_avx2(j, r0, r1, 1, 1);
-  else if (j->B == 1) fw_rows_avx2(j, r0, r1, 1, 0);
-  else fw_rows_avx2(j, r0, r1, (int)j->B, k2);
+  if (j->B == 1 && k2) fw_rows_avx2(j, r0, r1, 1, 1, TR_LANES);
+  else if (j->B == 1) fw_rows_avx2(j, r0, r1, 1, 0, 4);
+  else fw_rows_avx2(j, r0, r1, (int)j->B, k2, TR_LANES);
 }
 #endif
 
