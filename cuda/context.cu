@@ -48,7 +48,7 @@ extern "C" int glq_cuda_ctx_create(glq_cuda_ctx **out) {
   c->split_inputs = !(sp && !strcmp(sp, "0"));
   const char *pr = getenv("GLQ_CUDA_PROLOGUE"); /* "1": glq_cuda_ctx_set_prologue(c, 1) (off: slower, docs/cuda-notes.md) */
   c->prologue = pr && !strcmp(pr, "1");
-  const char *sx = getenv("GLQ_CUDA_STAGE_X"); /* "1": glq_cuda_ctx_set_stage_x(c, 1) (off: not yet run on a GPU) */
+  const char *sx = getenv("GLQ_CUDA_STAGE_X"); /* "1": glq_cuda_ctx_set_stage_x(c, 1) (off: slower on an H100) */
   c->stage_x = sx && !strcmp(sx, "1");
   c->blas_ws_bytes = (size_t)32 << 20;
   if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {

@@ -52,8 +52,8 @@ void glq_cuda_ctx_set_split_inputs(glq_cuda_ctx *ctx, int on);
  * of a launch before; the same bytes by construction. Default 0 (GLQ_CUDA_PROLOGUE=1 sets it): measured slower than the separate transform on an H200. */
 void glq_cuda_ctx_set_prologue(glq_cuda_ctx *ctx, int on);
 /* 1: at batch <= 2 the fused matmuls of small-table formats (E8P, HiF4) copy their input rows to shared memory before
- * the first K step instead of reading them step by step; the same bytes. Default 0 (GLQ_CUDA_STAGE_X=1 sets it): not
- * yet run on a GPU (scripts/device/go19.sh checks and times it). */
+ * the first K step instead of reading them step by step; the same bytes (linear_check). Default 0 (GLQ_CUDA_STAGE_X=1
+ * sets it): measured slower on an H100 (scripts/device/go19.sh). */
 void glq_cuda_ctx_set_stage_x(glq_cuda_ctx *ctx, int on);
 /* (a new context starts with 0 when the environment has GLQ_CUDA_SPLIT_INPUTS=0) */
 void glq_cuda_ctx_free(glq_cuda_ctx *ctx);
