@@ -386,9 +386,9 @@ static void permute_x(const trlin *l, int64_t B) {
     }
 }
 
-/* Lane blocks: a row tile's 32 lanes run in blocks of `lanes` (8, or 4 where the 64-bit windows' constants would
- * push 8 accumulators out of the registers) over all its column tiles, so a block's accumulators stay in registers
- * (at batch 1); each lane is still one FMA chain over the column tiles in ascending order. */
+/* Lane blocks: a row tile's 32 lanes run in blocks of `lanes` over all its column tiles, so a block's accumulators
+ * stay in registers at batch 1 (blocks of 8; of 4 when K != 2, where the 64-bit window's constants would push 8
+ * accumulators out); each lane is still one FMA chain over the column tiles in ascending order. */
 #define TR_LANES 8
 
 /* row tiles [r0, r1) at batch B; k2: the code has K = 2; lanes: 4 or 8 (constants after inlining) */
