@@ -1,8 +1,8 @@
 #!/bin/bash
-# exp-decode-step.patch applied (README.md). Carry the pack. Binaries: e2e_bench_base (before the decode attention took in q/k/v preparation), e2e_bench_pf3/4
-# (the same with E8P weights loaded 3 / 4 steps ahead, -DGLQ_E8P_PREFETCH), e2e_bench (attention with the
-# preparation folded in). GLQ_CUDA_STAGE_X=1: each warp copies its own steps' x to shared memory; =2: x prefetched
-# into L1. linear_check (staging = step by step, byte for byte), e2e, cuda_spec (default settings), e2e again
+# exp-decode-step.patch applied (README.md); carry the pack. Binaries: e2e_bench_base (before the patch), e2e_bench
+# (after: attention with the q/k/v preparation folded in), e2e_bench_pf3/4 (the patch with E8P weights loaded 3 / 4
+# steps ahead, -DGLQ_E8P_PREFETCH). GLQ_CUDA_STAGE_X=1: each warp stages its own steps' x in shared memory; =2: x
+# prefetched into L1. linear_check (staging = step by step, byte for byte), e2e, cuda_spec (defaults), e2e again
 source .device/setup.sh
 L=$OUT/logs; T0=$(date +%s); el() { echo "t=$(( $(date +%s) - T0 ))"; }
 nvidia-smi -L; which nsys ncu
